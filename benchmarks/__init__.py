@@ -1,0 +1,1 @@
+"""Reproducible performance comparisons; run each module directly (not part of the test suite)."""

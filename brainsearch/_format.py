@@ -1,0 +1,29 @@
+"""Human-readable numbers for summaries and messages."""
+
+from __future__ import annotations
+
+__all__ = ["fmt_bytes", "fmt_count", "fmt_flops"]
+
+
+def fmt_count(n: float) -> str:
+    """``1_883_000_000`` -> ``"1.88B"`` (K, M, B, T)."""
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(round(n)) if float(n).is_integer() else f"{n:.3g}"
+
+
+def fmt_bytes(n: float) -> str:
+    """``3 * 2**30`` -> ``"3.00 GiB"``."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{round(n)} B"
+
+
+def fmt_flops(n: float) -> str:
+    """``6.04e10`` -> ``"60.4 GFLOP"``."""
+    for unit, size in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6), ("KFLOP", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{round(n)} FLOP"

@@ -1,0 +1,205 @@
+"""The ``brainsearch`` command.
+
+Bad input exits with status 2 and one line per problem, ``FILE: dotted.path: message``, on stderr; never a
+traceback. Heavy imports (torch, the service) happen inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from brainsearch._format import fmt_bytes, fmt_count, fmt_flops
+from brainsearch.arch import Architecture, Cost, cost, preset, preset_names
+from brainsearch.errors import ArchitectureError, BrainsearchError, Problem
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="brainsearch",
+    help="Neural architecture search for Brainformer-style Mixture-of-Experts blocks.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+EXIT_BAD_INPUT = 2
+
+
+def _fail(problems: tuple[Problem, ...] | list[Problem]) -> typer.Exit:
+    for problem in problems:
+        err.print(str(problem), markup=False, highlight=False)
+    return typer.Exit(EXIT_BAD_INPUT)
+
+
+@app.command()
+def validate(
+    space_file: Annotated[str, typer.Argument(metavar="SPACE.yaml", help="A space file or a bundled space name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Check a search-space file; print its dimensions, size and cost range (exit 2 on problems)."""
+    from brainsearch.space import bounds, dimensions, load_space, space_size
+
+    space = load_space(space_file)
+    extremes = bounds(space)
+    assert extremes is not None, "load_space rejects spaces without a feasible assignment"
+    batch = space.proxy.batch_size
+    small_total, large_total, small_act, large_act = extremes.cost_range(batch)
+    dims = dimensions(space)
+    size = space_size(space)
+    summary: dict[str, Any] = {
+        "file": space_file,
+        "name": space.name,
+        "dimensions": dims,
+        "size": size,
+        "params_total": [small_total.params_total, large_total.params_total],
+        "params_activated": [small_act.params_activated, large_act.params_activated],
+        "flops_per_token": [small_act.flops_per_token, large_act.flops_per_token],
+        "memory_bytes": [small_total.memory_bytes, large_total.memory_bytes],
+        "smallest": extremes.smallest_total.to_dict(),
+        "largest": extremes.largest_total.to_dict(),
+    }
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    p, s = space.proxy, space.search
+    budget = next(f"{fmt_count(v)} {k}" for k, v in p.budget.model_dump().items() if v is not None)
+    out.print(f"[bold green]OK[/] {space_file}: space [bold]{space.name}[/]  {space.description}")
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("dimensions", f"{len(dims)} free parameters")
+    table.add_row("size", "continuous" if size is None else f"{size:,} architectures (before constraints)")
+    table.add_row(
+        "params (total)",
+        f"{fmt_count(small_total.params_total)} .. {fmt_count(large_total.params_total)}  (no embeddings)",
+    )
+    table.add_row(
+        "params (activated)",
+        f"{fmt_count(small_act.params_activated)} .. {fmt_count(large_act.params_activated)}",
+    )
+    table.add_row(
+        "training FLOPs/token",
+        f"{fmt_flops(small_act.flops_per_token)} .. {fmt_flops(large_act.flops_per_token)}",
+    )
+    table.add_row(
+        f"memory (batch {batch})",
+        f"{fmt_bytes(small_total.memory_bytes)} .. {fmt_bytes(large_total.memory_bytes)}",
+    )
+    table.add_row("smallest", f"{extremes.smallest_total.pattern}  d_model {extremes.smallest_total.d_model}")
+    table.add_row("largest", f"{extremes.largest_total.pattern}  d_model {extremes.largest_total.d_model}")
+    table.add_row(
+        "proxy",
+        f"{p.num_blocks} x block, seq_len {p.seq_len}, vocab {p.vocab_size}, batch {p.batch_size},"
+        f" budget {budget}, data {p.data}",
+    )
+    table.add_row(
+        "search",
+        f"{s.sampler}, {s.trials} trials, objectives {', '.join(s.objectives)}, top-{s.top_k} scaled up",
+    )
+    out.print(table)
+
+
+@app.command("sample")
+def sample_cmd(
+    space_file: Annotated[str, typer.Argument(metavar="SPACE.yaml", help="A space file or a bundled space name.")],
+    n: Annotated[int, typer.Option("-n", min=1, max=100_000, help="How many architectures.")] = 1,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed.")] = 0,
+) -> None:
+    """Print architectures sampled uniformly from a space as JSON, one per line."""
+    from brainsearch.space import RandomSuggester, load_space, sample
+
+    space = load_space(space_file)
+    suggester = RandomSuggester(seed)
+    for _ in range(n):
+        sys.stdout.write(sample(space, suggester).to_json() + "\n")
+
+
+def _read_architecture(arch_file: str) -> Architecture:
+    source = "<stdin>" if arch_file == "-" else arch_file
+    try:
+        text = sys.stdin.read() if arch_file == "-" else Path(arch_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ArchitectureError([Problem("", f"cannot read: {reason}", source)]) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ArchitectureError([Problem("", f"not valid JSON: {exc}", source)]) from None
+    # An export document carries the architecture under "architecture".
+    if isinstance(data, dict) and isinstance(data.get("architecture"), dict):
+        data = data["architecture"]
+    return Architecture.from_json(data, source=source)
+
+
+@app.command("cost")
+def cost_cmd(
+    arch_file: Annotated[
+        str | None, typer.Argument(metavar="ARCH.json", help="Architecture JSON ('-': stdin).")
+    ] = None,
+    preset_name: Annotated[str | None, typer.Option("--preset", help=f"One of: {', '.join(preset_names())}.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=1 << 20, help="For the memory estimate.")] = 8,
+    precision: Annotated[str, typer.Option("--precision", help="Activation precision: fp32 or bf16.")] = "fp32",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the cost as JSON.")] = False,
+) -> None:
+    """Parameters (total, activated, embedding), training FLOPs per token and a training-memory estimate."""
+    if (arch_file is None) == (preset_name is None):
+        raise _fail([Problem("", "give exactly one of ARCH.json or --preset NAME", "cost")])
+    if precision not in ("fp32", "bf16"):
+        raise _fail([Problem("--precision", f"expected fp32 or bf16, got {precision!r}", "cost")])
+    arch = preset(preset_name) if preset_name else _read_architecture(str(arch_file))
+    result = cost(arch, batch_size=batch_size, precision="bf16" if precision == "bf16" else "fp32")
+    if as_json:
+        sys.stdout.write(json.dumps({**result.model_dump(), "pattern": arch.pattern, "digest": arch.digest}) + "\n")
+        return
+    _print_cost(arch, result)
+
+
+def _print_cost(arch: Architecture, c: Cost) -> None:
+    table = Table(title=f"{arch.pattern} x {arch.num_blocks}  (d_model {arch.d_model}, digest {arch.digest})")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_column("exact", justify="right")
+    table.add_row("params total (no embeddings)", fmt_count(c.params_total), f"{c.params_total:,}")
+    table.add_row("params activated per token", fmt_count(c.params_activated), f"{c.params_activated:,}")
+    table.add_row("params embedding", fmt_count(c.params_embedding), f"{c.params_embedding:,}")
+    table.add_row("training FLOPs / token", fmt_flops(c.flops_per_token), f"{c.flops_per_token:,}")
+    table.add_row("  with capacity padding", fmt_flops(c.flops_per_token_padded), f"{c.flops_per_token_padded:,}")
+    table.add_row(
+        f"training memory (batch {c.batch_size}, {c.precision})",
+        fmt_bytes(c.memory_bytes),
+        f"{c.memory_bytes:,}",
+    )
+    table.add_row("layers attention / ffn / moe", f"{c.num_attention} / {c.num_ffn} / {c.num_moe}", "")
+    out.print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the Typer app, turning brainsearch errors into exit status 2 without a traceback."""
+    try:
+        # With standalone_mode off, click returns the code of a typer.Exit instead of exiting.
+        code = app(args=argv, standalone_mode=False)
+    except BrainsearchError as exc:
+        problems = getattr(exc, "problems", ()) or (Problem("", str(exc)),)
+        code = _fail(problems).exit_code
+        sys.exit(code)
+    except (KeyboardInterrupt, typer.Abort):
+        err.print("interrupted")
+        sys.exit(130)
+    except typer.TyperException as exc:  # usage errors: unknown command, bad option value
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(EXIT_BAD_INPUT)
+    except Exception as exc:  # a bug: one line, not a traceback, and a distinct exit status
+        err.print(f"internal error: {type(exc).__name__}: {exc}", markup=False)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The brainsearch exception tree.
+
+Every error brainsearch raises on purpose derives from :class:`BrainsearchError`, so a caller (the CLI, the REST
+service) can catch one type at its edge and turn it into an exit code or an HTTP status. Errors about user input carry
+a list of :class:`Problem` s, each naming where the problem is (a file and a dotted field path) and what it is.
+
+    BrainsearchError
+    ├── InputError                 bad user input; CLI exit 2, HTTP 4xx
+    │   ├── SpaceError             a search-space document that does not load or validate
+    │   └── ArchitectureError      an Architecture document that does not validate
+    └── (later: storage, training and search errors)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = ["ArchitectureError", "BrainsearchError", "InputError", "Problem", "SpaceError"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input: where (file, dotted path, line) and what."""
+
+    path: str
+    message: str
+    source: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = self.source or "<input>"
+        if self.line is not None:
+            where = f"{where}:{self.line}"
+        # One line per problem, whatever the message held (parsers' messages span lines).
+        return f"{where}: {self.path or '<root>'}: {' '.join(self.message.split())}"
+
+
+class BrainsearchError(Exception):
+    """Root of every error that brainsearch raises deliberately."""
+
+
+class InputError(BrainsearchError, ValueError):
+    """User input that cannot be used; carries one :class:`Problem` per thing wrong."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems) or "invalid input")
+
+
+class SpaceError(InputError):
+    """A search-space document that does not parse, validate, or fit its own constraints."""
+
+
+class ArchitectureError(InputError):
+    """An Architecture document that does not validate."""

@@ -1,0 +1,48 @@
+"""Process-wide settings, read once from ``BRAINSEARCH_*`` environment variables (pydantic-settings).
+
+Command-line flags override these; tests override them by clearing the :func:`get_settings` cache.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """Configuration of a brainsearch process."""
+
+    model_config = SettingsConfigDict(env_prefix="BRAINSEARCH_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path.home() / ".brainsearch",
+        description="Holds the SQLite database, corpus caches and exports.",
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: a SQLite file in the data directory."
+    )
+    api_token: str | None = Field(default=None, description="Bearer token required on write endpoints.")
+    executor: str = Field(default="local", description="Trial executor: local or ray.")
+    ray_address: str | None = Field(default=None, description="Address of a running Ray cluster.")
+    max_space_params: float = Field(
+        default=2e12,
+        gt=0,
+        description="Hard ceiling on the total parameters of a space's largest architecture; larger spaces are "
+        "rejected at load time.",
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to the embedded SQLite file in the data directory."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'brainsearch.db'}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The settings of this process, read once."""
+    return Settings()

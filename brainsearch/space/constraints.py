@@ -1,0 +1,32 @@
+"""Checking one architecture against a space's static constraints (the ones known before training)."""
+
+from __future__ import annotations
+
+from brainsearch._format import fmt_bytes, fmt_count
+from brainsearch.arch.cost import cost
+from brainsearch.arch.spec import Architecture
+from brainsearch.space.schema import SearchSpace
+
+__all__ = ["violations"]
+
+
+def violations(space: SearchSpace, arch: Architecture) -> list[str]:
+    """Why ``arch`` breaks ``space.constraints`` (empty when it does not); the step-time limit needs a measurement
+    and is checked by the search driver."""
+    c = space.constraints
+    k = cost(arch, batch_size=space.proxy.batch_size)
+    reasons = []
+    if c.max_params_total is not None and k.params_total > c.max_params_total:
+        reasons.append(f"params_total {fmt_count(k.params_total)} > max_params_total {fmt_count(c.max_params_total)}")
+    if c.max_params_activated is not None and k.params_activated > c.max_params_activated:
+        reasons.append(
+            f"params_activated {fmt_count(k.params_activated)} > max_params_activated "
+            f"{fmt_count(c.max_params_activated)}"
+        )
+    if c.max_memory_bytes is not None and k.memory_bytes > c.max_memory_bytes:
+        reasons.append(f"memory {fmt_bytes(k.memory_bytes)} > max_memory_bytes {fmt_bytes(c.max_memory_bytes)}")
+    for layer_type, minimum in c.min_layers.items():
+        have = sum(layer.type == layer_type for layer in arch.block)
+        if have < minimum:
+            reasons.append(f"{have} {layer_type} layers in the block < min_layers.{layer_type} {minimum}")
+    return reasons

@@ -1,0 +1,261 @@
+"""The search-space document: what a YAML file in ``search_spaces/`` holds (documented field by field in
+``search_spaces/README.md``).
+
+A space describes a whole reproducible search: the block (slots, per-slot layer types, type-conditional parameters),
+the proxy model and its training budget, constraints on cost, and the search settings.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from brainsearch.arch.spec import ACTIVATIONS, GATINGS
+from brainsearch.space.params import Domain, Fixed, Param
+
+__all__ = [
+    "DOMAINS",
+    "LAYER_TYPES",
+    "AttentionParams",
+    "BlockSpace",
+    "Budget",
+    "Constraints",
+    "EvolutionSettings",
+    "FFNParams",
+    "LayerType",
+    "MoEParams",
+    "ProxySettings",
+    "SearchSettings",
+    "SearchSpace",
+]
+
+LayerType = Literal["attention", "moe", "ffn"]
+LAYER_TYPES: tuple[LayerType, ...] = ("attention", "moe", "ffn")
+_STRICT = ConfigDict(frozen=True, extra="forbid")
+
+# Hard limits on what a space may ask for: no accepted file describes an absurd model. The proxy scales of the
+# paper (d 1024, hidden 4096, 64 experts, 8 slots) sit far inside them.
+MAX_SLOTS = 32
+MAX_NUM_BLOCKS = 128
+DOMAINS: dict[str, Domain] = {
+    "d_model": Domain("int", 8, 16_384),
+    "heads": Domain("int", 1, 256),
+    "head_dim": Domain("int", 1, 512, nullable=True),
+    "hidden": Domain("int", 8, 131_072),
+    "experts": Domain("int", 1, 1024),
+    "gating": Domain("enum", options=GATINGS),
+    "capacity_factor": Domain("float", 0, 16, low_inclusive=False),
+    "activation": Domain("enum", options=ACTIVATIONS),
+    "rank": Domain("int", 1, 131_072, nullable=True),
+    "slots": Domain("int", 1, MAX_SLOTS),
+}
+
+_SUFFIXES = {
+    "k": 1e3,
+    "m": 1e6,
+    "b": 1e9,
+    "g": 1e9,
+    "t": 1e12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+    "kb": 1e3,
+    "mb": 1e6,
+    "gb": 1e9,
+    "tb": 1e12,
+}
+_QUANTITY = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+
+def _quantity(v: Any) -> Any:
+    """``"1.5B"`` -> 1.5e9, ``"40GiB"`` -> 40 * 2**30, ``"1e9"`` -> 1e9 (YAML reads 1e9 as a string)."""
+    if isinstance(v, str):
+        m = _QUANTITY.match(v)
+        if not m or m.group(2).lower() not in {"", *_SUFFIXES}:
+            raise ValueError(f"{v!r} is not a number (suffixes: K, M, B, T, KiB, MiB, GiB, TiB)")
+        return float(m.group(1)) * _SUFFIXES.get(m.group(2).lower(), 1)
+    return v
+
+
+Quantity = Annotated[float, BeforeValidator(_quantity), Field(gt=0, le=1e30)]
+
+
+class AttentionParams(BaseModel):
+    """Parameters of attention slots."""
+
+    model_config = _STRICT
+    heads: Param = Fixed(value=8)
+    head_dim: Param = Fixed(value=None)
+
+
+class FFNParams(BaseModel):
+    """Parameters of dense FFN slots."""
+
+    model_config = _STRICT
+    hidden: Param
+    activation: Param = Fixed(value="gelu")
+    rank: Param = Fixed(value=None)
+
+
+class MoEParams(BaseModel):
+    """Parameters of MoE slots."""
+
+    model_config = _STRICT
+    hidden: Param
+    experts: Param
+    gating: Param = Fixed(value="top2")
+    capacity_factor: Param = Fixed(value=2.0)
+    activation: Param = Fixed(value="gelu")
+    rank: Param = Fixed(value=None)
+
+
+LayerTypes = list[LayerType]
+
+
+class BlockSpace(BaseModel):
+    """The block: its slots, which layer types each slot may take, and each type's parameters."""
+
+    model_config = _STRICT
+    slots: Param = Field(description="number of sub-layers in the block: an int or an int range")
+    layer_types: LayerTypes = Field(default_factory=lambda: list(LAYER_TYPES), min_length=1)
+    slot_types: list[LayerType | LayerTypes] | None = Field(
+        default=None, description="per-slot layer types, overriding layer_types; one entry per possible slot"
+    )
+    d_model: Param
+    attention: AttentionParams | None = None
+    ffn: FFNParams | None = None
+    moe: MoEParams | None = None
+
+    def types_of_slot(self, i: int) -> list[LayerType]:
+        """The layer types slot ``i`` may take, in a fixed order."""
+        allowed: list[LayerType] | LayerType = self.layer_types
+        if self.slot_types is not None and i < len(self.slot_types):
+            allowed = self.slot_types[i]
+        allowed = [allowed] if isinstance(allowed, str) else allowed
+        return [t for t in LAYER_TYPES if t in allowed]
+
+    @property
+    def max_slots(self) -> int:
+        """The largest number of slots the block can have (validated to be an int)."""
+        return max(int(v) for v in self.slots.extremes() if isinstance(v, int | float))
+
+    def params_of(self, layer_type: LayerType) -> AttentionParams | FFNParams | MoEParams | None:
+        """The parameter section of a layer type (None where the document leaves it out)."""
+        section: AttentionParams | FFNParams | MoEParams | None = getattr(self, layer_type)
+        return section
+
+    @model_validator(mode="after")
+    def _check_structure(self) -> Self:
+        if len(set(self.layer_types)) != len(self.layer_types):
+            raise ValueError("layer_types lists a type twice")
+        if self.slots.kind not in {"fixed", "int", "choice"}:
+            raise ValueError("slots must be an int, a list of int choices or an int range")
+        if self.slots.per_slot:
+            raise ValueError("slots cannot be per_slot")
+        if self.d_model.per_slot:
+            raise ValueError("d_model is shared by the whole block and cannot be per_slot")
+        if self.slot_types is not None and len(self.slot_types) != self.max_slots:
+            raise ValueError(
+                f"slot_types has {len(self.slot_types)} entries but the block can have {self.max_slots} slots"
+            )
+        return self
+
+
+class Budget(BaseModel):
+    """The training budget of each trial: exactly one of tokens, FLOPs or wall-clock seconds."""
+
+    model_config = _STRICT
+    tokens: Quantity | None = None
+    flops: Quantity | None = None
+    seconds: Quantity | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        given = [k for k in ("tokens", "flops", "seconds") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of tokens, flops, seconds (got {', '.join(given) or 'none'})")
+        return self
+
+
+class ProxySettings(BaseModel):
+    """The proxy model each trial trains: the sampled block stacked ``num_blocks`` times."""
+
+    model_config = _STRICT
+    vocab_size: int = Field(default=256, ge=2, le=262_144)
+    seq_len: int = Field(default=256, ge=8, le=32_768)
+    num_blocks: int = Field(default=3, ge=1, le=MAX_NUM_BLOCKS)
+    batch_size: int = Field(default=8, ge=1, le=4096)
+    budget: Budget = Field(default_factory=lambda: Budget(tokens=1e6))
+    data: str = Field(default="default", min_length=1, max_length=4096)
+    tie_embeddings: bool = True
+
+
+class Constraints(BaseModel):
+    """Limits on a trial's architecture; a sampled architecture that breaks one is pruned with the reason."""
+
+    model_config = _STRICT
+    max_params_total: Quantity | None = None
+    max_params_activated: Quantity | None = None
+    max_memory_bytes: Quantity | None = None
+    max_step_time_ratio: float | None = Field(default=None, gt=0, le=1000)
+    baseline: Literal["glam", "dense"] = "glam"
+    min_layers: dict[LayerType, Annotated[int, Field(ge=0, le=MAX_SLOTS)]] = Field(default_factory=dict)
+
+
+class EvolutionSettings(BaseModel):
+    """Regularized (aging) evolution, Real et al. 2019 (arXiv 1802.01548), as Brainformer searches."""
+
+    model_config = _STRICT
+    population_size: int = Field(default=32, ge=2, le=10_000)
+    tournament_size: int = Field(default=8, ge=1, le=10_000)
+    mutation_rate: float = Field(default=0.0, ge=0, le=1, description="per-parameter mutation chance; 0: one")
+
+    @model_validator(mode="after")
+    def _tournament_fits(self) -> Self:
+        if self.tournament_size > self.population_size:
+            raise ValueError("tournament_size must not exceed population_size")
+        return self
+
+
+Objective = Literal["val_loss", "step_time", "params_activated", "flops_per_token"]
+_DEFAULT_OBJECTIVES: tuple[Objective, ...] = ("val_loss",)
+
+
+class SearchSettings(BaseModel):
+    """How the search runs; every field has a default."""
+
+    model_config = _STRICT
+    sampler: Literal["evolution", "random", "tpe", "nsga2"] = "evolution"
+    trials: int = Field(default=100, ge=1, le=100_000)
+    concurrency: int = Field(default=1, ge=1, le=1024)
+    objectives: list[Objective] = Field(default_factory=lambda: list(_DEFAULT_OBJECTIVES), min_length=1, max_length=4)
+    top_k: int = Field(default=3, ge=0, le=100)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    pruner: Literal["none", "baseline", "median", "successive_halving"] = "baseline"
+    evolution: EvolutionSettings = Field(default_factory=EvolutionSettings)
+
+    @model_validator(mode="after")
+    def _objectives_fit_sampler(self) -> Self:
+        if len(set(self.objectives)) != len(self.objectives):
+            raise ValueError("objectives lists one twice")
+        if self.sampler == "nsga2" and len(self.objectives) < 2:
+            raise ValueError("sampler nsga2 is multi-objective: give at least two objectives")
+        if self.sampler == "evolution" and len(self.objectives) != 1:
+            raise ValueError("sampler evolution optimises one objective")
+        return self
+
+
+class SearchSpace(BaseModel):
+    """A whole search-space document."""
+
+    model_config = _STRICT
+    version: Literal[1] = 1
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    description: str = Field(default="", max_length=4000)
+    block: BlockSpace
+    proxy: ProxySettings = Field(default_factory=ProxySettings)
+    constraints: Constraints = Field(default_factory=Constraints)
+    search: SearchSettings = Field(default_factory=SearchSettings)

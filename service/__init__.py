@@ -1,0 +1,1 @@
+"""The brainsearch REST service and dashboard (FastAPI). Not built yet: see the service issue."""

@@ -1,0 +1,166 @@
+"""The brainsearch command: validate / sample / cost, and bad input exits 2 with path-named lines, no traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from brainsearch.arch import Architecture, cost, preset
+from brainsearch.cli import main
+from brainsearch.space import bundled_space_names, load_space
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    captured = capsys.readouterr()
+    return int(info.value.code or 0), captured.out, captured.err
+
+
+@pytest.mark.parametrize("name", bundled_space_names())
+def test_validate_bundled(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["validate", name], capsys)
+    assert code == 0, err
+    assert f"OK {name}" in out and "params (total)" in out and "size" in out
+
+
+def test_validate_json_reports_range(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["validate", "tiny", "--json"], capsys)
+    summary = json.loads(out)
+    assert code == 0 and summary["name"] == "tiny" and summary["size"] > 1000
+    lo, hi = summary["params_total"]
+    assert lo < hi
+    assert cost(Architecture.from_json(summary["largest"])).params_total == hi
+
+
+def test_sample_prints_json_lines_reproducibly(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["sample", "tiny", "-n", "5", "--seed", "3"], capsys)
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 5
+    archs = [Architecture.from_json(line) for line in lines]
+    assert all(a.to_json() == line for a, line in zip(archs, lines, strict=True))
+    assert run(["sample", "tiny", "-n", "5", "--seed", "3"], capsys)[1] == out
+
+
+def test_cost_of_a_file_and_a_preset_agree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    arch = preset("brainformer-1")
+    path = tmp_path / "arch.json"
+    path.write_text(arch.to_json(indent=2))
+    _, from_file, _ = run(["cost", str(path), "--json"], capsys)
+    _, from_preset, _ = run(["cost", "--preset", "brainformer-1", "--json"], capsys)
+    assert json.loads(from_file) == json.loads(from_preset)
+    doc = json.loads(from_file)
+    for key in ("params_total", "params_activated", "params_embedding", "flops_per_token", "memory_bytes"):
+        assert doc[key] == getattr(cost(arch), key)
+    assert doc["pattern"] == "afgggfff"
+
+
+def test_cost_accepts_an_export_document(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps({"architecture": preset("glam").to_dict(), "trial_id": 1}))
+    code, out, _ = run(["cost", str(path)], capsys)
+    assert code == 0 and "params total" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["cost"], "give exactly one of ARCH.json or --preset NAME"),
+        (["cost", "--preset", "nope"], "preset: unknown preset 'nope'"),
+        (["cost", "missing.json"], "missing.json: <root>: cannot read: No such file or directory"),
+        (["cost", "--preset", "glam", "--precision", "fp8"], "--precision: expected fp32 or bf16"),
+        (["validate", "missing.yaml"], "missing.yaml: <root>: cannot read"),
+        (["sample", "tiny", "-n", "0"], "Invalid value"),
+        (["frobnicate"], "No such command"),
+    ],
+)
+def test_bad_input_exits_2(args: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(args, capsys)
+    assert code == 2 and expected in err and "Traceback" not in err
+
+
+def test_bad_architecture_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps({**preset("glam").to_dict(), "d_model": -1}))
+    code, _, err = run(["cost", str(path)], capsys)
+    assert code == 2 and f"{path}: d_model: Input should be greater than or equal to 1" in err
+
+
+JUNK = st.one_of(
+    st.binary(max_size=200),
+    st.text(max_size=200).map(str.encode),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=10),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+        max_leaves=20,
+    ).map(lambda doc: json.dumps(doc).encode()),
+)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=JUNK)
+def test_any_junk_file_gives_exit_2_and_path_named_lines(
+    data: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "junk.yaml"
+    path.write_bytes(data)
+    code, _, err = run(["validate", str(path)], capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert lines and all(line.startswith(str(path)) for line in lines), err
+    assert all(line.count(": ") >= 2 for line in lines), err
+
+
+MUTATIONS = st.sampled_from(
+    [
+        ("block", "slots", 0),
+        ("block", "d_model", "wide"),
+        ("block", "moe", None),
+        ("proxy", "budget", {}),
+        ("search", "trials", -1),
+        ("block", "attention", {"heads": {"choices": [0, 2]}}),
+        ("constraints", "x", 1),
+        ("block", "moe", {"hidden": 64, "experts": {"low": 4, "high": 2}}),
+        ("proxy", "vocab_size", 1.5),
+        ("search", "top_k", "three"),
+        ("block", "ffn", {"hidden": {"low": 1.0, "high": 2.0}}),
+    ]
+)
+
+
+@given(mutations=st.lists(MUTATIONS, min_size=1, max_size=4, unique_by=lambda m: (m[0], m[1])))
+def test_mutated_bundled_space_is_rejected_with_paths(mutations: list[tuple[str, str, object]]) -> None:
+    import yaml
+
+    from brainsearch.errors import SpaceError
+    from brainsearch.space import bundled_spaces_dir, parse_space
+
+    doc = yaml.safe_load((bundled_spaces_dir() / "tiny.yaml").read_text())
+    for section, key, value in mutations:
+        doc[section][key] = value
+    with pytest.raises(SpaceError) as info:
+        parse_space(yaml.safe_dump(doc), "m.yaml")
+    touched = {f"{section}.{key}" for section, key, _ in mutations}
+    assert all(str(p).startswith("m.yaml") for p in info.value.problems)
+    assert any(any(p.path.startswith(t) for t in touched) for p in info.value.problems), info.value.problems
+
+
+def test_console_script_runs_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nblock: {slots: 99, d_model: 64}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "brainsearch", "validate", str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert f"{bad}:2: block.slots: 99 is outside [1, 32]" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert load_space("tiny").name == "tiny"
