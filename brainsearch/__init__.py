@@ -5,15 +5,21 @@ The public Python API (DESIGN.md, "Contracts")::
     space = brainsearch.load_space("tiny")           # a bundled space by name, or a YAML path
     arch = brainsearch.Architecture.from_json(text)  # the canonical exchange format
     brainsearch.cost(arch)                           # parameters, FLOPs per token, memory
+    model = brainsearch.build_model(arch)            # a torch LM (torch is imported on first use)
 
 Importing brainsearch does not import torch.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from brainsearch.arch import Architecture, Cost, cost, preset
 from brainsearch.errors import ArchitectureError, BrainsearchError, InputError, Problem, SpaceError
 from brainsearch.space import SearchSpace, load_space, sample
+
+if TYPE_CHECKING:
+    from brainsearch.model import build_model
 
 __version__ = "0.1.0"
 __all__ = [
@@ -25,8 +31,18 @@ __all__ = [
     "Problem",
     "SearchSpace",
     "SpaceError",
+    "build_model",
     "cost",
     "load_space",
     "preset",
     "sample",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # build_model pulls in torch; importing it lazily keeps the spec layers (and the API process) torch-free.
+    if name == "build_model":
+        from brainsearch.model import build_model
+
+        return build_model
+    raise AttributeError(f"module 'brainsearch' has no attribute {name!r}")

@@ -1,0 +1,111 @@
+"""The decoder-only language model: the block's sub-layers repeated ``num_blocks`` times between a token embedding
+and an output head, each sub-layer pre-norm (RMSNorm) with a residual connection.
+
+Shape legend: B batch, S sequence, D model dim, V vocabulary.
+
+The output head is tied to the token embedding when ``arch.tie_embeddings`` (the default), else a separate
+``D x V`` matrix; either way its parameters are counted in ``cost(arch).params_embedding``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from brainsearch.arch.spec import Architecture, AttentionSpec, FFNSpec, MoESpec
+from brainsearch.model.attention import Attention
+from brainsearch.model.ffn import DenseFFN
+from brainsearch.model.moe import Dispatch, MoE, MoEStats
+
+__all__ = ["LMOutput", "LanguageModel", "build_model"]
+
+NORM_EPS = 1e-6
+
+
+@dataclass
+class LMOutput:
+    """What a forward returns: ``logits`` ``[B, S, V]``, the weighted auxiliary router loss (a scalar to add to the
+    LM loss) and one :class:`MoEStats` per MoE sub-layer, in model order."""
+
+    logits: Tensor
+    aux_loss: Tensor
+    moe: list[MoEStats] = field(default_factory=list)
+
+
+class LanguageModel(nn.Module):
+    """A causal LM built from an :class:`~brainsearch.arch.Architecture`; use :func:`build_model`."""
+
+    def __init__(
+        self,
+        arch: Architecture,
+        dispatch: Dispatch = "auto",
+        load_balance_weight: float = 0.01,
+        z_loss_weight: float = 0.001,
+    ) -> None:
+        super().__init__()
+        self.arch = arch
+        d = arch.d_model
+        layers = arch.layers
+        # GPT-2 style: residual-branch output projections scaled down with depth.
+        out_std = 0.02 / math.sqrt(2 * len(layers))
+        self.embed = nn.Embedding(arch.vocab_size, d)
+        nn.init.normal_(self.embed.weight, std=0.02)
+        self.norms = nn.ModuleList(nn.RMSNorm(d, eps=NORM_EPS) for _ in layers)
+        self.layers = nn.ModuleList()
+        for spec in layers:
+            if isinstance(spec, AttentionSpec):
+                assert spec.head_dim is not None
+                self.layers.append(Attention(d, spec.heads, spec.head_dim, arch.seq_len, out_init_std=out_std))
+            elif isinstance(spec, FFNSpec):
+                self.layers.append(DenseFFN(d, spec.hidden, spec.activation, spec.rank, out_init_std=out_std))
+            else:
+                assert isinstance(spec, MoESpec)
+                self.layers.append(MoE(d, spec, dispatch, load_balance_weight, z_loss_weight, out_init_std=out_std))
+        self.final_norm = nn.RMSNorm(d, eps=NORM_EPS)
+        self.head: nn.Linear | None = None
+        if not arch.tie_embeddings:
+            self.head = nn.Linear(d, arch.vocab_size, bias=False)
+            nn.init.normal_(self.head.weight, std=0.02)
+
+    def forward(self, ids_BS: Tensor) -> LMOutput:
+        """Token ids ``[B, S]`` (``S <= arch.seq_len``) -> :class:`LMOutput` with logits ``[B, S, V]``."""
+        x_BSD = self.embed(ids_BS)
+        aux = torch.zeros((), device=ids_BS.device)
+        moe_stats: list[MoEStats] = []
+        for norm, layer in zip(self.norms, self.layers, strict=True):
+            if isinstance(layer, MoE):
+                y_BSD, stats = layer(norm(x_BSD))
+                aux = aux + stats.aux_loss
+                moe_stats.append(stats)
+            else:
+                y_BSD = layer(norm(x_BSD))
+            x_BSD = x_BSD + y_BSD
+        h_BSD = self.final_norm(x_BSD)
+        weight_VD = self.embed.weight if self.head is None else self.head.weight
+        logits_BSV = h_BSD @ weight_VD.t()
+        return LMOutput(logits=logits_BSV, aux_loss=aux, moe=moe_stats)
+
+    def num_params(self) -> int:
+        """Every parameter (embeddings included); equals ``cost(arch).params_total + params_embedding``."""
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_model(
+    arch: Architecture | dict[str, Any] | str,
+    *,
+    dispatch: Dispatch = "auto",
+    load_balance_weight: float = 0.01,
+    z_loss_weight: float = 0.001,
+) -> LanguageModel:
+    """Build the torch language model an Architecture (or its JSON) describes, on the CPU in float32.
+
+    ``dispatch`` picks the MoE dispatch path (see :mod:`brainsearch.model.moe`); the two weights scale the Switch
+    load-balancing loss and the router z-loss of token-choice routers.
+    """
+    if not isinstance(arch, Architecture):
+        arch = Architecture.from_json(arch)
+    return LanguageModel(arch, dispatch, load_balance_weight, z_loss_weight)
