@@ -6,10 +6,11 @@
 Every implementation computes a SwiGLU expert FFN (three matrices) on the same tokens:
 
 - ``dense floor``: one dense FFN whose hidden width is k x the expert width (the same activated FLOPs);
-- ``ours top1 / top2 / ec``: brainsearch's MoE layer (``auto`` dispatch: padded bmm on CPU, grouped_mm on CUDA),
+- ``ours top1 / top2 / ec``: brainsearch's MoE layer (``auto`` dispatch: grouped_mm for token choice, padded bmm
+  for expert choice),
   capacity factor 2 for token choice, 1 for expert choice (so EC activates one expert per token like top-1 and the
   top-1 floor applies; EC with capacity 2 is compared with the top-2 floor);
-- ``ours top2 grouped``: the same layer forced onto ``grouped_mm`` (a per-group loop on CPU);
+- ``ours top2 padded``: the same layer forced onto the padded-bmm path (the alternative ``auto`` did not pick);
 - ``one-hot einsum top2``: GShard / DeepSpeed-MoE style dispatch and combine through a [T, E, C] one-hot tensor;
 - ``per-expert loop top2``: a Python loop over experts with boolean masks (as fairseq / early Mixtral code);
 - ``HF qwen3 eager / grouped_mm top2``: Hugging Face transformers' Qwen3-MoE sparse block built from a config
@@ -149,7 +150,7 @@ def _implementations(c: Case) -> dict[str, tuple[int, nn.Module, Callable[[nn.Mo
         "ours top2": (2, ours("top2", 2.0), first),
         "ours ec cf=1": (1, ours("expert_choice", 1.0), first),
         "ours ec cf=2": (2, ours("expert_choice", 2.0), first),
-        "ours top2 grouped": (2, ours("top2", 2.0, "grouped"), first),
+        "ours top2 padded": (2, ours("top2", 2.0, "padded"), first),
         "one-hot einsum top2": (2, OneHotEinsumMoE(d, h, e, 2), plain),
         "per-expert loop top2": (2, PerExpertLoopMoE(d, h, e, 2), plain),
     }

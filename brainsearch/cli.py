@@ -180,6 +180,109 @@ def _print_cost(arch: Architecture, c: Cost) -> None:
     out.print(table)
 
 
+def _resolve_architecture(arch: str) -> Architecture:
+    """A JSON file, '-' for stdin, or the name of an architecture preset (``glam``, ``brainformer-1`` ...)."""
+    if arch != "-" and not Path(arch).exists() and arch in preset_names():
+        return preset(arch)
+    return _read_architecture(arch)
+
+
+@app.command("train")
+def train_cmd(
+    arch_file: Annotated[str, typer.Argument(metavar="ARCH", help="Architecture JSON, '-' (stdin) or a preset name.")],
+    scale_name: Annotated[
+        str | None, typer.Option("--preset", help="Scale preset: cpu-tiny, cpu-small, 100m-32e, 1b-64e, 8b-64e.")
+    ] = None,
+    budget_tokens: Annotated[str | None, typer.Option("--budget-tokens", help="Tokens to train on (64K, 1e6).")] = None,
+    budget_flops: Annotated[str | None, typer.Option("--budget-flops", help="Training FLOPs (2e12).")] = None,
+    budget_seconds: Annotated[str | None, typer.Option("--budget-seconds", help="Wall-clock seconds.")] = None,
+    data: Annotated[
+        str, typer.Option("--data", help="'default', a text file or folder, .jsonl, .npy/.bin.")
+    ] = "default",
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, max=4096)] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
+    lr: Annotated[float | None, typer.Option("--lr", min=0.0, help="Peak learning rate.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    time_limit: Annotated[float | None, typer.Option("--time-limit", min=0.0, help="Hard limit, seconds.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Train one proxy model under a budget; exit 0 if it completed, 1 if it diverged, ran out of memory or time."""
+    from pydantic import ValidationError
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from brainsearch._validation import problems_from_validation_error
+    from brainsearch.arch.scale import scale, scale_preset
+
+    arch = _resolve_architecture(arch_file)
+    given = {k: v for k, v in (("tokens", budget_tokens), ("flops", budget_flops), ("seconds", budget_seconds)) if v}
+    if len(given) > 1:
+        raise _fail(
+            [Problem("--budget-*", "give at most one of --budget-tokens, --budget-flops, --budget-seconds", "train")]
+        )
+    options: dict[str, Any] = {"data": data, "seed": seed, "device": device}
+    if scale_name:
+        p = scale_preset(scale_name)
+        arch = scale(arch, p)
+        options["batch_size"] = p.batch_size
+        options["budget"] = {"tokens": p.budget_tokens}
+    if given:
+        options["budget"] = given
+    for key, value in (("batch_size", batch_size), ("lr", lr), ("time_limit_s", time_limit)):
+        if value is not None:
+            options[key] = value
+    from brainsearch.train import CurvePoint, TrainSettings, train
+
+    try:
+        settings = TrainSettings.model_validate(options)
+    except ValidationError as exc:
+        raise _fail(problems_from_validation_error(exc, "train")) from None
+    total = None
+    if settings.budget.tokens is not None:
+        total = max(1, -(-int(settings.budget.tokens) // (settings.batch_size * arch.seq_len)))
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=as_json,
+    ) as progress:
+        task = progress.add_task(f"{arch.pattern} x{arch.num_blocks}", total=total, status="")
+
+        def report(point: CurvePoint) -> None:
+            shown = f"step {point.step}  loss {point.train_loss:.3f}"
+            if point.val_loss is not None:
+                shown += f"  val {point.val_loss:.3f}"
+            progress.update(task, completed=point.step, status=shown)
+
+        result = train(arch, settings, report=report)
+    if as_json:
+        sys.stdout.write(result.model_dump_json() + "\n")
+    else:
+        table = Table(title=f"{arch.pattern} x {arch.num_blocks}: {result.status}", show_header=False)
+        for key in (
+            "reason",
+            "val_loss",
+            "val_bits_per_byte",
+            "train_loss",
+            "unigram_entropy",
+            "steps",
+            "tokens",
+            "step_time_s",
+            "tokens_per_s",
+            "mfu",
+            "elapsed_s",
+        ):
+            value = getattr(result, key)
+            if value is not None:
+                table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+        if result.moe is not None:
+            table.add_row("moe load cv / dropped", f"{result.moe.load_cv:.3f} / {result.moe.dropped_fraction:.3f}")
+        out.print(table)
+    if result.status != "completed":
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the Typer app, turning brainsearch errors into exit status 2 without a traceback."""
     try:

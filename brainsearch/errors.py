@@ -7,7 +7,8 @@ a list of :class:`Problem` s, each naming where the problem is (a file and a dot
     BrainsearchError
     ├── InputError                 bad user input; CLI exit 2, HTTP 4xx
     │   ├── SpaceError             a search-space document that does not load or validate
-    │   └── ArchitectureError      an Architecture document that does not validate
+    │   ├── ArchitectureError      an Architecture document that does not validate
+    │   └── DataError              a corpus that is missing, empty, too short or of the wrong type
     └── (later: storage, training and search errors)
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["ArchitectureError", "BrainsearchError", "InputError", "Problem", "SpaceError"]
+__all__ = ["ArchitectureError", "BrainsearchError", "DataError", "InputError", "Problem", "SpaceError"]
 
 
 @dataclass(frozen=True)
@@ -54,3 +55,7 @@ class SpaceError(InputError):
 
 class ArchitectureError(InputError):
     """An Architecture document that does not validate."""
+
+
+class DataError(InputError):
+    """Training data that cannot be used: missing path, empty corpus, too short for one batch, wrong dtype."""

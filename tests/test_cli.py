@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from brainsearch.arch import Architecture, cost, preset
+from brainsearch.arch import Architecture, cost, preset, scale
 from brainsearch.cli import main
 from brainsearch.space import bundled_space_names, load_space
 
@@ -164,3 +164,79 @@ def test_console_script_runs_without_traceback(tmp_path: Path) -> None:
     assert f"{bad}:2: block.slots: 99 is outside [1, 32]" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert load_space("tiny").name == "tiny"
+
+
+def test_train_json_result(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    arch_file = tmp_path / "arch.json"
+    arch_file.write_text(scale(preset("brainformer-1"), "cpu-tiny").to_json())
+    code, out, _ = run(
+        [
+            "train",
+            str(arch_file),
+            "--budget-tokens",
+            "2K",
+            "--batch-size",
+            "4",
+            "--json",
+            "--data",
+            str(Path(__file__).parent / "train" / "golden_corpus.txt"),
+        ],
+        capsys,
+    )
+    result = json.loads(out)
+    assert code == 0 and result["status"] == "completed" and result["steps"] == 8
+    for key in ("val_loss", "train_loss", "steps", "tokens", "step_time_s", "tokens_per_s", "moe"):
+        assert result[key] is not None, key
+
+
+def test_train_preset_name_and_scale_preset(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        [
+            "train",
+            "dense",
+            "--preset",
+            "cpu-tiny",
+            "--budget-tokens",
+            "1K",
+            "--json",
+            "--data",
+            str(Path(__file__).parent / "train" / "golden_corpus.txt"),
+        ],
+        capsys,
+    )
+    result = json.loads(out)
+    assert code == 0 and result["params_total"] == cost(scale(preset("dense"), "cpu-tiny")).params_total
+
+
+def test_train_failure_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        [
+            "train",
+            "glam",
+            "--preset",
+            "cpu-tiny",
+            "--time-limit",
+            "0.000001",
+            "--json",
+            "--data",
+            str(Path(__file__).parent / "train" / "golden_corpus.txt"),
+        ],
+        capsys,
+    )
+    assert code == 1 and json.loads(out)["status"] == "timed_out"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["train", "glam", "--budget-tokens", "1K", "--budget-seconds", "3"], "give at most one of --budget-tokens"),
+        (["train", "glam", "--budget-tokens", "lots"], "train: budget.tokens: 'lots' is not a number"),
+        (["train", "glam", "--preset", "cpu-huge"], "unknown scale preset 'cpu-huge'"),
+        (["train", "nope.json"], "nope.json: <root>: cannot read"),
+        (["train", "glam", "--preset", "cpu-tiny", "--data", "/nonexistent/x"], "/nonexistent/x: data: no such file"),
+        (["train", "glam", "--device", "tpu"], "train: device: Input should be 'auto', 'cpu' or 'cuda'"),
+    ],
+)
+def test_train_bad_input_exits_2(args: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(args, capsys)
+    assert code == 2 and expected in err and "Traceback" not in err, err

@@ -29,6 +29,7 @@ __all__ = [
     "ProxySettings",
     "SearchSettings",
     "SearchSpace",
+    "parse_quantity",
 ]
 
 LayerType = Literal["attention", "moe", "ffn"]
@@ -70,7 +71,7 @@ _SUFFIXES = {
 _QUANTITY = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
 
 
-def _quantity(v: Any) -> Any:
+def parse_quantity(v: Any) -> Any:
     """``"1.5B"`` -> 1.5e9, ``"40GiB"`` -> 40 * 2**30, ``"1e9"`` -> 1e9 (YAML reads 1e9 as a string)."""
     if isinstance(v, str):
         m = _QUANTITY.match(v)
@@ -80,7 +81,7 @@ def _quantity(v: Any) -> Any:
     return v
 
 
-Quantity = Annotated[float, BeforeValidator(_quantity), Field(gt=0, le=1e30)]
+Quantity = Annotated[float, BeforeValidator(parse_quantity), Field(gt=0, le=1e30)]
 
 
 class AttentionParams(BaseModel):

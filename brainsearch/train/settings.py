@@ -1,0 +1,39 @@
+"""Settings of one proxy training run (pydantic: strict, bounded, path-named errors)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from brainsearch.space.schema import Budget, Quantity
+
+__all__ = ["TrainSettings"]
+
+
+class TrainSettings(BaseModel):
+    """How a proxy trains: budget, data, optimiser and schedule, evaluation, limits."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    budget: Budget = Field(default_factory=lambda: Budget(tokens=65_536))
+    batch_size: int = Field(default=8, ge=1, le=4096)
+    data: str = Field(default="default", min_length=1)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    optimizer: Literal["adamw", "adafactor"] = "adamw"
+    lr: float = Field(default=3e-3, gt=0, le=10)
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
+    schedule: Literal["cosine", "inverse_sqrt", "constant"] = "cosine"
+    warmup_steps: int = Field(default=20, ge=0, le=1_000_000, description="capped at 10% of a step budget")
+    weight_decay: float = Field(default=0.1, ge=0, le=10)
+    grad_clip: float = Field(default=1.0, gt=0)
+    load_balance_weight: float = Field(default=0.01, ge=0)
+    z_loss_weight: float = Field(default=0.001, ge=0)
+    eval_interval: int = Field(default=50, ge=1, description="steps between validation evaluations")
+    eval_batches: int = Field(default=8, ge=1, le=10_000)
+    timing_warmup_steps: int = Field(default=3, ge=0, description="steps left out of the median step time")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False
+    time_limit_s: float | None = Field(default=None, gt=0, description="hard limit: past it the run is timed_out")
+    memory_limit_bytes: Quantity | None = Field(
+        default=None, description="default: 90% of the device's free memory; a larger estimate is out_of_memory"
+    )

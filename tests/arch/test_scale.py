@@ -1,0 +1,46 @@
+"""Scale presets: the paper's x2 / x4 scale-up rule and the CPU shrink keep the block's structure."""
+
+from __future__ import annotations
+
+import pytest
+
+from brainsearch.arch import cost, preset, scale
+from brainsearch.arch.scale import SCALE_PRESETS
+from brainsearch.errors import ArchitectureError
+
+
+@pytest.mark.parametrize(("name", "factor", "blocks"), [("1b-64e", 2, 6), ("8b-64e", 4, 8)])
+def test_scale_up_multiplies_dims_and_stacks_more_blocks(name: str, factor: int, blocks: int) -> None:
+    base = preset("brainformer-1")
+    big = scale(base, name)
+    assert big.d_model == factor * base.d_model and big.num_blocks == blocks
+    assert big.pattern == base.pattern
+    for small, large in zip(base.block, big.block, strict=True):
+        if small.type == "attention":
+            assert large.type == "attention" and large.d_attn == factor * small.d_attn
+        else:
+            assert large.type == small.type and large.hidden == factor * small.hidden
+        if small.type == "moe":
+            assert large.type == "moe" and large.experts == 64 and large.gating == small.gating
+            assert large.capacity_factor == small.capacity_factor
+
+
+@pytest.mark.parametrize("name", ["cpu-tiny", "cpu-small"])
+@pytest.mark.parametrize("arch_name", ["dense", "glam", "brainformer-1", "brainformer-2"])
+def test_cpu_presets_shrink_to_fixed_widths(name: str, arch_name: str) -> None:
+    base, p = preset(arch_name), SCALE_PRESETS[name]
+    small = scale(base, name)
+    assert small.d_model == p.d_model and small.seq_len == p.seq_len and small.vocab_size == 256
+    assert small.pattern == base.pattern
+    assert all(layer.head_dim >= 16 for layer in small.block if layer.type == "attention")
+    assert cost(small).params_total < 10e6
+
+
+def test_proxy_preset_keeps_dims_and_sets_32_experts() -> None:
+    glam = preset("glam")
+    assert scale(glam, "100m-32e").block == glam.block
+
+
+def test_unknown_scale_preset() -> None:
+    with pytest.raises(ArchitectureError, match="unknown scale preset 'cpu-huge'; known: cpu-tiny"):
+        scale(preset("glam"), "cpu-huge")
