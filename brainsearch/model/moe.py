@@ -116,8 +116,11 @@ class MoE(nn.Module):
 
     def _padded(self, x_TD: Tensor, r: Routing) -> tuple[Tensor, Tensor, Tensor]:
         E, D = self.spec.experts, x_TD.shape[-1]
-        # Slots actually used: one host sync, repaid by not multiplying empty capacity.
-        used = int(r.position_N.max().item()) + 1 if r.position_N.numel() else 1
+        if self.spec.top_k is None:
+            used = r.capacity  # expert choice fills every slot
+        else:
+            # Slots actually used: one host sync, repaid by not multiplying empty capacity.
+            used = int(r.position_N.max().item()) + 1 if r.position_N.numel() else 1
         buf_ECD = x_TD.new_zeros(E, used, D)
         buf_ECD[r.expert_idx_N, r.position_N] = x_TD[r.token_idx_N]
         out_ECD = self.experts(buf_ECD)
