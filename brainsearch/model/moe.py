@@ -12,7 +12,7 @@ Dispatch paths (same maths, tested against a per-expert reference in tests/model
   tokens with per-expert offsets (no padding at all; a fused kernel on Hopper GPUs; on CUDA it needs bf16 and
   16-aligned widths).
 - ``auto``: ``padded`` for expert choice; ``grouped`` for token choice where grouped_mm exists (on CUDA also
-  16-aligned widths), else ``padded``. The choice follows the measurements in ``benchmarks/moe_dispatch.py``.
+  16-aligned widths; under ``torch.compile`` only in bf16), else ``padded``. The choice follows the measurements in ``benchmarks/moe_dispatch.py``.
 """
 
 from __future__ import annotations
@@ -85,6 +85,8 @@ class MoE(nn.Module):
         # buffers uneven; packing them for grouped_mm was faster in benchmarks/moe_dispatch.py on CPU too.
         if self.spec.top_k is None or _grouped_mm_fn() is None:
             return "padded"
+        if torch.compiler.is_compiling() and x.dtype != torch.bfloat16 and not torch.is_autocast_enabled(x.device.type):
+            return "padded"  # grouped_mm's compile-time (fake tensor) kernel accepts bf16 only
         if x.is_cuda:
             aligned = self.experts.d_model % 16 == 0 and self.experts.hidden % 16 == 0
             return "grouped" if aligned else "padded"

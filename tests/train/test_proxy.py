@@ -175,3 +175,15 @@ def test_moe_presets_train_without_divergence(name: str) -> None:
     assert r.status == "completed", r.reason
     vals = [p.val_loss for p in r.curve if p.val_loss is not None]
     assert all(math.isfinite(v) for v in vals) and vals[-1] < vals[0] - 0.3
+
+
+@pytest.mark.slow
+# Dynamo probes tensors' .grad while tracing and torch warns about it; the warning is torch's, not ours.
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning")
+def test_torch_compile_matches_eager(golden_corpus) -> None:
+    s = TrainSettings(budget={"tokens": 8 * 8 * 64}, batch_size=8, eval_interval=8, device="cpu")
+    eager = train(_tiny("glam"), s, corpus=golden_corpus)
+    compiled = train(_tiny("glam"), s.model_copy(update={"compile": True}), corpus=golden_corpus)
+    assert compiled.status == "completed", compiled.reason
+    assert [p.train_loss for p in compiled.curve] == pytest.approx([p.train_loss for p in eager.curve], rel=1e-4)
+    assert compiled.val_loss == pytest.approx(eager.val_loss, rel=1e-4)
