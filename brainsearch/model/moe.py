@@ -12,7 +12,8 @@ Dispatch paths (same maths, tested against a per-expert reference in tests/model
   tokens with per-expert offsets (no padding at all; a fused kernel on Hopper GPUs; on CUDA it needs bf16 and
   16-aligned widths).
 - ``auto``: ``padded`` for expert choice; ``grouped`` for token choice where grouped_mm exists (on CUDA also
-  16-aligned widths; under ``torch.compile`` only in bf16), else ``padded``. The choice follows the measurements in ``benchmarks/moe_dispatch.py``.
+  16-aligned widths; under ``torch.compile`` only in bf16), else ``padded``. The choice follows the measurements
+  in ``benchmarks/moe_dispatch.py``.
 """
 
 from __future__ import annotations
