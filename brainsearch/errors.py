@@ -9,7 +9,8 @@ a list of :class:`Problem` s, each naming where the problem is (a file and a dot
     │   ├── SpaceError             a search-space document that does not load or validate
     │   ├── ArchitectureError      an Architecture document that does not validate
     │   └── DataError              a corpus that is missing, empty, too short or of the wrong type
-    └── (later: storage, training and search errors)
+    ├── StorageError               a database operation failed (any backend), translated at one choke point
+    └── ConflictError              a request that contradicts stored state (an idempotency key reused differently)
 """
 
 from __future__ import annotations
@@ -17,7 +18,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["ArchitectureError", "BrainsearchError", "DataError", "InputError", "Problem", "SpaceError"]
+__all__ = [
+    "ArchitectureError",
+    "BrainsearchError",
+    "ConflictError",
+    "DataError",
+    "InputError",
+    "Problem",
+    "SpaceError",
+    "StorageError",
+]
 
 
 @dataclass(frozen=True)
@@ -59,3 +69,11 @@ class ArchitectureError(InputError):
 
 class DataError(InputError):
     """Training data that cannot be used: missing path, empty corpus, too short for one batch, wrong dtype."""
+
+
+class StorageError(BrainsearchError):
+    """A database operation failed; the message names the backend and what went wrong."""
+
+
+class ConflictError(BrainsearchError):
+    """A request that contradicts what is stored, such as an idempotency key reused with another body."""

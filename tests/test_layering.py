@@ -8,7 +8,9 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["brainsearch", "brainsearch.space", "brainsearch.arch", "brainsearch.cli"])
+@pytest.mark.parametrize(
+    "module", ["brainsearch", "brainsearch.space", "brainsearch.arch", "brainsearch.cli", "brainsearch.storage"]
+)
 def test_spec_layers_do_not_import_torch(module: str) -> None:
     code = f"import sys, {module}; heavy = {{'torch', 'ray'}} & set(sys.modules); assert not heavy, heavy"
     subprocess.run([sys.executable, "-c", code], check=True)

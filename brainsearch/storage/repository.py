@@ -1,0 +1,394 @@
+"""The repository: every read and write of brainsearch's database, returning plain domain objects.
+
+Database errors are translated into :class:`~brainsearch.errors.StorageError` at one choke point (``_session``),
+so callers handle one exception type whatever the backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import Engine, case, func, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from brainsearch.errors import ConflictError, StorageError
+from brainsearch.storage.domain import Candidate, MetricPoint, Page, Search, SearchStatus, Trial, TrialState
+from brainsearch.storage.models import CandidateRow, MetricPointRow, SearchRow, TrialRow
+
+__all__ = ["TRIAL_SORT_KEYS", "Repository"]
+
+# Leaderboard sort keys: name -> column (JSON metrics are not sortable server-side yet).
+TRIAL_SORT_KEYS = {
+    "val_loss": TrialRow.val_loss,
+    "step_time_s": TrialRow.step_time_s,
+    "params_activated": TrialRow.params_activated,
+    "number": TrialRow.number,
+    "created_at": TrialRow.created_at,
+}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _search(row: SearchRow) -> Search:
+    return Search(
+        id=row.id,
+        name=row.name,
+        space_name=row.space_name,
+        space=row.space,
+        settings=row.settings,
+        status=row.status,  # type: ignore[arg-type]
+        trials_requested=row.trials_requested,
+        error=row.error,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        lease_owner=row.lease_owner,
+        lease_expires_at=row.lease_expires_at,
+    )
+
+
+def _trial(row: TrialRow) -> Trial:
+    return Trial(
+        id=row.id,
+        search_id=row.search_id,
+        number=row.number,
+        state=row.state,  # type: ignore[arg-type]
+        reason=row.reason,
+        is_baseline=row.is_baseline,
+        baseline_name=row.baseline_name,
+        arch=row.arch,
+        arch_digest=row.arch_digest,
+        pattern=row.pattern,
+        params=row.params,
+        cost=row.cost,
+        metrics=row.metrics,
+        val_loss=row.val_loss,
+        step_time_s=row.step_time_s,
+        params_activated=row.params_activated,
+        worker=row.worker,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )
+
+
+def _candidate(row: CandidateRow) -> Candidate:
+    return Candidate(
+        id=row.id,
+        search_id=row.search_id,
+        trial_id=row.trial_id,
+        rung=row.rung,
+        state=row.state,
+        reason=row.reason,
+        arch=row.arch,
+        arch_digest=row.arch_digest,
+        metrics=row.metrics,
+        val_loss=row.val_loss,
+        created_at=row.created_at,
+    )
+
+
+class Repository:
+    """Reads and writes searches, trials, learning curves and candidates on one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except (ConflictError, StorageError):
+            raise
+        except IntegrityError as exc:
+            raise StorageError(f"constraint violated: {exc.orig}") from exc
+        except SQLAlchemyError as exc:
+            raise StorageError(
+                f"database error ({self.engine.dialect.name}): {exc.__class__.__name__}: "
+                f"{str(exc).splitlines()[0][:300]}"
+            ) from exc
+
+    # --- searches ---------------------------------------------------------------------------------------------------
+    def create_search(
+        self,
+        *,
+        name: str,
+        space_name: str,
+        space: dict[str, Any],
+        settings: dict[str, Any],
+        trials_requested: int,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+    ) -> tuple[Search, bool]:
+        """Store a queued search; ``(search, created)``. The same ``idempotency_key`` with the same
+        ``request_hash`` returns the first search (``created`` False); with another hash it is a ConflictError."""
+        if idempotency_key is not None:
+            existing = self._by_idempotency_key(idempotency_key, request_hash)
+            if existing is not None:
+                return existing, False
+        now = _now()
+        row = SearchRow(
+            name=name,
+            space_name=space_name,
+            space=space,
+            settings=settings,
+            status="queued",
+            trials_requested=trials_requested,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            with self._session() as s:
+                s.add(row)
+                s.flush()
+                return _search(row), True
+        except StorageError as exc:
+            # Two requests with one key raced: the loser returns the winner's search.
+            if idempotency_key is not None and isinstance(exc.__cause__, IntegrityError):
+                existing = self._by_idempotency_key(idempotency_key, request_hash)
+                if existing is not None:
+                    return existing, False
+            raise
+
+    def _by_idempotency_key(self, key: str, request_hash: str | None) -> Search | None:
+        with self._session() as s:
+            row = s.scalars(select(SearchRow).where(SearchRow.idempotency_key == key)).one_or_none()
+            if row is None:
+                return None
+            if row.request_hash != request_hash:
+                raise ConflictError(f"idempotency key {key!r} was used with a different request")
+            return _search(row)
+
+    def get_search(self, search_id: int) -> Search | None:
+        """The search, or None."""
+        with self._session() as s:
+            row = s.get(SearchRow, search_id)
+            return _search(row) if row else None
+
+    def list_searches(self, *, status: SearchStatus | None = None, limit: int = 50, offset: int = 0) -> Page[Search]:
+        """Searches, newest first."""
+        with self._session() as s:
+            query = select(SearchRow)
+            if status is not None:
+                query = query.where(SearchRow.status == status)
+            total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = s.scalars(query.order_by(SearchRow.id.desc()).limit(limit).offset(offset)).all()
+            return Page([_search(r) for r in rows], total, limit, offset)
+
+    def set_search_status(self, search_id: int, status: SearchStatus, error: str | None = None) -> Search:
+        """Move a search to ``status`` (timestamps follow); raises StorageError for an unknown id."""
+        with self._session() as s:
+            row = s.get(SearchRow, search_id)
+            if row is None:
+                raise StorageError(f"no search {search_id}")
+            now = _now()
+            row.status, row.error, row.updated_at = status, error, now
+            if status == "running" and row.started_at is None:
+                row.started_at = now
+            if status in ("completed", "failed", "cancelled"):
+                row.finished_at = now
+            return _search(row)
+
+    # --- trials -----------------------------------------------------------------------------------------------------
+    def add_trial(
+        self,
+        *,
+        search_id: int,
+        number: int,
+        arch: dict[str, Any],
+        arch_digest: str,
+        pattern: str,
+        params: dict[str, Any],
+        cost: dict[str, Any],
+        params_activated: int,
+        is_baseline: bool = False,
+        baseline_name: str | None = None,
+        worker: str | None = None,
+    ) -> Trial:
+        """Record a trial that starts running now."""
+        now = _now()
+        row = TrialRow(
+            search_id=search_id,
+            number=number,
+            state="running",
+            is_baseline=is_baseline,
+            baseline_name=baseline_name,
+            arch=arch,
+            arch_digest=arch_digest,
+            pattern=pattern,
+            params=params,
+            cost=cost,
+            metrics={},
+            params_activated=params_activated,
+            worker=worker,
+            created_at=now,
+            started_at=now,
+        )
+        with self._session() as s:
+            s.add(row)
+            s.flush()
+            return _trial(row)
+
+    def finish_trial(
+        self,
+        trial_id: int,
+        *,
+        state: TrialState,
+        reason: str | None = None,
+        metrics: dict[str, Any] | None = None,
+        val_loss: float | None = None,
+        step_time_s: float | None = None,
+        curve: Sequence[MetricPoint] = (),
+    ) -> Trial:
+        """Record a trial's outcome and learning curve in one transaction (all or nothing)."""
+        with self._session() as s:
+            row = s.get(TrialRow, trial_id)
+            if row is None:
+                raise StorageError(f"no trial {trial_id}")
+            row.state, row.reason, row.metrics = state, reason, metrics or {}
+            row.val_loss, row.step_time_s, row.finished_at = val_loss, step_time_s, _now()
+            s.add_all(
+                MetricPointRow(
+                    trial_id=trial_id,
+                    step=p.step,
+                    tokens=p.tokens,
+                    elapsed_s=p.elapsed_s,
+                    train_loss=p.train_loss,
+                    val_loss=p.val_loss,
+                    lr=p.lr,
+                )
+                for p in curve
+            )
+            return _trial(row)
+
+    def get_trial(self, trial_id: int) -> Trial | None:
+        """The trial, or None."""
+        with self._session() as s:
+            row = s.get(TrialRow, trial_id)
+            return _trial(row) if row else None
+
+    def trial_curve(self, trial_id: int) -> list[MetricPoint]:
+        """The trial's learning curve, by step."""
+        with self._session() as s:
+            rows = s.scalars(
+                select(MetricPointRow).where(MetricPointRow.trial_id == trial_id).order_by(MetricPointRow.step)
+            ).all()
+            return [MetricPoint(r.step, r.tokens, r.elapsed_s, r.train_loss, r.val_loss, r.lr) for r in rows]
+
+    def find_trial(self, search_id: int, arch_digest: str) -> Trial | None:
+        """A finished (not crashed) trial of the same architecture in this search, for deduplication."""
+        with self._session() as s:
+            row = s.scalars(
+                select(TrialRow)
+                .where(
+                    TrialRow.search_id == search_id,
+                    TrialRow.arch_digest == arch_digest,
+                    TrialRow.state.not_in(("running", "crashed")),
+                )
+                .order_by(TrialRow.id)
+                .limit(1)
+            ).one_or_none()
+            return _trial(row) if row else None
+
+    def list_trials(
+        self,
+        search_id: int,
+        *,
+        sort: str = "val_loss",
+        order: Literal["asc", "desc"] = "asc",
+        state: TrialState | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page[Trial]:
+        """The leaderboard page: completed trials by ``sort``; failed, pruned and running ones after them."""
+        if sort not in TRIAL_SORT_KEYS:
+            raise ValueError(f"sort must be one of {', '.join(TRIAL_SORT_KEYS)}, got {sort!r}")
+        column = TRIAL_SORT_KEYS[sort]
+        with self._session() as s:
+            query = select(TrialRow).where(TrialRow.search_id == search_id)
+            if state is not None:
+                query = query.where(TrialRow.state == state)
+            total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
+            unfinished_last = case((TrialRow.state == "completed", 0), else_=1)
+            key = column.asc() if order == "asc" else column.desc()
+            rows = s.scalars(
+                query.order_by(unfinished_last, key.nulls_last(), TrialRow.number).limit(limit).offset(offset)
+            ).all()
+            return Page([_trial(r) for r in rows], total, limit, offset)
+
+    def count_trials(self, search_id: int) -> dict[str, int]:
+        """Trials of the search per state."""
+        with self._session() as s:
+            rows = s.execute(
+                select(TrialRow.state, func.count()).where(TrialRow.search_id == search_id).group_by(TrialRow.state)
+            ).all()
+            return {state: n for state, n in rows}
+
+    def next_trial_number(self, search_id: int) -> int:
+        """One past the highest trial number of the search (0 for the first)."""
+        with self._session() as s:
+            highest = s.scalar(select(func.max(TrialRow.number)).where(TrialRow.search_id == search_id))
+            return 0 if highest is None else highest + 1
+
+    def mark_orphans_crashed(self, search_id: int, reason: str = "worker stopped while the trial ran") -> int:
+        """Running trials left by a dead process become ``crashed``; returns how many (used on resume)."""
+        with self._session() as s:
+            result = s.execute(
+                update(TrialRow)
+                .where(TrialRow.search_id == search_id, TrialRow.state == "running")
+                .values(state="crashed", reason=reason, finished_at=_now())
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    # --- candidates --------------------------------------------------------------------------------------------------
+    def add_candidate(
+        self,
+        *,
+        search_id: int,
+        trial_id: int | None,
+        rung: str,
+        state: str,
+        arch: dict[str, Any],
+        arch_digest: str,
+        metrics: dict[str, Any],
+        val_loss: float | None,
+        reason: str | None = None,
+    ) -> Candidate:
+        """Record a scale-up candidate's run at one rung."""
+        row = CandidateRow(
+            search_id=search_id,
+            trial_id=trial_id,
+            rung=rung,
+            state=state,
+            reason=reason,
+            arch=arch,
+            arch_digest=arch_digest,
+            metrics=metrics,
+            val_loss=val_loss,
+            created_at=_now(),
+        )
+        with self._session() as s:
+            s.add(row)
+            s.flush()
+            return _candidate(row)
+
+    def list_candidates(self, search_id: int) -> list[Candidate]:
+        """A search's candidates, by rung then loss."""
+        with self._session() as s:
+            rows = s.scalars(
+                select(CandidateRow)
+                .where(CandidateRow.search_id == search_id)
+                .order_by(CandidateRow.rung, CandidateRow.val_loss.asc().nulls_last())
+            ).all()
+            return [_candidate(r) for r in rows]
