@@ -1,5 +1,7 @@
-"""Search: Optuna samplers (including the paper's regularized evolution); the driver and executors are to come."""
+"""Search: Optuna samplers by name, including the paper's regularized evolution (the driver and executors are to
+come)."""
 
 from brainsearch.search.evolution import RegularizedEvolutionSampler
+from brainsearch.search.samplers import SAMPLER_NAMES, make_sampler
 
-__all__ = ["RegularizedEvolutionSampler"]
+__all__ = ["SAMPLER_NAMES", "RegularizedEvolutionSampler", "make_sampler"]
