@@ -235,8 +235,19 @@ def test_train_failure_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
         (["train", "nope.json"], "nope.json: <root>: cannot read"),
         (["train", "glam", "--preset", "cpu-tiny", "--data", "/nonexistent/x"], "/nonexistent/x: data: no such file"),
         (["train", "glam", "--device", "tpu"], "train: device: Input should be 'auto', 'cpu' or 'cuda'"),
+        (["validate", "tinyy"], "tinyy: <root>: cannot read: No such file or directory (bundled spaces: "),
     ],
 )
 def test_train_bad_input_exits_2(args: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(args, capsys)
     assert code == 2 and expected in err and "Traceback" not in err, err
+
+
+def test_train_on_missing_cuda_is_bad_input(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
+    code, _, err = run(["train", "glam", "--preset", "cpu-tiny", "--device", "cuda"], capsys)
+    assert code == 2 and "device: cuda was asked for but this machine has no usable CUDA device" in err

@@ -123,7 +123,12 @@ def load_space(path: str | Path) -> SearchSpace:
     except IsADirectoryError:
         raise SpaceError([Problem("", "is a directory, not a file", str(path))]) from None
     except OSError as exc:
-        raise SpaceError([Problem("", f"cannot read: {exc.strerror or exc}", str(path))]) from None
+        hint = ""
+        if isinstance(exc, FileNotFoundError) and not Path(path).suffix:
+            from brainsearch.space.bundled import bundled_space_names
+
+            hint = f" (bundled spaces: {', '.join(bundled_space_names())})"
+        raise SpaceError([Problem("", f"cannot read: {exc.strerror or exc}{hint}", str(path))]) from None
     return parse_space(data, str(path))
 
 

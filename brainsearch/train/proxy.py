@@ -23,7 +23,7 @@ from torch import Tensor
 from brainsearch.arch.cost import cost
 from brainsearch.arch.spec import Architecture
 from brainsearch.data import BatchSampler, Corpus, load_corpus
-from brainsearch.errors import DataError, Problem
+from brainsearch.errors import DataError, InputError, Problem
 from brainsearch.model import LanguageModel, MoEStats, build_model
 from brainsearch.train.peak import matmul_peak_flops
 from brainsearch.train.result import CurvePoint, MoESummary, ProxyResult, Status
@@ -44,6 +44,8 @@ class _Stop(Exception):
 def _device(settings: TrainSettings) -> torch.device:
     if settings.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if settings.device == "cuda" and not torch.cuda.is_available():
+        raise InputError([Problem("device", "cuda was asked for but this machine has no usable CUDA device")])
     return torch.device(settings.device)
 
 
