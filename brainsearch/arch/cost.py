@@ -14,7 +14,8 @@ Conventions (the ones the model library builds, so ``cost(arch).params_total`` e
 - ``flops_per_token`` (training, forward + backward): ``6 * (params_activated + d * vocab)`` (the output head
   is real compute) plus ``12 * seq_len * heads * head_dim`` per attention layer (PaLM, arXiv 2204.02311,
   appendix B). ``flops_per_token_padded`` counts capacity slots instead: token choice computes
-  ``capacity_factor * k`` expert slots per token, empty or not.
+  ``capacity_factor * k`` expert slots per token, empty or not; causal expert choice (per position across a batch
+  of B sequences, see brainsearch.model.routing) ``E * ceil(B * cf / E) / B``, which exceeds cf when B * cf < E.
 
 With these conventions the published GLaM size tables are reproduced within 3% for the 1.7B/64E and 8B/64E rows
 (tests/arch/test_cost.py has the comparison, including the rows that are not).
@@ -22,6 +23,7 @@ With these conventions the published GLaM size tables are reproduced within 3% f
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -79,7 +81,7 @@ def layer_params(layer: AttentionSpec | FFNSpec | MoESpec, d_model: int) -> tupl
     return total, activated
 
 
-def _activation_elements_per_token(layer: AttentionSpec | FFNSpec | MoESpec, d: int) -> float:
+def _activation_elements_per_token(layer: AttentionSpec | FFNSpec | MoESpec, d: int, batch_size: int) -> float:
     # Tensors autograd keeps per token, roughly: the norm's input and output, then the layer's intermediates.
     # Attention is assumed fused (flash / memory-efficient SDPA), so no seq_len x seq_len scores are kept.
     base = 2 * d
@@ -87,14 +89,17 @@ def _activation_elements_per_token(layer: AttentionSpec | FFNSpec | MoESpec, d: 
         return base + 5 * layer.d_attn + d
     if isinstance(layer, FFNSpec):
         return base + (3 if layer.gated else 2) * layer.hidden + d
-    slots = _padded_experts_per_token(layer)
+    slots = _padded_experts_per_token(layer, batch_size)
     per_slot = d + (3 if layer.gated else 2) * layer.hidden + d
     return base + 2 * layer.experts + slots * per_slot + d
 
 
-def _padded_experts_per_token(layer: MoESpec) -> float:
+def _padded_experts_per_token(layer: MoESpec, batch_size: int) -> float:
     if layer.top_k is None:
-        return layer.capacity_factor
+        # Causal expert choice picks k = ceil(B * cf / E) (at least 1) of the B tokens at each position, so a token
+        # meets E * k / B experts on average: the capacity factor, or more when B * cf < E.
+        k = min(batch_size, max(1, math.ceil(batch_size * layer.capacity_factor / layer.experts)))
+        return layer.experts * k / batch_size
     return layer.capacity_factor * layer.top_k
 
 
@@ -114,12 +119,12 @@ def cost(arch: Architecture, batch_size: int = 8, precision: Precision = "fp32")
         n_total, n_activated = layer_params(layer, d)
         total += n_total
         activated += n_activated
-        activation_elements += _activation_elements_per_token(layer, d)
+        activation_elements += _activation_elements_per_token(layer, d, batch_size)
         if isinstance(layer, AttentionSpec):
             attention_flops += 12 * arch.seq_len * layer.d_attn
         elif isinstance(layer, MoESpec):
             expert = _ffn_matrix_params(d, layer.hidden, layer.gated, layer.rank)
-            padded_extra += round((_padded_experts_per_token(layer) - layer.experts_per_token) * expert)
+            padded_extra += round((_padded_experts_per_token(layer, batch_size) - layer.experts_per_token) * expert)
     nb = arch.num_blocks
     final_norm = d
     params_total = nb * total + final_norm

@@ -22,6 +22,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
+from brainsearch._validation import problems_from_validation_error
 from brainsearch.arch.spec import Architecture
 from brainsearch.errors import ArchitectureError, Problem
 
@@ -132,13 +135,15 @@ def scale(arch: Architecture, preset: ScalePreset | str) -> Architecture:
             if layer.type == "moe":
                 doc["experts"] = p.experts
         block.append(doc)
-    return Architecture.model_validate(
-        {
-            "d_model": p.d_model if p.d_model is not None else _round(arch.d_model * s, 8),
-            "vocab_size": p.vocab_size,
-            "seq_len": p.seq_len,
-            "num_blocks": p.num_blocks,
-            "block": block,
-            "tie_embeddings": arch.tie_embeddings,
-        }
-    )
+    doc = {
+        "d_model": p.d_model if p.d_model is not None else _round(arch.d_model * s, 8),
+        "vocab_size": p.vocab_size,
+        "seq_len": p.seq_len,
+        "num_blocks": p.num_blocks,
+        "block": block,
+        "tie_embeddings": arch.tie_embeddings,
+    }
+    try:
+        return Architecture.model_validate(doc)
+    except ValidationError as exc:
+        raise ArchitectureError(problems_from_validation_error(exc, f"scaled to {p.name}")) from None

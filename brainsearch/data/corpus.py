@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import sysconfig
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,9 +123,17 @@ def _array(path: Path, vocab_size: int) -> np.ndarray:
         except (ValueError, OSError) as exc:
             raise _fail(f"not a readable .npy array: {exc}", source) from None
     else:
-        if path.stat().st_size % 2:
+        if path.is_dir():
+            raise _fail("is a directory, not a token file", source)
+        size = path.stat().st_size
+        if size % 2:
             raise _fail("a .bin token file holds uint16 values: its size must be even", source)
-        arr = np.memmap(path, dtype=np.uint16, mode="r")
+        if size == 0:
+            return np.zeros(0, dtype=np.uint16)  # reported as an empty corpus
+        try:
+            arr = np.memmap(path, dtype=np.uint16, mode="r")
+        except (ValueError, OSError) as exc:
+            raise _fail(f"cannot map the token file: {exc}", source) from None
     if arr.dtype not in (np.uint16, np.uint32) or arr.ndim != 1:
         raise _fail(f"expected a 1-D uint16 or uint32 token array, got {arr.ndim}-D {arr.dtype}", source)
     if arr.size and int(arr.max()) >= vocab_size:
@@ -187,9 +197,11 @@ def _cached_text(
         return cached, float(json.loads(meta.read_text())["bytes_per_token"])
     tokens, bytes_per_token = _tokenize(texts(), vocab_size, cache, key, source)
     cache.mkdir(parents=True, exist_ok=True)
-    # Write then rename: a concurrent reader never sees a half-written cache.
-    tmp = cache / f"{key}.{id(tokens)}.tmp.npy"
+    # Write then rename, metadata last: a concurrent reader sees a whole cache or none.
+    tag = f"{os.getpid()}.{threading.get_ident()}"
+    tmp, tmp_meta = cache / f"{key}.{tag}.tmp.npy", cache / f"{key}.{tag}.tmp.json"
     np.save(tmp, tokens)
     tmp.replace(npy)
-    meta.write_text(json.dumps({"bytes_per_token": bytes_per_token, "tokens": int(tokens.size)}))
+    tmp_meta.write_text(json.dumps({"bytes_per_token": bytes_per_token, "tokens": int(tokens.size)}))
+    tmp_meta.replace(meta)
     return tokens, bytes_per_token

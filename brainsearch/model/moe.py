@@ -89,8 +89,10 @@ class MoE(nn.Module):
         if torch.compiler.is_compiling() and x.dtype != torch.bfloat16 and not torch.is_autocast_enabled(x.device.type):
             return "padded"  # grouped_mm's compile-time (fake tensor) kernel accepts bf16 only
         if x.is_cuda:
-            aligned = self.experts.d_model % 16 == 0 and self.experts.hidden % 16 == 0
-            return "grouped" if aligned else "padded"
+            # CUDA grouped GEMM wants bf16 operands with 16-byte aligned strides, low-rank factors included.
+            widths = [self.experts.d_model, self.experts.hidden, self.experts.rank or 16]
+            bf16 = x.dtype == torch.bfloat16 or torch.is_autocast_enabled("cuda")
+            return "grouped" if bf16 and all(w % 16 == 0 for w in widths) else "padded"
         return "grouped"
 
     def forward(self, x_BSD: Tensor) -> tuple[Tensor, MoEStats]:

@@ -71,6 +71,8 @@ class RegularizedEvolutionSampler(BaseSampler):
         sign = 1.0 if study.direction == StudyDirection.MINIMIZE else -1.0
         parent = min(contestants, key=lambda t: sign * float(t.values[0]))
         names = sorted(parent.params)
+        if not names:  # nothing free to mutate: the trial is drawn at random (and has no parameters anyway)
+            return
         if self.mutation_rate > 0:
             mutate = {n for n in names if self._rng.random() < self.mutation_rate} or {self._rng.choice(names)}
         else:

@@ -190,6 +190,21 @@ def _check_values(space: SearchSpace, source: str | None, lines: _Lines | None) 
                         lines,
                     )
                 )
+    if block.moe is not None and "expert_choice" in block.moe.gating.values():
+        max_experts = max(int(v) for v in block.moe.experts.extremes() if isinstance(v, int | float))
+        min_cf = min(float(v) for v in block.moe.capacity_factor.extremes() if isinstance(v, int | float))
+        batch = space.proxy.batch_size
+        if batch * min_cf < max_experts:
+            problems.append(
+                _problem(
+                    source,
+                    ("proxy", "batch_size"),
+                    f"expert choice routes causally per position across the batch, so batch_size x "
+                    f"capacity_factor must reach the number of experts ({batch} x {min_cf:g} < "
+                    f"{max_experts}); raise batch_size",
+                    lines,
+                )
+            )
     if block.attention is not None and None in _finite_values(block.attention.head_dim):
         problems += _check_head_dim(space, source, lines)
     return problems

@@ -134,3 +134,14 @@ def test_small_glam_rows_known_deviation(name: str) -> None:
 def test_glam_proxy_matches_reference_100m_32e_total() -> None:
     # REFERENCE.md: GLaM 0.1B/32E has 1.0B total parameters.
     assert cost(preset("glam")).params_total == pytest.approx(1.0e9, rel=0.03)
+
+
+def test_causal_expert_choice_costs_more_when_the_batch_is_small() -> None:
+    """Per-position expert choice takes at least one token per expert per position: with B * cf < E each token
+    meets E / B experts on average, which padded FLOPs and memory count."""
+    arch = _arch([{"type": "moe", "hidden": 8, "experts": 32, "gating": "expert_choice", "capacity_factor": 1.0}])
+    expert = 2 * 16 * 8
+    small, large = cost(arch, batch_size=8), cost(arch, batch_size=64)
+    assert small.params_activated == large.params_activated  # the architecture's nominal count
+    assert large.flops_per_token_padded == large.flops_per_token
+    assert small.flops_per_token_padded - small.flops_per_token == 6 * (32 / 8 - 1) * expert

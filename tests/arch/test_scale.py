@@ -44,3 +44,9 @@ def test_proxy_preset_keeps_dims_and_sets_32_experts() -> None:
 def test_unknown_scale_preset() -> None:
     with pytest.raises(ArchitectureError, match="unknown scale preset 'cpu-huge'; known: cpu-tiny"):
         scale(preset("glam"), "cpu-huge")
+
+
+def test_scaling_past_the_spec_limits_is_an_architecture_error() -> None:
+    wide = preset("glam").model_copy(update={"d_model": 20_000})
+    with pytest.raises(ArchitectureError, match="scaled to 8b-64e: d_model: Input should be less than or equal"):
+        scale(wide, "8b-64e")

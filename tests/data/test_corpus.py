@@ -137,3 +137,9 @@ def test_batches_are_reproducible_and_shifted() -> None:
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
         assert torch.equal(ya[:, :-1], xa[:, 1:]) and xa.shape == (4, 16)
     assert not torch.equal(BatchSampler(tokens, 4, 16, seed=4).next()[0], BatchSampler(tokens, 4, 16, seed=3).next()[0])
+
+
+def test_empty_bin_file_is_an_empty_corpus(tmp_path: Path) -> None:
+    (tmp_path / "empty.bin").write_bytes(b"")
+    with pytest.raises(DataError, match="the corpus is empty"):
+        load_corpus(str(tmp_path / "empty.bin"), 256, tmp_path)

@@ -94,3 +94,9 @@ def test_multi_objective_is_refused() -> None:
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=RegularizedEvolutionSampler(2, 1))
     with pytest.raises(ValueError, match="single objective"):
         study.ask()
+
+
+def test_a_space_with_nothing_to_mutate_does_not_crash() -> None:
+    study = optuna.create_study(sampler=RegularizedEvolutionSampler(2, 1, seed=0))
+    study.optimize(lambda trial: 1.0, n_trials=4)
+    assert len(study.trials) == 4

@@ -124,6 +124,7 @@ def _set(doc: dict, path: str, value: object) -> dict:
             "constraints.min_layers.attention: asks for 9 attention",
         ),
         ("name", "Has Spaces", "name: String should match pattern"),
+        ("block.moe.experts", 64, "proxy.batch_size: expert choice routes causally per position across the batch"),
     ],
 )
 def test_invalid_field_is_reported_with_its_path(path: str, value: object, expected: str) -> None:
@@ -176,6 +177,7 @@ def test_enormous_space_rejected_by_default_ceiling() -> None:
     doc = _set(doc, "block.moe.experts", 1024)
     doc = _set(doc, "constraints", {})
     doc = _set(doc, "block.slots", 32)
+    doc = _set(doc, "proxy.batch_size", 4096)
     assert any("block: the largest architecture has" in e for e in _errors(doc))
 
 
