@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Engine, case, func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -20,6 +21,8 @@ from brainsearch.storage.domain import Candidate, MetricPoint, Page, Search, Sea
 from brainsearch.storage.models import CandidateRow, MetricPointRow, SearchRow, TrialRow
 
 __all__ = ["TRIAL_SORT_KEYS", "Repository"]
+
+D = TypeVar("D", Search, Trial, Candidate)
 
 # Leaderboard sort keys: name -> column (JSON metrics are not sortable server-side yet).
 TRIAL_SORT_KEYS = {
@@ -35,64 +38,21 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _domain(cls: type[D], row: object) -> D:
+    """The domain object ``cls`` of an ORM row: its dataclass fields are read off the row's same-named columns."""
+    return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
+
+
 def _search(row: SearchRow) -> Search:
-    return Search(
-        id=row.id,
-        name=row.name,
-        space_name=row.space_name,
-        space=row.space,
-        settings=row.settings,
-        status=row.status,  # type: ignore[arg-type]
-        trials_requested=row.trials_requested,
-        error=row.error,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        lease_owner=row.lease_owner,
-        lease_expires_at=row.lease_expires_at,
-    )
+    return _domain(Search, row)
 
 
 def _trial(row: TrialRow) -> Trial:
-    return Trial(
-        id=row.id,
-        search_id=row.search_id,
-        number=row.number,
-        state=row.state,  # type: ignore[arg-type]
-        reason=row.reason,
-        is_baseline=row.is_baseline,
-        baseline_name=row.baseline_name,
-        arch=row.arch,
-        arch_digest=row.arch_digest,
-        pattern=row.pattern,
-        params=row.params,
-        cost=row.cost,
-        metrics=row.metrics,
-        val_loss=row.val_loss,
-        step_time_s=row.step_time_s,
-        params_activated=row.params_activated,
-        worker=row.worker,
-        created_at=row.created_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-    )
+    return _domain(Trial, row)
 
 
 def _candidate(row: CandidateRow) -> Candidate:
-    return Candidate(
-        id=row.id,
-        search_id=row.search_id,
-        trial_id=row.trial_id,
-        rung=row.rung,
-        state=row.state,
-        reason=row.reason,
-        arch=row.arch,
-        arch_digest=row.arch_digest,
-        metrics=row.metrics,
-        val_loss=row.val_loss,
-        created_at=row.created_at,
-    )
+    return _domain(Candidate, row)
 
 
 class Repository:
