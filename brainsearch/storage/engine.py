@@ -85,4 +85,4 @@ def schema_revision(engine: Engine) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return MigrationContext.configure(conn, opts={"version_table": "bs_alembic_version"}).get_current_revision()

@@ -1,4 +1,9 @@
-"""SQLAlchemy 2.0 typed table models. Callers never see these: the repository returns domain objects."""
+"""SQLAlchemy 2.0 typed table models. Callers never see these: the repository returns domain objects.
+
+Tables are prefixed ``bs_`` because a search's Optuna study lives in the same database, and Optuna's own schema
+already has tables named ``studies`` and ``trials`` (and its own ``alembic_version``; ours is
+``bs_alembic_version``).
+"""
 
 from __future__ import annotations
 
@@ -54,7 +59,7 @@ class Base(DeclarativeBase):
 class SearchRow(Base):
     """A submitted search: its space document, settings, status, progress and worker lease."""
 
-    __tablename__ = "searches"
+    __tablename__ = "bs_searches"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(128))
     space_name: Mapped[str] = mapped_column(String(64))
@@ -77,15 +82,15 @@ class SearchRow(Base):
 class TrialRow(Base):
     """One proxy trial of a search: the architecture it trained and how that went."""
 
-    __tablename__ = "trials"
+    __tablename__ = "bs_trials"
     __table_args__ = (
-        UniqueConstraint("search_id", "number", name="uq_trials_search_number"),
-        Index("ix_trials_search_state", "search_id", "state"),
-        Index("ix_trials_search_val_loss", "search_id", "val_loss"),
-        Index("ix_trials_search_digest", "search_id", "arch_digest"),
+        UniqueConstraint("search_id", "number", name="uq_bs_trials_search_number"),
+        Index("ix_bs_trials_search_state", "search_id", "state"),
+        Index("ix_bs_trials_search_val_loss", "search_id", "val_loss"),
+        Index("ix_bs_trials_search_digest", "search_id", "arch_digest"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    search_id: Mapped[int] = mapped_column(ForeignKey("searches.id", ondelete="CASCADE"))
+    search_id: Mapped[int] = mapped_column(ForeignKey("bs_searches.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
@@ -109,8 +114,8 @@ class TrialRow(Base):
 class MetricPointRow(Base):
     """One point of a trial's learning curve."""
 
-    __tablename__ = "metric_points"
-    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), primary_key=True)
+    __tablename__ = "bs_metric_points"
+    trial_id: Mapped[int] = mapped_column(ForeignKey("bs_trials.id", ondelete="CASCADE"), primary_key=True)
     step: Mapped[int] = mapped_column(Integer, primary_key=True)
     tokens: Mapped[int] = mapped_column(BigInteger)
     elapsed_s: Mapped[float] = mapped_column(Float)
@@ -122,11 +127,11 @@ class MetricPointRow(Base):
 class CandidateRow(Base):
     """A top-k architecture trained again at a larger rung of the scale-up ladder."""
 
-    __tablename__ = "candidates"
-    __table_args__ = (Index("ix_candidates_search_rung", "search_id", "rung"),)
+    __tablename__ = "bs_candidates"
+    __table_args__ = (Index("ix_bs_candidates_search_rung", "search_id", "rung"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    search_id: Mapped[int] = mapped_column(ForeignKey("searches.id", ondelete="CASCADE"))
-    trial_id: Mapped[int | None] = mapped_column(ForeignKey("trials.id", ondelete="SET NULL"))
+    search_id: Mapped[int] = mapped_column(ForeignKey("bs_searches.id", ondelete="CASCADE"))
+    trial_id: Mapped[int | None] = mapped_column(ForeignKey("bs_trials.id", ondelete="SET NULL"))
     rung: Mapped[str] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)

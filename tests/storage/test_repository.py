@@ -46,7 +46,7 @@ def test_schema_is_versioned_and_migrating_twice_is_a_no_op(database_url: str) -
     migrate(engine)
     migrate(engine)
     assert schema_revision(engine) == "0001"
-    assert {"searches", "trials", "metric_points", "candidates"} <= set(inspect(engine).get_table_names())
+    assert {"bs_searches", "bs_trials", "bs_metric_points", "bs_candidates"} <= set(inspect(engine).get_table_names())
     engine.dispose()
 
 
@@ -213,7 +213,7 @@ def test_deleting_a_search_cascades(repo: Repository) -> None:
     t = _trial(repo, s.id, 0)
     repo.finish_trial(t.id, state="completed", val_loss=1.0, curve=[MetricPoint(1, 10, 0.1, 2.0, None, 1e-3)])
     with repo.engine.begin() as conn:
-        conn.execute(text("DELETE FROM searches WHERE id = :i"), {"i": s.id})
+        conn.execute(text("DELETE FROM bs_searches WHERE id = :i"), {"i": s.id})
     assert repo.get_trial(t.id) is None and repo.trial_curve(t.id) == []
 
 
@@ -232,7 +232,32 @@ def test_migrations_match_the_models(database_url: str) -> None:
 
     engine = make_engine(database_url)
     migrate(engine)
+    opts = {
+        "version_table": "bs_alembic_version",
+        "include_name": lambda name, kind, parent: kind != "table" or name.startswith("bs_"),
+    }
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(conn, opts=opts), Base.metadata)
     assert diff == []
     engine.dispose()
+
+
+def test_an_optuna_study_shares_the_database(database_url: str) -> None:
+    """A search's Optuna study lives in the same database: Optuna's schema and ours coexist in either order."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(database_url)
+    study = optuna.create_study(study_name="brainsearch-1", storage=storage)
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    engine = make_engine(database_url)
+    migrate(engine)
+    repo = Repository(engine)
+    s, _ = _search(repo)
+    _trial(repo, s.id, 0)
+    assert schema_revision(engine) == "0001"
+    assert len(optuna.load_study(study_name="brainsearch-1", storage=storage).trials) == 2
+    tables = set(inspect(engine).get_table_names())
+    assert {"studies", "trials", "bs_trials", "bs_searches"} <= tables
+    engine.dispose()
+    storage.engine.dispose()

@@ -1,8 +1,8 @@
-"""Initial schema: searches, trials, metric points, scale-up candidates.
+"""Initial schema: searches, trials, metric points, scale-up candidates (tables prefixed bs_).
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 22:37:46.808948
+Create Date: 2026-11-28 22:56:56.250068
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table(
-        "searches",
+        "bs_searches",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("name", sa.String(length=128), nullable=False),
         sa.Column("space_name", sa.String(length=64), nullable=False),
@@ -44,11 +44,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("idempotency_key"),
     )
-    with op.batch_alter_table("searches", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_searches_status"), ["status"], unique=False)
+    with op.batch_alter_table("bs_searches", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_bs_searches_status"), ["status"], unique=False)
 
     op.create_table(
-        "trials",
+        "bs_trials",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("search_id", sa.Integer(), nullable=False),
         sa.Column("number", sa.Integer(), nullable=False),
@@ -77,17 +77,17 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(["search_id"], ["searches.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["search_id"], ["bs_searches.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("search_id", "number", name="uq_trials_search_number"),
+        sa.UniqueConstraint("search_id", "number", name="uq_bs_trials_search_number"),
     )
-    with op.batch_alter_table("trials", schema=None) as batch_op:
-        batch_op.create_index("ix_trials_search_digest", ["search_id", "arch_digest"], unique=False)
-        batch_op.create_index("ix_trials_search_state", ["search_id", "state"], unique=False)
-        batch_op.create_index("ix_trials_search_val_loss", ["search_id", "val_loss"], unique=False)
+    with op.batch_alter_table("bs_trials", schema=None) as batch_op:
+        batch_op.create_index("ix_bs_trials_search_digest", ["search_id", "arch_digest"], unique=False)
+        batch_op.create_index("ix_bs_trials_search_state", ["search_id", "state"], unique=False)
+        batch_op.create_index("ix_bs_trials_search_val_loss", ["search_id", "val_loss"], unique=False)
 
     op.create_table(
-        "candidates",
+        "bs_candidates",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("search_id", sa.Integer(), nullable=False),
         sa.Column("trial_id", sa.Integer(), nullable=True),
@@ -103,15 +103,15 @@ def upgrade() -> None:
         ),
         sa.Column("val_loss", sa.Float(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["search_id"], ["searches.id"], ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["trial_id"], ["trials.id"], ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(["search_id"], ["bs_searches.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["trial_id"], ["bs_trials.id"], ondelete="SET NULL"),
         sa.PrimaryKeyConstraint("id"),
     )
-    with op.batch_alter_table("candidates", schema=None) as batch_op:
-        batch_op.create_index("ix_candidates_search_rung", ["search_id", "rung"], unique=False)
+    with op.batch_alter_table("bs_candidates", schema=None) as batch_op:
+        batch_op.create_index("ix_bs_candidates_search_rung", ["search_id", "rung"], unique=False)
 
     op.create_table(
-        "metric_points",
+        "bs_metric_points",
         sa.Column("trial_id", sa.Integer(), nullable=False),
         sa.Column("step", sa.Integer(), nullable=False),
         sa.Column("tokens", sa.BigInteger(), nullable=False),
@@ -119,24 +119,24 @@ def upgrade() -> None:
         sa.Column("train_loss", sa.Float(), nullable=False),
         sa.Column("val_loss", sa.Float(), nullable=True),
         sa.Column("lr", sa.Float(), nullable=False),
-        sa.ForeignKeyConstraint(["trial_id"], ["trials.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["trial_id"], ["bs_trials.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("trial_id", "step"),
     )
 
 
 def downgrade() -> None:
-    op.drop_table("metric_points")
-    with op.batch_alter_table("candidates", schema=None) as batch_op:
-        batch_op.drop_index("ix_candidates_search_rung")
+    op.drop_table("bs_metric_points")
+    with op.batch_alter_table("bs_candidates", schema=None) as batch_op:
+        batch_op.drop_index("ix_bs_candidates_search_rung")
 
-    op.drop_table("candidates")
-    with op.batch_alter_table("trials", schema=None) as batch_op:
-        batch_op.drop_index("ix_trials_search_val_loss")
-        batch_op.drop_index("ix_trials_search_state")
-        batch_op.drop_index("ix_trials_search_digest")
+    op.drop_table("bs_candidates")
+    with op.batch_alter_table("bs_trials", schema=None) as batch_op:
+        batch_op.drop_index("ix_bs_trials_search_val_loss")
+        batch_op.drop_index("ix_bs_trials_search_state")
+        batch_op.drop_index("ix_bs_trials_search_digest")
 
-    op.drop_table("trials")
-    with op.batch_alter_table("searches", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_searches_status"))
+    op.drop_table("bs_trials")
+    with op.batch_alter_table("bs_searches", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_bs_searches_status"))
 
-    op.drop_table("searches")
+    op.drop_table("bs_searches")
