@@ -16,7 +16,7 @@ import sys
 import sysconfig
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +42,17 @@ class Corpus:
     bytes_per_token: float | None
     digest: str
 
+    _entropy: list[float] = field(default_factory=list, init=False, repr=False, compare=False)
+
     def unigram_entropy(self) -> float:
         """Entropy (nats per token) of the training tokens' unigram distribution: the loss of the best model that
-        ignores context. A model that learns anything from context falls below it."""
-        counts = np.bincount(np.asarray(self.train), minlength=self.vocab_size).astype(np.float64)
-        p = counts[counts > 0] / counts.sum()
-        return float(-(p * np.log(p)).sum())
+        ignores context. A model that learns anything from context falls below it. Computed once per corpus (every
+        trial of a search reports it)."""
+        if not self._entropy:
+            counts = np.bincount(np.asarray(self.train), minlength=self.vocab_size).astype(np.float64)
+            p = counts[counts > 0] / counts.sum()
+            self._entropy.append(float(-(p * np.log(p)).sum()))
+        return self._entropy[0]
 
 
 def _fail(message: str, source: str = "data") -> DataError:

@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 
 from brainsearch.arch.cost import Cost, cost, layer_params
 from brainsearch.arch.spec import Architecture, AttentionSpec, FFNSpec, MoESpec
-from brainsearch.space.params import Categorical, Fixed, FloatRange, IntRange, Scalar
+from brainsearch.space.params import Categorical, Fixed, FloatRange, IntRange
 from brainsearch.space.schema import LAYER_TYPES, LayerType, SearchSpace
 
 __all__ = ["RandomSuggester", "SpaceBounds", "Suggester", "bounds", "dimensions", "sample", "space_size"]
@@ -206,7 +206,7 @@ def _best_assignment(
 def _extreme(space: SearchSpace, metric: Metric, largest: bool) -> Architecture | None:
     pick = max if largest else min
     best: tuple[int, Architecture] | None = None
-    slot_values = [int(v) for v in _all_values(space.block.slots) if isinstance(v, int | float)]
+    slot_values = [int(v) for v in space.block.slots.values() if isinstance(v, int | float)]
     for d_model in {int(v) for v in space.block.d_model.extremes() if isinstance(v, int | float)}:
         per_type: dict[LayerType, tuple[int, dict[str, Any]]] = {}
         for t in LAYER_TYPES:
@@ -222,10 +222,6 @@ def _extreme(space: SearchSpace, metric: Metric, largest: bool) -> Architecture 
             if best is None or (value > best[0] if largest else value < best[0]):
                 best = (value, arch)
     return None if best is None else best[1]
-
-
-def _all_values(p: ParamT) -> list[Scalar]:
-    return p.values()
 
 
 def bounds(space: SearchSpace) -> SpaceBounds | None:
@@ -261,7 +257,7 @@ def space_size(space: SearchSpace) -> int | None:
             else:
                 shared[t] *= n
     total = 0
-    for num_slots_value in _all_values(block.slots):
+    for num_slots_value in block.slots.values():
         num_slots = int(num_slots_value) if isinstance(num_slots_value, int | float) else 0
         allowed = [block.types_of_slot(i) for i in range(num_slots)]
 
