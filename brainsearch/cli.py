@@ -283,6 +283,191 @@ def train_cmd(
         raise typer.Exit(1)
 
 
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="Database URL (default: $BRAINSEARCH_DATABASE_URL, else SQLite in the data directory)."),
+]
+
+
+def _repository(db: str | None) -> tuple[Any, str]:
+    """The repository on ``db`` (schema migrated) and the URL the trials' workers use."""
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    from brainsearch.settings import get_settings
+    from brainsearch.storage import Repository, make_engine, migrate
+
+    url = db or get_settings().resolved_database_url
+    try:
+        engine = make_engine(url)
+        migrate(engine)
+    except (ArgumentError, SQLAlchemyError, OSError) as exc:
+        first = str(exc).splitlines()[0][:300] if str(exc) else exc.__class__.__name__
+        raise _fail([Problem("--db", f"cannot use database {url!r}: {first}")]) from None
+    return Repository(engine), engine.url.render_as_string(hide_password=False)
+
+
+def _follow(repo: Any, search_id: int, url: str) -> Any:
+    """Run (or resume) a stored search in the foreground with a live progress bar; returns the finished search."""
+    import signal
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from brainsearch.search.driver import Progress as SearchProgress
+    from brainsearch.search.driver import SearchDriver
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    with Progress(
+        TextColumn("[bold]search {task.fields[id]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=err,
+    ) as bar:
+        task = bar.add_task("trials", total=None, id=search_id, status="starting")
+
+        def on_progress(p: SearchProgress) -> None:
+            base = "  ".join(f"{k} {v:.4f}" if v is not None else f"{k} -" for k, v in p.baselines.items())
+            best = f"best {p.best_val_loss:.4f} (#{p.best_number})" if p.best_val_loss is not None else "best -"
+            status = f"running {p.running}  pruned {p.pruned}  failed {p.failed + p.crashed}  {best}"
+            bar.update(task, total=p.requested, completed=p.done, status=f"{status}  [dim]baselines: {base}[/]")
+
+        driver = SearchDriver(
+            repo, search_id, url, on_progress=on_progress, on_note=lambda text: bar.console.print(f"note: {text}")
+        )
+        return driver.run()
+
+
+def _print_leaderboard(repo: Any, search_id: int, *, sort: str = "val_loss", limit: int = 20) -> None:
+    page = repo.list_trials(search_id, sort=sort, limit=limit)
+    reference = next((t for t in repo.baselines(search_id) if t.baseline_name == "glam" and t.val_loss), None)
+    table = Table(title=f"search {search_id}: {page.total} trials (baselines included), by {sort}")
+    for column in ("rank", "#", "block", "state", "val loss", "vs glam", "step ms", "activated", "note"):
+        table.add_column(column, justify="right" if column not in ("block", "state", "note") else "left")
+    for rank, t in enumerate(page.items, start=1):
+        vs = f"{t.val_loss - reference.val_loss:+.4f}" if reference and t.val_loss is not None else ""
+        note = f"[bold]{t.baseline_name} baseline[/]" if t.is_baseline else (t.reason or "")
+        table.add_row(
+            str(rank) if t.state == "completed" else "",
+            str(t.number),
+            t.pattern,
+            t.state,
+            f"{t.val_loss:.4f}" if t.val_loss is not None else "",
+            vs,
+            f"{t.step_time_s * 1e3:.1f}" if t.step_time_s is not None else "",
+            fmt_count(t.params_activated),
+            note[:90],
+        )
+    out.print(table)
+    if page.total > len(page.items):
+        out.print(f"({page.total - len(page.items)} more: brainsearch leaderboard {search_id} --limit N)")
+
+
+@app.command("search")
+def search_cmd(
+    space_file: Annotated[str, typer.Argument(metavar="SPACE.yaml", help="A space file or a bundled space name.")],
+    trials: Annotated[int | None, typer.Option(help="Trials to run (default: the space's search.trials).")] = None,
+    sampler: Annotated[str | None, typer.Option(help="evolution, random, tpe or nsga2.")] = None,
+    executor: Annotated[str | None, typer.Option(help="local (processes) or ray.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Trials at once.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampler and training seed.")] = None,
+    pruner: Annotated[str | None, typer.Option(help="none, baseline, median or successive_halving.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch threads per trial (default: cores / concurrency).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    ray_address: Annotated[str | None, typer.Option(help="An existing Ray cluster (default: a local Ray).")] = None,
+    gpus_per_trial: Annotated[float, typer.Option(help="GPUs each Ray trial reserves.")] = 0.0,
+    name: Annotated[str | None, typer.Option(help="A name for the search (default: the space's).")] = None,
+    db: DbOption = None,
+) -> None:
+    """Run a search in the foreground: baselines, then trials, with a progress bar; print the leaderboard."""
+    from pydantic import ValidationError
+
+    from brainsearch._validation import problems_from_validation_error
+    from brainsearch.search.driver import RunOptions, create_search
+    from brainsearch.settings import get_settings
+    from brainsearch.space import load_space
+
+    space = load_space(space_file)
+    overrides = {
+        k: v
+        for k, v in (
+            ("trials", trials),
+            ("sampler", sampler),
+            ("concurrency", concurrency),
+            ("seed", seed),
+            ("pruner", pruner),
+        )
+        if v is not None
+    }
+    try:
+        options = RunOptions(
+            executor=executor or get_settings().executor,
+            threads_per_trial=threads,
+            device=device,
+            ray_address=ray_address or get_settings().ray_address,
+            gpus_per_trial=gpus_per_trial,
+        )
+    except ValidationError as exc:
+        raise _fail(problems_from_validation_error(exc, "options")) from None
+    repo, url = _repository(db)
+    search, _ = create_search(repo, space, name=name, overrides=overrides, options=options)
+    err.print(
+        f"search {search.id} of space {space.name}: stored in {repo.engine.url!r}; resume it with "
+        f"`brainsearch resume {search.id}`" + (f" --db {db}" if db else "")
+    )
+    _finish(repo, search.id, url)
+
+
+@app.command("resume")
+def resume_cmd(
+    search_id: Annotated[int, typer.Argument(help="The search to resume.")],
+    db: DbOption = None,
+) -> None:
+    """Resume a stopped search from the database: finished trials are kept, interrupted ones retried."""
+    repo, url = _repository(db)
+    if repo.get_search(search_id) is None:
+        raise _fail([Problem("SEARCH_ID", f"no search {search_id} in {repo.engine.url!r}")])
+    _finish(repo, search_id, url)
+
+
+def _finish(repo: Any, search_id: int, url: str) -> None:
+    search = _follow(repo, search_id, url)
+    _print_leaderboard(repo, search_id)
+    if search.status != "completed":
+        err.print(f"search {search_id} {search.status}: {search.error}", markup=False)
+        raise typer.Exit(1)
+
+
+@app.command("leaderboard")
+def leaderboard_cmd(
+    search_id: Annotated[int, typer.Argument(help="The search.")],
+    sort: Annotated[str, typer.Option(help="val_loss, step_time_s, params_activated, number or created_at.")] = (
+        "val_loss"
+    ),
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Rows to show.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the trials as JSON lines.")] = False,
+    db: DbOption = None,
+) -> None:
+    """The ranked trials of a search: completed by validation loss, then pruned and failed ones."""
+    from brainsearch.storage import TRIAL_SORT_KEYS
+
+    if sort not in TRIAL_SORT_KEYS:
+        raise _fail([Problem("--sort", f"must be one of {', '.join(TRIAL_SORT_KEYS)}, got {sort!r}")])
+    repo, _ = _repository(db)
+    if repo.get_search(search_id) is None:
+        raise _fail([Problem("SEARCH_ID", f"no search {search_id} in {repo.engine.url!r}")])
+    if as_json:
+        from dataclasses import asdict
+
+        for t in repo.list_trials(search_id, sort=sort, limit=limit).items:
+            sys.stdout.write(json.dumps(asdict(t), default=str) + "\n")
+        return
+    _print_leaderboard(repo, search_id, sort=sort, limit=limit)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the Typer app, turning brainsearch errors into exit status 2 without a traceback."""
     try:

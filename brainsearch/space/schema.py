@@ -236,6 +236,9 @@ class SearchSettings(BaseModel):
     top_k: int = Field(default=3, ge=0, le=100)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     pruner: Literal["none", "baseline", "median", "successive_halving"] = "baseline"
+    max_consecutive_failures: int = Field(
+        default=10, ge=1, le=100_000, description="the search fails after this many failed trials in a row"
+    )
     evolution: EvolutionSettings = Field(default_factory=EvolutionSettings)
 
     @model_validator(mode="after")

@@ -12,7 +12,7 @@ from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import Engine, case, func, select, update
+from sqlalchemy import Engine, case, func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -268,6 +268,7 @@ class Repository:
         sort: str = "val_loss",
         order: Literal["asc", "desc"] = "asc",
         state: TrialState | None = None,
+        is_baseline: bool | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> Page[Trial]:
@@ -279,6 +280,8 @@ class Repository:
             query = select(TrialRow).where(TrialRow.search_id == search_id)
             if state is not None:
                 query = query.where(TrialRow.state == state)
+            if is_baseline is not None:
+                query = query.where(TrialRow.is_baseline == is_baseline)
             total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
             unfinished_last = case((TrialRow.state == "completed", 0), else_=1)
             key = column.asc() if order == "asc" else column.desc()
@@ -287,13 +290,22 @@ class Repository:
             ).all()
             return Page([_trial(r) for r in rows], total, limit, offset)
 
-    def count_trials(self, search_id: int) -> dict[str, int]:
-        """Trials of the search per state."""
+    def count_trials(self, search_id: int, *, is_baseline: bool | None = None) -> dict[str, int]:
+        """Trials of the search per state (only baselines, or none of them, when ``is_baseline`` says so)."""
         with self._session() as s:
-            rows = s.execute(
-                select(TrialRow.state, func.count()).where(TrialRow.search_id == search_id).group_by(TrialRow.state)
-            ).all()
+            query = select(TrialRow.state, func.count()).where(TrialRow.search_id == search_id)
+            if is_baseline is not None:
+                query = query.where(TrialRow.is_baseline == is_baseline)
+            rows = s.execute(query.group_by(TrialRow.state)).all()
             return {state: n for state, n in rows}
+
+    def baselines(self, search_id: int) -> list[Trial]:
+        """The search's baseline trials, oldest first (a crashed baseline is followed by its re-run)."""
+        with self._session() as s:
+            rows = s.scalars(
+                select(TrialRow).where(TrialRow.search_id == search_id, TrialRow.is_baseline).order_by(TrialRow.id)
+            ).all()
+            return [_trial(r) for r in rows]
 
     def next_trial_number(self, search_id: int) -> int:
         """One past the highest trial number of the search (0 for the first)."""
@@ -301,15 +313,19 @@ class Repository:
             highest = s.scalar(select(func.max(TrialRow.number)).where(TrialRow.search_id == search_id))
             return 0 if highest is None else highest + 1
 
-    def mark_orphans_crashed(self, search_id: int, reason: str = "worker stopped while the trial ran") -> int:
-        """Running trials left by a dead process become ``crashed``; returns how many (used on resume)."""
+    def mark_orphans_crashed(self, search_id: int, reason: str = "worker stopped while the trial ran") -> list[Trial]:
+        """Running trials left by a dead process become ``crashed``; returns them (used on resume)."""
         with self._session() as s:
-            result = s.execute(
-                update(TrialRow)
+            rows = s.scalars(
+                select(TrialRow)
                 .where(TrialRow.search_id == search_id, TrialRow.state == "running")
-                .values(state="crashed", reason=reason, finished_at=_now())
-            )
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+                .order_by(TrialRow.id)
+                .with_for_update()
+            ).all()
+            now = _now()
+            for row in rows:
+                row.state, row.reason, row.finished_at = "crashed", reason, now
+            return [_trial(r) for r in rows]
 
     # --- candidates --------------------------------------------------------------------------------------------------
     def add_candidate(

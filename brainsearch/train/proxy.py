@@ -3,8 +3,8 @@
 A trial calls :func:`train`. Budgets are tokens, training FLOPs (from the cost model: cheaper architectures get
 more tokens) or wall-clock seconds (the paper's fixed-time budget: faster architectures get more steps). Failures
 are results: a NaN/inf loss is ``diverged``, a memory estimate above the device's free memory or an allocation
-failure is ``out_of_memory``, passing ``time_limit_s`` is ``timed_out``, a ``report`` callback returning False is
-``pruned``; each carries a reason and the caller never sees an exception from them.
+failure is ``out_of_memory``, passing ``time_limit_s`` is ``timed_out``, a ``report`` callback returning False (or a
+reason string) is ``pruned``; each carries a reason and the caller never sees an exception from them.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from brainsearch.train.settings import TrainSettings
 
 __all__ = ["Report", "train"]
 
-# Called after every step with the newest point; returning False stops the run (status "pruned").
-Report = Callable[[CurvePoint], bool | None]
+# Called after every step with the newest point; returning False, or a string saying why, stops the run ("pruned").
+Report = Callable[[CurvePoint], bool | str | None]
 
 
 class _Stop(Exception):
@@ -271,8 +271,9 @@ def train(
                 lr=lr,
             )
             curve.append(point)
-            if report is not None and report(point) is False:
-                raise _Stop("pruned", f"stopped by the caller at step {step}")
+            verdict = report(point) if report is not None else None
+            if verdict is False or isinstance(verdict, str):
+                raise _Stop("pruned", verdict or f"stopped by the caller at step {step}")
         if curve and curve[-1].val_loss is None:  # a time budget ended between evaluations
             val_loss = _evaluate(model, corpus, settings, arch.seq_len, device, autocast)
             curve[-1] = curve[-1].model_copy(update={"val_loss": val_loss})
@@ -305,6 +306,7 @@ def train(
         tokens=step * tokens_per_step,
         elapsed_s=time.perf_counter() - start,
         step_time_s=step_time,
+        steps_seconds=sum(step_times),
         tokens_per_s=tokens_per_s,
         model_flops_per_s=model_flops,
         peak_flops_per_s=peak,

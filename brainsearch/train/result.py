@@ -58,6 +58,7 @@ class ProxyResult(BaseModel):
     tokens: int = 0
     elapsed_s: float = 0.0
     step_time_s: float | None = None
+    steps_seconds: float = 0.0  # total time inside training steps (no evaluation, no set-up)
     tokens_per_s: float | None = None
     flops_per_token: int
     model_flops_per_s: float | None = None

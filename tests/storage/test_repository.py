@@ -174,6 +174,9 @@ def test_leaderboard_orders_completed_first_and_paginates(repo: Repository) -> N
     assert [t.number for t in page.items] == [0, 1] and page.total == 7
     assert [t.number for t in repo.list_trials(s.id, state="completed").items] == [2, 4, 0]
     assert repo.count_trials(s.id) == {"completed": 3, "pruned": 1, "diverged": 1, "out_of_memory": 1, "running": 1}
+    assert repo.count_trials(s.id, is_baseline=True) == {"completed": 1}
+    assert [t.number for t in repo.list_trials(s.id, is_baseline=False, limit=2).items] == [2, 4]
+    assert [t.number for t in repo.baselines(s.id)] == [0]
     assert repo.next_trial_number(s.id) == 7
     with pytest.raises(ValueError, match="sort must be one of"):
         repo.list_trials(s.id, sort="colour")
@@ -183,7 +186,7 @@ def test_orphaned_running_trials_become_crashed(repo: Repository) -> None:
     s, _ = _search(repo)
     running = [_trial(repo, s.id, n) for n in range(3)]
     repo.finish_trial(running[0].id, state="completed", val_loss=2.0)
-    assert repo.mark_orphans_crashed(s.id) == 2
+    assert [t.state for t in repo.mark_orphans_crashed(s.id)] == ["crashed", "crashed"]
     states = {t.number: (t.state, t.reason) for t in repo.list_trials(s.id).items}
     assert states[0] == ("completed", None)
     assert states[1] == ("crashed", "worker stopped while the trial ran")

@@ -1,0 +1,512 @@
+"""The search driver: from a stored search to a ranked leaderboard, resumable from the database alone.
+
+One Optuna study per search lives in the same database (``brainsearch-{id}``, Optuna's RDB storage), so the sampler
+sees every finished trial after a restart and optuna-dashboard can open the study. The driver:
+
+1. reconciles what a dead process left behind: brainsearch trials still ``running`` become ``crashed`` and their
+   parameters are enqueued again (retried); Optuna trials still running are told the recorded result when the
+   worker had written one, and failed otherwise;
+2. trains the baselines (GLaM and dense blocks at the proxy scale, :mod:`brainsearch.search.baselines`) once;
+3. asks the sampler for trials until ``trials`` of them have finished (crashed ones do not count and are retried),
+   keeping ``concurrency`` in flight. A sampled architecture that breaks a static constraint is pruned with the
+   reason before any training; one already trained (same digest) is not trained again - the sampler is told the
+   recorded result; everything else is trained by the executor, whose worker records the outcome;
+4. fails the search after ``max_consecutive_failures`` failed trials in a row, completes it otherwise.
+
+Optuna states: completed -> COMPLETE with one value per objective; pruned -> PRUNED; diverged, out of memory, timed
+out and crashed -> FAIL.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import optuna
+from optuna.trial import TrialState as OptunaState
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from brainsearch._validation import problems_from_validation_error
+from brainsearch.arch.cost import cost
+from brainsearch.arch.spec import Architecture
+from brainsearch.data import load_corpus
+from brainsearch.errors import ArchitectureError, SpaceError, StorageError
+from brainsearch.search.baselines import baseline_architectures
+from brainsearch.search.samplers import make_sampler
+from brainsearch.search.trial import BaselineRef, TrialJob, budget_fraction, optuna_storage
+from brainsearch.space.constraints import violations
+from brainsearch.space.loader import validate_document
+from brainsearch.space.sample import sample
+from brainsearch.space.schema import SearchSettings, SearchSpace
+from brainsearch.storage import Repository, Search, Trial
+from brainsearch.train import TrainSettings
+from brainsearch.train.result import CurvePoint
+
+if TYPE_CHECKING:
+    from brainsearch.search.local import Finished
+
+__all__ = [
+    "FAILED_STATES",
+    "Progress",
+    "RunOptions",
+    "SearchDriver",
+    "create_search",
+    "study_name",
+]
+
+FAILED_STATES = frozenset({"diverged", "out_of_memory", "timed_out", "crashed"})
+# Proposals in a row that were all architectures already trained: past this the space is taken as exhausted.
+MAX_FRUITLESS_ASKS = 200
+
+
+def study_name(search_id: int) -> str:
+    """The Optuna study of a search."""
+    return f"brainsearch-{search_id}"
+
+
+class RunOptions(BaseModel):
+    """How a search's trials execute (not part of the space: the same space runs on a laptop or a cluster)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    executor: Literal["local", "ray"] = "local"
+    threads_per_trial: int | None = Field(default=None, ge=1, le=1024, description="default: cores / concurrency")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    ray_address: str | None = Field(default=None, max_length=1000, description="default: a local Ray on demand")
+    gpus_per_trial: float = Field(default=0.0, ge=0, le=64)
+
+
+def create_search(
+    repo: Repository,
+    space: SearchSpace,
+    *,
+    name: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    options: RunOptions | None = None,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> tuple[Search, bool]:
+    """Store a queued search of ``space`` with its ``search`` settings overridden by ``overrides`` (trials, sampler,
+    concurrency, seed, ...); bad overrides raise :class:`SpaceError` naming ``search.<field>``."""
+    try:
+        settings = SearchSettings.model_validate({**space.search.model_dump(), **(overrides or {})})
+    except ValidationError as exc:
+        raise SpaceError(problems_from_validation_error(exc, None, prefix=("search",))) from None
+    options = options or RunOptions()
+    return repo.create_search(
+        name=name or space.name,
+        space_name=space.name,
+        space=space.model_dump(mode="json"),
+        settings={"search": settings.model_dump(mode="json"), "run": options.model_dump(mode="json")},
+        trials_requested=settings.trials,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+    )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a search stands (baselines apart). ``failed`` counts diverged, out-of-memory and timed-out trials;
+    ``crashed`` ones (their worker died) do not count towards the requested number: another trial takes the place."""
+
+    requested: int
+    completed: int = 0
+    pruned: int = 0
+    failed: int = 0
+    crashed: int = 0
+    running: int = 0
+    baselines: dict[str, float | None] = field(default_factory=dict)
+    best_val_loss: float | None = None
+    best_number: int | None = None
+
+    @property
+    def done(self) -> int:
+        """Trials that count towards the requested number (crashed ones are retried)."""
+        return self.completed + self.pruned + self.failed
+
+
+class Executor(Protocol):
+    """What the driver needs from an executor (the local one; Ray drives its own loop)."""
+
+    @property
+    def free(self) -> int: ...
+
+    @property
+    def running(self) -> int: ...
+
+    def submit(self, job: TrialJob) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> list[Finished]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What asking the sampler produced: a job to train, or a trial settled without training."""
+
+    number: int  # the Optuna trial number
+    job: TrialJob | None = None
+    settled: Trial | None = None  # pruned by a constraint, or the earlier trial this one duplicates
+    waits_for: str | None = None  # digest of an architecture being trained right now
+    counted: bool = False  # a new brainsearch trial that counts towards the requested number
+
+
+class SearchDriver:
+    """Runs one stored search to completion (or resumes it) with an executor."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        search_id: int,
+        database_url: str,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
+    ) -> None:
+        search = repo.get_search(search_id)
+        if search is None:
+            raise StorageError(f"no search {search_id}")
+        self.repo, self.search, self.database_url = repo, search, database_url
+        self.space = validate_document(search.space, f"search {search_id}")
+        self.settings = SearchSettings.model_validate(search.settings.get("search", {}))
+        self.options = RunOptions.model_validate(search.settings.get("run", {}))
+        self.study_name = study_name(search_id)
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self._on_progress, self._on_note = on_progress, on_note
+        self.reference: BaselineRef | None = None
+        self._inflight: dict[str, int] = {}  # digest -> brainsearch trial id, trials being trained
+        self._waiting: dict[str, list[int]] = {}  # digest -> Optuna numbers of duplicates of an in-flight trial
+        self._consecutive_failures = 0
+        self._fruitless = 0
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    # --- set-up ------------------------------------------------------------------------------------------------------
+    def open_study(self) -> optuna.Study:
+        """The search's Optuna study (created on first use); the sampler is re-seeded past the trials it has, so a
+        resumed random or evolutionary search does not replay the proposals it already made."""
+        storage = optuna_storage(self.database_url)
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=storage,
+            sampler=optuna.samplers.RandomSampler(),
+            directions=["minimize"] * len(self.settings.objectives),
+            load_if_exists=True,
+        )
+        with warnings.catch_warnings():  # metric names are marked experimental in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(self.settings.objectives))
+        seen = len(study.get_trials(deepcopy=False))
+        study.sampler = make_sampler(self.settings.model_copy(update={"seed": self.settings.seed + seen}))
+        return study
+
+    def train_settings(self) -> TrainSettings:
+        """How every trial of this search trains: the space's proxy settings and budget."""
+        proxy = self.space.proxy
+        eval_interval = 50
+        if proxy.budget.tokens is not None:
+            steps = math.ceil(proxy.budget.tokens / (proxy.batch_size * proxy.seq_len))
+            eval_interval = max(1, steps // 4)
+        return TrainSettings(
+            budget=proxy.budget,
+            batch_size=proxy.batch_size,
+            data=proxy.data,
+            seed=self.settings.seed,
+            eval_interval=eval_interval,
+            device=self.options.device,
+        )
+
+    def check_data(self) -> None:
+        """Load the corpus once here, so bad data is one clear error and workers find the tokenised cache."""
+        load_corpus(self.space.proxy.data, self.space.proxy.vocab_size)
+
+    def reconcile(self, study: optuna.Study, reason: str = "worker stopped while the trial ran") -> int:
+        """Settle what a dead (or interrupted) process left running; returns how many trials were retried."""
+        orphans = self.repo.mark_orphans_crashed(self.search.id, reason)
+        for ot in study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,)):
+            ref = ot.user_attrs.get("bs_trial_id", ot.user_attrs.get("duplicate_of"))
+            trial = self.repo.get_trial(int(ref)) if ref is not None else None
+            if trial is not None and trial.state not in ("running", "crashed"):
+                self.tell(study, ot.number, trial)
+            else:
+                study.tell(ot.number, state=OptunaState.FAIL)
+        retried = 0
+        for t in orphans:
+            if not t.is_baseline:  # baselines re-run by themselves: none of them finished
+                study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+                retried += 1
+        self._inflight.clear()
+        self._waiting.clear()
+        return retried
+
+    # --- sampler <-> storage -----------------------------------------------------------------------------------------
+    def values(self, trial: Trial) -> list[float] | None:
+        """The trial's objective values, in the order of ``objectives`` (None when one is missing)."""
+        found = {
+            "val_loss": trial.val_loss,
+            "step_time": trial.step_time_s,
+            "params_activated": trial.params_activated,
+            "flops_per_token": trial.cost.get("flops_per_token"),
+        }
+        values = [found[name] for name in self.settings.objectives]
+        if any(v is None or not math.isfinite(float(v)) for v in values):
+            return None
+        return [float(v) for v in values if v is not None]
+
+    def tell(self, study: optuna.Study, number: int, trial: Trial) -> None:
+        """Tell the sampler how the trial (or the trial it duplicates) went."""
+        values = self.values(trial) if trial.state == "completed" else None
+        if values is not None:
+            study.tell(number, values, skip_if_finished=True)
+        elif trial.state == "pruned":
+            study.tell(number, state=OptunaState.PRUNED, skip_if_finished=True)
+        else:
+            study.tell(number, state=OptunaState.FAIL, skip_if_finished=True)
+
+    def job(self, trial: Trial, *, baseline: str | None = None, optuna_trial_id: int | None = None) -> TrialJob:
+        """The job that trains ``trial``."""
+        return TrialJob(
+            search_id=self.search.id,
+            trial_id=trial.id,
+            number=trial.number,
+            database_url=self.database_url,
+            arch=trial.arch,
+            settings=self.train_settings(),
+            baseline_name=baseline,
+            study_name=self.study_name,
+            optuna_trial_id=optuna_trial_id,
+            pruner="none" if baseline else self.settings.pruner,
+            reference=None if baseline else self.reference,
+            max_step_time_ratio=None if baseline else self.space.constraints.max_step_time_ratio,
+        )
+
+    def _add_trial(self, arch: Architecture, params: dict[str, Any], baseline: str | None = None) -> Trial:
+        c = cost(arch, batch_size=self.space.proxy.batch_size)
+        return self.repo.add_trial(
+            search_id=self.search.id,
+            number=self.repo.next_trial_number(self.search.id),
+            arch=arch.to_dict(),
+            arch_digest=arch.digest,
+            pattern=arch.pattern,
+            params=params,
+            cost=c.model_dump(mode="json"),
+            params_activated=c.params_activated,
+            is_baseline=baseline is not None,
+            baseline_name=baseline,
+            worker=self.worker,
+        )
+
+    def plan(self, study: optuna.Study, trial: optuna.Trial) -> Planned:
+        """Turn an asked Optuna trial into work: sample its architecture, settle it without training when a
+        constraint rules it out or it was trained before, else make the job that trains it."""
+        try:
+            arch = sample(self.space, trial)
+        except ArchitectureError as exc:
+            trial.set_user_attr("invalid", str(exc)[:500])
+            study.tell(trial.number, state=OptunaState.FAIL)
+            self._fruitless += 1
+            self._note(f"the sampler proposed an invalid architecture: {exc}")
+            return Planned(trial.number)
+        digest = arch.digest
+        earlier = self.repo.find_trial(self.search.id, digest)
+        if earlier is not None:
+            trial.set_user_attr("duplicate_of", earlier.id)
+            self.tell(study, trial.number, earlier)
+            self._fruitless += 1
+            return Planned(trial.number, settled=earlier)
+        if digest in self._inflight:
+            trial.set_user_attr("duplicate_of", self._inflight[digest])
+            self._waiting.setdefault(digest, []).append(trial.number)
+            self._fruitless += 1
+            return Planned(trial.number, waits_for=digest)
+        self._fruitless = 0
+        record = self._add_trial(arch, dict(trial.params))
+        trial.set_user_attr("bs_trial_id", record.id)
+        reasons = violations(self.space, arch)
+        if reasons:
+            record = self.repo.finish_trial(
+                record.id, state="pruned", reason="breaks the space's constraints: " + "; ".join(reasons)
+            )
+            self.tell(study, trial.number, record)
+            return Planned(trial.number, settled=record, counted=True)
+        self._inflight[digest] = record.id
+        return Planned(trial.number, job=self.job(record, optuna_trial_id=trial._trial_id), counted=True)
+
+    def settle(self, study: optuna.Study, number: int | None, trial: Trial) -> None:
+        """A trained trial finished (its worker recorded it): tell the sampler, and its waiting duplicates."""
+        if number is not None:
+            self.tell(study, number, trial)
+        self._inflight.pop(trial.arch_digest, None)
+        for dup in self._waiting.pop(trial.arch_digest, []):
+            self.tell(study, dup, trial)
+        if trial.state in FAILED_STATES:
+            self._consecutive_failures += 1
+        else:
+            self._consecutive_failures = 0
+
+    # --- progress ----------------------------------------------------------------------------------------------------
+    def progress(self) -> Progress:
+        """Counts of the search's trials (baselines apart) and the best validation loss so far."""
+        counts = self.repo.count_trials(self.search.id, is_baseline=False)
+        best = self.repo.list_trials(self.search.id, state="completed", is_baseline=False, limit=1).items
+        baselines = {t.baseline_name or "?": t.val_loss for t in self.repo.baselines(self.search.id)}
+        return Progress(
+            requested=self.settings.trials,
+            completed=counts.get("completed", 0),
+            pruned=counts.get("pruned", 0),
+            failed=sum(counts.get(s, 0) for s in FAILED_STATES if s != "crashed"),
+            crashed=counts.get("crashed", 0),
+            running=counts.get("running", 0),
+            baselines=baselines,
+            best_val_loss=best[0].val_loss if best else None,
+            best_number=best[0].number if best else None,
+        )
+
+    def _emit(self) -> None:
+        if self._on_progress is not None:
+            self._on_progress(self.progress())
+
+    def _note(self, text: str) -> None:
+        if self._on_note is not None:
+            self._on_note(text)
+
+    def remaining(self) -> int:
+        """Trials still to finish before the requested number is reached."""
+        return max(0, self.settings.trials - self.progress().done)
+
+    def too_many_failures(self) -> bool:
+        """Whether the consecutive-failure limit was reached."""
+        return self._consecutive_failures >= self.settings.max_consecutive_failures
+
+    def exhausted(self) -> bool:
+        """Whether the sampler keeps proposing architectures already trained."""
+        return self._fruitless >= MAX_FRUITLESS_ASKS
+
+    # --- baselines ---------------------------------------------------------------------------------------------------
+    def baseline_jobs(self) -> list[TrialJob]:
+        """Jobs for the baselines not yet trained (a crashed one is trained again)."""
+        done = {t.baseline_name for t in self.repo.baselines(self.search.id) if t.state not in ("running", "crashed")}
+        jobs = []
+        for name, arch in baseline_architectures(self.space).items():
+            if name not in done:
+                jobs.append(self.job(self._add_trial(arch, {}, baseline=name), baseline=name))
+        return jobs
+
+    def load_reference(self) -> None:
+        """The baseline the candidates are compared with (``constraints.baseline``), once it has trained."""
+        name = self.space.constraints.baseline
+        trial = next((t for t in self.repo.baselines(self.search.id) if t.baseline_name == name), None)
+        if trial is None or trial.state != "completed":
+            if self.settings.pruner == "baseline" or self.space.constraints.max_step_time_ratio is not None:
+                why = f"it ended {trial.state}: {trial.reason}" if trial is not None else "the space has no MoE layers"
+                self._note(f"no {name} baseline to compare with ({why}); its pruning rules are off for this search")
+            self.reference = None
+            return
+        flops = int(trial.cost.get("flops_per_token", 0))
+        budget = self.space.proxy.budget
+        curve = [
+            (
+                budget_fraction(budget, CurvePoint(**vars(p)), flops),
+                p.train_loss,
+            )
+            for p in self.repo.trial_curve(trial.id)
+        ]
+        self.reference = BaselineRef(name=name, step_time_s=trial.step_time_s, curve=curve)
+
+    # --- the loop ----------------------------------------------------------------------------------------------------
+    def run(self, executor: Executor | None = None) -> Search:
+        """Run (or resume) the search to the end with ``executor`` (default: local processes, or Ray when the
+        search's options say so). Ctrl-C marks the search cancelled after settling its running trials."""
+        self.check_data()
+        self.repo.set_search_status(self.search.id, "running")
+        study = self.open_study()
+        retried = self.reconcile(study)
+        if retried:
+            self._note(f"{retried} trial(s) left running by a stopped worker were marked crashed and will be retried")
+        try:
+            if executor is None and self.options.executor == "ray":
+                from brainsearch.search.ray_executor import run_with_ray
+
+                run_with_ray(self, study)
+            else:
+                own = executor is None
+                executor = executor or self._local_executor()
+                try:
+                    self._run_baselines(executor)
+                    self._loop(study, executor)
+                finally:
+                    if own:
+                        executor.close()
+        except KeyboardInterrupt:
+            self.reconcile(study, reason="the search was interrupted while the trial ran")
+            self.repo.set_search_status(self.search.id, "cancelled", error="interrupted")
+            raise
+        except BaseException as exc:
+            self.reconcile(study, reason=f"the search stopped: {exc.__class__.__name__}")
+            self.repo.set_search_status(self.search.id, "failed", error=f"{exc.__class__.__name__}: {exc}"[:2000])
+            raise
+        return self.finish()
+
+    def finish(self) -> Search:
+        """Mark the search completed or failed from how its trials went."""
+        if self.too_many_failures():
+            error = f"{self._consecutive_failures} trials failed in a row (max_consecutive_failures)"
+            return self.repo.set_search_status(self.search.id, "failed", error=error)
+        if self.exhausted():
+            self._note(f"stopped early: the last {MAX_FRUITLESS_ASKS} proposals were all architectures already tried")
+        return self.repo.set_search_status(self.search.id, "completed")
+
+    def _local_executor(self) -> Executor:
+        from brainsearch.search.local import LocalExecutor
+
+        return LocalExecutor(self.settings.concurrency, self.options.threads_per_trial)
+
+    def _run_baselines(self, executor: Executor) -> None:
+        pending = self.baseline_jobs()
+        self._emit()
+        while pending or executor.running:
+            while pending and executor.free > 0:
+                executor.submit(pending.pop(0))
+            for fin in executor.wait(timeout=1.0):
+                trial = self._finished(fin)
+                if trial.state != "completed":
+                    self._note(f"baseline {trial.baseline_name} ended {trial.state}: {trial.reason}")
+            self._emit()
+        self.load_reference()
+
+    def _finished(self, fin: Finished) -> Trial:
+        if fin.outcome is None:
+            return self.repo.finish_trial(fin.job.trial_id, state="crashed", reason=fin.crash)
+        trial = self.repo.get_trial(fin.job.trial_id)
+        if trial is None:
+            raise StorageError(f"trial {fin.job.trial_id} vanished from the database")
+        return trial
+
+    def _loop(self, study: optuna.Study, executor: Executor) -> None:
+        numbers: dict[int, int] = {}  # brainsearch trial id -> Optuna number, for trials in flight
+        while True:
+            stop = self.too_many_failures() or self.exhausted()
+            needed = self.remaining() - executor.running
+            while not stop and needed > 0 and executor.free > 0:
+                planned = self.plan(study, study.ask())
+                if planned.job is not None:
+                    executor.submit(planned.job)
+                    numbers[planned.job.trial_id] = planned.number
+                if planned.counted:
+                    needed -= 1
+                stop = self.too_many_failures() or self.exhausted()
+            if not executor.running:
+                break
+            for fin in executor.wait(timeout=1.0):
+                self.settle(study, numbers.pop(fin.job.trial_id, None), self._finished(fin))
+            self._emit()
+        for digest, dups in self._waiting.items():  # duplicates of trials that never finished
+            for number in dups:
+                study.tell(number, state=OptunaState.FAIL, skip_if_finished=True)
+            self._note(f"{len(dups)} duplicate proposal(s) of {digest} were failed: the original did not finish")
+        self._waiting.clear()
+        self._emit()

@@ -1,0 +1,176 @@
+"""The local executor: trials run in long-lived worker processes, one trial per process at a time.
+
+A worker is a spawned process that imports torch once and then takes trials over a pipe, so process start-up is
+paid once per worker, not per trial. A worker that dies (a segfault, the kernel's OOM killer, ``kill -9``) fails
+only its own trial, reported as crashed with the exit status, and is replaced for the next trial; the search goes on.
+Workers ask the kernel to kill them when the search process dies (``PR_SET_PDEATHSIG``), so a killed search never
+leaves a trial running that could write a result after the search was resumed elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import signal
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+
+from brainsearch.search.trial import TrialJob, TrialOutcome
+
+__all__ = ["Finished", "LocalExecutor"]
+
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A trial the executor is done with: its outcome, or why its worker died."""
+
+    job: TrialJob
+    outcome: TrialOutcome | None
+    crash: str | None = None
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the parent's pipe closing still ends the worker between trials
+        pass
+
+
+def _worker_main(conn: Connection, threads: int, parent_pid: int) -> None:
+    """A worker process: run trials from ``conn`` until told to stop or the parent goes away."""
+    _die_with_parent()
+    if os.getppid() != parent_pid:  # the parent died before the death signal was armed
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the search's to handle
+    import torch
+
+    from brainsearch.search.trial import run_trial
+    from brainsearch.storage import Repository, make_engine
+
+    torch.set_num_threads(threads)
+    repos: dict[str, Repository] = {}
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        repo = repos.get(job.database_url)
+        if repo is None:
+            repo = repos[job.database_url] = Repository(make_engine(job.database_url))
+        conn.send(run_trial(job, repo))
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (the kernel's out-of-memory killer sends SIGKILL)" if -code == signal.SIGKILL else ""
+        return f"worker process was killed by {name}{hint}"
+    return f"worker process exited with status {code}"
+
+
+class _Worker:
+    def __init__(self, ctx: multiprocessing.context.SpawnContext, threads: int) -> None:
+        self.conn, child = ctx.Pipe()
+        self.process: BaseProcess = ctx.Process(
+            target=_worker_main, args=(child, threads, os.getpid()), name="brainsearch-trial", daemon=True
+        )
+        self.process.start()
+        child.close()
+        self.job: TrialJob | None = None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.process.is_alive():
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self.conn.send(None)
+            self.process.join(timeout if self.job is None else 0)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout)
+        self.conn.close()
+
+
+class LocalExecutor:
+    """Runs up to ``concurrency`` trials at once in worker processes with ``threads_per_trial`` torch threads each."""
+
+    def __init__(self, concurrency: int = 1, threads_per_trial: int | None = None) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.concurrency = concurrency
+        self.threads_per_trial = threads_per_trial or max(1, (os.cpu_count() or 1) // concurrency)
+        self._ctx = multiprocessing.get_context("spawn")
+        self._workers: list[_Worker] = []
+
+    @property
+    def running(self) -> int:
+        """Trials in flight."""
+        return sum(w.job is not None for w in self._workers)
+
+    @property
+    def free(self) -> int:
+        """How many more trials can start now."""
+        return self.concurrency - self.running
+
+    def busy_workers(self) -> dict[int, int]:
+        """The process id of the worker training each trial in flight, by trial id."""
+        return {w.job.trial_id: w.process.pid for w in self._workers if w.job is not None and w.process.pid}
+
+    def submit(self, job: TrialJob) -> None:
+        """Start ``job`` on an idle worker (a new one if none is idle); raises when all are busy."""
+        if self.free <= 0:
+            raise RuntimeError("all workers are busy")
+        worker = next((w for w in self._workers if w.job is None and w.process.is_alive()), None)
+        if worker is None:
+            self._workers = [w for w in self._workers if w.job is not None or w.process.is_alive()]
+            worker = _Worker(self._ctx, self.threads_per_trial)
+            self._workers.append(worker)
+        worker.job = job
+        worker.conn.send(job)
+
+    def wait(self, timeout: float | None = None) -> list[Finished]:
+        """Trials that finished (or whose worker died) within ``timeout`` seconds; empty if none did."""
+        busy = [w for w in self._workers if w.job is not None]
+        if not busy:
+            return []
+        ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout))
+        done: list[Finished] = []
+        for w in busy:
+            assert w.job is not None
+            if w.conn in ready:
+                try:
+                    outcome = w.conn.recv()
+                except (EOFError, OSError):
+                    outcome = None
+                if outcome is not None:
+                    done.append(Finished(w.job, outcome))
+                    w.job = None
+                    continue
+            if w.conn in ready or w.process.sentinel in ready:
+                w.process.join(5)
+                done.append(Finished(w.job, None, _exit_reason(w.process.exitcode)))
+                w.job = None
+                w.conn.close()
+        self._workers = [w for w in self._workers if not w.conn.closed]
+        return done
+
+    def close(self) -> None:
+        """Stop every worker (running trials are killed)."""
+        for w in self._workers:
+            w.stop()
+        self._workers = []
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,125 @@
+"""The search driver end to end on both backends: baselines first, trials to the requested number, the Optuna study
+in step with the leaderboard, constraint pruning before training, no architecture trained twice, and a search that
+fails only past its consecutive-failure limit."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import optuna
+import pytest
+
+from brainsearch.arch import cost
+from brainsearch.errors import SpaceError
+from brainsearch.search.driver import SearchDriver, create_search, study_name
+from brainsearch.search.local import LocalExecutor
+from brainsearch.search.trial import TrialJob, optuna_storage
+from brainsearch.space import SearchSpace, sample
+from brainsearch.space.sample import RandomSuggester
+from brainsearch.storage import Repository
+from tests.search.conftest import fast_space
+
+
+def _run(
+    repo: Repository, url: str, space: SearchSpace, executor: Any = None, **overrides: Any
+) -> tuple[Any, list[str]]:
+    search, _ = create_search(repo, space, overrides=overrides)
+    notes: list[str] = []
+    done = SearchDriver(repo, search.id, url, on_note=notes.append).run(executor)
+    return done, notes
+
+
+def test_search_trains_baselines_then_the_requested_trials(repo: Repository, database_url: str) -> None:
+    done, _ = _run(repo, database_url, fast_space(), trials=5, concurrency=2, sampler="random")
+    assert done.status == "completed" and done.finished_at is not None
+    trials = repo.list_trials(done.id, limit=100).items
+    baselines = {t.baseline_name: t for t in trials if t.is_baseline}
+    assert set(baselines) == {"glam", "dense"} and all(t.state == "completed" for t in baselines.values())
+    assert min(t.number for t in baselines.values()) == 0  # baselines come first
+    candidates = [t for t in trials if not t.is_baseline]
+    assert len(candidates) == 5 and all(t.state in ("completed", "pruned") for t in candidates)
+    assert len({t.arch_digest for t in candidates}) == 5
+    for t in candidates:
+        if t.state == "pruned":
+            assert t.reason and "quarter of the budget" in t.reason
+    # The Optuna study in the same database agrees with the leaderboard.
+    study = optuna.load_study(study_name=study_name(done.id), storage=optuna_storage(database_url))
+    by_id = {ot.user_attrs["bs_trial_id"]: ot for ot in study.trials if "bs_trial_id" in ot.user_attrs}
+    assert set(by_id) == {t.id for t in candidates}
+    for t in candidates:
+        ot = by_id[t.id]
+        if t.state == "completed":
+            assert ot.state == optuna.trial.TrialState.COMPLETE and ot.value == t.val_loss
+        else:
+            assert ot.state == optuna.trial.TrialState.PRUNED
+        assert ot.params == t.params
+
+
+def test_constraints_prune_before_training(repo: Repository, database_url: str) -> None:
+    space = fast_space()
+    totals = sorted(cost(sample(space, RandomSuggester(seed)), batch_size=8).params_total for seed in range(40))
+    limit = totals[len(totals) // 2]
+    space = fast_space(constraints={"max_params_total": limit})
+    done, _ = _run(repo, database_url, space, trials=6, sampler="random", seed=3, pruner="none")
+    trials = [t for t in repo.list_trials(done.id, limit=100).items if not t.is_baseline]
+    assert len(trials) == 6
+    ruled_out = [t for t in trials if t.reason and "constraints" in t.reason]
+    assert ruled_out, "the median limit rules out some of the sampled architectures"
+    for t in ruled_out:
+        assert t.state == "pruned" and "params_total" in t.reason and "max_params_total" in t.reason
+        assert t.cost["params_total"] > limit and repo.trial_curve(t.id) == [] and t.metrics == {}
+    for t in trials:
+        if t not in ruled_out:
+            assert t.state == "completed" and t.cost["params_total"] <= limit
+
+
+def test_an_architecture_is_never_trained_twice(repo: Repository, database_url: str) -> None:
+    # Two architectures in the whole space: d_model 32 or 48, everything else fixed.
+    doc = fast_space().model_dump(mode="json")
+    block = doc["block"]
+    block["d_model"] = {"kind": "choice", "choices": [32, 48]}
+    block["slot_types"] = ["attention", "moe", "attention", "ffn", "attention", "moe", "ffn", "ffn"]
+    for section in ("attention", "ffn", "moe"):
+        for name, p in block[section].items():
+            if p["kind"] == "choice":
+                block[section][name] = {"kind": "fixed", "value": p["choices"][0]}
+    space = SearchSpace.model_validate(doc)
+    done, notes = _run(repo, database_url, space, trials=3, sampler="random", pruner="none")
+    candidates = [t for t in repo.list_trials(done.id, limit=100).items if not t.is_baseline]
+    assert sorted(t.arch["d_model"] for t in candidates) == [32, 48]
+    assert done.status == "completed" and any("already tried" in n for n in notes)
+    study = optuna.load_study(study_name=study_name(done.id), storage=optuna_storage(database_url))
+    duplicates = [ot for ot in study.trials if "duplicate_of" in ot.user_attrs]
+    assert len(duplicates) >= 200
+    trained = {t.id: t for t in candidates}
+    for ot in duplicates[:20]:
+        assert ot.value == trained[ot.user_attrs["duplicate_of"]].val_loss
+
+
+class _KillingExecutor(LocalExecutor):
+    """Kills each trial's worker right after handing it the trial: every trial crashes for real."""
+
+    def submit(self, job: TrialJob) -> None:
+        super().submit(job)
+        os.kill(self.busy_workers()[job.trial_id], signal.SIGKILL)
+
+
+def test_crashes_are_states_and_the_search_fails_past_the_failure_limit(repo: Repository, database_url: str) -> None:
+    space = fast_space(search={"max_consecutive_failures": 3})
+    with _KillingExecutor(concurrency=1, threads_per_trial=1) as executor:
+        done, notes = _run(repo, database_url, space, executor, trials=6, sampler="random")
+    assert done.status == "failed" and "3 trials failed in a row" in (done.error or "")
+    trials = repo.list_trials(done.id, limit=100).items
+    assert all(t.state == "crashed" and "SIGKILL" in (t.reason or "") for t in trials)
+    assert len([t for t in trials if not t.is_baseline]) == 3
+    assert any("baseline glam ended crashed" in n for n in notes)
+    assert any("pruning rules are off" in n for n in notes)
+
+
+def test_bad_overrides_name_the_search_field(repo: Repository) -> None:
+    with pytest.raises(SpaceError) as info:
+        create_search(repo, fast_space(), overrides={"trials": 0, "sampler": "anneal"})
+    paths = sorted(p.path for p in info.value.problems)
+    assert paths == ["search.sampler", "search.trials"]

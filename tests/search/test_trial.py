@@ -1,0 +1,138 @@
+"""A trial as its worker runs it: the pruning rules (step time, the paper's quarter-budget rule, Optuna's pruners)
+and the outcome written to the database."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from brainsearch.arch import preset
+from brainsearch.arch.scale import scale
+from brainsearch.search.trial import BaselineRef, PruningJudge, TrialJob, budget_fraction, optuna_storage, run_trial
+from brainsearch.space.schema import Budget
+from brainsearch.storage import Repository
+from brainsearch.train import CurvePoint, TrainSettings
+
+BUDGET = Budget(tokens=100 * 512)
+
+
+def _point(step: int, loss: float, elapsed: float | None = None, val: float | None = None) -> CurvePoint:
+    return CurvePoint(
+        step=step,
+        tokens=step * 512,
+        elapsed_s=elapsed if elapsed is not None else step * 0.01,
+        train_loss=loss,
+        val_loss=val,
+        lr=1e-3,
+    )
+
+
+def _job(**changes: object) -> TrialJob:
+    fields: dict[str, object] = {
+        "search_id": 1,
+        "trial_id": 1,
+        "number": 0,
+        "database_url": "sqlite://",
+        "arch": scale(preset("glam"), "cpu-tiny").to_dict(),
+        "settings": TrainSettings(budget=BUDGET, batch_size=8, timing_warmup_steps=2),
+    }
+    return TrialJob.model_validate({**fields, **changes})
+
+
+def _reference(loss: float, step_time: float = 0.01) -> BaselineRef:
+    return BaselineRef(name="glam", step_time_s=step_time, curve=[(s / 100, loss) for s in range(1, 101)])
+
+
+def test_budget_fraction_per_budget_kind() -> None:
+    p = _point(25, 3.0, elapsed=5.0)
+    assert budget_fraction(BUDGET, p, 1000) == pytest.approx(0.25)
+    assert budget_fraction(Budget(flops=25 * 512 * 1000 * 2), p, 1000) == pytest.approx(0.5)
+    assert budget_fraction(Budget(seconds=10), p, 1000) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(("loss", "pruned"), [(3.1, True), (2.9, False)])
+def test_quarter_budget_rule_compares_with_the_baseline_at_the_same_point(loss: float, pruned: bool) -> None:
+    judge = PruningJudge(_job(pruner="baseline", reference=_reference(3.0)), flops_per_token=1)
+    verdicts = [judge(_point(s, loss)) for s in range(1, 40)]
+    decided = [v for v in verdicts if v]
+    if pruned:
+        assert len(decided) == 1 and verdicts.index(decided[0]) == 24  # step 25: a quarter of 100 steps
+        assert "3.1000" in decided[0] and "glam baseline's 3.0000" in decided[0]
+    else:
+        assert decided == []
+
+
+def test_quarter_rule_is_off_without_a_reference_or_with_another_pruner() -> None:
+    for job in (_job(pruner="baseline"), _job(pruner="none", reference=_reference(1.0))):
+        judge = PruningJudge(job, flops_per_token=1)
+        assert not any(judge(_point(s, 9.0)) for s in range(1, 60))
+
+
+def test_step_time_rule_prunes_a_slow_candidate_after_a_few_timed_steps() -> None:
+    job = _job(reference=_reference(3.0, step_time=0.010), max_step_time_ratio=1.5)
+    slow = PruningJudge(job, flops_per_token=1)
+    verdicts = [slow(_point(s, 3.0, elapsed=s * 0.020)) for s in range(1, 20)]
+    first = next(i for i, v in enumerate(verdicts) if v)
+    assert first == 2 + 5 - 1  # warm-up steps, then five timed steps
+    assert "20.0 ms is 2.00x the glam baseline's 10.0 ms (max_step_time_ratio 1.5)" in str(verdicts[first])
+    fast = PruningJudge(job, flops_per_token=1)
+    assert not any(fast(_point(s, 3.0, elapsed=s * 0.012)) for s in range(1, 20))
+
+
+def test_optuna_median_pruner_decides_from_reported_validation_losses(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="s", storage=optuna_storage(url), pruner=optuna.pruners.MedianPruner())
+    for _ in range(4):  # finished trials with a good curve
+        t = study.ask()
+        for step in (10, 20, 30):
+            t.report(2.0, step)
+        study.tell(t, 2.0)
+    bad = study.ask()
+    judge = PruningJudge(
+        _job(database_url=url, pruner="median", study_name="s", optuna_trial_id=bad._trial_id), flops_per_token=1
+    )
+    assert judge(_point(5, 3.0)) is None  # no validation loss at this step: nothing reported
+    verdict = judge(_point(10, 3.0, val=3.0))
+    assert verdict is not None and "median pruner stopped it at step 10" in verdict
+    assert study.trials[-1].intermediate_values == {10: 3.0}
+
+
+def test_run_trial_records_the_outcome_and_curve(repo: Repository, database_url: str) -> None:
+    s, _ = repo.create_search(name="t", space_name="tiny", space={}, settings={}, trials_requested=1)
+    arch = scale(preset("glam"), "cpu-tiny")
+    t = repo.add_trial(
+        search_id=s.id,
+        number=0,
+        arch=arch.to_dict(),
+        arch_digest=arch.digest,
+        pattern=arch.pattern,
+        params={},
+        cost={},
+        params_activated=1,
+    )
+    settings = TrainSettings(budget=Budget(tokens=6 * 8 * 64), batch_size=8, eval_interval=3, device="cpu")
+    job = _job(trial_id=t.id, search_id=s.id, database_url=database_url, arch=arch.to_dict(), settings=settings)
+    outcome = run_trial(job, repo)
+    stored = repo.get_trial(t.id)
+    assert stored is not None and outcome.state == stored.state == "completed"
+    assert outcome.val_loss == stored.val_loss and stored.val_loss is not None
+    assert [p.step for p in repo.trial_curve(t.id)] == [1, 2, 3, 4, 5, 6]
+    assert stored.metrics["steps"] == 6 and 0 < outcome.steps_seconds <= outcome.train_seconds
+
+
+def test_a_bug_inside_a_trial_is_recorded_as_crashed(repo: Repository, database_url: str) -> None:
+    s, _ = repo.create_search(name="t", space_name="tiny", space={}, settings={}, trials_requested=1)
+    t = repo.add_trial(
+        search_id=s.id,
+        number=0,
+        arch={"d_model": "wide"},
+        arch_digest="0" * 16,
+        pattern="?",
+        params={},
+        cost={},
+        params_activated=1,
+    )
+    outcome = run_trial(_job(trial_id=t.id, database_url=database_url, arch={"d_model": "wide"}), repo)
+    stored = repo.get_trial(t.id)
+    assert outcome.state == "crashed" and stored is not None and stored.state == "crashed"
+    assert stored.reason is not None and "ArchitectureError" in stored.reason
