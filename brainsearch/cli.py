@@ -310,15 +310,22 @@ def _follow(repo: Any, search_id: int, url: str) -> Any:
     """Run (or resume) a stored search in the foreground with a live progress bar; returns the finished search."""
     import signal
 
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        return _drive(repo, search_id, url)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _drive(repo: Any, search_id: int, url: str) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from brainsearch.search.driver import Progress as SearchProgress
     from brainsearch.search.driver import SearchDriver
 
-    def on_sigterm(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
     with Progress(
         TextColumn("[bold]search {task.fields[id]}"),
         BarColumn(),
@@ -361,7 +368,8 @@ def _print_leaderboard(repo: Any, search_id: int, *, sort: str = "val_loss", lim
             fmt_count(t.params_activated),
             note[:90],
         )
-    out.print(table)
+    # Piped output is not cut to 80 columns: a leaderboard row is read whole.
+    (out if out.is_terminal else Console(width=160)).print(table)
     if page.total > len(page.items):
         out.print(f"({page.total - len(page.items)} more: brainsearch leaderboard {search_id} --limit N)")
 
