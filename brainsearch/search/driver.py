@@ -309,7 +309,7 @@ class SearchDriver:
             trial.set_user_attr("invalid", str(exc)[:500])
             study.tell(trial.number, state=OptunaState.FAIL)
             self._fruitless += 1
-            self._note(f"the sampler proposed an invalid architecture: {exc}")
+            self.note(f"the sampler proposed an invalid architecture: {exc}")
             return Planned(trial.number)
         digest = arch.digest
         earlier = self.repo.find_trial(self.search.id, digest)
@@ -366,11 +366,13 @@ class SearchDriver:
             best_number=best[0].number if best else None,
         )
 
-    def _emit(self) -> None:
+    def emit(self) -> None:
+        """Tell the progress callback where the search stands."""
         if self._on_progress is not None:
             self._on_progress(self.progress())
 
-    def _note(self, text: str) -> None:
+    def note(self, text: str) -> None:
+        """Pass a remark about the search (a baseline that failed, an exhausted space) to the note callback."""
         if self._on_note is not None:
             self._on_note(text)
 
@@ -403,7 +405,7 @@ class SearchDriver:
         if trial is None or trial.state != "completed":
             if self.settings.pruner == "baseline" or self.space.constraints.max_step_time_ratio is not None:
                 why = f"it ended {trial.state}: {trial.reason}" if trial is not None else "the space has no MoE layers"
-                self._note(f"no {name} baseline to compare with ({why}); its pruning rules are off for this search")
+                self.note(f"no {name} baseline to compare with ({why}); its pruning rules are off for this search")
             self.reference = None
             return
         flops = int(trial.cost.get("flops_per_token", 0))
@@ -426,7 +428,7 @@ class SearchDriver:
         study = self.open_study()
         retried = self.reconcile(study)
         if retried:
-            self._note(f"{retried} trial(s) left running by a stopped worker were marked crashed and will be retried")
+            self.note(f"{retried} trial(s) left running by a stopped worker were marked crashed and will be retried")
         try:
             if executor is None and self.options.executor == "ray":
                 from brainsearch.search.ray_executor import run_with_ray
@@ -457,7 +459,7 @@ class SearchDriver:
             error = f"{self._consecutive_failures} trials failed in a row (max_consecutive_failures)"
             return self.repo.set_search_status(self.search.id, "failed", error=error)
         if self.exhausted():
-            self._note(f"stopped early: the last {MAX_FRUITLESS_ASKS} proposals were all architectures already tried")
+            self.note(f"stopped early: the last {MAX_FRUITLESS_ASKS} proposals were all architectures already tried")
         return self.repo.set_search_status(self.search.id, "completed")
 
     def _local_executor(self) -> Executor:
@@ -467,15 +469,15 @@ class SearchDriver:
 
     def _run_baselines(self, executor: Executor) -> None:
         pending = self.baseline_jobs()
-        self._emit()
+        self.emit()
         while pending or executor.running:
             while pending and executor.free > 0:
                 executor.submit(pending.pop(0))
             for fin in executor.wait(timeout=1.0):
                 trial = self._finished(fin)
                 if trial.state != "completed":
-                    self._note(f"baseline {trial.baseline_name} ended {trial.state}: {trial.reason}")
-            self._emit()
+                    self.note(f"baseline {trial.baseline_name} ended {trial.state}: {trial.reason}")
+            self.emit()
         self.load_reference()
 
     def _finished(self, fin: Finished) -> Trial:
@@ -503,10 +505,10 @@ class SearchDriver:
                 break
             for fin in executor.wait(timeout=1.0):
                 self.settle(study, numbers.pop(fin.job.trial_id, None), self._finished(fin))
-            self._emit()
+            self.emit()
         for digest, dups in self._waiting.items():  # duplicates of trials that never finished
             for number in dups:
                 study.tell(number, state=OptunaState.FAIL, skip_if_finished=True)
-            self._note(f"{len(dups)} duplicate proposal(s) of {digest} were failed: the original did not finish")
+            self.note(f"{len(dups)} duplicate proposal(s) of {digest} were failed: the original did not finish")
         self._waiting.clear()
-        self._emit()
+        self.emit()

@@ -13,7 +13,7 @@ import pytest
 
 from brainsearch.arch import cost
 from brainsearch.errors import SpaceError
-from brainsearch.search.driver import SearchDriver, create_search, study_name
+from brainsearch.search.driver import RunOptions, SearchDriver, create_search, study_name
 from brainsearch.search.local import LocalExecutor
 from brainsearch.search.trial import TrialJob, optuna_storage
 from brainsearch.space import SearchSpace, sample
@@ -31,8 +31,15 @@ def _run(
     return done, notes
 
 
-def test_search_trains_baselines_then_the_requested_trials(repo: Repository, database_url: str) -> None:
-    done, _ = _run(repo, database_url, fast_space(), trials=5, concurrency=2, sampler="random")
+@pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=pytest.mark.slow)])
+def test_search_trains_baselines_then_the_requested_trials(repo: Repository, database_url: str, executor: str) -> None:
+    search, _ = create_search(
+        repo,
+        fast_space(),
+        overrides={"trials": 5, "concurrency": 2, "sampler": "random"},
+        options=RunOptions(executor=executor, threads_per_trial=1),  # type: ignore[arg-type]
+    )
+    done = SearchDriver(repo, search.id, database_url).run()
     assert done.status == "completed" and done.finished_at is not None
     trials = repo.list_trials(done.id, limit=100).items
     baselines = {t.baseline_name: t for t in trials if t.is_baseline}
@@ -55,6 +62,13 @@ def test_search_trains_baselines_then_the_requested_trials(repo: Repository, dat
         else:
             assert ot.state == optuna.trial.TrialState.PRUNED
         assert ot.params == t.params
+    # Two trials trained at the same time (concurrency 2): some pair of training intervals overlaps.
+    spans = [
+        (t.finished_at.timestamp() - t.metrics["elapsed_s"], t.finished_at.timestamp())
+        for t in trials
+        if t.finished_at is not None and t.metrics.get("steps")
+    ]
+    assert any(a0 < b1 and b0 < a1 for i, (a0, a1) in enumerate(spans) for b0, b1 in spans[i + 1 :])
 
 
 def test_constraints_prune_before_training(repo: Repository, database_url: str) -> None:
