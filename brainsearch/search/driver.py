@@ -48,7 +48,7 @@ from brainsearch.train import TrainSettings
 from brainsearch.train.result import CurvePoint
 
 if TYPE_CHECKING:
-    from brainsearch.search.local import Finished
+    from brainsearch.search.local import Finished, LocalExecutor
 
 __all__ = [
     "FAILED_STATES",
@@ -57,6 +57,7 @@ __all__ = [
     "SearchDriver",
     "create_search",
     "study_name",
+    "trial_train_settings",
 ]
 
 FAILED_STATES = frozenset({"diverged", "out_of_memory", "timed_out", "crashed"})
@@ -105,6 +106,29 @@ def create_search(
         trials_requested=settings.trials,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
+    )
+
+
+def trial_train_settings(space: SearchSpace, seed: int = 0, device: str = "auto") -> TrainSettings:
+    """How a trial of ``space`` trains: its proxy settings and budget. Validation runs at the end, and also four
+    times along a token budget when an Optuna pruner (median, successive halving) needs intermediate values; the
+    paper's quarter-budget rule compares training losses and needs none."""
+    proxy = space.proxy
+    eval_interval = 1_000_000_000
+    if space.search.pruner in ("median", "successive_halving"):
+        eval_interval = 50
+        if proxy.budget.tokens is not None:
+            steps = math.ceil(proxy.budget.tokens / (proxy.batch_size * proxy.seq_len))
+            eval_interval = max(1, steps // 4)
+    return TrainSettings.model_validate(
+        {
+            "budget": proxy.budget,
+            "batch_size": proxy.batch_size,
+            "data": proxy.data,
+            "seed": seed,
+            "eval_interval": eval_interval,
+            "device": device,
+        }
     )
 
 
@@ -205,20 +229,9 @@ class SearchDriver:
         return study
 
     def train_settings(self) -> TrainSettings:
-        """How every trial of this search trains: the space's proxy settings and budget."""
-        proxy = self.space.proxy
-        eval_interval = 50
-        if proxy.budget.tokens is not None:
-            steps = math.ceil(proxy.budget.tokens / (proxy.batch_size * proxy.seq_len))
-            eval_interval = max(1, steps // 4)
-        return TrainSettings(
-            budget=proxy.budget,
-            batch_size=proxy.batch_size,
-            data=proxy.data,
-            seed=self.settings.seed,
-            eval_interval=eval_interval,
-            device=self.options.device,
-        )
+        """How every trial of this search trains."""
+        space = self.space.model_copy(update={"search": self.settings})
+        return trial_train_settings(space, self.settings.seed, self.options.device)
 
     def check_data(self) -> None:
         """Load the corpus once here, so bad data is one clear error and workers find the tokenised cache."""
@@ -423,20 +436,28 @@ class SearchDriver:
     def run(self, executor: Executor | None = None) -> Search:
         """Run (or resume) the search to the end with ``executor`` (default: local processes, or Ray when the
         search's options say so). Ctrl-C marks the search cancelled after settling its running trials."""
-        self.check_data()
+        own = executor is None and self.options.executor == "local"
+        if own:  # workers start (torch import, corpus load) while the driver sets up
+            local = self._local_executor()
+            local.prestart(self.space.proxy.data, self.space.proxy.vocab_size)
+            executor = local
+        try:
+            self.check_data()
+        except BaseException:
+            if own and executor is not None:
+                executor.close()
+            raise
         self.repo.set_search_status(self.search.id, "running")
         study = self.open_study()
         retried = self.reconcile(study)
         if retried:
             self.note(f"{retried} trial(s) left running by a stopped worker were marked crashed and will be retried")
         try:
-            if executor is None and self.options.executor == "ray":
+            if executor is None:
                 from brainsearch.search.ray_executor import run_with_ray
 
                 run_with_ray(self, study)
             else:
-                own = executor is None
-                executor = executor or self._local_executor()
                 try:
                     self._run_baselines(executor)
                     self._loop(study, executor)
@@ -462,7 +483,7 @@ class SearchDriver:
             self.note(f"stopped early: the last {MAX_FRUITLESS_ASKS} proposals were all architectures already tried")
         return self.repo.set_search_status(self.search.id, "completed")
 
-    def _local_executor(self) -> Executor:
+    def _local_executor(self) -> LocalExecutor:
         from brainsearch.search.local import LocalExecutor
 
         return LocalExecutor(self.settings.concurrency, self.options.threads_per_trial)

@@ -62,6 +62,12 @@ def _worker_main(conn: Connection, threads: int, parent_pid: int) -> None:
             return
         if job is None:
             return
+        if isinstance(job, tuple):  # ("preload", data, vocab): load the corpus while the search sets up
+            from brainsearch.search.trial import cached_corpus
+
+            with contextlib.suppress(Exception):  # a bad corpus is reported by the trial that needs it
+                cached_corpus(job[1], job[2])
+            continue
         repo = repos.get(job.database_url)
         if repo is None:
             repo = repos[job.database_url] = Repository(make_engine(job.database_url))
@@ -89,14 +95,15 @@ class _Worker:
         child.close()
         self.job: TrialJob | None = None
 
-    def stop(self, timeout: float = 5.0) -> None:
-        if self.process.is_alive():
-            with contextlib.suppress(BrokenPipeError, OSError):
-                self.conn.send(None)
-            self.process.join(timeout if self.job is None else 0)
+    def stop(self) -> None:
+        # An idle worker has nothing unsaved (its trials are in the database): it may stop abruptly, sparing the
+        # second its interpreter takes to tear torch down; a busy one is killed, its trial then counts as crashed.
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self.conn.send(None)
+        self.process.join(0.2)
         if self.process.is_alive():
             self.process.kill()
-            self.process.join(timeout)
+            self.process.join(5)
         self.conn.close()
 
 
@@ -120,6 +127,13 @@ class LocalExecutor:
     def free(self) -> int:
         """How many more trials can start now."""
         return self.concurrency - self.running
+
+    def prestart(self, data: str, vocab_size: int) -> None:
+        """Start every worker now and have it load the corpus, while the search does its own set-up."""
+        while len(self._workers) < self.concurrency:
+            worker = _Worker(self._ctx, self.threads_per_trial)
+            worker.conn.send(("preload", data, vocab_size))
+            self._workers.append(worker)
 
     def busy_workers(self) -> dict[int, int]:
         """The process id of the worker training each trial in flight, by trial id."""

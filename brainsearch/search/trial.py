@@ -38,6 +38,7 @@ __all__ = [
     "TrialJob",
     "TrialOutcome",
     "budget_fraction",
+    "cached_corpus",
     "make_pruner",
     "optuna_storage",
     "run_trial",
@@ -198,7 +199,8 @@ class PruningJudge:
 
 
 @functools.cache
-def _corpus(data: str, vocab_size: int) -> Corpus:
+def cached_corpus(data: str, vocab_size: int) -> Corpus:
+    """The corpus, loaded once per worker process."""
     return load_corpus(data, vocab_size)
 
 
@@ -231,7 +233,7 @@ def run_trial(job: TrialJob, repo: Repository) -> TrialOutcome:
     an unexpected error is recorded as ``crashed`` with the exception as the reason)."""
     try:
         arch = Architecture.from_json(job.arch)
-        corpus = _corpus(job.settings.data, arch.vocab_size)
+        corpus = cached_corpus(job.settings.data, arch.vocab_size)
         judge = PruningJudge(job, flops_per_token=cost(arch, batch_size=job.settings.batch_size).flops_per_token)
         result = train(arch, job.settings, report=judge, corpus=corpus)
         return _record(repo, job, result)
