@@ -4,12 +4,17 @@ losing to them honestly), `leaderboard`, and bad input exiting 2."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from brainsearch.cli import main
 from brainsearch.storage import Repository, make_engine
+from tests.search.conftest import fast_space
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -77,3 +82,35 @@ def test_search_bad_input_exits_2(
     code, out, err = run(args, capsys)
     assert code == 2, out + err
     assert expected in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_search_on_an_existing_ray_cluster(tmp_path: Path) -> None:
+    import socket
+
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # both ends of this throw-away cluster, on loopback only
+    ray = str(Path(sys.executable).parent / "ray")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = [ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false"]
+    subprocess.run([*start, "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=120)
+    try:
+        space = tmp_path / "space.yaml"
+        space.write_text(yaml.safe_dump(fast_space().model_dump(mode="json")))
+        db = f"sqlite:///{tmp_path / 'ray.db'}"
+        args = ["search", str(space), "--trials", "2", "--executor", "ray", "--threads", "1", "--db", db]
+        done = subprocess.run(
+            [sys.executable, "-m", "brainsearch", *args, "--ray-address", f"127.0.0.1:{port}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "glam baseline" in done.stdout
+        repo = Repository(make_engine(db))
+        trials = repo.list_trials(1, limit=100).items
+        assert len(trials) == 4 and {t.state for t in trials} <= {"completed", "pruned"}
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from brainsearch.errors import InputError, Problem
 from brainsearch.search.trial import TrialJob, TrialOutcome, optuna_storage
 
 if TYPE_CHECKING:
@@ -187,12 +188,12 @@ def run_with_ray(driver: SearchDriver, study: optuna.Study) -> None:
     threads, gpus = _resources(driver)
     started = not ray.is_initialized()
     if started:
-        ray.init(
-            address=driver.options.ray_address,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        address = driver.options.ray_address
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            where = f"the Ray cluster at {address}" if address else "a local Ray"
+            raise InputError([Problem("ray_address", f"cannot start or reach {where}: {exc}")]) from None
     # Tune's console reporter would interleave with brainsearch's progress bar: keep Tune quiet.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     workdir = tempfile.mkdtemp(prefix="brainsearch-tune-")

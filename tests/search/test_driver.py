@@ -137,3 +137,33 @@ def test_bad_overrides_name_the_search_field(repo: Repository) -> None:
         create_search(repo, fast_space(), overrides={"trials": 0, "sampler": "anneal"})
     paths = sorted(p.path for p in info.value.problems)
     assert paths == ["search.sampler", "search.trials"]
+
+
+def test_multi_objective_search_tells_both_objectives(repo: Repository, database_url: str) -> None:
+    done, _ = _run(
+        repo, database_url, fast_space(), trials=4, sampler="nsga2", objectives=["val_loss", "params_activated"]
+    )
+    assert done.status == "completed"
+    study = optuna.load_study(study_name=study_name(done.id), storage=optuna_storage(database_url))
+    assert study.metric_names == ["val_loss", "params_activated"]
+    trials = {t.id: t for t in repo.list_trials(done.id, limit=100).items}
+    complete = [ot for ot in study.trials if ot.state == optuna.trial.TrialState.COMPLETE]
+    assert complete
+    for ot in complete:
+        t = trials[ot.user_attrs["bs_trial_id"]]
+        assert ot.values == [t.val_loss, float(t.params_activated)]
+    assert len(study.trials) == 4
+
+
+def test_median_pruner_sees_the_validation_losses_the_workers_report(repo: Repository, database_url: str) -> None:
+    done, _ = _run(repo, database_url, fast_space(tokens=16 * 512), trials=6, sampler="random", pruner="median")
+    assert done.status == "completed"
+    study = optuna.load_study(study_name=study_name(done.id), storage=optuna_storage(database_url))
+    trials = {t.id: t for t in repo.list_trials(done.id, limit=100).items}
+    for ot in study.trials:
+        t = trials[ot.user_attrs["bs_trial_id"]]
+        curve = {p.step: p.val_loss for p in repo.trial_curve(t.id) if p.val_loss is not None}
+        assert ot.intermediate_values == curve and len(curve) >= 1  # reported at steps 4, 8, 12, 16 (or until pruned)
+        if t.state == "pruned":
+            assert t.reason and "median pruner stopped it at step" in t.reason
+            assert ot.state == optuna.trial.TrialState.PRUNED
