@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from brainsearch.arch.spec import Architecture
 from brainsearch.space.params import Categorical, Fixed, FloatRange, IntRange
+from brainsearch.space.sample import proxy_architecture
 from brainsearch.space.schema import AttentionParams, SearchSpace
 
 __all__ = ["BASELINE_NAMES", "BaselineName", "baseline_architectures"]
@@ -60,19 +61,9 @@ def baseline_architectures(space: SearchSpace) -> dict[BaselineName, Architectur
     a: dict[str, Any] = {"type": "attention", "heads": heads, "head_dim": head_dim}
     f: dict[str, Any] = {"type": "ffn", "hidden": hidden, "activation": "geglu"}
     slots = block.max_slots
-    proxy = space.proxy
 
     def arch(layers: list[dict[str, Any]]) -> Architecture:
-        return Architecture.model_validate(
-            {
-                "d_model": d_model,
-                "vocab_size": proxy.vocab_size,
-                "seq_len": proxy.seq_len,
-                "num_blocks": proxy.num_blocks,
-                "block": layers,
-                "tie_embeddings": proxy.tie_embeddings,
-            }
-        )
+        return proxy_architecture(space, d_model, layers)
 
     out: dict[BaselineName, Architecture] = {}
     if block.moe is not None:

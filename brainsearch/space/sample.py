@@ -20,7 +20,16 @@ from brainsearch.arch.spec import Architecture, AttentionSpec, FFNSpec, MoESpec
 from brainsearch.space.params import Categorical, Fixed, FloatRange, IntRange
 from brainsearch.space.schema import LAYER_TYPES, LayerType, SearchSpace
 
-__all__ = ["RandomSuggester", "SpaceBounds", "Suggester", "bounds", "dimensions", "sample", "space_size"]
+__all__ = [
+    "RandomSuggester",
+    "SpaceBounds",
+    "Suggester",
+    "bounds",
+    "dimensions",
+    "proxy_architecture",
+    "sample",
+    "space_size",
+]
 
 ParamT = Fixed | Categorical | IntRange | FloatRange
 
@@ -93,7 +102,8 @@ def _layer_dict(t: LayerType, values: dict[str, Any]) -> dict[str, Any]:
     return {"type": t, **{k: v for k, v in values.items() if v is not None}}
 
 
-def _architecture(space: SearchSpace, d_model: int, layers: list[dict[str, Any]]) -> Architecture:
+def proxy_architecture(space: SearchSpace, d_model: int, layers: list[dict[str, Any]]) -> Architecture:
+    """The proxy model of ``space`` (its vocabulary, context, stacked blocks) with this width and block."""
     proxy = space.proxy
     return Architecture.model_validate(
         {
@@ -126,7 +136,7 @@ def sample(space: SearchSpace, suggester: Suggester) -> Architecture:
         params = _section_params(space, t)
         values = {n: _suggest(suggester, f"slot{i}.{t}.{n}", p) for n, p in params.items() if p.per_slot}
         layers.append(_layer_dict(t, {**shared[t], **values}))
-    return _architecture(space, d_model, layers)
+    return proxy_architecture(space, d_model, layers)
 
 
 # --- extremes ----------------------------------------------------------------------------------------------------
@@ -217,7 +227,7 @@ def _extreme(space: SearchSpace, metric: Metric, largest: bool) -> Architecture 
             types = _best_assignment(space, num_slots, per_type, largest)
             if types is None:
                 continue
-            arch = _architecture(space, d_model, [per_type[t][1] for t in types])
+            arch = proxy_architecture(space, d_model, [per_type[t][1] for t in types])
             value = getattr(cost(arch), metric)
             if best is None or (value > best[0] if largest else value < best[0]):
                 best = (value, arch)

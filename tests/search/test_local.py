@@ -13,6 +13,7 @@ from brainsearch.search.trial import TrialJob
 from brainsearch.space.schema import Budget
 from brainsearch.storage import Repository
 from brainsearch.train import TrainSettings
+from tests.search.conftest import add_running_trial
 
 
 def _jobs(repo: Repository, url: str, budgets: list[int]) -> list[TrialJob]:
@@ -20,16 +21,7 @@ def _jobs(repo: Repository, url: str, budgets: list[int]) -> list[TrialJob]:
     arch = scale(preset("glam"), "cpu-tiny")
     jobs = []
     for n, tokens in enumerate(budgets):
-        t = repo.add_trial(
-            search_id=s.id,
-            number=n,
-            arch=arch.to_dict(),
-            arch_digest=arch.digest,
-            pattern=arch.pattern,
-            params={},
-            cost={},
-            params_activated=1,
-        )
+        t = add_running_trial(repo, s.id, n, arch)
         settings = TrainSettings(budget=Budget(tokens=tokens), batch_size=8, device="cpu")
         jobs.append(
             TrialJob(search_id=s.id, trial_id=t.id, number=n, database_url=url, arch=arch.to_dict(), settings=settings)

@@ -12,6 +12,7 @@ from brainsearch.search.trial import BaselineRef, PruningJudge, TrialJob, budget
 from brainsearch.space.schema import Budget
 from brainsearch.storage import Repository
 from brainsearch.train import CurvePoint, TrainSettings
+from tests.search.conftest import add_running_trial
 
 BUDGET = Budget(tokens=100 * 512)
 
@@ -100,16 +101,7 @@ def test_optuna_median_pruner_decides_from_reported_validation_losses(tmp_path) 
 def test_run_trial_records_the_outcome_and_curve(repo: Repository, database_url: str) -> None:
     s, _ = repo.create_search(name="t", space_name="tiny", space={}, settings={}, trials_requested=1)
     arch = scale(preset("glam"), "cpu-tiny")
-    t = repo.add_trial(
-        search_id=s.id,
-        number=0,
-        arch=arch.to_dict(),
-        arch_digest=arch.digest,
-        pattern=arch.pattern,
-        params={},
-        cost={},
-        params_activated=1,
-    )
+    t = add_running_trial(repo, s.id, 0, arch)
     settings = TrainSettings(budget=Budget(tokens=6 * 8 * 64), batch_size=8, eval_interval=3, device="cpu")
     job = _job(trial_id=t.id, search_id=s.id, database_url=database_url, arch=arch.to_dict(), settings=settings)
     outcome = run_trial(job, repo)
