@@ -55,10 +55,22 @@ __all__ = [
     "Progress",
     "RunOptions",
     "SearchDriver",
+    "StopKind",
     "create_search",
     "study_name",
     "trial_train_settings",
 ]
+
+# Why a driver stops before the end: its search was cancelled, its worker shuts down (the search goes back to the
+# queue), or its worker lost the lease to another worker (which now owns the search: nothing is touched).
+StopKind = Literal["cancel", "requeue", "lost"]
+
+
+class _Stopped(Exception):
+    def __init__(self, kind: StopKind) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
 
 FAILED_STATES = frozenset({"diverged", "out_of_memory", "timed_out", "crashed"})
 # Proposals in a row that were all architectures already trained: past this the space is taken as exhausted.
@@ -191,6 +203,7 @@ class SearchDriver:
         *,
         on_progress: Callable[[Progress], None] | None = None,
         on_note: Callable[[str], None] | None = None,
+        should_stop: Callable[[], StopKind | None] | None = None,
     ) -> None:
         search = repo.get_search(search_id)
         if search is None:
@@ -201,7 +214,7 @@ class SearchDriver:
         self.options = RunOptions.model_validate(search.settings.get("run", {}))
         self.study_name = study_name(search_id)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self._on_progress, self._on_note = on_progress, on_note
+        self._on_progress, self._on_note, self._should_stop = on_progress, on_note, should_stop
         self.reference: BaselineRef | None = None
         self._inflight: dict[str, int] = {}  # digest -> brainsearch trial id, trials being trained
         self._waiting: dict[str, list[int]] = {}  # digest -> Optuna numbers of duplicates of an in-flight trial
@@ -435,7 +448,8 @@ class SearchDriver:
     # --- the loop ----------------------------------------------------------------------------------------------------
     def run(self, executor: Executor | None = None) -> Search:
         """Run (or resume) the search to the end with ``executor`` (default: local processes, or Ray when the
-        search's options say so). Ctrl-C marks the search cancelled after settling its running trials."""
+        search's options say so). Ctrl-C marks the search cancelled after settling its running trials;
+        ``should_stop`` (polled between events) cancels it, requeues it, or drops it (lease lost)."""
         own = executor is None and self.options.executor == "local"
         if own:  # workers start (torch import, corpus load) while the driver sets up
             local = self._local_executor()
@@ -457,6 +471,7 @@ class SearchDriver:
                 from brainsearch.search.ray_executor import run_with_ray
 
                 run_with_ray(self, study)
+                self._check_stop()
             else:
                 try:
                     self._run_baselines(executor)
@@ -464,6 +479,15 @@ class SearchDriver:
                 finally:
                     if own:
                         executor.close()
+        except _Stopped as stop:  # the executor has closed: its running trials were killed
+            if stop.kind == "lost":
+                self.note("another worker took this search over (our lease expired); leaving it to that worker")
+                return self.repo.get_search(self.search.id) or self.search
+            if stop.kind == "cancel":
+                self.reconcile(study, reason="the search was cancelled while the trial ran")
+                return self.repo.set_search_status(self.search.id, "cancelled", error="cancelled by a user")
+            self.reconcile(study, reason="the worker shut down while the trial ran; it will be retried")
+            return self.repo.set_search_status(self.search.id, "queued")
         except KeyboardInterrupt:
             self.reconcile(study, reason="the search was interrupted while the trial ran")
             self.repo.set_search_status(self.search.id, "cancelled", error="interrupted")
@@ -483,6 +507,15 @@ class SearchDriver:
             self.note(f"stopped early: the last {MAX_FRUITLESS_ASKS} proposals were all architectures already tried")
         return self.repo.set_search_status(self.search.id, "completed")
 
+    def stop_requested(self) -> StopKind | None:
+        """Whether the search should stop now, and why (from the ``should_stop`` callback)."""
+        return self._should_stop() if self._should_stop is not None else None
+
+    def _check_stop(self) -> None:
+        kind = self.stop_requested()
+        if kind is not None:
+            raise _Stopped(kind)
+
     def _local_executor(self) -> LocalExecutor:
         from brainsearch.search.local import LocalExecutor
 
@@ -492,6 +525,7 @@ class SearchDriver:
         pending = self.baseline_jobs()
         self.emit()
         while pending or executor.running:
+            self._check_stop()
             while pending and executor.free > 0:
                 executor.submit(pending.pop(0))
             for fin in executor.wait(timeout=1.0):
@@ -512,6 +546,7 @@ class SearchDriver:
     def _loop(self, study: optuna.Study, executor: Executor) -> None:
         numbers: dict[int, int] = {}  # brainsearch trial id -> Optuna number, for trials in flight
         while True:
+            self._check_stop()
             stop = self.too_many_failures() or self.exhausted()
             needed = self.remaining() - executor.running
             while not stop and needed > 0 and executor.free > 0:

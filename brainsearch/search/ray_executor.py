@@ -133,7 +133,8 @@ def _searcher_class() -> type:
 
         def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]  # FINISHED
             d = self.driver
-            if d.too_many_failures() or d.exhausted() or d.remaining() - self._jobs_in_flight() <= 0:
+            stopping = d.stop_requested() is not None  # running Ray trials finish; no new ones start
+            if stopping or d.too_many_failures() or d.exhausted() or d.remaining() - self._jobs_in_flight() <= 0:
                 # Wait for the trials in flight (a crashed one is replaced); finish when none is left.
                 return None if self.plans else Searcher.FINISHED
             config = super().suggest(trial_id)

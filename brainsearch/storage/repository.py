@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import Engine, case, func, select
+from sqlalchemy import Engine, case, func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -158,6 +158,79 @@ class Repository:
                 row.started_at = now
             if status in ("completed", "failed", "cancelled"):
                 row.finished_at = now
+            return _search(row)
+
+    # --- worker leases ----------------------------------------------------------------------------------------------
+    def claim_search(self, owner: str, lease_seconds: float) -> Search | None:
+        """Claim the oldest queued search, or a running one whose worker's lease expired (it died), for ``owner``;
+        None when there is none. Workers never claim the same search: PostgreSQL skips rows another transaction
+        holds (``FOR UPDATE SKIP LOCKED``); SQLite claims with a conditional update that only one writer wins."""
+        now = _now()
+        claimable = (SearchRow.status == "queued") | (
+            (SearchRow.status == "running")
+            & ((SearchRow.lease_expires_at.is_(None)) | (SearchRow.lease_expires_at < now))
+        )
+        for _ in range(8):  # SQLite: another worker won the row between our read and our update; try the next
+            with self._session() as s:
+                query = select(SearchRow.id).where(claimable).order_by(SearchRow.id).limit(1)
+                if self.engine.dialect.name == "postgresql":
+                    query = query.with_for_update(skip_locked=True)
+                search_id = s.scalar(query)
+                if search_id is None:
+                    return None
+                claimed = s.execute(
+                    update(SearchRow)
+                    .where(SearchRow.id == search_id, claimable)
+                    .values(
+                        status="running",
+                        lease_owner=owner,
+                        lease_expires_at=now + timedelta(seconds=lease_seconds),
+                        heartbeat_at=now,
+                        updated_at=now,
+                        started_at=func.coalesce(SearchRow.started_at, now),
+                    )
+                )
+                if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                    row = s.get(SearchRow, search_id, populate_existing=True)
+                    assert row is not None
+                    return _search(row)
+        return None
+
+    def renew_lease(self, search_id: int, owner: str, lease_seconds: float) -> Search | None:
+        """Extend ``owner``'s lease (the heartbeat); returns the search, or None when the lease is no longer
+        ``owner``'s (it expired and another worker took the search). The status tells a worker it was cancelled."""
+        now = _now()
+        with self._session() as s:
+            row = s.get(SearchRow, search_id, with_for_update=True)
+            if row is None or row.lease_owner != owner:
+                return None
+            row.lease_expires_at, row.heartbeat_at = now + timedelta(seconds=lease_seconds), now
+            return _search(row)
+
+    def release_search(self, search_id: int, owner: str, requeue: bool = False) -> None:
+        """Give up ``owner``'s lease; ``requeue`` puts a running search back in the queue (a worker shutting down)."""
+        with self._session() as s:
+            row = s.get(SearchRow, search_id, with_for_update=True)
+            if row is None or row.lease_owner != owner:
+                return
+            row.lease_owner, row.lease_expires_at = None, None
+            if requeue and row.status == "running":
+                row.status, row.updated_at = "queued", _now()
+
+    def cancel_search(self, search_id: int) -> Search:
+        """Cancel a queued or running search (its worker sees it at the next heartbeat); a finished search is a
+        ConflictError, an unknown one a StorageError."""
+        with self._session() as s:
+            row = s.get(SearchRow, search_id, with_for_update=True)
+            if row is None:
+                raise StorageError(f"no search {search_id}")
+            if row.status in ("completed", "failed"):
+                raise ConflictError(f"search {search_id} already {row.status}")
+            if row.status != "cancelled":
+                now = _now()
+                row.status, row.error, row.updated_at = "cancelled", "cancelled by a user", now
+                if row.lease_owner is None:
+                    row.finished_at = now
             return _search(row)
 
     # --- trials -----------------------------------------------------------------------------------------------------
