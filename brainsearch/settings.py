@@ -27,6 +27,12 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL; default: a SQLite file in the data directory."
     )
     api_token: str | None = Field(default=None, description="Bearer token required on write endpoints.")
+    api_read_auth: bool = Field(default=False, description="Require the token on read endpoints too.")
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "::1"],
+        description="Host headers the API answers (serve adds the address it binds); '*' for any.",
+    )
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body the API accepts.")
     executor: str = Field(default="local", description="Trial executor: local or ray.")
     ray_address: str | None = Field(default=None, description="Address of a running Ray cluster.")
     max_space_params: float = Field(

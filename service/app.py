@@ -1,0 +1,126 @@
+"""The FastAPI application: REST API under ``/api/v1`` (OpenAPI at ``/docs``), with an optional embedded worker.
+
+Domain errors become HTTP errors here, at the edge: a bad space or override is 422 with one ``{"loc", "msg"}`` per
+problem (the CLI's paths and messages), an unknown id 404, a conflict 409, an unreachable database 503. Requests
+whose Host header is not allowed get 400, bodies over ``max_body_bytes`` 413.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from brainsearch.errors import ConflictError, InputError, StorageError
+from brainsearch.settings import Settings, get_settings
+from brainsearch.storage import Repository, make_engine, migrate, schema_revision
+from service.routers import searches, spaces, trials
+from service.worker import Worker
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("brainsearch.service")
+
+
+class _BodyLimit:
+    """Refuses request bodies larger than ``limit`` bytes (declared or streamed) with 413."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _too_large(self.limit)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _too_large(self.limit)(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"detail": f"request body larger than {limit} bytes"}, status.HTTP_413_CONTENT_TOO_LARGE)
+
+
+def create_app(settings: Settings | None = None, *, embedded_worker: bool = False) -> FastAPI:
+    """The app on ``settings``' database (schema migrated at start-up), with a worker thread when asked."""
+    settings = settings or get_settings()
+    engine = make_engine(settings.resolved_database_url)
+    repo = Repository(engine)
+    database_url = engine.url.render_as_string(hide_password=False)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        migrate(engine)
+        worker: Worker | None = None
+        thread: threading.Thread | None = None
+        if embedded_worker:
+            worker = Worker(repo, database_url)
+            thread = threading.Thread(target=worker.run_forever, name="brainsearch-worker", daemon=True)
+            thread.start()
+        app.state.worker = worker
+        try:
+            yield
+        finally:
+            if worker is not None and thread is not None:
+                worker.shutdown()  # the running search goes back to the queue, its finished trials kept
+                thread.join(60)
+            engine.dispose()
+
+    app = FastAPI(
+        title="brainsearch",
+        summary="Neural architecture search for Brainformer-style Mixture-of-Experts blocks",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings, app.state.repo, app.state.database_url = settings, repo, database_url
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
+
+    @app.exception_handler(InputError)
+    async def _input_error(request: Request, exc: InputError) -> JSONResponse:
+        detail = [{"loc": p.path, "msg": p.message, **({"line": p.line} if p.line else {})} for p in exc.problems]
+        return JSONResponse({"detail": detail}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(request: Request, exc: ConflictError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status.HTTP_409_CONFLICT)
+
+    @app.exception_handler(StorageError)
+    async def _storage(request: Request, exc: StorageError) -> JSONResponse:
+        log.warning("storage error on %s: %s", request.url.path, exc)
+        return JSONResponse({"detail": f"the database is unavailable: {exc}"}, status.HTTP_503_SERVICE_UNAVAILABLE)
+
+    @app.get("/api/v1/healthz", tags=["health"])
+    def healthz() -> dict[str, Any]:
+        """Liveness and the database's schema revision."""
+        return {"status": "ok", "database": engine.dialect.name, "schema": schema_revision(engine)}
+
+    for router in (searches.router, trials.router, spaces.router):
+        app.include_router(router, prefix="/api/v1")
+    return app

@@ -1,0 +1,51 @@
+"""Dependencies of the routers: the repository and the bearer-token checks."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+
+from brainsearch.settings import Settings
+from brainsearch.storage import Repository
+
+__all__ = ["ReadAccess", "Repo", "WriteAccess"]
+
+
+def get_repo(request: Request) -> Repository:
+    repo: Repository = request.app.state.repo
+    return repo
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _check_token(request: Request, settings: Settings) -> None:
+    token = settings.api_token
+    if not token:
+        return
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(value.strip().encode(), token.encode()):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"}
+        )
+
+
+def require_write(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+    """Writes need the token whenever one is configured."""
+    _check_token(request, settings)
+
+
+def require_read(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+    """Reads need it only when ``api_read_auth`` is set."""
+    if settings.api_read_auth:
+        _check_token(request, settings)
+
+
+Repo = Annotated[Repository, Depends(get_repo)]
+WriteAccess = Depends(require_write)
+ReadAccess = Depends(require_read)

@@ -1,0 +1,172 @@
+"""Searches: submit (queued for a worker), list, read, cancel; a search's leaderboard, Pareto fronts, candidates."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+
+from brainsearch.errors import ConflictError, Problem, SpaceError
+from brainsearch.search.driver import RunOptions, create_search
+from brainsearch.space import bundled_space_names, load_space
+from brainsearch.space.loader import validate_document
+from brainsearch.storage import Repository, Search, Trial
+from service.deps import ReadAccess, Repo, WriteAccess
+from service.schemas import Page, SearchCreate, SearchOut, TrialOut
+
+router = APIRouter(prefix="/searches", tags=["searches"])
+
+SortKey = Literal["val_loss", "step_time_s", "params_activated", "number", "created_at"]
+TrialStateName = Literal["running", "completed", "pruned", "diverged", "out_of_memory", "timed_out", "crashed"]
+
+
+def search_out(repo: Repository, s: Search) -> SearchOut:
+    """The API view of a search, with its trial counts (baselines apart)."""
+    return SearchOut(
+        id=s.id,
+        name=s.name,
+        space_name=s.space_name,
+        status=s.status,
+        error=s.error,
+        trials_requested=s.trials_requested,
+        progress=repo.count_trials(s.id, is_baseline=False),
+        settings=s.settings,
+        created_at=s.created_at,
+        started_at=s.started_at,
+        finished_at=s.finished_at,
+    )
+
+
+def trial_out(t: Trial) -> TrialOut:
+    """The leaderboard row of a trial."""
+    return TrialOut.model_validate(t, from_attributes=True)
+
+
+def _search_or_404(repo: Repository, search_id: int) -> Search:
+    s = repo.get_search(search_id)
+    if s is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no search {search_id}")
+    return s
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[WriteAccess])
+def submit(
+    body: SearchCreate,
+    repo: Repo,
+    request: Request,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> SearchOut:
+    """Validate the space (the CLI's messages, as ``detail``) and queue the search for a worker."""
+    if isinstance(body.space, str):
+        if body.space not in bundled_space_names():
+            names = ", ".join(bundled_space_names())
+            raise SpaceError([Problem("space", f"no bundled space {body.space!r} (bundled: {names})")])
+        space = load_space(body.space)
+    else:
+        space = validate_document(body.space, "space")
+    overrides = body.model_dump(include={"trials", "sampler", "concurrency", "seed", "pruner"}, exclude_none=True)
+    options = RunOptions(executor=body.executor or request.app.state.settings.executor)
+    request_hash = hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+    try:
+        search, created = create_search(
+            repo,
+            space,
+            name=body.name,
+            overrides=overrides,
+            options=options,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+        )
+    except ConflictError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    if not created:
+        response.headers["Idempotent-Replay"] = "true"
+    return search_out(repo, search)
+
+
+@router.get("", dependencies=[ReadAccess])
+def list_searches(
+    repo: Repo,
+    status_: Annotated[
+        Literal["queued", "running", "completed", "failed", "cancelled"] | None, Query(alias="status")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[SearchOut]:
+    """Searches, newest first."""
+    page = repo.list_searches(status=status_, limit=limit, offset=offset)
+    return Page(items=[search_out(repo, s) for s in page.items], total=page.total, limit=limit, offset=offset)
+
+
+@router.get("/{search_id}", dependencies=[ReadAccess])
+def get_search(search_id: int, repo: Repo) -> SearchOut:
+    """One search and its progress."""
+    return search_out(repo, _search_or_404(repo, search_id))
+
+
+@router.post("/{search_id}/cancel", dependencies=[WriteAccess])
+def cancel(search_id: int, repo: Repo) -> SearchOut:
+    """Cancel a queued or running search (its worker stops the running trials at its next heartbeat)."""
+    _search_or_404(repo, search_id)
+    try:
+        return search_out(repo, repo.cancel_search(search_id))
+    except ConflictError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+
+
+@router.get("/{search_id}/trials", dependencies=[ReadAccess])
+def leaderboard(
+    search_id: int,
+    repo: Repo,
+    sort: SortKey = "val_loss",
+    order: Literal["asc", "desc"] = "asc",
+    state: TrialStateName | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[TrialOut]:
+    """The leaderboard: completed trials by ``sort``, then pruned, failed and running ones."""
+    _search_or_404(repo, search_id)
+    page = repo.list_trials(search_id, sort=sort, order=order, state=state, limit=limit, offset=offset)
+    return Page(items=[trial_out(t) for t in page.items], total=page.total, limit=limit, offset=offset)
+
+
+def pareto_front(trials: list[Trial], key: Literal["step_time_s", "params_activated"]) -> list[Trial]:
+    """The completed trials no other beats on both validation loss and ``key`` (both minimised), by ``key``."""
+    done = [t for t in trials if t.state == "completed" and t.val_loss is not None and getattr(t, key) is not None]
+    done.sort(key=lambda t: (getattr(t, key), t.val_loss))
+    front: list[Trial] = []
+    for t in done:
+        if not front or t.val_loss < front[-1].val_loss:  # type: ignore[operator]
+            front.append(t)
+    return front
+
+
+@router.get("/{search_id}/pareto", dependencies=[ReadAccess])
+def pareto(search_id: int, repo: Repo) -> dict[str, list[TrialOut]]:
+    """Pareto fronts of validation loss against step time and against activated parameters."""
+    _search_or_404(repo, search_id)
+    trials = repo.list_trials(search_id, state="completed", limit=100_000).items
+    return {key: [trial_out(t) for t in pareto_front(trials, key)] for key in ("step_time_s", "params_activated")}
+
+
+@router.get("/{search_id}/candidates", dependencies=[ReadAccess])
+def candidates(search_id: int, repo: Repo) -> Page[dict[str, object]]:
+    """The scale-up candidates (empty until the scale-up stage has run)."""
+    _search_or_404(repo, search_id)
+    items = [
+        {
+            "id": c.id,
+            "trial_id": c.trial_id,
+            "rung": c.rung,
+            "state": c.state,
+            "reason": c.reason,
+            "val_loss": c.val_loss,
+            "arch_digest": c.arch_digest,
+            "metrics": c.metrics,
+        }
+        for c in repo.list_candidates(search_id)
+    ]
+    return Page(items=items, total=len(items), limit=len(items), offset=0)

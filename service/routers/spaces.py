@@ -1,0 +1,31 @@
+"""Spaces: the bundled ones, and validation of a document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from brainsearch.space import bundled_space_names, dimensions, load_space, space_size
+from brainsearch.space.loader import validate_document
+from service.deps import ReadAccess
+from service.schemas import Page, SpaceCheck
+
+router = APIRouter(prefix="/spaces", tags=["spaces"])
+
+
+@router.get("", dependencies=[ReadAccess])
+def list_spaces() -> Page[dict[str, Any]]:
+    """The bundled search spaces (their names are accepted as ``space`` by ``POST /searches``)."""
+    items = []
+    for name in bundled_space_names():
+        space = load_space(name)
+        items.append({"id": name, "name": name, "description": space.description, "trials": space.search.trials})
+    return Page(items=items, total=len(items), limit=len(items), offset=0)
+
+
+@router.post("/validate", dependencies=[ReadAccess])
+def validate(body: SpaceCheck) -> dict[str, Any]:
+    """Check a space document: 200 with its dimensions and size, or 422 with one entry per problem."""
+    space = validate_document(body.space, "space")
+    return {"valid": True, "name": space.name, "dimensions": dimensions(space), "size": space_size(space)}

@@ -1,0 +1,184 @@
+"""The REST API over real HTTP on both backends: submit with validation and idempotency, the leaderboard, trials
+and exports, cancel, auth, Host and body-size checks, and no input that produces a 500."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from brainsearch.arch import preset, scale
+from brainsearch.storage import MetricPoint, Repository
+from tests.service.conftest import LiveServer
+
+
+def _seed_trials(repo: Repository, search_id: int) -> list[int]:
+    arch = scale(preset("glam"), "cpu-tiny")
+    rows = [
+        ("completed", 3.0, 0.02, 100),
+        ("completed", 2.8, 0.04, 200),
+        ("completed", 2.9, 0.01, 300),
+        ("pruned", None, 0.03, 150),
+        ("diverged", None, None, 120),
+    ]
+    ids = []
+    for n, (state, loss, step, activated) in enumerate(rows):
+        t = repo.add_trial(
+            search_id=search_id,
+            number=n,
+            arch=arch.to_dict(),
+            arch_digest=f"{n:016x}",
+            pattern=arch.pattern,
+            params={"d_model": 48},
+            cost={"params_total": 1},
+            params_activated=activated,
+            is_baseline=n == 0,
+            baseline_name="glam" if n == 0 else None,
+        )
+        curve = [MetricPoint(1, 512, 0.1, 5.0, None, 1e-3), MetricPoint(2, 1024, 0.2, 4.0, loss, 1e-3)]
+        repo.finish_trial(
+            t.id,
+            state=state,
+            val_loss=loss,
+            step_time_s=step,
+            metrics={"steps": 2, "moe": None},
+            curve=curve,
+            reason=None if state == "completed" else "why",
+        )  # type: ignore[arg-type]
+        ids.append(t.id)
+    return ids
+
+
+def test_submit_list_read_and_cancel(live: Any) -> None:
+    with live().client() as api:
+        assert api.get("/healthz").json()["status"] == "ok"
+        r = api.post("/searches", json={"space": "tiny", "trials": 3, "sampler": "random", "name": "mine"})
+        assert r.status_code == 201, r.text
+        search = r.json()
+        assert search["status"] == "queued" and search["name"] == "mine" and search["trials_requested"] == 3
+        assert search["settings"]["search"]["sampler"] == "random"
+        listed = api.get("/searches").json()
+        assert listed["total"] == 1 and listed["items"][0]["id"] == search["id"]
+        assert api.get(f"/searches/{search['id']}").json()["id"] == search["id"]
+        cancelled = api.post(f"/searches/{search['id']}/cancel")
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+        assert api.get("/searches", params={"status": "cancelled"}).json()["total"] == 1
+        assert api.get("/searches/999").status_code == 404
+        assert api.post("/searches/999/cancel").status_code == 404
+
+
+def test_inline_spaces_are_validated_with_field_paths(live: Any) -> None:
+    doc = yaml.safe_load(Path("search_spaces/tiny.yaml").read_text())
+    with live().client() as api:
+        r = api.post("/searches", json={"space": doc, "trials": 2})
+        assert r.status_code == 201 and r.json()["space_name"] == "tiny"
+        bad = json.loads(json.dumps(doc))
+        bad["block"]["moe"]["experts"] = 5000
+        bad["proxy"]["colour"] = "red"
+        r = api.post("/searches", json={"space": bad})
+        assert r.status_code == 422
+        locs = {d["loc"] for d in r.json()["detail"]}
+        assert "proxy.colour" in locs
+        for body, loc in (
+            ({"space": "no-such-space"}, "space"),
+            ({"space": "../../etc/passwd"}, "space"),
+            ({"space": "tiny", "trials": 0}, "search.trials"),
+            ({"space": "tiny", "sampler": "anneal"}, "search.sampler"),
+        ):
+            r = api.post("/searches", json=body)
+            assert r.status_code == 422 and loc in {d["loc"] for d in r.json()["detail"]}, r.text
+        assert api.post("/searches", json={"space": "tiny", "colour": 1}).status_code == 422
+        good = api.post("/spaces/validate", json={"space": doc}).json()
+        assert good["valid"] and good["size"] > 1000
+        assert api.post("/spaces/validate", json={"space": bad}).status_code == 422
+        names = [s["id"] for s in api.get("/spaces").json()["items"]]
+        assert "tiny" in names and "brainformer" in names
+
+
+def test_idempotency_key(live: Any) -> None:
+    with live().client() as api:
+        key = {"Idempotency-Key": "abc-123"}
+        first = api.post("/searches", json={"space": "tiny", "trials": 2}, headers=key)
+        again = api.post("/searches", json={"space": "tiny", "trials": 2}, headers=key)
+        assert first.status_code == again.status_code == 201 and first.json()["id"] == again.json()["id"]
+        assert again.headers.get("Idempotent-Replay") == "true"
+        other = api.post("/searches", json={"space": "tiny", "trials": 3}, headers=key)
+        assert other.status_code == 422 and "different request" in other.json()["detail"]
+        assert api.get("/searches").json()["total"] == 1
+
+
+def test_leaderboard_trials_pareto_and_exports(live: Any, repo: Repository) -> None:
+    server: LiveServer = live()
+    with server.client() as api:
+        sid = api.post("/searches", json={"space": "tiny"}).json()["id"]
+        ids = _seed_trials(repo, sid)
+        board = api.get(f"/searches/{sid}/trials").json()
+        assert [t["id"] for t in board["items"]] == [ids[1], ids[2], ids[0], ids[3], ids[4]]
+        assert board["total"] == 5 and board["items"][2]["is_baseline"]
+        page = api.get(f"/searches/{sid}/trials", params={"sort": "step_time_s", "order": "desc", "limit": 2}).json()
+        assert [t["id"] for t in page["items"]] == [ids[1], ids[0]] and page["limit"] == 2
+        assert api.get(f"/searches/{sid}/trials", params={"state": "pruned"}).json()["total"] == 1
+        assert api.get(f"/searches/{sid}/trials", params={"sort": "colour"}).status_code == 422
+        assert api.get(f"/searches/{sid}/trials", params={"limit": 0}).status_code == 422
+        assert api.get("/searches/999/trials").status_code == 404
+        front = api.get(f"/searches/{sid}/pareto").json()
+        assert [t["id"] for t in front["step_time_s"]] == [ids[2], ids[1]]  # 0.01 s/2.9 beats 0.02 s/3.0
+        assert [t["id"] for t in front["params_activated"]] == [ids[0], ids[1]]
+        assert api.get(f"/searches/{sid}/candidates").json() == {"items": [], "total": 0, "limit": 0, "offset": 0}
+        detail = api.get(f"/trials/{ids[1]}").json()
+        assert detail["arch"]["d_model"] == 48 and [p["step"] for p in detail["curve"]] == [1, 2]
+        exported = api.get(f"/trials/{ids[1]}/export")
+        assert exported.headers["content-type"].startswith("application/json")
+        doc = exported.json()
+        assert set(doc) == {"architecture", "cost", "search_id", "trial_id", "metrics"} and doc["trial_id"] == ids[1]
+        assert yaml.safe_load(api.get(f"/trials/{ids[1]}/export", params={"format": "yaml"}).text) == doc
+        assert api.get(f"/trials/{ids[1]}/export", params={"format": "pickle"}).status_code == 422
+        assert api.get("/trials/999").status_code == 404
+
+
+def test_token_host_and_body_limits(live: Any) -> None:
+    server: LiveServer = live(api_token="s3cret", max_body_bytes=4096)
+    with server.client() as anonymous, server.client("s3cret") as user, server.client("wrong") as wrong:
+        assert anonymous.post("/searches", json={"space": "tiny"}).status_code == 401
+        assert wrong.post("/searches", json={"space": "tiny"}).status_code == 401
+        sid = user.post("/searches", json={"space": "tiny"}).json()["id"]
+        assert anonymous.get(f"/searches/{sid}").status_code == 200  # reads are open by default
+        assert anonymous.post(f"/searches/{sid}/cancel").status_code == 401
+        big = user.post("/searches", content=b"{" + b" " * 10_000 + b"}", headers={"Content-Type": "application/json"})
+        assert big.status_code == 413
+        evil = httpx.get(f"{server.url}/api/v1/healthz", headers={"Host": "evil.example"})
+        assert evil.status_code == 400
+    closed: LiveServer = live(api_token="s3cret", api_read_auth=True)
+    with closed.client() as anonymous, closed.client("s3cret") as user:
+        assert anonymous.get("/searches").status_code == 401
+        assert user.get("/searches").status_code == 200
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def test_no_input_gives_a_500(live: Any) -> None:
+    server: LiveServer = live()
+    with server.client() as api:
+
+        @settings(max_examples=80)
+        @given(body=json_values, field=st.sampled_from(["space", "trials", "sampler", "seed", "name", "executor"]))
+        def check(body: Any, field: str) -> None:
+            for payload in (body, {"space": "tiny", field: body}, {"space": body}):
+                r = api.post("/searches", json=payload)
+                assert r.status_code < 500, (payload, r.text)
+            r = api.post(
+                "/searches", content=json.dumps(body)[:50].encode(), headers={"Content-Type": "application/json"}
+            )
+            assert r.status_code < 500
+
+        check()
