@@ -476,6 +476,65 @@ def leaderboard_cmd(
     _print_leaderboard(repo, search_id, sort=sort, limit=limit)
 
 
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[str, typer.Option(help="Address to bind (a non-loopback one needs a token).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to bind.")] = 8000,
+    token: Annotated[
+        str | None, typer.Option(envvar="BRAINSEARCH_API_TOKEN", help="Bearer token required on writes.")
+    ] = None,
+    worker: Annotated[bool, typer.Option(help="Run an embedded worker for queued searches.")] = True,
+    db: DbOption = None,
+) -> None:
+    """The REST API (OpenAPI at /docs) with an embedded worker running queued searches."""
+    import uvicorn
+
+    from brainsearch.settings import get_settings
+    from service.app import create_app
+
+    if host not in _LOOPBACK and not token:
+        raise _fail([Problem("--host", f"binding {host} needs a token (--token or BRAINSEARCH_API_TOKEN)")])
+    repo, url = _repository(db)  # a bad database is a clear error before the server starts
+    settings = get_settings()
+    hosts = ["*"] if host in ("0.0.0.0", "::") else list(dict.fromkeys([*settings.allowed_hosts, host]))
+    settings = settings.model_copy(update={"database_url": url, "api_token": token, "allowed_hosts": hosts})
+    err.print(f"brainsearch API on http://{host}:{port}/api/v1 (docs at /docs); database {repo.engine.url!r}")
+    uvicorn.run(create_app(settings, embedded_worker=worker), host=host, port=port, log_level="warning")
+
+
+@app.command("worker")
+def worker_cmd(
+    executor: Annotated[str | None, typer.Option(help="Run every search with this executor: local or ray.")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="The Ray cluster for the ray executor.")] = None,
+    lease: Annotated[float, typer.Option(min=1.0, max=3600.0, help="Lease seconds (renewed every third).")] = 30.0,
+    once: Annotated[bool, typer.Option(help="Run the queued searches, then exit.")] = False,
+    db: DbOption = None,
+) -> None:
+    """A standalone worker: claims queued searches from a shared database and runs them (SIGTERM requeues)."""
+    import logging
+    import signal
+
+    from service.worker import Worker
+
+    if executor not in (None, "local", "ray"):
+        raise _fail([Problem("--executor", f"must be local or ray, got {executor!r}")])
+    repo, url = _repository(db)
+    options = {k: v for k, v in (("executor", executor), ("ray_address", ray_address)) if v is not None}
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    w = Worker(repo, url, lease_seconds=lease, options=options or None)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: w.shutdown())
+    err.print(f"worker {w.name} on {repo.engine.url!r}")
+    if once:
+        while w.run_once() is not None:
+            pass
+        return
+    w.run_forever()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the Typer app, turning brainsearch errors into exit status 2 without a traceback."""
     try:

@@ -16,6 +16,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from brainsearch.errors import BrainsearchError
 from brainsearch.search.driver import Progress, SearchDriver, StopKind
@@ -38,8 +39,10 @@ class Worker:
         lease_seconds: float = 30.0,
         poll_seconds: float = 1.0,
         on_progress: Callable[[Progress], None] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> None:
         self.repo, self.database_url = repo, database_url
+        self.options = options  # e.g. {"executor": "ray", "ray_address": ...}: how this worker runs every search
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.lease_seconds, self.poll_seconds = lease_seconds, poll_seconds
         self.on_progress = on_progress
@@ -73,6 +76,7 @@ class Worker:
                 on_progress=self.on_progress,
                 on_note=lambda text: log.info("search %d: %s", search.id, text),
                 should_stop=should_stop,
+                options=self.options,
             )
             result = driver.run()
         except BrainsearchError as exc:  # the driver marked the search failed; the worker goes on

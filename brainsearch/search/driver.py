@@ -204,6 +204,7 @@ class SearchDriver:
         on_progress: Callable[[Progress], None] | None = None,
         on_note: Callable[[str], None] | None = None,
         should_stop: Callable[[], StopKind | None] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> None:
         search = repo.get_search(search_id)
         if search is None:
@@ -211,7 +212,8 @@ class SearchDriver:
         self.repo, self.search, self.database_url = repo, search, database_url
         self.space = validate_document(search.space, f"search {search_id}")
         self.settings = SearchSettings.model_validate(search.settings.get("search", {}))
-        self.options = RunOptions.model_validate(search.settings.get("run", {}))
+        # ``options`` (a worker's own executor, say) override what the search was submitted with.
+        self.options = RunOptions.model_validate({**search.settings.get("run", {}), **(options or {})})
         self.study_name = study_name(search_id)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self._on_progress, self._on_note, self._should_stop = on_progress, on_note, should_stop

@@ -1,0 +1,95 @@
+"""`brainsearch serve` and `brainsearch worker` as processes: a search submitted over HTTP is run to completion by
+the embedded worker; a standalone worker drains the queue of a shared database; SIGTERM stops them cleanly."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from brainsearch.search.driver import create_search
+from brainsearch.storage import Repository
+from tests.search.conftest import fast_space
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_runs_a_submitted_search(database_url: str, tmp_path: Path) -> None:
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "brainsearch", "serve", "--port", str(port), "--db", database_url],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        api = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=30)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if api.get("/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(0.2)
+        doc = fast_space().model_dump(mode="json")
+        r = api.post("/searches", json={"space": doc, "trials": 2, "sampler": "random"})
+        assert r.status_code == 201, r.text
+        sid = r.json()["id"]
+        deadline = time.monotonic() + 180
+        while (s := api.get(f"/searches/{sid}").json())["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        assert s["status"] == "completed", s
+        board = api.get(f"/searches/{sid}/trials").json()
+        assert board["total"] == 4 and sum(t["is_baseline"] for t in board["items"]) == 2
+        api.close()
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully (lifespan: the worker stops), then re-raises the signal it caught.
+        assert proc.wait(60) in (0, -signal.SIGTERM)
+        assert "Traceback" not in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_standalone_worker_drains_the_queue(repo: Repository, database_url: str, tmp_path: Path) -> None:
+    ids = [create_search(repo, fast_space(), overrides={"trials": 1, "sampler": "random"})[0].id for _ in range(2)]
+    done = subprocess.run(
+        [sys.executable, "-m", "brainsearch", "worker", "--once", "--db", database_url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    for sid in ids:
+        s = repo.get_search(sid)
+        assert s is not None and s.status == "completed" and s.lease_owner is None
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["serve", "--host", "0.0.0.0"], "--host: binding 0.0.0.0 needs a token"),
+        (["serve", "--db", "nosuchdb://x"], "--db: cannot use database"),
+        (["worker", "--executor", "slurm"], "--executor: must be local or ray"),
+    ],
+)
+def test_serve_and_worker_bad_input(args: list[str], expected: str, tmp_path: Path) -> None:
+    env_db = ["--db", f"sqlite:///{tmp_path / 'x.db'}"] if "--db" not in args else []
+    r = subprocess.run(
+        [sys.executable, "-m", "brainsearch", *args, *env_db], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 2 and expected in r.stderr and "Traceback" not in r.stderr
