@@ -348,30 +348,38 @@ def _drive(repo: Any, search_id: int, url: str) -> Any:
         return driver.run()
 
 
-def _print_leaderboard(repo: Any, search_id: int, *, sort: str = "val_loss", limit: int = 20) -> None:
-    page = repo.list_trials(search_id, sort=sort, limit=limit)
-    reference = next((t for t in repo.baselines(search_id) if t.baseline_name == "glam" and t.val_loss), None)
-    table = Table(title=f"search {search_id}: {page.total} trials (baselines included), by {sort}")
+def _print_leaderboard(rows: list[dict[str, Any]], search_id: int, total: int, sort: str = "val_loss") -> None:
+    """The leaderboard table of trial rows (the API's or the repository's, as dicts)."""
+    reference = next((r["val_loss"] for r in rows if r["baseline_name"] == "glam" and r["val_loss"]), None)
+    table = Table(title=f"search {search_id}: {total} trials (baselines included), by {sort}")
     for column in ("rank", "#", "block", "state", "val loss", "vs glam", "step ms", "activated", "note"):
         table.add_column(column, justify="right" if column not in ("block", "state", "note") else "left")
-    for rank, t in enumerate(page.items, start=1):
-        vs = f"{t.val_loss - reference.val_loss:+.4f}" if reference and t.val_loss is not None else ""
-        note = f"[bold]{t.baseline_name} baseline[/]" if t.is_baseline else (t.reason or "")
+    for rank, r in enumerate(rows, start=1):
+        loss, step = r["val_loss"], r["step_time_s"]
+        vs = f"{loss - reference:+.4f}" if reference is not None and loss is not None else ""
+        note = f"[bold]{r['baseline_name']} baseline[/]" if r["is_baseline"] else (r["reason"] or "")
         table.add_row(
-            str(rank) if t.state == "completed" else "",
-            str(t.number),
-            t.pattern,
-            t.state,
-            f"{t.val_loss:.4f}" if t.val_loss is not None else "",
+            str(rank) if r["state"] == "completed" else "",
+            str(r["number"]),
+            r["pattern"],
+            r["state"],
+            f"{loss:.4f}" if loss is not None else "",
             vs,
-            f"{t.step_time_s * 1e3:.1f}" if t.step_time_s is not None else "",
-            fmt_count(t.params_activated),
+            f"{step * 1e3:.1f}" if step is not None else "",
+            fmt_count(r["params_activated"]),
             note[:90],
         )
     # Piped output is not cut to 80 columns: a leaderboard row is read whole.
     (out if out.is_terminal else Console(width=160)).print(table)
-    if page.total > len(page.items):
-        out.print(f"({page.total - len(page.items)} more: brainsearch leaderboard {search_id} --limit N)")
+    if total > len(rows):
+        out.print(f"({total - len(rows)} more: brainsearch leaderboard {search_id} --limit N)")
+
+
+def _repo_leaderboard(repo: Any, search_id: int, sort: str = "val_loss", limit: int = 20) -> None:
+    from dataclasses import asdict
+
+    page = repo.list_trials(search_id, sort=sort, limit=limit)
+    _print_leaderboard([asdict(t) for t in page.items], search_id, page.total, sort)
 
 
 @app.command("search")
@@ -443,10 +451,18 @@ def resume_cmd(
 
 def _finish(repo: Any, search_id: int, url: str) -> None:
     search = _follow(repo, search_id, url)
-    _print_leaderboard(repo, search_id)
+    _repo_leaderboard(repo, search_id)
     if search.status != "completed":
         err.print(f"search {search_id} {search.status}: {search.error}", markup=False)
         raise typer.Exit(1)
+
+
+ServerOption = Annotated[
+    str | None, typer.Option("--server", envvar="BRAINSEARCH_SERVER", help="A brainsearch service's URL.")
+]
+TokenOption = Annotated[
+    str | None, typer.Option("--token", envvar="BRAINSEARCH_API_TOKEN", help="Bearer token of the service.")
+]
 
 
 @app.command("leaderboard")
@@ -455,25 +471,104 @@ def leaderboard_cmd(
     sort: Annotated[str, typer.Option(help="val_loss, step_time_s, params_activated, number or created_at.")] = (
         "val_loss"
     ),
-    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Rows to show.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="Rows to show.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print the trials as JSON lines.")] = False,
     db: DbOption = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
 ) -> None:
-    """The ranked trials of a search: completed by validation loss, then pruned and failed ones."""
+    """The ranked trials of a search (from a database, or a service with --server): completed by validation
+    loss, then pruned and failed ones."""
     from brainsearch.storage import TRIAL_SORT_KEYS
 
     if sort not in TRIAL_SORT_KEYS:
         raise _fail([Problem("--sort", f"must be one of {', '.join(TRIAL_SORT_KEYS)}, got {sort!r}")])
-    repo, _ = _repository(db)
-    if repo.get_search(search_id) is None:
-        raise _fail([Problem("SEARCH_ID", f"no search {search_id} in {repo.engine.url!r}")])
-    if as_json:
+    if server:
+        from brainsearch.client import Client
+
+        page = Client(server, token).trials(search_id, sort=sort, limit=limit)
+        rows, total = page["items"], page["total"]
+    else:
         from dataclasses import asdict
 
-        for t in repo.list_trials(search_id, sort=sort, limit=limit).items:
-            sys.stdout.write(json.dumps(asdict(t), default=str) + "\n")
+        repo, _ = _repository(db)
+        if repo.get_search(search_id) is None:
+            raise _fail([Problem("SEARCH_ID", f"no search {search_id} in {repo.engine.url!r}")])
+        trial_page = repo.list_trials(search_id, sort=sort, limit=limit)
+        rows, total = [asdict(t) for t in trial_page.items], trial_page.total
+    if as_json:
+        for row in rows:
+            sys.stdout.write(json.dumps(row, default=str) + "\n")
         return
-    _print_leaderboard(repo, search_id, sort=sort, limit=limit)
+    _print_leaderboard(rows, search_id, total, sort)
+
+
+@app.command("submit")
+def submit_cmd(
+    space_file: Annotated[str, typer.Argument(metavar="SPACE.yaml", help="A space file or a bundled space name.")],
+    server: ServerOption = None,
+    token: TokenOption = None,
+    trials: Annotated[int | None, typer.Option(help="Trials to run.")] = None,
+    sampler: Annotated[str | None, typer.Option(help="evolution, random, tpe or nsga2.")] = None,
+    name: Annotated[str | None, typer.Option(help="A name for the search.")] = None,
+) -> None:
+    """Submit a search to a service; the space file is checked here first (the same messages as validate)."""
+    from brainsearch.client import Client
+    from brainsearch.space import bundled_space_names, load_space
+
+    if not server:
+        raise _fail([Problem("--server", "give the service's URL (or BRAINSEARCH_SERVER)")])
+    space: str | dict[str, Any] = space_file
+    if not (space_file in bundled_space_names() and not Path(space_file).exists()):
+        space = load_space(space_file).model_dump(mode="json")
+    body = {"space": space, "trials": trials, "sampler": sampler, "name": name}
+    search = Client(server, token).submit({k: v for k, v in body.items() if v is not None})
+    sys.stdout.write(f"{search['id']}\n")
+    err.print(f"search {search['id']} queued on {server}; follow it with `brainsearch status {search['id']}`")
+
+
+@app.command("status")
+def status_cmd(
+    search_id: Annotated[int, typer.Argument(help="The search.")],
+    server: ServerOption = None,
+    token: TokenOption = None,
+    follow: Annotated[bool, typer.Option(help="Follow the search with a progress bar until it ends.")] = True,
+    interval: Annotated[float, typer.Option(min=0.2, max=600, help="Seconds between polls.")] = 2.0,
+) -> None:
+    """A search's status on a service; with --follow (default), a progress bar until it ends."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from brainsearch.client import Client
+
+    if not server:
+        raise _fail([Problem("--server", "give the service's URL (or BRAINSEARCH_SERVER)")])
+    client = Client(server, token)
+    search = client.search(search_id)
+    with Progress(
+        TextColumn(f"[bold]search {search_id}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not follow,
+    ) as bar:
+        task = bar.add_task("trials", total=search["trials_requested"], status=search["status"])
+        while True:
+            p = search["progress"]
+            failed = sum(p.get(k, 0) for k in ("diverged", "out_of_memory", "timed_out"))
+            done = p.get("completed", 0) + p.get("pruned", 0) + failed
+            shown = f"{search['status']}  running {p.get('running', 0)}  pruned {p.get('pruned', 0)}  failed {failed}"
+            bar.update(task, completed=done, status=shown)
+            if not follow or search["status"] not in ("queued", "running"):
+                break
+            time.sleep(interval)
+            search = client.search(search_id)
+    sys.stdout.write(json.dumps({k: search[k] for k in ("id", "status", "error", "progress")}) + "\n")
+    if search["status"] in ("failed", "cancelled"):
+        raise typer.Exit(1)
 
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}

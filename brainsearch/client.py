@@ -1,0 +1,59 @@
+"""A small client of the brainsearch REST API (what ``submit``, ``status`` and ``leaderboard --server`` use).
+
+Errors a user can fix - an unreachable server, a refused token, a bad request - raise
+:class:`~brainsearch.errors.InputError` naming the option or the field, so the CLI exits 2 with one line each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from brainsearch.errors import InputError, Problem
+
+__all__ = ["Client"]
+
+
+class Client:
+    """The ``/api/v1`` endpoints of one server, with an optional bearer token."""
+
+    def __init__(self, server: str, token: str | None = None, timeout: float = 30.0) -> None:
+        if not server.startswith(("http://", "https://")):
+            raise InputError([Problem("--server", f"expected an http(s) URL, got {server!r}")])
+        self.server, self.timeout = server.rstrip("/"), timeout
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:  # a connection per call: the CLI makes few calls and must leave no socket open
+            with httpx.Client(base_url=f"{self.server}/api/v1", headers=self._headers, timeout=self.timeout) as http:
+                r = http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise InputError([Problem("--server", f"cannot reach {self.server}: {exc}")]) from None
+        if r.status_code == 401:
+            raise InputError([Problem("--token", "the server refused the token (or needs one)")])
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail")
+            except ValueError:
+                detail = r.text[:300]
+            if isinstance(detail, list):
+                problems = [Problem(str(d.get("loc", "")), str(d.get("msg", d))) for d in detail if isinstance(d, dict)]
+                raise InputError(problems or [Problem("", str(detail))])
+            raise InputError([Problem("", f"{r.status_code} from the server: {detail}")])
+        return r.json()
+
+    def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Queue a search; the created search."""
+        result: dict[str, Any] = self._call("POST", "/searches", json=body)
+        return result
+
+    def search(self, search_id: int) -> dict[str, Any]:
+        """A search with its progress."""
+        result: dict[str, Any] = self._call("GET", f"/searches/{search_id}")
+        return result
+
+    def trials(self, search_id: int, **params: Any) -> dict[str, Any]:
+        """A page of the leaderboard."""
+        result: dict[str, Any] = self._call("GET", f"/searches/{search_id}/trials", params=params)
+        return result

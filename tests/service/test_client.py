@@ -1,0 +1,56 @@
+"""The command-line client against a live service: submit a space file, follow it with status, print the
+leaderboard from the server; unreachable servers, refused tokens and bad spaces exit 2 with the option named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from brainsearch.cli import main
+from tests.search.conftest import fast_space
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    captured = capsys.readouterr()
+    return int(info.value.code or 0), captured.out, captured.err
+
+
+def test_submit_follow_and_leaderboard(live: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    server = live(embedded_worker=True, api_token="tok")
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(fast_space().model_dump(mode="json")))
+    remote = ["--server", server.url, "--token", "tok"]
+    code, out, err = run(["submit", str(space), *remote, "--trials", "2", "--sampler", "random"], capsys)
+    assert code == 0, err
+    search_id = int(out.strip())
+    code, out, err = run(["status", str(search_id), *remote, "--interval", "0.2"], capsys)
+    assert code == 0, err
+    final = json.loads(out)
+    assert final["status"] == "completed" and final["id"] == search_id
+    code, out, _ = run(["leaderboard", str(search_id), *remote], capsys)
+    assert code == 0 and "glam baseline" in out and f"search {search_id}: 4 trials" in out
+    code, out, _ = run(["leaderboard", str(search_id), *remote, "--json"], capsys)
+    assert code == 0 and len(out.splitlines()) == 4
+
+
+def test_client_errors_exit_2(live: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    server = live(api_token="tok")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nname: x\nblock: {slots: 0}\n")
+    cases = [
+        (["submit", "tiny", "--server", server.url], "--token: the server refused the token"),
+        (["submit", "tiny", "--server", "http://127.0.0.1:1", "--token", "tok"], "--server: cannot reach"),
+        (["submit", "tiny", "--server", "ftp://x"], "--server: expected an http(s) URL"),
+        (["submit", "tiny"], "--server: give the service's URL"),
+        (["submit", str(bad), "--server", server.url, "--token", "tok"], "bad.yaml"),
+        (["status", "999", "--server", server.url, "--no-follow"], "404 from the server: no search 999"),
+    ]
+    for args, expected in cases:
+        code, _, err = run(args, capsys)
+        assert code == 2 and expected in err and "Traceback" not in err, (args, err)
