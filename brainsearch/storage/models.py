@@ -86,8 +86,12 @@ class TrialRow(Base):
     __table_args__ = (
         UniqueConstraint("search_id", "number", name="uq_bs_trials_search_number"),
         Index("ix_bs_trials_search_state", "search_id", "state"),
-        Index("ix_bs_trials_search_val_loss", "search_id", "val_loss"),
         Index("ix_bs_trials_search_digest", "search_id", "arch_digest"),
+        # The leaderboard: completed trials in sort-key order, then the rest (see Repository.list_trials).
+        *(
+            Index(f"ix_bs_trials_search_state_{key}", "search_id", "state", key)
+            for key in ("val_loss", "step_time_s", "params_activated", "number", "created_at")
+        ),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     search_id: Mapped[int] = mapped_column(ForeignKey("bs_searches.id", ondelete="CASCADE"))

@@ -12,7 +12,7 @@ from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import Engine, case, func, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -349,18 +349,36 @@ class Repository:
         if sort not in TRIAL_SORT_KEYS:
             raise ValueError(f"sort must be one of {', '.join(TRIAL_SORT_KEYS)}, got {sort!r}")
         column = TRIAL_SORT_KEYS[sort]
+        key = column.asc() if order == "asc" else column.desc()
         with self._session() as s:
             query = select(TrialRow).where(TrialRow.search_id == search_id)
-            if state is not None:
-                query = query.where(TrialRow.state == state)
             if is_baseline is not None:
                 query = query.where(TrialRow.is_baseline == is_baseline)
-            total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
-            unfinished_last = case((TrialRow.state == "completed", 0), else_=1)
-            key = column.asc() if order == "asc" else column.desc()
-            rows = s.scalars(
-                query.order_by(unfinished_last, key.nulls_last(), TrialRow.number).limit(limit).offset(offset)
-            ).all()
+            counted = query.with_only_columns(TrialRow.state, func.count()).group_by(TrialRow.state)
+            counts: dict[str, int] = {st: n for st, n in s.execute(counted).all()}
+            if state is not None:
+                total = counts.get(state, 0)
+                segments = [(query.where(TrialRow.state == state), total)]
+            else:
+                total = sum(counts.values())
+                done = counts.get("completed", 0)
+                # Two index range scans, (search, state, key): completed trials, then the rest with missing keys last.
+                segments = [
+                    (query.where(TrialRow.state == "completed"), done),
+                    (query.where(TrialRow.state != "completed"), total - done),
+                ]
+            rows: list[TrialRow] = []
+            skip = offset
+            for segment, size in segments:
+                if skip >= size:
+                    skip -= size
+                    continue
+                want = limit - len(rows)
+                if want <= 0:
+                    break
+                ordered = segment.order_by(key.nulls_last(), TrialRow.number).offset(skip).limit(want)
+                rows.extend(s.scalars(ordered).all())
+                skip = 0
             return Page([_trial(r) for r in rows], total, limit, offset)
 
     def count_trials(self, search_id: int, *, is_baseline: bool | None = None) -> dict[str, int]:

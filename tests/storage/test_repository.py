@@ -45,7 +45,7 @@ def test_schema_is_versioned_and_migrating_twice_is_a_no_op(database_url: str) -
     assert schema_revision(engine) is None
     migrate(engine)
     migrate(engine)
-    assert schema_revision(engine) == "0001"
+    assert schema_revision(engine) == "0002"
     assert {"bs_searches", "bs_trials", "bs_metric_points", "bs_candidates"} <= set(inspect(engine).get_table_names())
     engine.dispose()
 
@@ -59,7 +59,7 @@ def _migrate_in_process(url: str) -> str | None:
 def test_workers_starting_together_do_not_race_the_migration(database_url: str) -> None:
     with multiprocessing.get_context("spawn").Pool(4) as pool:
         revisions = pool.map(_migrate_in_process, [database_url] * 4)
-    assert revisions == ["0001"] * 4
+    assert revisions == ["0002"] * 4
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path) -> None:
@@ -258,7 +258,7 @@ def test_an_optuna_study_shares_the_database(database_url: str) -> None:
     repo = Repository(engine)
     s, _ = _search(repo)
     _trial(repo, s.id, 0)
-    assert schema_revision(engine) == "0001"
+    assert schema_revision(engine) == "0002"
     assert len(optuna.load_study(study_name="brainsearch-1", storage=storage).trials) == 2
     tables = set(inspect(engine).get_table_names())
     assert {"studies", "trials", "bs_trials", "bs_searches"} <= tables
