@@ -527,25 +527,13 @@ def submit_cmd(
     err.print(f"search {search['id']} queued on {server}; follow it with `brainsearch status {search['id']}`")
 
 
-@app.command("status")
-def status_cmd(
-    search_id: Annotated[int, typer.Argument(help="The search.")],
-    server: ServerOption = None,
-    token: TokenOption = None,
-    follow: Annotated[bool, typer.Option(help="Follow the search with a progress bar until it ends.")] = True,
-    interval: Annotated[float, typer.Option(min=0.2, max=600, help="Seconds between polls.")] = 2.0,
-) -> None:
-    """A search's status on a service; with --follow (default), a progress bar until it ends."""
+def _follow_remote(client: Any, search_id: int, follow: bool = True, interval: float = 2.0) -> dict[str, Any]:
+    """Poll a search on a service with a progress bar until it ends (or once, without ``follow``)."""
     import time
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from brainsearch.client import Client
-
-    if not server:
-        raise _fail([Problem("--server", "give the service's URL (or BRAINSEARCH_SERVER)")])
-    client = Client(server, token)
-    search = client.search(search_id)
+    search: dict[str, Any] = client.search(search_id)
     with Progress(
         TextColumn(f"[bold]search {search_id}"),
         BarColumn(),
@@ -563,9 +551,25 @@ def status_cmd(
             shown = f"{search['status']}  running {p.get('running', 0)}  pruned {p.get('pruned', 0)}  failed {failed}"
             bar.update(task, completed=done, status=shown)
             if not follow or search["status"] not in ("queued", "running"):
-                break
+                return search
             time.sleep(interval)
             search = client.search(search_id)
+
+
+@app.command("status")
+def status_cmd(
+    search_id: Annotated[int, typer.Argument(help="The search.")],
+    server: ServerOption = None,
+    token: TokenOption = None,
+    follow: Annotated[bool, typer.Option(help="Follow the search with a progress bar until it ends.")] = True,
+    interval: Annotated[float, typer.Option(min=0.2, max=600, help="Seconds between polls.")] = 2.0,
+) -> None:
+    """A search's status on a service; with --follow (default), a progress bar until it ends."""
+    from brainsearch.client import Client
+
+    if not server:
+        raise _fail([Problem("--server", "give the service's URL (or BRAINSEARCH_SERVER)")])
+    search = _follow_remote(Client(server, token), search_id, follow, interval)
     sys.stdout.write(json.dumps({k: search[k] for k in ("id", "status", "error", "progress")}) + "\n")
     if search["status"] in ("failed", "cancelled"):
         raise typer.Exit(1)
@@ -628,6 +632,69 @@ def worker_cmd(
             pass
         return
     w.run_forever()
+
+
+@app.command("quickstart")
+def quickstart_cmd(
+    trials: Annotated[int, typer.Option(min=1, max=1000, help="Trials of the tiny space to run.")] = 6,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port of the local service (0: any free one).")] = 8000,
+    keep_serving: Annotated[bool, typer.Option(help="Keep the dashboard up afterwards, until Ctrl-C.")] = False,
+    db: DbOption = None,
+) -> None:
+    """The main job on embedded defaults: start the service on 127.0.0.1 (SQLite, local executor), submit the
+    tiny space, show the dashboard URL and the progress, then print the leaderboard and export the winner."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from brainsearch.client import Client
+    from brainsearch.settings import get_settings
+    from service.app import create_app
+
+    _, url = _repository(db)
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise _fail([Problem("--port", f"port {port} on 127.0.0.1 is in use (try --port 0)")]) from None
+    settings = get_settings().model_copy(update={"database_url": url, "executor": "local"})
+    config = uvicorn.Config(
+        create_app(settings, embedded_worker=True), host="127.0.0.1", port=port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="brainsearch-service", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise _fail([Problem("--port", f"the service could not start on 127.0.0.1:{port}")])
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    try:
+        client = Client(base)
+        search = client.submit({"space": "tiny", "trials": trials, "name": "quickstart"})
+        err.print(f"dashboard: [bold]{base}/searches/{search['id']}[/]   (API docs: {base}/docs)")
+        search = _follow_remote(client, search["id"], interval=1.0)
+        page = client.trials(search["id"], limit=50)
+        _print_leaderboard(page["items"], search["id"], page["total"])
+        winner = next((t for t in page["items"] if t["state"] == "completed" and not t["is_baseline"]), None)
+        if winner is not None:
+            exports = get_settings().data_dir / "exports"
+            exports.mkdir(parents=True, exist_ok=True)
+            path = exports / f"search{search['id']}-trial{winner['number']}.json"
+            path.write_text(json.dumps(client.export(winner["id"]), indent=2) + "\n")
+            out.print(f"winner: trial {winner['number']} ({winner['pattern']}), exported to {path}")
+        if keep_serving:
+            err.print(f"serving {base} until Ctrl-C")
+            while thread.is_alive():
+                time.sleep(0.5)
+    finally:
+        server.should_exit = True
+        thread.join(60)
+    if search["status"] != "completed":
+        err.print(f"search {search['id']} {search['status']}: {search.get('error')}", markup=False)
+        raise typer.Exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -57,3 +57,8 @@ class Client:
         """A page of the leaderboard."""
         result: dict[str, Any] = self._call("GET", f"/searches/{search_id}/trials", params=params)
         return result
+
+    def export(self, trial_id: int) -> dict[str, Any]:
+        """A trial's JSON export: architecture, cost, metrics."""
+        result: dict[str, Any] = self._call("GET", f"/trials/{trial_id}/export", params={"format": "json"})
+        return result

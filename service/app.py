@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from brainsearch.errors import ConflictError, InputError, StorageError
 from brainsearch.settings import Settings, get_settings
 from brainsearch.storage import Repository, make_engine, migrate, schema_revision
+from service import dashboard
 from service.routers import searches, spaces, trials
 from service.worker import Worker
 
@@ -123,4 +124,5 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
 
     for router in (searches.router, trials.router, spaces.router):
         app.include_router(router, prefix="/api/v1")
+    app.include_router(dashboard.router)
     return app

@@ -93,3 +93,21 @@ def test_serve_and_worker_bad_input(args: list[str], expected: str, tmp_path: Pa
         [sys.executable, "-m", "brainsearch", *args, *env_db], capture_output=True, text=True, timeout=60
     )
     assert r.returncode == 2 and expected in r.stderr and "Traceback" not in r.stderr
+
+
+def test_quickstart_runs_the_tiny_space_and_exports_the_winner(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from brainsearch.cli import main
+
+    db = f"sqlite:///{tmp_path / 'quick.db'}"
+    with pytest.raises(SystemExit) as info:
+        main(["quickstart", "--trials", "1", "--port", "0", "--db", db])
+    captured = capsys.readouterr()
+    assert info.value.code == 0, captured.err
+    assert "dashboard: http://127.0.0.1:" in captured.err and "/searches/1" in captured.err
+    assert "glam baseline" in captured.out and "winner: trial 2" in captured.out
+    exported = json.loads((tmp_path / "data" / "exports" / "search1-trial2.json").read_text())
+    assert exported["trial_id"] and len(exported["architecture"]["block"]) == 8

@@ -1,0 +1,87 @@
+"""The dashboard in a real browser (Debian's Chromium driven by Playwright) against a live server with its
+embedded worker: submit a search from the form, watch the leaderboard fill, sort it, open a trial, download its
+export. Screenshots go to ``test-artifacts/`` (or $BRAINSEARCH_TEST_ARTIFACTS)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from brainsearch.settings import Settings
+from tests.service.conftest import LiveServer
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("BRAINSEARCH_TEST_ARTIFACTS", "test-artifacts"))
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), "install Debian's chromium (apt-get install -y chromium); .ci/run does"
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[LiveServer]:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'ui.db'}", data_dir=tmp_path / "data")
+    live = LiveServer(settings, embedded_worker=True)
+    yield live
+    live.stop()
+
+
+def _shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+@pytest.mark.slow
+def test_submit_watch_open_and_export(browser: Browser, server: LiveServer, tmp_path: Path) -> None:
+    page = browser.new_page(accept_downloads=True)
+    scripts: list[str] = []
+    page.on("request", lambda r: scripts.append(r.url) if r.resource_type == "script" else None)
+    page.goto(server.url + "/")
+    assert "No searches yet" in page.inner_text("#searches")
+    page.select_option("select[name=space]", "tiny")
+    page.fill("input[name=trials]", "2")
+    page.select_option("select[name=sampler]", "random")
+    _shot(page, "01-index")
+    page.click("#submit button")
+    page.wait_for_url("**/searches/*")
+    deadline = time.monotonic() + 240
+    seen_rows = []
+    while page.inner_text("#status") != "completed":
+        assert time.monotonic() < deadline, page.inner_text("body")[:2000]
+        seen_rows.append(page.locator("#leaderboard tr").count() - 1)
+        page.wait_for_timeout(1500)
+        page.reload()
+    _shot(page, "02-search-completed")
+    rows = page.locator("#leaderboard tr")
+    assert rows.count() - 1 == 4  # 2 baselines + 2 trials
+    assert page.locator("#leaderboard tr.baseline").count() == 2
+    assert "glam baseline" in page.inner_text("#leaderboard") and "dense baseline" in page.inner_text("#leaderboard")
+    assert min(seen_rows, default=0) < 4  # the leaderboard filled while we watched
+    assert page.locator(".chart .main-svg").count() >= 3  # Plotly rendered the charts
+    assert scripts and all(url.startswith(server.url) for url in scripts)  # nothing from the internet
+    page.click("#leaderboard th a:has-text('val loss')")
+    page.wait_for_url("**sort=val_loss**")
+    losses = [float(x) for x in page.locator("#leaderboard tr td:nth-child(3)").all_inner_texts() if x]
+    assert losses == sorted(losses, reverse="order=desc" in page.url)
+    page.locator("#leaderboard tr:not(.baseline) td:nth-child(2) a").first.click()
+    page.wait_for_url("**/trials/*")
+    assert page.locator("#block .layer").count() == 8
+    assert page.locator(".chart .main-svg").count() >= 1
+    _shot(page, "03-trial")
+    with page.expect_download() as info:
+        page.click("#export-json")
+    exported = json.loads(Path(info.value.path()).read_text())
+    assert set(exported) == {"architecture", "cost", "search_id", "trial_id", "metrics"}
+    assert len(exported["architecture"]["block"]) == 8
+    page.close()
