@@ -468,7 +468,7 @@ TokenOption = Annotated[
 @app.command("leaderboard")
 def leaderboard_cmd(
     search_id: Annotated[int, typer.Argument(help="The search.")],
-    sort: Annotated[str, typer.Option(help="val_loss, step_time_s, params_activated, number or created_at.")] = (
+    sort: Annotated[str, typer.Option(help="val_loss, step_time_s, params_activated, mfu, tokens_per_s, ...")] = (
         "val_loss"
     ),
     limit: Annotated[int, typer.Option(min=1, max=500, help="Rows to show.")] = 20,

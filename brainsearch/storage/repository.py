@@ -24,13 +24,30 @@ __all__ = ["TRIAL_SORT_KEYS", "Repository"]
 
 D = TypeVar("D", Search, Trial, Candidate)
 
-# Leaderboard sort keys: name -> column (JSON metrics are not sortable server-side yet).
-TRIAL_SORT_KEYS = {
+# Leaderboard sort keys: name -> column (indexed, see migration 0002), and the trainer's metrics kept in the JSON
+# document, sortable too (read from the JSON: fine per search, not indexed).
+TRIAL_SORT_KEYS: dict[str, Any] = {
     "val_loss": TrialRow.val_loss,
     "step_time_s": TrialRow.step_time_s,
     "params_activated": TrialRow.params_activated,
     "number": TrialRow.number,
     "created_at": TrialRow.created_at,
+    **{
+        key: TrialRow.metrics[key].as_float()
+        for key in (
+            "val_bits_per_byte",
+            "val_ppl",
+            "train_loss",
+            "tokens_per_s",
+            "mfu",
+            "model_flops_per_s",
+            "flops_per_token",
+            "params_total",
+            "steps",
+            "tokens",
+            "elapsed_s",
+        )
+    },
 }
 
 

@@ -12,13 +12,12 @@ from brainsearch.errors import ConflictError, Problem, SpaceError
 from brainsearch.search.driver import RunOptions, create_search
 from brainsearch.space import bundled_space_names, load_space
 from brainsearch.space.loader import validate_document
-from brainsearch.storage import Repository, Search, Trial
+from brainsearch.storage import TRIAL_SORT_KEYS, Repository, Search, Trial
 from service.deps import ReadAccess, Repo, WriteAccess
 from service.schemas import Page, SearchCreate, SearchOut, TrialOut
 
 router = APIRouter(prefix="/searches", tags=["searches"])
 
-SortKey = Literal["val_loss", "step_time_s", "params_activated", "number", "created_at"]
 TrialStateName = Literal["running", "completed", "pruned", "diverged", "out_of_memory", "timed_out", "crashed"]
 
 
@@ -121,7 +120,9 @@ def cancel(search_id: int, repo: Repo) -> SearchOut:
 def leaderboard(
     search_id: int,
     repo: Repo,
-    sort: SortKey = "val_loss",
+    sort: Annotated[str, Query(description="a column or a trainer metric: " + ", ".join(TRIAL_SORT_KEYS))] = (
+        "val_loss"
+    ),
     order: Literal["asc", "desc"] = "asc",
     state: TrialStateName | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -129,6 +130,11 @@ def leaderboard(
 ) -> Page[TrialOut]:
     """The leaderboard: completed trials by ``sort``, then pruned, failed and running ones."""
     _search_or_404(repo, search_id)
+    if sort not in TRIAL_SORT_KEYS:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            [{"loc": "sort", "msg": f"must be one of {', '.join(TRIAL_SORT_KEYS)}, got {sort!r}"}],
+        )
     page = repo.list_trials(search_id, sort=sort, order=order, state=state, limit=limit, offset=offset)
     return Page(items=[trial_out(t) for t in page.items], total=page.total, limit=limit, offset=offset)
 

@@ -46,7 +46,7 @@ def _seed_trials(repo: Repository, search_id: int) -> list[int]:
             state=state,
             val_loss=loss,
             step_time_s=step,
-            metrics={"steps": 2, "moe": None},
+            metrics={"steps": 2, "moe": None, "val_bits_per_byte": loss / 0.7 if loss else None},
             curve=curve,
             reason=None if state == "completed" else "why",
         )  # type: ignore[arg-type]
@@ -123,6 +123,8 @@ def test_leaderboard_trials_pareto_and_exports(live: Any, repo: Repository) -> N
         page = api.get(f"/searches/{sid}/trials", params={"sort": "step_time_s", "order": "desc", "limit": 2}).json()
         assert [t["id"] for t in page["items"]] == [ids[1], ids[0]] and page["limit"] == 2
         assert api.get(f"/searches/{sid}/trials", params={"state": "pruned"}).json()["total"] == 1
+        by_bpb = api.get(f"/searches/{sid}/trials", params={"sort": "val_bits_per_byte", "order": "desc"}).json()
+        assert [t["id"] for t in by_bpb["items"]][:3] == [ids[0], ids[2], ids[1]]  # a trainer metric from the JSON
         assert api.get(f"/searches/{sid}/trials", params={"sort": "colour"}).status_code == 422
         assert api.get(f"/searches/{sid}/trials", params={"limit": 0}).status_code == 422
         assert api.get("/searches/999/trials").status_code == 404
@@ -160,7 +162,7 @@ def test_token_host_and_body_limits(live: Any) -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=20,
 )
