@@ -231,6 +231,7 @@ def train_cmd(
         if value is not None:
             options[key] = value
     from brainsearch.train import CurvePoint, TrainSettings, train
+    from brainsearch.train.result import HEADLINE_METRICS
 
     try:
         settings = TrainSettings.model_validate(options)
@@ -260,19 +261,7 @@ def train_cmd(
         sys.stdout.write(result.model_dump_json() + "\n")
     else:
         table = Table(title=f"{arch.pattern} x {arch.num_blocks}: {result.status}", show_header=False)
-        for key in (
-            "reason",
-            "val_loss",
-            "val_bits_per_byte",
-            "train_loss",
-            "unigram_entropy",
-            "steps",
-            "tokens",
-            "step_time_s",
-            "tokens_per_s",
-            "mfu",
-            "elapsed_s",
-        ):
+        for key in ("reason", *HEADLINE_METRICS):
             value = getattr(result, key)
             if value is not None:
                 table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))

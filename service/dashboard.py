@@ -25,6 +25,7 @@ from brainsearch.search.driver import FAILED_STATES, RunOptions, create_search, 
 from brainsearch.search.samplers import SAMPLER_NAMES
 from brainsearch.space import bundled_space_names, load_space
 from brainsearch.storage import Repository, Trial
+from brainsearch.train.result import HEADLINE_METRICS
 from service.deps import ReadAccess, Repo
 from service.routers.searches import pareto_front
 
@@ -226,18 +227,6 @@ def trial_page(request: Request, trial_id: int, repo: Repo) -> HTMLResponse:
     heatmap = _expert_load(trial)
     if heatmap:
         charts.append(heatmap)
-    keys = [
-        "val_loss",
-        "val_bits_per_byte",
-        "train_loss",
-        "unigram_entropy",
-        "steps",
-        "tokens",
-        "step_time_s",
-        "tokens_per_s",
-        "mfu",
-        "elapsed_s",
-        "device",
-    ]
+    keys = [*HEADLINE_METRICS, "device"]
     context = {"trial": trial, "charts": charts, "metric_keys": keys, "moe": trial.metrics.get("moe")}
     return templates.TemplateResponse(request, "trial.html", context)

@@ -34,7 +34,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from brainsearch._validation import problems_from_validation_error
 from brainsearch.arch.cost import cost
 from brainsearch.arch.spec import Architecture
-from brainsearch.data import load_corpus
 from brainsearch.errors import ArchitectureError, SpaceError, StorageError
 from brainsearch.search.baselines import baseline_architectures
 from brainsearch.search.samplers import make_sampler
@@ -44,8 +43,8 @@ from brainsearch.space.loader import validate_document
 from brainsearch.space.sample import sample
 from brainsearch.space.schema import SearchSettings, SearchSpace
 from brainsearch.storage import Repository, Search, Trial
-from brainsearch.train import TrainSettings
 from brainsearch.train.result import CurvePoint
+from brainsearch.train.settings import TrainSettings
 
 if TYPE_CHECKING:
     from brainsearch.search.local import Finished, LocalExecutor
@@ -250,6 +249,8 @@ class SearchDriver:
 
     def check_data(self) -> None:
         """Load the corpus once here, so bad data is one clear error and workers find the tokenised cache."""
+        from brainsearch.data import load_corpus
+
         load_corpus(self.space.proxy.data, self.space.proxy.vocab_size)
 
     def reconcile(self, study: optuna.Study, reason: str = "worker stopped while the trial ran") -> int:

@@ -18,18 +18,21 @@ import functools
 import math
 import statistics
 import traceback
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import optuna
 from pydantic import BaseModel, ConfigDict
 
 from brainsearch.arch.cost import cost
 from brainsearch.arch.spec import Architecture
-from brainsearch.data import Corpus, load_corpus
 from brainsearch.space.schema import Budget
 from brainsearch.storage import MetricPoint, Repository
 from brainsearch.storage.domain import TrialState
-from brainsearch.train import CurvePoint, ProxyResult, TrainSettings, train
+from brainsearch.train.result import CurvePoint, ProxyResult
+from brainsearch.train.settings import TrainSettings
+
+if TYPE_CHECKING:
+    from brainsearch.data import Corpus
 
 __all__ = [
     "QUARTER",
@@ -201,6 +204,8 @@ class PruningJudge:
 @functools.cache
 def cached_corpus(data: str, vocab_size: int) -> Corpus:
     """The corpus, loaded once per worker process."""
+    from brainsearch.data import load_corpus
+
     return load_corpus(data, vocab_size)
 
 
@@ -235,6 +240,8 @@ def run_trial(job: TrialJob, repo: Repository) -> TrialOutcome:
         arch = Architecture.from_json(job.arch)
         corpus = cached_corpus(job.settings.data, arch.vocab_size)
         judge = PruningJudge(job, flops_per_token=cost(arch, batch_size=job.settings.batch_size).flops_per_token)
+        from brainsearch.train.proxy import train  # torch: only in the processes that train
+
         result = train(arch, job.settings, report=judge, corpus=corpus)
         return _record(repo, job, result)
     except Exception as exc:  # a bug in one trial must not take the worker down

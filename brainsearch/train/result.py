@@ -6,9 +6,22 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["CurvePoint", "MoESummary", "ProxyResult", "Status"]
+__all__ = ["HEADLINE_METRICS", "CurvePoint", "MoESummary", "ProxyResult", "Status"]
 
 Status = Literal["completed", "diverged", "out_of_memory", "timed_out", "pruned"]
+# The fields of a ProxyResult worth showing a person, in reading order (the CLI's table, the dashboard's trial page).
+HEADLINE_METRICS = (
+    "val_loss",
+    "val_bits_per_byte",
+    "train_loss",
+    "unigram_entropy",
+    "steps",
+    "tokens",
+    "step_time_s",
+    "tokens_per_s",
+    "mfu",
+    "elapsed_s",
+)
 
 
 class CurvePoint(BaseModel):
