@@ -13,6 +13,7 @@ import secrets
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 import plotly
 import plotly.graph_objects as go
@@ -153,7 +154,7 @@ def submit_form(
             options=RunOptions(executor=request.app.state.settings.executor),
         )
     except BrainsearchError as exc:
-        return RedirectResponse(f"/?error={str(exc)[:300]}", status.HTTP_303_SEE_OTHER)
+        return RedirectResponse(f"/?{urlencode({'error': str(exc)[:300]})}", status.HTTP_303_SEE_OTHER)
     return RedirectResponse(f"/searches/{search.id}", status.HTTP_303_SEE_OTHER)
 
 

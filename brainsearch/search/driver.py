@@ -204,6 +204,7 @@ class SearchDriver:
         on_note: Callable[[str], None] | None = None,
         should_stop: Callable[[], StopKind | None] | None = None,
         options: dict[str, Any] | None = None,
+        max_fruitless_asks: int = MAX_FRUITLESS_ASKS,
     ) -> None:
         search = repo.get_search(search_id)
         if search is None:
@@ -221,6 +222,7 @@ class SearchDriver:
         self._waiting: dict[str, list[int]] = {}  # digest -> Optuna numbers of duplicates of an in-flight trial
         self._consecutive_failures = 0
         self._fruitless = 0
+        self.max_fruitless_asks = max_fruitless_asks
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     # --- set-up ------------------------------------------------------------------------------------------------------
@@ -415,7 +417,7 @@ class SearchDriver:
 
     def exhausted(self) -> bool:
         """Whether the sampler keeps proposing architectures already trained."""
-        return self._fruitless >= MAX_FRUITLESS_ASKS
+        return self._fruitless >= self.max_fruitless_asks
 
     # --- baselines ---------------------------------------------------------------------------------------------------
     def baseline_jobs(self) -> list[TrialJob]:
@@ -507,7 +509,9 @@ class SearchDriver:
             error = f"{self._consecutive_failures} trials failed in a row (max_consecutive_failures)"
             return self.repo.set_search_status(self.search.id, "failed", error=error)
         if self.exhausted():
-            self.note(f"stopped early: the last {MAX_FRUITLESS_ASKS} proposals were all architectures already tried")
+            self.note(
+                f"stopped early: the last {self.max_fruitless_asks} proposals were all architectures already tried"
+            )
         return self.repo.set_search_status(self.search.id, "completed")
 
     def stop_requested(self) -> StopKind | None:

@@ -100,13 +100,15 @@ def test_an_architecture_is_never_trained_twice(repo: Repository, database_url: 
             if p["kind"] == "choice":
                 block[section][name] = {"kind": "fixed", "value": p["choices"][0]}
     space = SearchSpace.model_validate(doc)
-    done, notes = _run(repo, database_url, space, trials=3, sampler="random", pruner="none")
+    search, _ = create_search(repo, space, overrides={"trials": 3, "sampler": "random", "pruner": "none"})
+    notes: list[str] = []
+    done = SearchDriver(repo, search.id, database_url, on_note=notes.append, max_fruitless_asks=40).run()
     candidates = [t for t in repo.list_trials(done.id, limit=100).items if not t.is_baseline]
     assert sorted(t.arch["d_model"] for t in candidates) == [32, 48]
     assert done.status == "completed" and any("already tried" in n for n in notes)
     study = optuna.load_study(study_name=study_name(done.id), storage=optuna_storage(database_url))
     duplicates = [ot for ot in study.trials if "duplicate_of" in ot.user_attrs]
-    assert len(duplicates) >= 200
+    assert len(duplicates) >= 40
     trained = {t.id: t for t in candidates}
     for ot in duplicates[:20]:
         assert ot.value == trained[ot.user_attrs["duplicate_of"]].val_loss

@@ -184,3 +184,12 @@ def test_no_input_gives_a_500(live: Any) -> None:
             assert r.status_code < 500
 
         check()
+
+
+def test_dashboard_form_reports_bad_settings_on_the_page(live: Any) -> None:
+    server: LiveServer = live()
+    form = {"space": "tiny", "trials": "2", "sampler": "anneal & co"}
+    r = httpx.post(f"{server.url}/ui/searches", data=form, follow_redirects=True, timeout=30)
+    assert r.status_code == 200 and "search.sampler" in r.text and "No searches yet" in r.text
+    bad_space = httpx.post(f"{server.url}/ui/searches", data={**form, "space": "../etc"}, timeout=30)
+    assert bad_space.status_code == 422

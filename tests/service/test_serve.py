@@ -24,6 +24,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# The embedded default is SQLite; standalone workers share PostgreSQL (lease semantics run on both in storage tests).
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_serve_runs_a_submitted_search(database_url: str, tmp_path: Path) -> None:
     port = _free_port()
     log = tmp_path / "serve.log"
@@ -65,6 +67,7 @@ def test_serve_runs_a_submitted_search(database_url: str, tmp_path: Path) -> Non
             proc.kill()
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_standalone_worker_drains_the_queue(repo: Repository, database_url: str, tmp_path: Path) -> None:
     ids = [create_search(repo, fast_space(), overrides={"trials": 1, "sampler": "random"})[0].id for _ in range(2)]
     done = subprocess.run(
