@@ -22,7 +22,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from brainsearch.errors import BrainsearchError
-from brainsearch.search.driver import FAILED_STATES, RunOptions, create_search, study_name
+from brainsearch.search.driver import Progress, RunOptions, create_search, study_name
 from brainsearch.search.samplers import SAMPLER_NAMES
 from brainsearch.space import bundled_space_names, load_space
 from brainsearch.storage import Repository, Trial
@@ -109,16 +109,8 @@ def index(request: Request, repo: Repo, error: str | None = None) -> HTMLRespons
     """Searches and the submit form."""
     rows = []
     for s in repo.list_searches(limit=100).items:
-        c = repo.count_trials(s.id, is_baseline=False)
-        failed = sum(c.get(k, 0) for k in FAILED_STATES if k != "crashed")
-        rows.append(
-            {
-                **vars(s),
-                "done": c.get("completed", 0) + c.get("pruned", 0) + failed,
-                "pruned": c.get("pruned", 0),
-                "failed": failed + c.get("crashed", 0),
-            }
-        )
+        p = Progress.from_counts(s.trials_requested, repo.count_trials(s.id, is_baseline=False))
+        rows.append({**vars(s), "done": p.done, "pruned": p.pruned, "failed": p.failed + p.crashed})
     running = any(r["status"] in ("queued", "running") for r in rows)
     context = {
         "searches": rows,
@@ -189,7 +181,7 @@ def search_page(
     if heatmap:
         charts.append(heatmap)
     counts = repo.count_trials(search_id, is_baseline=False)
-    failed = sum(counts.get(k, 0) for k in FAILED_STATES)
+    progress = Progress.from_counts(search.trials_requested, counts)
     running = search.status in ("queued", "running")
     context: dict[str, Any] = {
         "search": search,
@@ -202,8 +194,8 @@ def search_page(
         "columns": COLUMNS,
         "glam": glam,
         "counts": counts,
-        "failed": failed,
-        "done": counts.get("completed", 0) + counts.get("pruned", 0) + failed - counts.get("crashed", 0),
+        "failed": progress.failed + progress.crashed,
+        "done": progress.done,
         "charts": charts,
         "importance": _importance(request.app.state.database_url, search_id),
         "candidates": repo.list_candidates(search_id),

@@ -158,6 +158,19 @@ class Progress:
     best_val_loss: float | None = None
     best_number: int | None = None
 
+    @classmethod
+    def from_counts(cls, requested: int, counts: dict[str, int], **extra: Any) -> Progress:
+        """Progress from trials per state (``Repository.count_trials`` of the non-baseline trials)."""
+        return cls(
+            requested=requested,
+            completed=counts.get("completed", 0),
+            pruned=counts.get("pruned", 0),
+            failed=sum(counts.get(s, 0) for s in FAILED_STATES if s != "crashed"),
+            crashed=counts.get("crashed", 0),
+            running=counts.get("running", 0),
+            **extra,
+        )
+
     @property
     def done(self) -> int:
         """Trials that count towards the requested number (crashed ones are retried)."""
@@ -385,13 +398,9 @@ class SearchDriver:
         counts = self.repo.count_trials(self.search.id, is_baseline=False)
         best = self.repo.list_trials(self.search.id, state="completed", is_baseline=False, limit=1).items
         baselines = {t.baseline_name or "?": t.val_loss for t in self.repo.baselines(self.search.id)}
-        return Progress(
-            requested=self.settings.trials,
-            completed=counts.get("completed", 0),
-            pruned=counts.get("pruned", 0),
-            failed=sum(counts.get(s, 0) for s in FAILED_STATES if s != "crashed"),
-            crashed=counts.get("crashed", 0),
-            running=counts.get("running", 0),
+        return Progress.from_counts(
+            self.settings.trials,
+            counts,
             baselines=baselines,
             best_val_loss=best[0].val_loss if best else None,
             best_number=best[0].number if best else None,
@@ -409,7 +418,9 @@ class SearchDriver:
 
     def remaining(self) -> int:
         """Trials still to finish before the requested number is reached."""
-        return max(0, self.settings.trials - self.progress().done)
+        # Only the counts: this runs before every proposal, the best trial and baselines are not needed here.
+        counts = self.repo.count_trials(self.search.id, is_baseline=False)
+        return max(0, self.settings.trials - Progress.from_counts(self.settings.trials, counts).done)
 
     def too_many_failures(self) -> bool:
         """Whether the consecutive-failure limit was reached."""
