@@ -385,9 +385,19 @@ def search_cmd(
     ray_address: Annotated[str | None, typer.Option(help="An existing Ray cluster (default: a local Ray).")] = None,
     gpus_per_trial: Annotated[float, typer.Option(help="GPUs each Ray trial reserves.")] = 0.0,
     name: Annotated[str | None, typer.Option(help="A name for the search (default: the space's).")] = None,
+    top_k: Annotated[int | None, typer.Option(help="Candidates the scale-up stage trains again.")] = None,
+    scale_up: Annotated[
+        str | None,
+        typer.Option(
+            help="Scale-up ladder, e.g. cpu-tiny,cpu-small:100K (preset[:token budget], comma-separated); "
+            "default: the space's search.scale_up"
+        ),
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="Scale preset the scaling law predicts at.")] = None,
     db: DbOption = None,
 ) -> None:
-    """Run a search in the foreground: baselines, then trials, with a progress bar; print the leaderboard."""
+    """Run a search in the foreground: baselines, then trials, with a progress bar; print the leaderboard (and the
+    scale-up stage's report when the search has one)."""
     from pydantic import ValidationError
 
     from brainsearch._validation import problems_from_validation_error
@@ -396,7 +406,7 @@ def search_cmd(
     from brainsearch.space import load_space
 
     space = load_space(space_file)
-    overrides = {
+    overrides: dict[str, Any] = {
         k: v
         for k, v in (
             ("trials", trials),
@@ -404,9 +414,12 @@ def search_cmd(
             ("concurrency", concurrency),
             ("seed", seed),
             ("pruner", pruner),
+            ("top_k", top_k),
         )
         if v is not None
     }
+    if scale_up is not None or target is not None:
+        overrides["scale_up"] = _scale_up_option(space, scale_up, target)
     try:
         options = RunOptions(
             executor=executor or get_settings().executor,
@@ -438,9 +451,27 @@ def resume_cmd(
     _finish(repo, search_id, url)
 
 
+def _scale_up_option(space: Any, ladder: str | None, target: str | None) -> dict[str, Any]:
+    """``--scale-up`` / ``--target`` over the space's own ``search.scale_up``."""
+    current = space.search.scale_up.model_dump(mode="json") if space.search.scale_up else {}
+    if ladder is not None:
+        rungs: list[dict[str, Any]] = []
+        for item in ladder.split(","):
+            preset_name, _, tokens = item.strip().partition(":")
+            rungs.append({"preset": preset_name, **({"budget_tokens": tokens} if tokens else {})})
+        current["ladder"] = rungs
+    if target is not None:
+        current["target"] = target
+    if "ladder" not in current:
+        raise _fail([Problem("--target", "the space has no scale-up ladder: give --scale-up too")])
+    return current
+
+
 def _finish(repo: Any, search_id: int, url: str) -> None:
     search = _follow(repo, search_id, url)
     _repo_leaderboard(repo, search_id)
+    if search.settings.get("search", {}).get("scale_up"):
+        _print_scale_up(_repo_scale_up(repo, search_id))
     if search.status != "completed":
         err.print(f"search {search_id} {search.status}: {search.error}", markup=False)
         raise typer.Exit(1)
@@ -623,11 +654,199 @@ def worker_cmd(
     w.run_forever()
 
 
+def _pick_trial(rows: list[dict[str, Any]], search_id: int, trial: int | None, rank: int | None) -> dict[str, Any]:
+    """The trial ``--trial`` (its number, the leaderboard's ``#``) or ``--rank`` (among completed non-baseline
+    trials by validation loss; default 1) names, from leaderboard rows in validation-loss order."""
+    if trial is not None:
+        found = next((r for r in rows if r["number"] == trial), None)
+        if found is None:
+            raise _fail([Problem("--trial", f"search {search_id} has no trial #{trial}")])
+        return found
+    ranked = [r for r in rows if r["state"] == "completed" and not r["is_baseline"]]
+    wanted = rank or 1
+    if wanted > len(ranked):
+        raise _fail([Problem("--rank", f"search {search_id} has {len(ranked)} completed trial(s), not {wanted}")])
+    return ranked[wanted - 1]
+
+
+EXPORT_SUFFIX = {"json": "json", "yaml": "yaml", "pytorch": "py", "safetensors": "safetensors"}
+
+
+@app.command("export")
+def export_cmd(
+    search_id: Annotated[int, typer.Argument(help="The search.")],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="json | yaml (spec), pytorch (standalone .py), safetensors (weights)")
+    ] = "json",
+    trial: Annotated[int | None, typer.Option(help="The trial's number (the leaderboard's #).")] = None,
+    rank: Annotated[int | None, typer.Option(min=1, help="The N-th best completed trial (default: the best).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write (default: data dir).")] = None,
+    db: DbOption = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Export a trial: its architecture spec (JSON / YAML, with the search, trial, cost and metrics), a standalone
+    PyTorch file (only torch imports, a build() function), or the trained proxy's weights (safetensors, with the
+    JSON spec written beside them)."""
+    from dataclasses import asdict
+
+    from brainsearch.export import export_document, render_spec, standalone_source
+
+    if fmt not in EXPORT_SUFFIX:
+        raise _fail([Problem("--format", f"must be one of {', '.join(EXPORT_SUFFIX)}, got {fmt!r}")])
+    if trial is not None and rank is not None:
+        raise _fail([Problem("--trial", "give --trial or --rank, not both")])
+    if server:
+        from brainsearch.client import Client
+
+        client = Client(server, token)
+        row = _pick_trial(client.trials(search_id, limit=500)["items"], search_id, trial, rank)
+        body = client.download(row["id"], fmt)
+        spec = client.download(row["id"], "json") if fmt == "safetensors" else None
+    else:
+        repo, _ = _repository(db)
+        if repo.get_search(search_id) is None:
+            raise _fail([Problem("SEARCH_ID", f"no search {search_id} in {repo.engine.url!r}")])
+        if trial is not None:
+            picked = repo.trial_by_number(search_id, trial)
+            if picked is None:
+                raise _fail([Problem("--trial", f"search {search_id} has no trial #{trial}")])
+        else:
+            page = repo.list_trials(search_id, state="completed", is_baseline=False, limit=rank or 1)
+            row = _pick_trial([asdict(t) for t in page.items], search_id, None, rank)
+            picked = repo.get_trial(row["id"])
+        assert picked is not None
+        row = asdict(picked)
+        doc = export_document(picked)
+        spec = render_spec(doc, "json").encode() if fmt == "safetensors" else None
+        if fmt == "safetensors":
+            from brainsearch.export import trial_weights_path
+            from brainsearch.settings import get_settings
+
+            weights = trial_weights_path(get_settings().data_dir / "weights", search_id, picked.id)
+            if not weights.is_file():
+                why = f"it ended {picked.state}" if picked.state != "completed" else "its weights were not kept"
+                raise _fail([Problem("--format", f"no trained weights for trial #{picked.number}: {why}")])
+            body = weights.read_bytes()
+        elif fmt == "pytorch":
+            provenance = {k: doc[k] for k in ("search_id", "trial_id", "trial_number", "pattern", "baseline")}
+            body = standalone_source(Architecture.from_json(picked.arch), provenance=provenance).encode()
+        else:
+            body = render_spec(doc, fmt).encode()  # type: ignore[arg-type]
+    if output is None:
+        from brainsearch.settings import get_settings
+
+        output = get_settings().data_dir / "exports" / f"search{search_id}-trial{row['number']}.{EXPORT_SUFFIX[fmt]}"
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_bytes(body)
+        if spec is not None:
+            output.with_suffix(".json").write_bytes(spec)
+    except OSError as exc:
+        raise _fail([Problem("--output", f"cannot write {output}: {exc.strerror or exc}")]) from None
+    beside = f" (spec beside it: {output.with_suffix('.json')})" if spec is not None else ""
+    out.print(f"trial #{row['number']} ({row['pattern']}) exported as {fmt} to {output}{beside}", markup=False)
+
+
+def _print_scale_up(report: dict[str, Any]) -> None:
+    """The scale-up report as tables: candidates per rung, then predictions at the target scale."""
+    if not report["candidates"]:
+        out.print("scale-up: no candidates yet" if report["configured"] else "scale-up: not configured for this search")
+        return
+    table = Table(title=f"search {report['search_id']}: scale-up over {' -> '.join(report['ladder'])}")
+    for column in ("candidate", "block", "proxy loss", "rung", "val loss", "steps/s vs base", "convergence", "state"):
+        table.add_column(column, justify="left" if column in ("candidate", "block", "rung", "state") else "right")
+    for c in report["candidates"]:
+        for i, r in enumerate(c["rungs"]):
+            ratio, conv = r["steps_per_s_ratio"], r["convergence_speedup"]
+            conv_text = (
+                f"{conv:.2f}x" if conv is not None else ("not reached" if r["reached_baseline_loss"] is False else "")
+            )
+            table.add_row(
+                c["label"] if i == 0 else "",
+                c["pattern"] if i == 0 else "",
+                f"{c['proxy_val_loss']:.4f}" if i == 0 and c["proxy_val_loss"] is not None else "",
+                r["rung"],
+                f"{r['val_loss']:.4f}" if r["val_loss"] is not None else "",
+                f"{ratio:.2f}x" if ratio is not None else "",
+                conv_text,
+                r["state"],
+            )
+    (out if out.is_terminal else Console(width=160)).print(table)
+    fidelity = ", ".join(
+        f"{rung} {tau:+.2f}" if tau is not None else f"{rung} -" for rung, tau in report["fidelity"].items()
+    )
+    out.print(f"proxy fidelity (Kendall tau, proxy vs rung ranking): {fidelity}")
+    law = Table(title=f"{report['law']} law in {report['scale_by']}, predicted at {report['target']}")
+    for column in ("candidate", "proxy rank", "predicted rank", "predicted loss", "95% band", "note"):
+        law.add_column(column, justify="left" if column in ("candidate", "note") else "right")
+    for c in sorted(report["candidates"], key=lambda c: c["predicted_rank"] or 10**9):
+        p = c["prediction"]
+        law.add_row(
+            c["label"],
+            str(c["proxy_rank"]),
+            str(c["predicted_rank"] or ""),
+            f"{p['predicted_loss']:.4f}" if p else "",
+            f"{p['low']:.4f} - {p['high']:.4f}" if p else "",
+            c["prediction_error"] or "",
+        )
+    (out if out.is_terminal else Console(width=160)).print(law)
+
+
+@app.command("scale-up")
+def scale_up_cmd(
+    search_id: Annotated[int, typer.Argument(help="The search.")],
+    target: Annotated[str | None, typer.Option(help="Scale preset to predict at (default: the search's).")] = None,
+    law: Annotated[str | None, typer.Option(help="kaplan | chinchilla (default: the search's).")] = None,
+    scale_by: Annotated[str | None, typer.Option(help="params_activated | compute (default: the search's).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    db: DbOption = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
+) -> None:
+    """The scale-up stage of a search: candidates per rung with their speed-up over the baseline, proxy fidelity
+    (Kendall tau) and the scaling-law prediction of each at the target scale."""
+    if law not in (None, "kaplan", "chinchilla"):
+        raise _fail([Problem("--law", f"must be kaplan or chinchilla, got {law!r}")])
+    if scale_by not in (None, "params_activated", "compute"):
+        raise _fail([Problem("--scale-by", f"must be params_activated or compute, got {scale_by!r}")])
+    params = {k: v for k, v in {"target": target, "law": law, "scale_by": scale_by}.items() if v is not None}
+    if server:
+        from brainsearch.client import Client
+
+        report = Client(server, token).scale_up(search_id, **params)
+    else:
+        report = _repo_scale_up(_repository(db)[0], search_id, **params)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    _print_scale_up(report)
+
+
+def _repo_scale_up(repo: Any, search_id: int, **params: Any) -> dict[str, Any]:
+    from brainsearch.search.scaleup import scale_up_report
+    from brainsearch.space.loader import validate_document
+    from brainsearch.space.schema import SearchSettings
+
+    search = repo.get_search(search_id)
+    if search is None:
+        raise _fail([Problem("SEARCH_ID", f"no search {search_id} in {repo.engine.url!r}")])
+    space = validate_document(search.space, f"search {search_id}")
+    space = space.model_copy(update={"search": SearchSettings.model_validate(search.settings.get("search", {}))})
+    try:
+        return scale_up_report(repo, search_id, space, **params).model_dump(mode="json")
+    except ArchitectureError as exc:
+        raise _fail([Problem("--target", p.message) for p in exc.problems]) from None
+
+
 @app.command("quickstart")
 def quickstart_cmd(
     trials: Annotated[int, typer.Option(min=1, max=1000, help="Trials of the tiny space to run.")] = 6,
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port of the local service (0: any free one).")] = 8000,
     keep_serving: Annotated[bool, typer.Option(help="Keep the dashboard up afterwards, until Ctrl-C.")] = False,
+    scale_up: Annotated[bool, typer.Option(help="Run the scale-up stage (cpu-tiny -> cpu-small) after the trials.")] = (
+        True
+    ),
     db: DbOption = None,
 ) -> None:
     """The main job on embedded defaults: start the service on 127.0.0.1 (SQLite, local executor), submit the
@@ -662,18 +881,33 @@ def quickstart_cmd(
     base = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
     try:
         client = Client(base)
-        search = client.submit({"space": "tiny", "trials": trials, "name": "quickstart"})
+        body: dict[str, Any] = {"space": "tiny", "trials": trials, "name": "quickstart"}
+        if scale_up:  # the paper's second stage at CPU size: the top 2 and GLaM again at cpu-tiny and cpu-small
+            body["scale_up"] = {"ladder": ["cpu-tiny", {"preset": "cpu-small", "budget_tokens": 100_000}]}
+        search = client.submit(body)
         err.print(f"dashboard: [bold]{base}/searches/{search['id']}[/]   (API docs: {base}/docs)")
         search = _follow_remote(client, search["id"], interval=1.0)
         page = client.trials(search["id"], limit=50)
         _print_leaderboard(page["items"], search["id"], page["total"])
+        if scale_up:
+            _print_scale_up(client.scale_up(search["id"]))
         winner = next((t for t in page["items"] if t["state"] == "completed" and not t["is_baseline"]), None)
         if winner is not None:
             exports = get_settings().data_dir / "exports"
             exports.mkdir(parents=True, exist_ok=True)
-            path = exports / f"search{search['id']}-trial{winner['number']}.json"
-            path.write_text(json.dumps(client.export(winner["id"]), indent=2) + "\n")
-            out.print(f"winner: trial {winner['number']} ({winner['pattern']}), exported to {path}")
+            stem = exports / f"search{search['id']}-trial{winner['number']}"
+            written = []
+            for fmt, suffix in EXPORT_SUFFIX.items():
+                if fmt == "yaml":
+                    continue
+                stem.with_suffix(f".{suffix}").write_bytes(client.download(winner["id"], fmt))
+                written.append(stem.with_suffix(f".{suffix}").name)
+            out.print(
+                f"winner: trial {winner['number']} ({winner['pattern']}), exported to {exports}: "
+                + ", ".join(written)
+                + f"  (run it: python {stem.with_suffix('.py')} {stem.with_suffix('.safetensors')})",
+                markup=False,
+            )
         if keep_serving:
             err.print(f"serving {base} until Ctrl-C")
             while thread.is_alive():

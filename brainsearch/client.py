@@ -24,7 +24,7 @@ class Client:
         self.server, self.timeout = server.rstrip("/"), timeout
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, *, raw: bool = False, **kwargs: Any) -> Any:
         try:  # a connection per call: the CLI makes few calls and must leave no socket open
             with httpx.Client(base_url=f"{self.server}/api/v1", headers=self._headers, timeout=self.timeout) as http:
                 r = http.request(method, path, **kwargs)
@@ -41,7 +41,7 @@ class Client:
                 problems = [Problem(str(d.get("loc", "")), str(d.get("msg", d))) for d in detail if isinstance(d, dict)]
                 raise InputError(problems or [Problem("", str(detail))])
             raise InputError([Problem("", f"{r.status_code} from the server: {detail}")])
-        return r.json()
+        return r.content if raw else r.json()
 
     def submit(self, body: dict[str, Any]) -> dict[str, Any]:
         """Queue a search; the created search."""
@@ -61,4 +61,14 @@ class Client:
     def export(self, trial_id: int) -> dict[str, Any]:
         """A trial's JSON export: architecture, cost, metrics."""
         result: dict[str, Any] = self._call("GET", f"/trials/{trial_id}/export", params={"format": "json"})
+        return result
+
+    def download(self, trial_id: int, fmt: str) -> bytes:
+        """A trial's export file as bytes (``json``, ``yaml``, ``pytorch`` or ``safetensors``)."""
+        body: bytes = self._call("GET", f"/trials/{trial_id}/export", raw=True, params={"format": fmt})
+        return body
+
+    def scale_up(self, search_id: int, **params: Any) -> dict[str, Any]:
+        """The scale-up report of a search (candidates per rung, fidelity, predictions)."""
+        result: dict[str, Any] = self._call("GET", f"/searches/{search_id}/scale-up", params=params)
         return result

@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
         worker: Worker | None = None
         thread: threading.Thread | None = None
         if embedded_worker:
-            worker = Worker(repo, database_url)
+            worker = Worker(repo, database_url, weights_dir=settings.data_dir / "weights")
             thread = threading.Thread(target=worker.run_forever, name="brainsearch-worker", daemon=True)
             thread.start()
         app.state.worker = worker

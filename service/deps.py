@@ -10,7 +10,7 @@ from fastapi import Depends, HTTPException, Request, status
 from brainsearch.settings import Settings
 from brainsearch.storage import Repository
 
-__all__ = ["ReadAccess", "Repo", "WriteAccess"]
+__all__ = ["ReadAccess", "Repo", "SettingsDep", "WriteAccess"]
 
 
 def get_repo(request: Request) -> Repository:
@@ -47,5 +47,6 @@ def require_read(request: Request, settings: Annotated[Settings, Depends(get_set
 
 
 Repo = Annotated[Repository, Depends(get_repo)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 WriteAccess = Depends(require_write)
 ReadAccess = Depends(require_read)

@@ -24,6 +24,10 @@ class SearchCreate(BaseModel):
     concurrency: int | None = None
     seed: int | None = None
     pruner: str | None = None
+    top_k: int | None = None
+    scale_up: dict[str, Any] | None = Field(
+        default=None, description="the scale-up stage: {ladder: [preset | {preset, budget_tokens}], target, law}"
+    )
 
 
 class SearchOut(BaseModel):

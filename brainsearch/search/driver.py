@@ -11,7 +11,12 @@ sees every finished trial after a restart and optuna-dashboard can open the stud
    keeping ``concurrency`` in flight. A sampled architecture that breaks a static constraint is pruned with the
    reason before any training; one already trained (same digest) is not trained again - the sampler is told the
    recorded result; everything else is trained by the executor, whose worker records the outcome;
-4. fails the search after ``max_consecutive_failures`` failed trials in a row, completes it otherwise.
+4. fails the search after ``max_consecutive_failures`` failed trials in a row;
+5. runs the scale-up stage when the search has one (:mod:`brainsearch.search.scaleup`): the top-k trials and the
+   reference baseline trained again at each rung of the ladder, on the same executor slots; then completes it.
+
+Trained proxy weights are kept under ``weights_dir`` (``search.keep_weights``: the best ``top_k`` and the baselines
+by default, pruned as the leaderboard changes), for the ``safetensors`` export and Lifelong-MoE expansion.
 
 Optuna states: completed -> COMPLETE with one value per objective; pruned -> PRUNED; diverged, out of memory, timed
 out and crashed -> FAIL.
@@ -19,12 +24,15 @@ out and crashed -> FAIL.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import re
 import socket
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import optuna
@@ -35,8 +43,10 @@ from brainsearch._validation import problems_from_validation_error
 from brainsearch.arch.cost import cost
 from brainsearch.arch.spec import Architecture
 from brainsearch.errors import ArchitectureError, SpaceError, StorageError
+from brainsearch.export.weights import trial_weights_path
 from brainsearch.search.baselines import baseline_architectures
 from brainsearch.search.samplers import make_sampler
+from brainsearch.search.scaleup import CandidateJob, record_crash, scale_up_jobs
 from brainsearch.search.trial import BaselineRef, TrialJob, budget_fraction, optuna_storage
 from brainsearch.space.constraints import violations
 from brainsearch.space.loader import validate_document
@@ -186,7 +196,7 @@ class Executor(Protocol):
     @property
     def running(self) -> int: ...
 
-    def submit(self, job: TrialJob) -> None: ...
+    def submit(self, job: TrialJob | CandidateJob) -> None: ...
 
     def wait(self, timeout: float | None = None) -> list[Finished]: ...
 
@@ -218,6 +228,7 @@ class SearchDriver:
         should_stop: Callable[[], StopKind | None] | None = None,
         options: dict[str, Any] | None = None,
         max_fruitless_asks: int = MAX_FRUITLESS_ASKS,
+        weights_dir: Path | None = None,
     ) -> None:
         search = repo.get_search(search_id)
         if search is None:
@@ -236,6 +247,11 @@ class SearchDriver:
         self._consecutive_failures = 0
         self._fruitless = 0
         self.max_fruitless_asks = max_fruitless_asks
+        if weights_dir is None:
+            from brainsearch.settings import get_settings
+
+            weights_dir = get_settings().data_dir / "weights"
+        self.weights_dir = weights_dir
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     # --- set-up ------------------------------------------------------------------------------------------------------
@@ -326,7 +342,28 @@ class SearchDriver:
             pruner="none" if baseline else self.settings.pruner,
             reference=None if baseline else self.reference,
             max_step_time_ratio=None if baseline else self.space.constraints.max_step_time_ratio,
+            weights_path=None
+            if self.settings.keep_weights == "none"
+            else str(trial_weights_path(self.weights_dir, self.search.id, trial.id)),
         )
+
+    def prune_weights(self) -> None:
+        """With ``keep_weights: top_k``, delete the weights of trials no longer among the best ``top_k`` (baselines'
+        are kept); at least the best trial's are always kept."""
+        if self.settings.keep_weights != "top_k":
+            return
+        folder = trial_weights_path(self.weights_dir, self.search.id, 0).parent
+        if not folder.is_dir():
+            return
+        best = self.repo.list_trials(
+            self.search.id, state="completed", is_baseline=False, limit=max(1, self.settings.top_k)
+        ).items
+        keep = {t.id for t in best} | {t.id for t in self.repo.baselines(self.search.id)}
+        for path in folder.glob("trial-*.safetensors"):
+            match = re.fullmatch(r"trial-(\d+)\.safetensors", path.name)
+            if match and int(match.group(1)) not in keep:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
 
     def _add_trial(self, arch: Architecture, params: dict[str, Any], baseline: str | None = None) -> Trial:
         c = cost(arch, batch_size=self.space.proxy.batch_size)
@@ -391,6 +428,8 @@ class SearchDriver:
             self._consecutive_failures += 1
         else:
             self._consecutive_failures = 0
+        if trial.state == "completed":
+            self.prune_weights()
 
     # --- progress ----------------------------------------------------------------------------------------------------
     def progress(self) -> Progress:
@@ -488,10 +527,15 @@ class SearchDriver:
 
                 run_with_ray(self, study)
                 self._check_stop()
+                if self.settings.scale_up is not None and not self.too_many_failures():
+                    with self._local_executor() as local:  # the stage runs beside the driver
+                        self._scale_up(local)
             else:
                 try:
                     self._run_baselines(executor)
                     self._loop(study, executor)
+                    if not self.too_many_failures():
+                        self._scale_up(executor)
                 finally:
                     if own:
                         executor.close()
@@ -552,6 +596,34 @@ class SearchDriver:
                     self.note(f"baseline {trial.baseline_name} ended {trial.state}: {trial.reason}")
             self.emit()
         self.load_reference()
+
+    def _scale_up(self, executor: Executor) -> None:
+        """The scale-up stage: candidate runs not yet recorded, on the executor's slots."""
+        space = self.space.model_copy(update={"search": self.settings})
+        pending, notes = scale_up_jobs(
+            self.repo, self.search.id, space, self.settings.top_k, self.database_url, self.options.device
+        )
+        for text in notes:
+            self.note(f"scale-up: {text}")
+        if not pending:
+            return
+        total = len(pending)
+        self.note(f"scale-up: {total} candidate run(s) on {', '.join(dict.fromkeys(j.rung for j in pending))}")
+        finished = 0
+        while pending or executor.running:
+            self._check_stop()
+            while pending and executor.free > 0:
+                executor.submit(pending.pop(0))
+            for fin in executor.wait(timeout=1.0):
+                assert isinstance(fin.job, CandidateJob)
+                finished += 1
+                if fin.outcome is None:
+                    record_crash(self.repo, fin.job, fin.crash or "worker died")
+                    state, loss = "crashed", None
+                else:
+                    state, loss = fin.outcome.state, fin.outcome.val_loss
+                what = f"val_loss {loss:.4f}" if loss is not None else state
+                self.note(f"scale-up {finished}/{total}: trial {fin.job.trial_id} at {fin.job.rung}: {what}")
 
     def _finished(self, fin: Finished) -> Trial:
         if fin.outcome is None:

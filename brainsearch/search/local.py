@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
+from brainsearch.search.scaleup import CandidateJob
 from brainsearch.search.trial import TrialJob, TrialOutcome
 
 __all__ = ["Finished", "LocalExecutor"]
@@ -27,9 +28,9 @@ _PR_SET_PDEATHSIG = 1
 
 @dataclass(frozen=True)
 class Finished:
-    """A trial the executor is done with: its outcome, or why its worker died."""
+    """A job (a trial, or a scale-up candidate run) the executor is done with: its outcome, or why its worker died."""
 
-    job: TrialJob
+    job: TrialJob | CandidateJob
     outcome: TrialOutcome | None
     crash: str | None = None
 
@@ -50,6 +51,7 @@ def _worker_main(conn: Connection, threads: int, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the search's to handle
     import torch
 
+    from brainsearch.search.scaleup import run_candidate
     from brainsearch.search.trial import run_trial
     from brainsearch.storage import Repository, make_engine
 
@@ -71,7 +73,7 @@ def _worker_main(conn: Connection, threads: int, parent_pid: int) -> None:
         repo = repos.get(job.database_url)
         if repo is None:
             repo = repos[job.database_url] = Repository(make_engine(job.database_url))
-        conn.send(run_trial(job, repo))
+        conn.send(run_candidate(job, repo) if isinstance(job, CandidateJob) else run_trial(job, repo))
 
 
 def _exit_reason(code: int | None) -> str:
@@ -93,7 +95,7 @@ class _Worker:
         )
         self.process.start()
         child.close()
-        self.job: TrialJob | None = None
+        self.job: TrialJob | CandidateJob | None = None
 
     def stop(self) -> None:
         # An idle worker has nothing unsaved (its trials are in the database): it may stop abruptly, sparing the
@@ -139,8 +141,9 @@ class LocalExecutor:
         """The process id of the worker training each trial in flight, by trial id."""
         return {w.job.trial_id: w.process.pid for w in self._workers if w.job is not None and w.process.pid}
 
-    def submit(self, job: TrialJob) -> None:
-        """Start ``job`` on an idle worker (a new one if none is idle); raises when all are busy."""
+    def submit(self, job: TrialJob | CandidateJob) -> None:
+        """Start ``job`` (a trial or a scale-up candidate run) on an idle worker (a new one if none is idle); raises
+        when all are busy."""
         if self.free <= 0:
             raise RuntimeError("all workers are busy")
         worker = next((w for w in self._workers if w.job is None and w.process.is_alive()), None)

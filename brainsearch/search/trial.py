@@ -18,6 +18,7 @@ import functools
 import math
 import statistics
 import traceback
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import optuna
@@ -81,6 +82,7 @@ class TrialJob(BaseModel):
     pruner: PrunerName = "none"
     reference: BaselineRef | None = None
     max_step_time_ratio: float | None = None
+    weights_path: str | None = None  # where a completed trial's trained weights go (None: not kept)
 
 
 class TrialOutcome(BaseModel):
@@ -240,9 +242,17 @@ def run_trial(job: TrialJob, repo: Repository) -> TrialOutcome:
         arch = Architecture.from_json(job.arch)
         corpus = cached_corpus(job.settings.data, arch.vocab_size)
         judge = PruningJudge(job, flops_per_token=cost(arch, batch_size=job.settings.batch_size).flops_per_token)
-        from brainsearch.train.proxy import train  # torch: only in the processes that train
+        from brainsearch.model import build_model  # torch: only in the processes that train
+        from brainsearch.train.proxy import train
 
-        result = train(arch, job.settings, report=judge, corpus=corpus)
+        s = job.settings
+        model = build_model(arch, load_balance_weight=s.load_balance_weight, z_loss_weight=s.z_loss_weight)
+        result = train(arch, s, report=judge, corpus=corpus, model=model)
+        if job.weights_path is not None and result.status == "completed":
+            from brainsearch.export.weights import save_weights
+
+            meta = {"search_id": str(job.search_id), "trial_id": str(job.trial_id), "data": s.data}
+            save_weights(model.state_dict(), arch, Path(job.weights_path), meta)
         return _record(repo, job, result)
     except Exception as exc:  # a bug in one trial must not take the worker down
         last = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None

@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from brainsearch.arch.scale import SCALE_PRESETS
 from brainsearch.arch.spec import ACTIVATIONS, GATINGS
 from brainsearch.space.params import Domain, Fixed, Param
 
@@ -27,6 +28,8 @@ __all__ = [
     "LayerType",
     "MoEParams",
     "ProxySettings",
+    "Rung",
+    "ScaleUpSettings",
     "SearchSettings",
     "SearchSpace",
     "parse_quantity",
@@ -225,6 +228,51 @@ Objective = Literal["val_loss", "step_time", "params_activated", "flops_per_toke
 _DEFAULT_OBJECTIVES: tuple[Objective, ...] = ("val_loss",)
 
 
+def _known_preset(name: str) -> str:
+    if name not in SCALE_PRESETS:
+        raise ValueError(f"unknown scale preset {name!r}; known: {', '.join(SCALE_PRESETS)}")
+    return name
+
+
+class Rung(BaseModel):
+    """One step of the scale-up ladder: a scale preset (``brainsearch.arch.scale``) and, optionally, a token budget
+    other than the preset's default."""
+
+    model_config = _STRICT
+    preset: str = Field(min_length=1, max_length=32)
+    budget_tokens: Quantity | None = None
+    batch_size: int | None = Field(default=None, ge=1, le=4096, description="default: the preset's")
+
+    _preset = field_validator("preset")(_known_preset)
+
+
+def _rung(value: Any) -> Any:
+    return {"preset": value} if isinstance(value, str) else value
+
+
+class ScaleUpSettings(BaseModel):
+    """The scale-up stage after the proxy trials (Brainformer, arXiv 2306.00008, section 4): the ``top_k`` distinct
+    best trials and the reference baseline are trained again at every rung of ``ladder``; a scaling law fitted over
+    each candidate's rungs predicts its loss at ``target``."""
+
+    model_config = _STRICT
+    ladder: list[Annotated[Rung, BeforeValidator(_rung)]] = Field(min_length=1, max_length=8)
+    target: str = Field(default="8b-64e", min_length=1, max_length=32, description="scale preset to predict at")
+    law: Literal["kaplan", "chinchilla"] = "kaplan"
+    scale_by: Literal["params_activated", "compute"] = "params_activated"
+    evaluations: int = Field(default=10, ge=2, le=1000, description="validation points along each rung's run")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+
+    _target = field_validator("target")(_known_preset)
+
+    @model_validator(mode="after")
+    def _distinct_rungs(self) -> Self:
+        names = [r.preset for r in self.ladder]
+        if len(set(names)) != len(names):
+            raise ValueError("ladder lists a preset twice")
+        return self
+
+
 class SearchSettings(BaseModel):
     """How the search runs; every field has a default."""
 
@@ -240,6 +288,10 @@ class SearchSettings(BaseModel):
         default=10, ge=1, le=100_000, description="the search fails after this many failed trials in a row"
     )
     evolution: EvolutionSettings = Field(default_factory=EvolutionSettings)
+    scale_up: ScaleUpSettings | None = Field(default=None, description="none: the search ends with its proxy trials")
+    keep_weights: Literal["top_k", "all", "none"] = Field(
+        default="top_k", description="trained proxy weights kept on disk: the best top_k (and baselines), all, none"
+    )
 
     @model_validator(mode="after")
     def _objectives_fit_sampler(self) -> Self:

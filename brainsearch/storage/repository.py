@@ -467,6 +467,14 @@ class Repository:
             s.flush()
             return _candidate(row)
 
+    def trial_by_number(self, search_id: int, number: int) -> Trial | None:
+        """The trial numbered ``number`` in a search (the leaderboard's ``#``)."""
+        with self._session() as s:
+            row = s.scalars(
+                select(TrialRow).where(TrialRow.search_id == search_id, TrialRow.number == number).limit(1)
+            ).first()
+            return _trial(row) if row is not None else None
+
     def list_candidates(self, search_id: int) -> list[Candidate]:
         """A search's candidates, by rung then loss."""
         with self._session() as s:

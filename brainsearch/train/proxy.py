@@ -133,18 +133,20 @@ def _lr(settings: TrainSettings, step: int, progress: float, warmup: int) -> flo
 @torch.no_grad()
 def _evaluate(
     model: torch.nn.Module, corpus: Corpus, settings: TrainSettings, seq_len: int, device: torch.device, autocast: bool
-) -> float:
+) -> tuple[float, float | None]:
+    """Mean validation loss over ``eval_batches`` batches, and its standard error across them (None for one)."""
     model.eval()
     # The same validation batches at every evaluation, so the curve's points are comparable.
     sampler = BatchSampler(corpus.val, settings.batch_size, seq_len, seed=settings.seed + 1, split="validation")
-    total = 0.0
+    losses = []
     for _ in range(settings.eval_batches):
         x, y = sampler.next()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = model(x.to(device)).logits
-        total += F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten()).item()
+        losses.append(F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten()).item())
     model.train()
-    return total / settings.eval_batches
+    stderr = statistics.stdev(losses) / math.sqrt(len(losses)) if len(losses) > 1 else None
+    return statistics.fmean(losses), stderr
 
 
 def train(
@@ -204,6 +206,7 @@ def train(
     reason: str | None = None
     train_loss: float | None = None
     val_loss: float | None = None
+    val_stderr: float | None = None
     try:
         if model is None:
             model = build_model(
@@ -257,8 +260,9 @@ def train(
             moe.add(out.moe)  # type: ignore[attr-defined]
             last = total_steps is not None and step >= total_steps
             evaluate = step % settings.eval_interval == 0 or last
-            point_val = _evaluate(model, corpus, settings, arch.seq_len, device, autocast) if evaluate else None
-            if point_val is not None:
+            point_val = None
+            if evaluate:
+                point_val, val_stderr = _evaluate(model, corpus, settings, arch.seq_len, device, autocast)
                 val_loss = point_val
                 if not math.isfinite(point_val):
                     raise _Stop("diverged", f"validation loss became {point_val} at step {step}")
@@ -275,7 +279,7 @@ def train(
             if verdict is False or isinstance(verdict, str):
                 raise _Stop("pruned", verdict or f"stopped by the caller at step {step}")
         if curve and curve[-1].val_loss is None:  # a time budget ended between evaluations
-            val_loss = _evaluate(model, corpus, settings, arch.seq_len, device, autocast)
+            val_loss, val_stderr = _evaluate(model, corpus, settings, arch.seq_len, device, autocast)
             curve[-1] = curve[-1].model_copy(update={"val_loss": val_loss})
     except _Stop as stop:
         status, reason = stop.status, stop.reason
@@ -298,6 +302,7 @@ def train(
         status=status,
         reason=reason,
         val_loss=finite_val,
+        val_loss_stderr=val_stderr if finite_val is not None else None,
         val_ppl=math.exp(finite_val) if finite_val is not None and finite_val < 700 else None,
         val_bits_per_byte=finite_val / math.log(2) / bpt if finite_val is not None and bpt else None,
         train_loss=train_loss if train_loss is not None and math.isfinite(train_loss) else None,

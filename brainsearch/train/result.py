@@ -63,6 +63,7 @@ class ProxyResult(BaseModel):
     arch_digest: str
     device: str
     val_loss: float | None = None
+    val_loss_stderr: float | None = None  # standard error of val_loss across its evaluation batches
     val_ppl: float | None = None
     val_bits_per_byte: float | None = None
     train_loss: float | None = None

@@ -8,10 +8,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 
-from brainsearch.errors import ConflictError, Problem, SpaceError
+from brainsearch.errors import ArchitectureError, ConflictError, Problem, SpaceError
 from brainsearch.search.driver import RunOptions, create_search
+from brainsearch.search.scaleup import ScaleUpReport, scale_up_report
 from brainsearch.space import bundled_space_names, load_space
 from brainsearch.space.loader import validate_document
+from brainsearch.space.schema import SearchSettings
 from brainsearch.storage import TRIAL_SORT_KEYS, Repository, Search, Trial
 from service.deps import ReadAccess, Repo, WriteAccess
 from service.schemas import Page, SearchCreate, SearchOut, TrialOut
@@ -66,7 +68,9 @@ def submit(
         space = load_space(body.space)
     else:
         space = validate_document(body.space, "space")
-    overrides = body.model_dump(include={"trials", "sampler", "concurrency", "seed", "pruner"}, exclude_none=True)
+    overrides = body.model_dump(
+        include={"trials", "sampler", "concurrency", "seed", "pruner", "top_k", "scale_up"}, exclude_none=True
+    )
     options = RunOptions(executor=body.executor or request.app.state.settings.executor)
     request_hash = hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
     try:
@@ -158,6 +162,25 @@ def pareto(search_id: int, repo: Repo) -> dict[str, list[TrialOut]]:
     return {key: [trial_out(t) for t in pareto_front(trials, key)] for key in ("step_time_s", "params_activated")}
 
 
+@router.get("/{search_id}/scale-up", dependencies=[ReadAccess])
+def scale_up(
+    search_id: int,
+    repo: Repo,
+    target: Annotated[str | None, Query(max_length=32, description="scale preset to predict at")] = None,
+    law: Literal["kaplan", "chinchilla"] | None = None,
+    scale_by: Literal["params_activated", "compute"] | None = None,
+) -> ScaleUpReport:
+    """The scale-up stage: each candidate across the ladder (loss, steps/s and convergence speed-up over the
+    baseline), proxy fidelity (Kendall tau per rung) and scaling-law predictions at ``target``."""
+    s = _search_or_404(repo, search_id)
+    space = validate_document(s.space, f"search {search_id}")
+    space = space.model_copy(update={"search": SearchSettings.model_validate(s.settings.get("search", {}))})
+    try:
+        return scale_up_report(repo, search_id, space, target=target, law=law, scale_by=scale_by)
+    except ArchitectureError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "; ".join(p.message for p in exc.problems)) from None
+
+
 @router.get("/{search_id}/candidates", dependencies=[ReadAccess])
 def candidates(search_id: int, repo: Repo) -> Page[dict[str, object]]:
     """The scale-up candidates (empty until the scale-up stage has run)."""
@@ -171,7 +194,8 @@ def candidates(search_id: int, repo: Repo) -> Page[dict[str, object]]:
             "reason": c.reason,
             "val_loss": c.val_loss,
             "arch_digest": c.arch_digest,
-            "metrics": c.metrics,
+            "metrics": {k: v for k, v in c.metrics.items() if k != "val_curve"},
+            "val_curve": c.metrics.get("val_curve", []),
         }
         for c in repo.list_candidates(search_id)
     ]

@@ -137,10 +137,73 @@ def test_leaderboard_trials_pareto_and_exports(live: Any, repo: Repository) -> N
         exported = api.get(f"/trials/{ids[1]}/export")
         assert exported.headers["content-type"].startswith("application/json")
         doc = exported.json()
-        assert set(doc) == {"architecture", "cost", "search_id", "trial_id", "metrics"} and doc["trial_id"] == ids[1]
+        assert {"architecture", "cost", "search_id", "trial_id", "metrics"} <= set(doc) and doc["trial_id"] == ids[1]
         assert yaml.safe_load(api.get(f"/trials/{ids[1]}/export", params={"format": "yaml"}).text) == doc
         assert api.get(f"/trials/{ids[1]}/export", params={"format": "pickle"}).status_code == 422
         assert api.get("/trials/999").status_code == 404
+
+
+def test_pytorch_and_safetensors_exports_and_the_scale_up_report(live: Any, repo: Repository, tmp_path: Path) -> None:
+    """Pass: the pytorch export is a Python file defining build(); safetensors serves the kept weights byte for byte
+    and 404s (with the reason) where none were kept; the scale-up report lists stored candidates and rejects an
+    unknown target with 422."""
+    import torch
+    from safetensors.torch import load
+
+    from brainsearch import build_model
+    from brainsearch.export import save_weights, trial_weights_path
+
+    server: LiveServer = live()
+    with server.client() as api:
+        body = {"space": "tiny", "scale_up": {"ladder": ["cpu-tiny", "cpu-small"], "target": "1b-64e"}, "top_k": 1}
+        created = api.post("/searches", json=body)
+        assert created.status_code == 201, created.text
+        sid = created.json()["id"]
+        assert created.json()["settings"]["search"]["scale_up"]["ladder"][1]["preset"] == "cpu-small"
+        bad = api.post("/searches", json={"space": "tiny", "scale_up": {"ladder": ["cpu-huge"]}})
+        assert bad.status_code == 422 and "unknown scale preset 'cpu-huge'" in bad.text
+        ids = _seed_trials(repo, sid)
+        arch = scale(preset("glam"), "cpu-tiny")
+        torch.manual_seed(0)
+        state = build_model(arch).state_dict()
+        path = save_weights(state, arch, trial_weights_path(tmp_path / "data" / "weights", sid, ids[1]))
+
+        source = api.get(f"/trials/{ids[1]}/export", params={"format": "pytorch"})
+        assert source.status_code == 200 and source.headers["content-type"].startswith("text/x-python")
+        assert 'filename="brainsearch-search' in source.headers["content-disposition"]
+        compile(source.text, "exported.py", "exec")
+        assert "def build(" in source.text and "import brainsearch" not in source.text
+
+        weights = api.get(f"/trials/{ids[1]}/export", params={"format": "safetensors"})
+        assert weights.status_code == 200 and weights.content == path.read_bytes()
+        assert all(torch.equal(t, state[k]) for k, t in load(weights.content).items())
+        missing = api.get(f"/trials/{ids[2]}/export", params={"format": "safetensors"})
+        assert missing.status_code == 404 and "weights were not kept" in missing.json()["detail"]
+        pruned = api.get(f"/trials/{ids[3]}/export", params={"format": "safetensors"})
+        assert pruned.status_code == 404 and "ended pruned" in pruned.json()["detail"]
+
+        empty = api.get(f"/searches/{sid}/scale-up").json()
+        assert empty["configured"] and empty["candidates"] == [] and empty["ladder"] == ["cpu-tiny", "cpu-small"]
+        for trial_id, rung, loss, n in [(ids[1], "cpu-tiny", 2.7, 1e5), (ids[1], "cpu-small", 2.5, 1e6)]:
+            repo.add_candidate(
+                search_id=sid,
+                trial_id=trial_id,
+                rung=rung,
+                state="completed",
+                arch=arch.to_dict(),
+                arch_digest=arch.digest,
+                metrics={"params_activated": n, "val_curve": [[4, loss]], "step_time_s": 0.1},
+                val_loss=loss,
+            )
+        report = api.get(f"/searches/{sid}/scale-up", params={"law": "chinchilla"}).json()
+        (cand,) = report["candidates"]
+        assert cand["trial_id"] == ids[1] and [r["rung"] for r in cand["rungs"]] == ["cpu-tiny", "cpu-small"]
+        assert cand["prediction"]["law"] == "chinchilla" and cand["prediction"]["predicted_loss"] < 2.5
+        listed = api.get(f"/searches/{sid}/candidates").json()
+        assert listed["total"] == 2 and listed["items"][0]["val_curve"]
+        assert api.get(f"/searches/{sid}/scale-up", params={"target": "9t"}).status_code == 422
+        assert api.get(f"/searches/{sid}/scale-up", params={"law": "hyperbolic"}).status_code == 422
+        assert api.get("/searches/999/scale-up").status_code == 404
 
 
 def test_token_host_and_body_limits(live: Any) -> None:

@@ -82,6 +82,6 @@ def test_submit_watch_open_and_export(browser: Browser, server: LiveServer, tmp_
     with page.expect_download() as info:
         page.click("#export-json")
     exported = json.loads(Path(info.value.path()).read_text())
-    assert set(exported) == {"architecture", "cost", "search_id", "trial_id", "metrics"}
+    assert {"architecture", "cost", "search_id", "trial_id", "metrics"} <= set(exported)
     assert len(exported["architecture"]["block"]) == 8
     page.close()

@@ -107,10 +107,19 @@ def test_quickstart_runs_the_tiny_space_and_exports_the_winner(
 
     db = f"sqlite:///{tmp_path / 'quick.db'}"
     with pytest.raises(SystemExit) as info:
-        main(["quickstart", "--trials", "1", "--port", "0", "--db", db])
+        main(["quickstart", "--trials", "1", "--port", "0", "--db", db, "--no-scale-up"])
     captured = capsys.readouterr()
     assert info.value.code == 0, captured.err
     assert "dashboard: http://127.0.0.1:" in captured.err and "/searches/1" in captured.err
     assert "glam baseline" in captured.out and "winner: trial 2" in captured.out
-    exported = json.loads((tmp_path / "data" / "exports" / "search1-trial2.json").read_text())
+    exports = tmp_path / "data" / "exports"
+    exported = json.loads((exports / "search1-trial2.json").read_text())
     assert exported["trial_id"] and len(exported["architecture"]["block"]) == 8
+    assert {p.name for p in exports.iterdir()} == {f"search1-trial2.{s}" for s in ("json", "py", "safetensors")}
+    run = subprocess.run(
+        [sys.executable, str(exports / "search1-trial2.py"), str(exports / "search1-trial2.safetensors")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr

@@ -1,0 +1,188 @@
+"""Scaling-law fits over a candidate's own runs at several sizes, and the figures the paper compares blocks by.
+
+Laws (fitted by linear least squares after a change of variables, so a fit is exact and deterministic):
+
+- ``kaplan`` (arXiv 2001.08361): ``L(x) = (x_c / x) ** a``, i.e. ``log L`` linear in ``log x``;
+- ``chinchilla`` (arXiv 2203.15556): ``L(x) = E + A / x ** alpha`` with the published exponent held fixed
+  (``alpha = 0.34`` for parameters; for compute the compute-optimal exponent ``alpha * beta / (alpha + beta)``) and
+  ``E``, ``A`` fitted, since a handful of points cannot pin three parameters.
+
+``x`` is activated non-embedding parameters or training compute (FLOPs per token x tokens). The uncertainty band
+combines two sources: each loss's own measurement error (the standard error of the validation mean over its
+batches, propagated through the fit: it widens with the distance of the extrapolation) and, with more points than
+parameters, the scatter of the points around the law (ordinary least-squares prediction error). The band is the
+larger of the two, at 95% (normal quantile for the measurement part, Student's t for the scatter). A law is never
+fitted to one point (or to points at one size): that is an error that says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+from scipy import stats
+
+from brainsearch.errors import InputError, Problem
+
+__all__ = [
+    "CHINCHILLA_ALPHA",
+    "CHINCHILLA_BETA",
+    "Law",
+    "ScalingFit",
+    "convergence_speedup",
+    "fit_law",
+    "kendall_tau",
+]
+
+Law = Literal["kaplan", "chinchilla"]
+CHINCHILLA_ALPHA, CHINCHILLA_BETA = 0.34, 0.28
+# A measured loss with no error estimate is taken as known to this relative precision.
+DEFAULT_RELATIVE_ERROR = 0.01
+_Z95 = 1.959963984540054
+
+
+class ScalingFit(BaseModel):
+    """A fitted law and its prediction at ``target_x`` with a 95% band ``[low, high]``."""
+
+    model_config = ConfigDict(frozen=True)
+    law: Law
+    scale_by: str
+    points: list[tuple[float, float]]  # (x, loss) the law was fitted to
+    coefficients: dict[str, float]
+    target_x: float
+    predicted_loss: float
+    low: float
+    high: float
+    residual_rms: float | None  # None with as many points as parameters (the fit passes through them)
+
+    def predict(self, x: float) -> float:
+        """The law's loss at ``x``."""
+        c = self.coefficients
+        if self.law == "kaplan":
+            return math.exp(c["log_scale"] - c["exponent"] * math.log(x))
+        return float(c["E"] + c["A"] * x ** -c["alpha"])
+
+
+def _chinchilla_alpha(scale_by: str) -> float:
+    if scale_by == "compute":
+        return CHINCHILLA_ALPHA * CHINCHILLA_BETA / (CHINCHILLA_ALPHA + CHINCHILLA_BETA)
+    return CHINCHILLA_ALPHA
+
+
+def fit_law(
+    xs: Sequence[float],
+    losses: Sequence[float],
+    target_x: float,
+    *,
+    law: Law = "kaplan",
+    scale_by: str = "params_activated",
+    errors: Sequence[float | None] | None = None,
+) -> ScalingFit:
+    """Fit ``law`` to ``(xs, losses)`` and predict the loss at ``target_x``.
+
+    ``errors`` are the losses' standard errors (None: 1% of the loss). Raises :class:`InputError` with fewer than two
+    distinct sizes or a non-positive value.
+    """
+    if len(xs) != len(losses):
+        raise InputError([Problem("points", f"{len(xs)} sizes but {len(losses)} losses")])
+    if len({float(x) for x in xs}) < 2:
+        raise InputError(
+            [
+                Problem(
+                    "points",
+                    f"a scaling law needs runs at two or more sizes; got {len(xs)} run(s) at "
+                    f"{len(set(xs))} size(s), so nothing is extrapolated",
+                )
+            ]
+        )
+    bad = [v for v in (*xs, *losses, target_x) if not (math.isfinite(v) and v > 0)]
+    if bad:
+        raise InputError([Problem("points", f"sizes and losses must be positive and finite (got {bad[0]})")])
+    x = np.asarray(xs, dtype=np.float64)
+    y_loss = np.asarray(losses, dtype=np.float64)
+    sigma = np.asarray(
+        [
+            e if e is not None and e > 0 else DEFAULT_RELATIVE_ERROR * loss
+            for e, loss in zip(errors or [None] * len(x), y_loss, strict=True)
+        ]
+    )
+    alpha = _chinchilla_alpha(scale_by)
+    if law == "kaplan":
+        design = np.column_stack([np.ones_like(x), -np.log(x)])
+        target_row = np.array([1.0, -math.log(target_x)])
+        y, y_sigma = np.log(y_loss), sigma / y_loss  # d log L = dL / L
+    else:
+        design = np.column_stack([np.ones_like(x), x**-alpha])
+        target_row = np.array([1.0, target_x**-alpha])
+        y, y_sigma = y_loss, sigma
+    # Weighted least squares by the measurement errors, and its covariance.
+    w = 1.0 / y_sigma
+    beta, *_ = np.linalg.lstsq(design * w[:, None], y * w, rcond=None)
+    cov_meas = np.linalg.pinv((design * w[:, None]).T @ (design * w[:, None]))
+    half_meas = _Z95 * math.sqrt(max(0.0, float(target_row @ cov_meas @ target_row)))
+    dof = len(x) - 2
+    residual_rms: float | None = None
+    half = half_meas
+    if dof > 0:
+        resid = y - design @ beta
+        s2 = float(resid @ resid) / dof
+        cov_ols = s2 * np.linalg.pinv(design.T @ design)
+        half = max(half, float(stats.t.ppf(0.975, dof)) * math.sqrt(max(0.0, float(target_row @ cov_ols @ target_row))))
+        fitted = np.exp(design @ beta) if law == "kaplan" else design @ beta
+        residual_rms = float(np.sqrt(np.mean((fitted - y_loss) ** 2)))
+    centre = float(target_row @ beta)
+    if law == "kaplan":
+        predicted, low, high = math.exp(centre), math.exp(centre - half), math.exp(centre + half)
+        coefficients = {"log_scale": float(beta[0]), "exponent": float(beta[1])}
+    else:
+        predicted, low, high = centre, centre - half, centre + half
+        coefficients = {"E": float(beta[0]), "A": float(beta[1]), "alpha": alpha}
+    return ScalingFit(
+        law=law,
+        scale_by=scale_by,
+        points=[(float(a), float(b)) for a, b in zip(x, y_loss, strict=True)],
+        coefficients=coefficients,
+        target_x=float(target_x),
+        predicted_loss=predicted,
+        low=low,
+        high=high,
+        residual_rms=residual_rms,
+    )
+
+
+def kendall_tau(first: Sequence[float], second: Sequence[float]) -> float | None:
+    """Kendall's tau-b between two scorings of the same items (None with fewer than two items, or when either
+    scoring is constant)."""
+    if len(first) != len(second) or len(first) < 2:
+        return None
+    tau = stats.kendalltau(first, second).statistic
+    return None if tau is None or not math.isfinite(tau) else float(tau)
+
+
+def _steps_to_reach(curve: Sequence[tuple[int, float]], target: float) -> float | None:
+    """The (linearly interpolated) step at which a validation curve first reaches ``target``."""
+    prev: tuple[int, float] | None = None
+    for step, loss in curve:
+        if loss <= target:
+            if prev is None or prev[1] == loss:
+                return float(step)
+            (s0, l0) = prev
+            return s0 + (step - s0) * (l0 - target) / (l0 - loss)
+        prev = (step, loss)
+    return None
+
+
+def convergence_speedup(candidate: Sequence[tuple[int, float]], baseline: Sequence[tuple[int, float]]) -> float | None:
+    """The paper's convergence speed-up: steps the baseline took to its final validation loss over the steps the
+    candidate needed to reach that loss (curves of ``(step, val_loss)``). None when the candidate never reached it
+    (read it as below ``1``; the steps ratio would be a bound, not a measurement) or a curve is empty."""
+    if not candidate or not baseline:
+        return None
+    target_step, target = baseline[-1]
+    reached = _steps_to_reach(candidate, target)
+    if reached is None or reached <= 0:
+        return None
+    return target_step / reached

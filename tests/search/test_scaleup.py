@@ -1,0 +1,169 @@
+"""The scale-up stage end to end on the CPU: a tiny search, its top 2 and GLaM trained again at cpu-tiny and
+cpu-small, the report (fidelity, speed-ups, scaling-law predictions), the kept weights, and exports that round-trip.
+Runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+from brainsearch import build_model
+from brainsearch.arch import Architecture
+from brainsearch.arch.scale import scale
+from brainsearch.export import export_document, load_weights, render_spec, standalone_source, trial_weights_path
+from brainsearch.search.driver import SearchDriver, create_search
+from brainsearch.search.scaleup import candidate_trials, scale_up_jobs, scale_up_report
+from brainsearch.storage import Repository
+from tests.search.conftest import fast_space
+
+LADDER = [{"preset": "cpu-tiny", "budget_tokens": 8192}, {"preset": "cpu-small", "budget_tokens": 16384}]
+
+
+def _import(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"exported_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def sqlite_repo(tmp_path: Path) -> tuple[Repository, str]:
+    from brainsearch.storage import make_engine, migrate
+
+    url = f"sqlite:///{tmp_path / 'scale.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    return Repository(engine), url
+
+
+@pytest.mark.slow
+def test_tiny_search_scaled_up_reported_and_exported(sqlite_repo: tuple[Repository, str], tmp_path: Path) -> None:
+    """Pass: 6 candidate runs (top 2 + GLaM at 2 rungs), every candidate with fidelity, speed-up and a scaling-law
+    prediction whose band holds it; weights kept for the top 2 and the baselines only; a resumed search trains
+    nothing again; the JSON export rebuilds the same architecture and the standalone file with the kept weights gives
+    brainsearch's logits. (SQLite only, for CI time: the candidate rows and the report's queries run on both
+    backends in the test below; searches on PostgreSQL in tests/search/test_driver.py.)"""
+    repo, database_url = sqlite_repo
+    space = fast_space(
+        4096,
+        search={
+            "trials": 4,
+            "top_k": 2,
+            "pruner": "none",  # every trial completes: the top 2 are always there
+            "scale_up": {"ladder": LADDER, "target": "1b-64e", "evaluations": 4},
+        },
+    )
+    search, _ = create_search(repo, space)
+    weights = tmp_path / "weights"
+    notes: list[str] = []
+    done = SearchDriver(repo, search.id, database_url, on_note=notes.append, weights_dir=weights).run()
+    assert done.status == "completed", notes
+    assert any(n.startswith("scale-up: 6 candidate run(s) on cpu-tiny, cpu-small") for n in notes), notes
+
+    rows = repo.list_candidates(search.id)
+    assert sorted((c.rung, c.state) for c in rows) == [("cpu-small", "completed")] * 3 + [("cpu-tiny", "completed")] * 3
+    top = repo.list_trials(search.id, state="completed", is_baseline=False, limit=2).items
+    glam = next(t for t in repo.baselines(search.id) if t.baseline_name == "glam")
+    assert {c.trial_id for c in rows} == {top[0].id, top[1].id, glam.id}
+    small = next(c for c in rows if c.trial_id == top[0].id and c.rung == "cpu-small")
+    assert Architecture.from_json(small.arch) == scale(Architecture.from_json(top[0].arch), "cpu-small")
+    assert small.metrics["steps"] == 8 and len(small.metrics["val_curve"]) == 4  # 16K tokens / 2048 per step
+
+    report = scale_up_report(repo, search.id, space)
+    assert report.complete and report.baseline == "glam" and report.ladder == ["cpu-tiny", "cpu-small"]
+    assert [c.trial_id for c in report.candidates] == [top[0].id, top[1].id, glam.id]
+    assert [c.proxy_rank for c in report.candidates[:2]] == [1, 2]
+    assert set(report.fidelity) == {"cpu-tiny", "cpu-small"}
+    assert all(tau is not None and -1 <= tau <= 1 for tau in report.fidelity.values())
+    for cand in report.candidates:
+        assert [r.rung for r in cand.rungs] == ["cpu-tiny", "cpu-small"]
+        fit = cand.prediction
+        assert fit is not None and cand.prediction_error is None
+        assert fit.low < fit.predicted_loss < fit.high
+        assert fit.target_x > max(x for x, _ in fit.points)  # 1B/64E is beyond both rungs
+        for r in cand.rungs:
+            if cand.is_baseline:
+                assert r.steps_per_s_ratio is None and r.convergence_speedup is None
+            else:
+                assert r.steps_per_s_ratio is not None and r.steps_per_s_ratio > 0
+                assert r.reached_baseline_loss is (r.convergence_speedup is not None)
+    assert sorted(c.predicted_rank or 0 for c in report.candidates) == [1, 2, 3]
+    chinchilla = scale_up_report(repo, search.id, space, law="chinchilla", target="8b-64e")
+    assert chinchilla.law == "chinchilla" and all(c.prediction is not None for c in chinchilla.candidates)
+
+    kept = {p.name for p in (weights / f"search-{search.id}").glob("*.safetensors")}
+    completed_baselines = [t for t in repo.baselines(search.id) if t.state == "completed"]
+    assert kept == {f"trial-{t.id}.safetensors" for t in [*top, *completed_baselines]}
+
+    # Resumed: every (trial, rung) pair is recorded, so nothing is trained again.
+    assert scale_up_jobs(repo, search.id, space, 2, database_url) == ([], [])
+    again = SearchDriver(repo, search.id, database_url, weights_dir=weights).run()
+    assert again.status == "completed" and len(repo.list_candidates(search.id)) == 6
+
+    # Exports of the winner round-trip.
+    best = top[0]
+    doc = json.loads(render_spec(export_document(best), "json"))
+    assert Architecture.from_json(doc["architecture"]).digest == best.arch_digest
+    assert doc["search_id"] == search.id and doc["trial_id"] == best.id and doc["cost"] == best.cost
+    path = trial_weights_path(weights, search.id, best.id)
+    arch, state, meta = load_weights(path)
+    assert arch.digest == best.arch_digest and meta["trial_id"] == str(best.id)
+    ours = build_model(arch)
+    ours.load_state_dict(state)
+    source = tmp_path / "winner.py"
+    source.write_text(standalone_source(arch, provenance=doc))
+    theirs = _import(source).build(path)
+    ids = torch.randint(0, arch.vocab_size, (2, arch.seq_len), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(theirs.eval()(ids), ours.eval()(ids).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_crashed_candidate_runs_are_retried_and_superseded(repo: Repository, database_url: str) -> None:
+    """Pass: a crashed (trial, rung) pair is planned again while completed pairs are not; in the report the newer
+    row wins."""
+    space = fast_space(4096, search={"top_k": 1, "scale_up": {"ladder": ["cpu-tiny"]}})
+    search, _ = create_search(repo, space)
+    arch = Architecture.from_json(_glam_tiny())
+    trials = []
+    for number, loss in enumerate([3.0, 3.2]):
+        t = repo.add_trial(
+            search_id=search.id,
+            number=number,
+            arch=arch.to_dict(),
+            arch_digest=f"d{number}",
+            pattern=arch.pattern,
+            params={},
+            cost={},
+            params_activated=1,
+            is_baseline=number == 1,
+            baseline_name="glam" if number == 1 else None,
+        )
+        trials.append(repo.finish_trial(t.id, state="completed", val_loss=loss, metrics={"val_loss": loss}))
+    assert [t.id for t in candidate_trials(repo, search.id, 1, "cpu-tiny", "glam")] == [t.id for t in trials]
+    common = {"search_id": search.id, "rung": "cpu-tiny", "arch": arch.to_dict(), "arch_digest": arch.digest}
+    repo.add_candidate(trial_id=trials[0].id, state="crashed", metrics={}, val_loss=None, reason="killed", **common)
+    done = {"params_activated": 1000, "val_curve": [[4, 3.1]], "step_time_s": 0.1}
+    repo.add_candidate(trial_id=trials[1].id, state="completed", metrics=done, val_loss=3.1, **common)
+    jobs, _ = scale_up_jobs(repo, search.id, space, 1, database_url)
+    assert [(j.trial_id, j.rung) for j in jobs] == [(trials[0].id, "cpu-tiny")]
+    report = scale_up_report(repo, search.id, space)
+    assert not report.complete and report.candidates[0].rungs[0].state == "crashed"
+    # One rung: the law refuses to extrapolate, and says why.
+    assert report.candidates[1].prediction is None
+    assert "two or more sizes" in (report.candidates[1].prediction_error or "")
+    repo.add_candidate(trial_id=trials[0].id, state="completed", metrics=done, val_loss=3.05, **common)
+    report = scale_up_report(repo, search.id, space)
+    assert report.complete and report.candidates[0].rungs[0].val_loss == 3.05
+    assert report.fidelity["cpu-tiny"] == pytest.approx(1.0)  # 3.0 < 3.2 at the proxy, 3.05 < 3.1 at the rung
+
+
+def _glam_tiny() -> dict[str, object]:
+    from brainsearch.arch.presets import preset
+
+    return scale(preset("glam"), "cpu-tiny").to_dict()
