@@ -839,6 +839,123 @@ def _repo_scale_up(repo: Any, search_id: int, **params: Any) -> dict[str, Any]:
         raise _fail([Problem("--target", p.message) for p in exc.problems]) from None
 
 
+def _weights_source(source: str, db: str | None) -> Path:
+    """``TRIAL_OR_WEIGHTS``: a ``.safetensors`` file, ``SEARCH_ID:NUMBER`` (the leaderboard's #) or a trial id, whose
+    kept proxy weights are read from the data directory."""
+    path = Path(source).expanduser()
+    if path.suffix == ".safetensors" or path.exists():
+        if not path.is_file():
+            raise _fail([Problem("TRIAL_OR_WEIGHTS", f"no such weights file: {path}")])
+        return path
+    from brainsearch.export import trial_weights_path
+    from brainsearch.settings import get_settings
+
+    search_part, colon, number_part = source.partition(":")
+    if not (search_part.isdigit() and (not colon or number_part.isdigit())):
+        raise _fail(
+            [
+                Problem(
+                    "TRIAL_OR_WEIGHTS", f"expected a .safetensors file, SEARCH_ID:NUMBER or a trial id, got {source!r}"
+                )
+            ]
+        )
+    repo, _ = _repository(db)
+    found = repo.trial_by_number(int(search_part), int(number_part)) if colon else repo.get_trial(int(search_part))
+    if found is None:
+        raise _fail([Problem("TRIAL_OR_WEIGHTS", f"no trial {source} in {repo.engine.url!r}")])
+    weights = trial_weights_path(get_settings().data_dir / "weights", found.search_id, found.id)
+    if not weights.is_file():
+        why = f"it ended {found.state}" if found.state != "completed" else "its weights were not kept (keep_weights)"
+        raise _fail([Problem("TRIAL_OR_WEIGHTS", f"no trained weights for trial #{found.number}: {why}")])
+    return weights
+
+
+@app.command("expand")
+def expand_cmd(
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="TRIAL_OR_WEIGHTS", help="A .safetensors file, SEARCH_ID:NUMBER (leaderboard #) or a trial id."
+        ),
+    ],
+    add_experts: Annotated[int, typer.Option(min=1, help="Experts added to every MoE layer.")],
+    data: Annotated[str, typer.Option("--data", help="The new data: a text file or folder, .jsonl, .npy / .bin.")],
+    old_data: Annotated[str, typer.Option(help="The data the model was trained on (forgetting is measured on it).")] = (
+        "default"
+    ),
+    steps: Annotated[int | None, typer.Option(min=1, help="Training steps of each method (default 200).")] = None,
+    tokens: Annotated[int | None, typer.Option(min=1, help="Or a token budget instead of steps.")] = None,
+    kl_weight: Annotated[float, typer.Option(min=0, help="Lambda of the distillation term KL(p_old || p_new).")] = 1.0,
+    lr: Annotated[float, typer.Option(min=0, help="Peak learning rate.")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(min=1, help="Sequences per step.")] = 8,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the new experts' noise and of the batches.")] = 0,
+    baseline: Annotated[bool, typer.Option(help="Also fine-tune the old model plainly, for comparison.")] = True,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Save the expanded model (.safetensors).")] = (
+        None
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Lifelong-MoE (arXiv 2305.12281): add experts to every MoE layer of a trained model (compute per token
+    unchanged), freeze the old experts and their router rows, train on new data with a distillation term toward the
+    old model, and report the loss on the old and the new data before and after, against plain fine-tuning."""
+    from pydantic import ValidationError
+
+    from brainsearch._validation import problems_from_validation_error
+    from brainsearch.train.lifelong import ExpansionSettings, expand
+
+    try:
+        settings = ExpansionSettings(
+            steps=steps,
+            tokens=tokens,
+            kl_weight=kl_weight,
+            lr=lr,
+            batch_size=batch_size,
+            seed=seed,
+            baseline=baseline,
+            device=device,
+        )
+    except ValidationError as exc:
+        raise _fail(problems_from_validation_error(exc, "options")) from None
+    weights = _weights_source(source, db)
+    if output is not None and output.suffix != ".safetensors":
+        raise _fail([Problem("--output", f"expected a .safetensors path, got {output}")])
+    with err.status(f"expanding {weights.name}: +{add_experts} experts per MoE layer, training on {data}"):
+        report = expand(weights, add_experts, data, old_data, settings, output=output)
+    if as_json:
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+        return
+    table = Table(
+        title=f"Lifelong-MoE: experts {report.experts_before} -> {report.experts_after}, {report.steps} steps"
+    )
+    for column in ("model", "old data loss", "new data loss", "forgetting", "new-data gain"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    table.add_row("before", f"{report.before.old:.4f}", f"{report.before.new:.4f}", "", "")
+    for method in (report.lifelong, report.plain):
+        if method is None:
+            continue
+        name = f"lifelong (lambda {report.kl_weight:g})" if method.method == "lifelong" else "plain fine-tuning"
+        if method.losses is None:
+            table.add_row(name, "", "", "", method.log.reason or method.log.status)
+            continue
+        table.add_row(
+            name,
+            f"{method.losses.old:.4f}",
+            f"{method.losses.new:.4f}",
+            f"{method.forgetting:+.4f}" if method.forgetting is not None else "",
+            f"{method.new_gain:+.4f}" if method.new_gain is not None else "",
+        )
+    (out if out.is_terminal else Console(width=160)).print(table)
+    out.print(
+        f"activated parameters {fmt_count(report.params_activated_before)} -> "
+        f"{fmt_count(report.params_activated_after)}, total {fmt_count(report.params_total_before)} -> "
+        f"{fmt_count(report.params_total_after)}"
+        + (f"; expanded weights saved to {output}" if output is not None else ""),
+        markup=False,
+    )
+
+
 @app.command("quickstart")
 def quickstart_cmd(
     trials: Annotated[int, typer.Option(min=1, max=1000, help="Trials of the tiny space to run.")] = 6,

@@ -1,0 +1,708 @@
+"""Lifelong-MoE (Chen et al. 2023, arXiv 2305.12281): grow a trained MoE model for a new data distribution.
+
+When new data arrives, every MoE sub-layer gets ``add_experts`` more experts (top-k, capacity factor and gating
+unchanged); the old experts and their router rows are frozen; the new experts, the new router rows and every shared
+parameter (embeddings, attention, dense FFNs, norms) train on the new data only, with
+
+    L = L_LM + L_aux + lambda * KL(p_old || p_new)
+
+where ``p_old`` is the frozen previous model's next-token distribution on the same batch (the old data is not
+replayed). :func:`expand` also fine-tunes the un-expanded model plainly (``L_LM + L_aux``; same steps, batches,
+optimiser and schedule) as the baseline, and reports validation loss on the old and the new corpus before and after
+each method; *forgetting* is the old-corpus loss increase.
+
+Choices the paper leaves open (REFERENCE.md: the number of experts added and lambda are not published):
+
+- New experts start as copies of trained ones (new expert ``j`` copies old expert ``j mod E``) plus Gaussian noise of
+  ``init_noise`` times the weight tensor's standard deviation, which breaks the symmetry with the parent; the copies
+  start from features the shared layers already feed. ``expert_init="random"`` gives them a fresh init instead.
+- New router rows start at the mean of the old rows (plus the same relative noise), so a token's logit for a new
+  expert is the mean of its old logits: a new expert enters a token's top-k only where one old expert dominates.
+  Fresh ``N(0, 0.02)`` rows would not do: the router z-loss drives trained logits below zero, so near-zero rows win
+  most tokens (measured on cpu-tiny GLaM: 75-79% of assignments to the new experts and +0.13 to +0.31 nats on the
+  old corpus before any training, against 10-15% and +0.004 to +0.03 with mean rows). The router has no bias, so no
+  choice of rows keeps the new experts unused for every token (and more experts mean less capacity per expert):
+  the expanded model starts *close to*, not equal to, the old one. Every old parameter is copied exactly; the
+  distillation term pulls the outputs back toward the old model's.
+- Compute per token. Token choice: each token still visits k experts; capacity per expert
+  ``ceil(cf * T * k / E)`` shrinks as E grows, so the total number of slots stays ``cf * T * k``; only the router grows
+  (``d_model`` parameters per new expert per MoE layer). Expert choice: each expert takes ``ceil(B * cf / E)``
+  tokens per position, so a token still meets about ``cf`` experts (more after rounding up; once ``B * cf < E`` every
+  expert takes one token per position, ``E / B`` per token), but each old expert takes fewer tokens than before:
+  expert choice cannot keep the old experts' assignments (the new experts take ``add / (E + add)`` of them at once;
+  on cpu-tiny Brainformer-1, 4 + 4 experts, the old-corpus loss still rose only 0.02-0.03 nats at expansion).
+- ``kl_weight`` (lambda) defaults to 1.0, a choice of ours.
+
+Measured on cpu-tiny GLaM (tests/train/test_lifelong.py: 300 steps on stdlib code, then 100 steps on English
+documentation prose, add 4 experts to 4, 5 seeds): lifelong forgets 0.04-0.07 nats on the old corpus against
+0.15-0.24 for plain fine-tuning, and gets 75-82% of plain fine-tuning's new-corpus improvement; it also beats, on
+both corpora, plain fine-tuning at a third of the learning rate (expert choice, Brainformer-1, 2 seeds: forgetting
+0.06-0.09 against 0.20-0.30). The distillation term does the protecting at this scale: with ``kl_weight=0`` the
+expanded, frozen model forgets as much as plain fine-tuning (the shared layers drift, and the new experts end up
+with 35-60% of the assignments on both corpora alike: no specialisation by corpus after 100 steps).
+
+Freezing. AdamW's weight decay moves a parameter whose gradient is zero, so zeroing gradients is not enough: a
+gradient hook zeroes the frozen slices' gradients (so they add nothing to the clipped norm or to Adam's moments) and
+the slices are copied back from a snapshot after every optimiser step; they end bit-identical to the old model's.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import Tensor, nn
+
+from brainsearch.arch.cost import cost
+from brainsearch.arch.spec import Architecture, MoESpec
+from brainsearch.data import BatchSampler, Corpus, load_corpus
+from brainsearch.errors import DataError, InputError, Problem
+from brainsearch.export.weights import load_weights, save_weights
+from brainsearch.model import LanguageModel, MoE, TokenChoiceRouter, build_model
+from brainsearch.train.proxy import _device, _lr
+from brainsearch.train.settings import TrainSettings
+
+__all__ = [
+    "CorpusLosses",
+    "Expansion",
+    "ExpansionReport",
+    "ExpansionSettings",
+    "FrozenExperts",
+    "MethodResult",
+    "TrainLog",
+    "expand",
+    "expand_model",
+    "expanded_architecture",
+    "finetune",
+    "lifelong_train",
+    "load_model",
+    "run_expansion",
+    "validation_loss",
+    "write_prose_corpus",
+]
+
+ExpertInit = Literal["copy", "random"]
+DEFAULT_STEPS = 200
+
+
+class ExpansionSettings(BaseModel):
+    """How both methods train on the new data (the same budget, batches, optimiser and schedule for each)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    steps: int | None = Field(
+        default=None, ge=1, le=100_000_000, description=f"steps of each method; {DEFAULT_STEPS} if tokens is not given"
+    )
+    tokens: int | None = Field(
+        default=None, ge=1, description="the budget in tokens instead: ceil(tokens / (batch_size * seq_len)) steps"
+    )
+    batch_size: int = Field(default=8, ge=1, le=4096)
+    lr: float = Field(default=1e-3, gt=0, le=10)
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
+    schedule: Literal["cosine", "inverse_sqrt", "constant"] = "cosine"
+    warmup_steps: int = Field(default=10, ge=0, le=1_000_000, description="capped at 10% of the steps")
+    weight_decay: float = Field(default=0.1, ge=0, le=10)
+    grad_clip: float = Field(default=1.0, gt=0)
+    kl_weight: float = Field(
+        default=1.0, ge=0, le=1e4, description="lambda of the distillation term (not published; 0 turns it off)"
+    )
+    expert_init: ExpertInit = "copy"
+    init_noise: float = Field(default=0.01, ge=0, le=10, description="noise on copied experts, x the weight's std")
+    baseline: bool = Field(default=True, description="also fine-tune the un-expanded model plainly, for comparison")
+    eval_batches: int = Field(default=8, ge=1, le=10_000)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> Self:
+        if self.steps is not None and self.tokens is not None:
+            raise ValueError("give steps or tokens, not both")
+        return self
+
+    def num_steps(self, seq_len: int) -> int:
+        """Training steps of each method for sequences of ``seq_len`` tokens."""
+        if self.tokens is not None:
+            return max(1, math.ceil(self.tokens / (self.batch_size * seq_len)))
+        return self.steps if self.steps is not None else DEFAULT_STEPS
+
+    def train_settings(self) -> TrainSettings:
+        """The proxy trainer's settings with the same optimiser, schedule and evaluation (for its helpers)."""
+        return TrainSettings(
+            batch_size=self.batch_size,
+            seed=self.seed,
+            lr=self.lr,
+            min_lr_ratio=self.min_lr_ratio,
+            schedule=self.schedule,
+            warmup_steps=self.warmup_steps,
+            weight_decay=self.weight_decay,
+            grad_clip=self.grad_clip,
+            eval_batches=self.eval_batches,
+            device=self.device,
+        )
+
+
+class CorpusLosses(BaseModel):
+    """Validation loss (nats per token) of one model on the old and on the new corpus."""
+
+    model_config = ConfigDict(frozen=True)
+    old: float
+    new: float
+
+
+class TrainLog(BaseModel):
+    """How one training run on the new data went."""
+
+    model_config = ConfigDict(frozen=True)
+    status: Literal["completed", "diverged"]
+    reason: str | None = None
+    steps: int
+    tokens: int
+    seconds: float
+    train_loss: float | None = Field(description="LM loss of the last step")
+    kl: float | None = Field(default=None, description="KL(p_old || p_new) of the last step; lifelong only")
+
+
+class MethodResult(BaseModel):
+    """One method's outcome: its training log and its validation losses after training.
+
+    ``forgetting`` = old-corpus loss after - before (lower is better); ``new_gain`` = new-corpus loss before - after
+    (higher is better). ``new_expert_share_*``: fraction of routed assignments that went to the added experts on
+    each corpus's validation batches (lifelong only).
+    """
+
+    model_config = ConfigDict(frozen=True)
+    method: Literal["lifelong", "plain"]
+    log: TrainLog
+    losses: CorpusLosses | None
+    forgetting: float | None
+    new_gain: float | None
+    new_expert_share_old: float | None = None
+    new_expert_share_new: float | None = None
+
+
+class ExpansionReport(BaseModel):
+    """What :func:`run_expansion` measured (JSON-able). Parameter counts exclude embeddings (as ``cost``)."""
+
+    model_config = ConfigDict(frozen=True)
+    old_data: str
+    new_data: str
+    add_experts: int
+    experts_before: list[int] = Field(description="experts of each MoE sub-layer of the block, before")
+    experts_after: list[int]
+    kl_weight: float
+    steps: int
+    tokens: int
+    batch_size: int
+    lr: float
+    seed: int
+    arch_digest_before: str
+    arch_digest_after: str
+    params_total_before: int
+    params_total_after: int
+    params_activated_before: int
+    params_activated_after: int
+    before: CorpusLosses = Field(description="the old model")
+    expanded_start: CorpusLosses = Field(description="the expanded model before any training")
+    lifelong: MethodResult
+    plain: MethodResult | None = None
+    seconds: float
+    weights_path: str | None = None
+
+
+@dataclass
+class Expansion:
+    """:func:`run_expansion`'s result: the report and the trained models (the plain one when the baseline ran)."""
+
+    report: ExpansionReport
+    expanded: LanguageModel
+    finetuned: LanguageModel | None
+
+
+# --- expansion -------------------------------------------------------------------------------------------------------
+
+
+def _moe_layers(model: LanguageModel) -> list[tuple[int, MoE]]:
+    return [(i, layer) for i, layer in enumerate(model.layers) if isinstance(layer, MoE)]
+
+
+def _expert_params(moe: MoE) -> list[tuple[str, nn.Parameter, int]]:
+    """``(name inside the MoE layer, parameter, its expert dim)`` for every per-expert parameter of ``moe``."""
+    out = [("router.weight_ED", moe.router.weight_ED, 0)]
+    for name, p in moe.experts.named_parameters():
+        # The shape suffix names the expert (group) dim: w_in_GXD -> 0, v_in_MGHR -> 1.
+        out.append((f"experts.{name}", p, name.rsplit("_", 1)[-1].index("G")))
+    known = {name for name, _, _ in out}
+    unknown = sorted(name for name, _ in moe.named_parameters() if name not in known)
+    if unknown:  # a parameter added to the MoE layer later must be taught to expansion and freezing
+        raise NotImplementedError(f"expansion does not know the MoE parameters {unknown}")
+    return out
+
+
+def _check_expandable(arch: Architecture, add_experts: int) -> None:
+    problems = []
+    if add_experts < 1:
+        problems.append(Problem("add_experts", f"must be at least 1, got {add_experts}"))
+    if not any(isinstance(layer, MoESpec) for layer in arch.block):
+        problems.append(
+            Problem("architecture", f"has no MoE sub-layer to add experts to (block pattern {arch.pattern!r})")
+        )
+    if problems:
+        raise InputError(problems)
+
+
+def expanded_architecture(arch: Architecture, add_experts: int) -> Architecture:
+    """``arch`` with ``add_experts`` more experts in every MoE sub-layer, all else equal.
+
+    Raises :class:`~brainsearch.errors.InputError` for ``add_experts < 1`` or an architecture without MoE sub-layers
+    (an :class:`~brainsearch.errors.ArchitectureError` when the result breaks a limit of the spec).
+    """
+    _check_expandable(arch, add_experts)
+    doc = arch.to_dict()
+    for layer in doc["block"]:
+        if layer["type"] == "moe":
+            layer["experts"] += add_experts
+    return Architecture.from_json(doc, source=f"the architecture with {add_experts} experts added")
+
+
+def expand_model(
+    model: LanguageModel,
+    add_experts: int,
+    *,
+    seed: int = 0,
+    expert_init: ExpertInit = "copy",
+    init_noise: float = 0.01,
+) -> LanguageModel:
+    """A new model (on the CPU) of :func:`expanded_architecture` holding ``model``'s weights.
+
+    Every old parameter is copied exactly: the old experts are the first ``E`` along each expert dim and the old
+    router rows the first ``E`` rows. New experts are copies of old ones plus noise (``expert_init="copy"``: new
+    expert ``j`` copies expert ``j mod E``, noise ``init_noise`` x the tensor's std) or freshly initialised
+    (``"random"``); new router rows are the mean of the old rows plus the same relative noise (see the module
+    docstring for why). Deterministic in ``seed``; the global RNG is left alone.
+    """
+    arch = expanded_architecture(model.arch, add_experts)
+    moes = _moe_layers(model)
+    first = moes[0][1]
+    token_choice = next((m.router for _, m in moes if isinstance(m.router, TokenChoiceRouter)), None)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        expanded = build_model(
+            arch,
+            dispatch=first.dispatch,
+            load_balance_weight=token_choice.load_balance_weight if token_choice is not None else 0.01,
+            z_loss_weight=token_choice.z_loss_weight if token_choice is not None else 0.001,
+        )
+    gen = torch.Generator().manual_seed(seed)
+    expert_dims = {f"layers.{i}.{name}": dim for i, moe in moes for name, _, dim in _expert_params(moe)}
+    old_state, new_state = model.state_dict(), expanded.state_dict()
+    assert old_state.keys() == new_state.keys(), "an expanded model has the same parameters, some of them larger"
+    with torch.no_grad():
+        for key, old in old_state.items():
+            new = new_state[key]
+            if key not in expert_dims:
+                new.copy_(old)
+                continue
+            dim = expert_dims[key]
+            num_old = old.shape[dim]
+            new.narrow(dim, 0, num_old).copy_(old)
+            added = new.narrow(dim, num_old, add_experts)
+            noise = torch.randn(added.shape, generator=gen) * (init_noise * float(old.float().std()))
+            if key.endswith("router.weight_ED"):
+                # Every token's logit for a new expert starts at the mean of its old logits: rarely in the top-k.
+                added.copy_(old.detach().float().mean(0, keepdim=True).cpu() + noise)
+            elif expert_init == "copy":
+                parents = torch.arange(add_experts, device=old.device) % num_old
+                added.copy_(old.detach().index_select(dim, parents).cpu() + noise)
+    return expanded
+
+
+class FrozenExperts:
+    """Keeps the first ``experts_before[i]`` experts of the i-th MoE sub-layer, weights and router rows, fixed.
+
+    Use as a context manager around training and call :meth:`restore` after every optimiser step: the gradient
+    hooks zero the frozen slices' gradients, and ``restore`` undoes what weight decay (or any other optimiser
+    update without a gradient) did to them. Create it after the model is on its training device.
+    """
+
+    def __init__(self, model: LanguageModel, experts_before: Sequence[int]) -> None:
+        moes = _moe_layers(model)
+        if len(moes) != len(experts_before):
+            raise ValueError(f"{len(moes)} MoE sub-layers, but {len(experts_before)} expert counts")
+        self._slices: list[tuple[nn.Parameter, int, int, Tensor]] = []
+        for (_, moe), num_old in zip(moes, experts_before, strict=True):
+            for _, p, dim in _expert_params(moe):
+                self._slices.append((p, dim, num_old, p.detach().narrow(dim, 0, num_old).clone()))
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def __enter__(self) -> Self:
+        for p, dim, num_old, _ in self._slices:
+            self._handles.append(p.register_hook(_zero_slice_hook(dim, num_old)))  # type: ignore[no-untyped-call]
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Copy the frozen slices back from the snapshot taken at construction."""
+        for p, dim, num_old, snapshot in self._slices:
+            p.narrow(dim, 0, num_old).copy_(snapshot)
+
+
+def _zero_slice_hook(dim: int, num_old: int) -> Callable[[Tensor], Tensor]:
+    def hook(grad: Tensor) -> Tensor:
+        grad = grad.clone()
+        grad.narrow(dim, 0, num_old).zero_()
+        return grad
+
+    return hook
+
+
+# --- training and evaluation ---------------------------------------------------------------------------------------
+
+
+def _train(
+    model: LanguageModel,
+    corpus: Corpus,
+    settings: ExpansionSettings,
+    device: torch.device,
+    teacher: LanguageModel | None = None,
+    frozen: FrozenExperts | None = None,
+) -> TrainLog:
+    """The loop both methods share; the proxy trainer's optimiser (AdamW, decay on matrices) and LR schedule."""
+    seq_len = model.arch.seq_len
+    total_steps = settings.num_steps(seq_len)
+    warmup = min(settings.warmup_steps, total_steps // 10)
+    schedule = settings.train_settings()
+    batches = BatchSampler(corpus.train, settings.batch_size, seq_len, settings.seed)
+    autocast = device.type == "cuda"
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": settings.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+    distill = teacher is not None and settings.kl_weight > 0
+    model.train()
+    start = time.perf_counter()
+    train_loss: float | None = None
+    kl_value: float | None = None
+    step = 0
+    while step < total_steps:
+        lr = _lr(schedule, step, step / total_steps, warmup)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x, y = batches.next()
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            out = model(x)
+            logits_TV = out.logits.float().flatten(0, 1)
+            lm_loss = F.cross_entropy(logits_TV, y.flatten())
+            loss = lm_loss + out.aux_loss
+            if distill:
+                assert teacher is not None
+                with torch.no_grad():
+                    old_logits_TV = teacher(x).logits.float().flatten(0, 1)
+                # KL(p_old || p_new), averaged over tokens.
+                kl = F.kl_div(
+                    logits_TV.log_softmax(-1), old_logits_TV.log_softmax(-1), reduction="batchmean", log_target=True
+                )
+                loss = loss + settings.kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+        opt.step()
+        if frozen is not None:
+            frozen.restore()
+        step += 1
+        train_loss = lm_loss.item()
+        kl_value = kl.item() if distill else None
+        if not math.isfinite(train_loss):
+            return TrainLog(
+                status="diverged",
+                reason=f"training loss became {train_loss} at step {step}",
+                steps=step,
+                tokens=step * settings.batch_size * seq_len,
+                seconds=time.perf_counter() - start,
+                train_loss=None,
+            )
+    return TrainLog(
+        status="completed",
+        steps=step,
+        tokens=step * settings.batch_size * seq_len,
+        seconds=time.perf_counter() - start,
+        train_loss=train_loss,
+        kl=kl_value,
+    )
+
+
+def lifelong_train(
+    expanded: LanguageModel,
+    teacher: LanguageModel,
+    corpus: Corpus,
+    experts_before: Sequence[int],
+    settings: ExpansionSettings | None = None,
+) -> TrainLog:
+    """Train ``expanded`` in place on ``corpus`` with ``L_LM + L_aux + kl_weight * KL(p_teacher || p_expanded)``.
+
+    The first ``experts_before[i]`` experts (and router rows) of the i-th MoE sub-layer stay bit-identical; the
+    teacher (the old model) is put in eval mode and run without gradients; its weights are not changed. Both models
+    are moved to the settings' device.
+    """
+    settings = settings or ExpansionSettings()
+    device = _device(settings.train_settings())
+    expanded.to(device)
+    teacher.to(device).eval()
+    with FrozenExperts(expanded, experts_before) as frozen:
+        return _train(expanded, corpus, settings, device, teacher=teacher, frozen=frozen)
+
+
+def finetune(model: LanguageModel, corpus: Corpus, settings: ExpansionSettings | None = None) -> TrainLog:
+    """The baseline: train every parameter of ``model`` in place on ``corpus`` with ``L_LM + L_aux``."""
+    settings = settings or ExpansionSettings()
+    device = _device(settings.train_settings())
+    model.to(device)
+    return _train(model, corpus, settings, device)
+
+
+def validation_loss(model: LanguageModel, corpus: Corpus, settings: ExpansionSettings | None = None) -> float:
+    """Mean loss (nats per token) of ``model`` on ``settings.eval_batches`` validation batches of ``corpus``: the
+    batches the report's losses use (the same for every model with the same settings)."""
+    settings = settings or ExpansionSettings()
+    device = next(model.parameters()).device
+    return _evaluate(model, corpus, settings, device)[0]
+
+
+@torch.no_grad()
+def _evaluate(
+    model: LanguageModel,
+    corpus: Corpus,
+    settings: ExpansionSettings,
+    device: torch.device,
+    experts_before: Sequence[int] | None = None,
+) -> tuple[float, float | None]:
+    """``(validation loss, share of routed assignments that went to the added experts)``.
+
+    The same validation batches as the proxy trainer's evaluation (seed + 1), so every model sees the same tokens.
+    """
+    was_training = model.training
+    model.eval()
+    sampler = BatchSampler(
+        corpus.val, settings.batch_size, model.arch.seq_len, seed=settings.seed + 1, split="validation"
+    )
+    autocast = device.type == "cuda"
+    total = 0.0
+    added = routed = torch.zeros((), device=device)
+    for _ in range(settings.eval_batches):
+        x, y = sampler.next()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            out = model(x.to(device))
+        total += F.cross_entropy(out.logits.float().flatten(0, 1), y.to(device).flatten()).item()
+        if experts_before is not None:
+            for stats, num_old in zip(out.moe, experts_before, strict=True):
+                load_E = stats.tokens_per_expert.float()
+                added = added + load_E[num_old:].sum()
+                routed = routed + load_E.sum()
+    model.train(was_training)
+    share = float(added / routed) if experts_before is not None and float(routed) > 0 else None
+    return total / settings.eval_batches, share
+
+
+def _check_corpora(arch: Architecture, **corpora: Corpus) -> None:
+    problems = []
+    for field, corpus in corpora.items():
+        if corpus.vocab_size != arch.vocab_size:
+            problems.append(
+                Problem(field, f"corpus vocabulary {corpus.vocab_size} != the model's {arch.vocab_size}", corpus.name)
+            )
+        for split, tokens in (("train", corpus.train), ("validation", corpus.val)):
+            if tokens.size < arch.seq_len + 1:
+                problems.append(
+                    Problem(
+                        field,
+                        f"the {split} split has {tokens.size} tokens, fewer than one sequence of "
+                        f"seq_len + 1 = {arch.seq_len + 1}",
+                        corpus.name,
+                    )
+                )
+    if problems:
+        raise DataError(problems)
+
+
+def run_expansion(
+    model: LanguageModel,
+    add_experts: int,
+    old_corpus: Corpus,
+    new_corpus: Corpus,
+    settings: ExpansionSettings | None = None,
+) -> Expansion:
+    """Expand ``model`` by ``add_experts`` per MoE sub-layer and train it on ``new_corpus`` (Lifelong-MoE); with
+    ``settings.baseline`` also fine-tune a copy of ``model`` plainly on it; evaluate everything on both corpora.
+
+    ``model`` itself is not changed. Bad input raises :class:`~brainsearch.errors.InputError` (``add_experts < 1``,
+    no MoE sub-layer) or :class:`~brainsearch.errors.DataError` (a corpus of another vocabulary, or too short).
+    """
+    settings = settings or ExpansionSettings()
+    start = time.perf_counter()
+    _check_expandable(model.arch, add_experts)
+    _check_corpora(model.arch, old_data=old_corpus, new_data=new_corpus)
+    device = _device(settings.train_settings())
+    experts_before = [moe.spec.experts for _, moe in _moe_layers(model)]
+
+    expanded = expand_model(
+        model, add_experts, seed=settings.seed, expert_init=settings.expert_init, init_noise=settings.init_noise
+    ).to(device)
+    teacher = copy.deepcopy(model).to(device)
+
+    def losses(
+        m: LanguageModel, counts: Sequence[int] | None = None
+    ) -> tuple[CorpusLosses, float | None, float | None]:
+        old, share_old = _evaluate(m, old_corpus, settings, device, counts)
+        new, share_new = _evaluate(m, new_corpus, settings, device, counts)
+        return CorpusLosses(old=old, new=new), share_old, share_new
+
+    before, _, _ = losses(teacher)
+    expanded_start, _, _ = losses(expanded, experts_before)
+
+    def result(
+        method: Literal["lifelong", "plain"], m: LanguageModel, log: TrainLog, counts: Sequence[int] | None
+    ) -> MethodResult:
+        if log.status != "completed":
+            return MethodResult(method=method, log=log, losses=None, forgetting=None, new_gain=None)
+        after, share_old, share_new = losses(m, counts)
+        return MethodResult(
+            method=method,
+            log=log,
+            losses=after,
+            forgetting=after.old - before.old,
+            new_gain=before.new - after.new,
+            new_expert_share_old=share_old,
+            new_expert_share_new=share_new,
+        )
+
+    log = lifelong_train(expanded, teacher, new_corpus, experts_before, settings)
+    lifelong = result("lifelong", expanded, log, experts_before)
+    finetuned: LanguageModel | None = None
+    plain: MethodResult | None = None
+    if settings.baseline:
+        finetuned = copy.deepcopy(model).to(device)
+        plain = result("plain", finetuned, finetune(finetuned, new_corpus, settings), None)
+
+    c_before, c_after = cost(model.arch), cost(expanded.arch)
+    seq_len = model.arch.seq_len
+    report = ExpansionReport(
+        old_data=old_corpus.name,
+        new_data=new_corpus.name,
+        add_experts=add_experts,
+        experts_before=[layer.experts for layer in model.arch.block if isinstance(layer, MoESpec)],
+        experts_after=[layer.experts for layer in expanded.arch.block if isinstance(layer, MoESpec)],
+        kl_weight=settings.kl_weight,
+        steps=settings.num_steps(seq_len),
+        tokens=settings.num_steps(seq_len) * settings.batch_size * seq_len,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        seed=settings.seed,
+        arch_digest_before=model.arch.digest,
+        arch_digest_after=expanded.arch.digest,
+        params_total_before=c_before.params_total,
+        params_total_after=c_after.params_total,
+        params_activated_before=c_before.params_activated,
+        params_activated_after=c_after.params_activated,
+        before=before,
+        expanded_start=expanded_start,
+        lifelong=lifelong,
+        plain=plain,
+        seconds=time.perf_counter() - start,
+    )
+    return Expansion(report=report, expanded=expanded, finetuned=finetuned)
+
+
+# --- files: trained weights and corpora ----------------------------------------------------------------------------
+
+
+def load_model(path: Path) -> LanguageModel:
+    """The model a :func:`~brainsearch.export.save_weights` file holds (on the CPU); a missing, foreign or
+    mismatched file raises :class:`~brainsearch.errors.DataError` naming it."""
+    arch, state, _ = load_weights(path)
+    model = build_model(arch)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0][:300]
+        raise DataError(
+            [Problem("weights", f"the weights do not fit the stored architecture: {first}", str(path))]
+        ) from None
+    return model
+
+
+def write_prose_corpus(folder: Path) -> Path:
+    """Write English prose to ``folder/python-docs-topics.txt`` and return the path: the documentation topics that
+    ``pydoc`` shows (``pydoc_data.topics``, part of every CPython install), one after another.
+
+    A distribution unlike the built-in corpus (stdlib source code) that needs no download: a new corpus for
+    :func:`expand`. The file is rewritten only when its text changes, so a corpus cache of it stays valid.
+    """
+    from pydoc_data.topics import topics
+
+    text = "\n\n".join(topics[name].strip() for name in sorted(topics)) + "\n"
+    path = folder / "python-docs-topics.txt"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _load(field: str, source: str, vocab_size: int, data_dir: Path | None) -> Corpus:
+    try:
+        return load_corpus(source, vocab_size, data_dir)
+    except DataError as exc:
+        raise DataError([Problem(field, p.message, p.source, p.line) for p in exc.problems]) from None
+
+
+def expand(
+    weights: Path | str | LanguageModel,
+    add_experts: int,
+    new_data: str,
+    old_data: str = "default",
+    settings: ExpansionSettings | None = None,
+    *,
+    data_dir: Path | None = None,
+    output: Path | None = None,
+) -> ExpansionReport:
+    """Lifelong-MoE for a trained model: the entry point of ``brainsearch expand``.
+
+    ``weights``: a safetensors file from :func:`~brainsearch.export.save_weights` (or a model). ``new_data`` and
+    ``old_data`` are corpus sources as :func:`~brainsearch.data.load_corpus` takes them (``"default"``, a text file
+    or folder, ``.jsonl``, a token array), tokenised with the model's vocabulary and cached under ``data_dir``.
+    With ``output``, the expanded model's weights are saved there (the report's JSON in the file's metadata under
+    ``brainsearch.lifelong``). Bad input raises :class:`~brainsearch.errors.InputError` (``DataError`` for data)
+    naming the field, before any training.
+    """
+    model = weights if isinstance(weights, LanguageModel) else load_model(Path(weights))
+    _check_expandable(model.arch, add_experts)
+    vocab = model.arch.vocab_size
+    new_corpus = _load("new_data", new_data, vocab, data_dir)  # first: the default old corpus is slow to build
+    old_corpus = _load("old_data", old_data, vocab, data_dir)
+    run = run_expansion(model, add_experts, old_corpus, new_corpus, settings)
+    report = run.report
+    if output is not None:
+        report = report.model_copy(update={"weights_path": str(output)})
+        save_weights(
+            run.expanded.state_dict(),
+            run.expanded.arch,
+            output,
+            metadata={"brainsearch.lifelong": report.model_dump_json()},
+        )
+    return report

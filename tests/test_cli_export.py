@@ -1,0 +1,177 @@
+"""The winner's commands: `export` (json / yaml / pytorch / safetensors with the spec beside), `scale-up` (the
+report), `expand` (Lifelong-MoE from a trial's kept weights); bad input exits 2 naming the option."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from brainsearch import build_model
+from brainsearch.arch import Architecture, preset, scale
+from brainsearch.cli import main
+from brainsearch.export import load_weights, save_weights, trial_weights_path
+from brainsearch.search.driver import create_search
+from brainsearch.storage import Repository, make_engine, migrate
+from brainsearch.train.lifelong import write_prose_corpus
+from tests.search.conftest import fast_space
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    captured = capsys.readouterr()
+    return int(info.value.code or 0), captured.out, captured.err
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> tuple[str, Repository, int, list[int]]:
+    """A stored search with two completed trials (#1 better than #2), a GLaM baseline (#0), the best trial's weights
+    kept under the data directory, and scale-up candidates at two rungs."""
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    engine = make_engine(db)
+    migrate(engine)
+    repo = Repository(engine)
+    space = fast_space(search={"top_k": 1, "scale_up": {"ladder": ["cpu-tiny", "cpu-small"], "target": "1b-64e"}})
+    search, _ = create_search(repo, space)
+    arch = scale(preset("glam"), "cpu-tiny")
+    ids = []
+    for number, loss in enumerate([3.1, 2.9, 3.0]):
+        t = repo.add_trial(
+            search_id=search.id,
+            number=number,
+            arch=arch.to_dict(),
+            arch_digest=f"{number:016x}",
+            pattern=arch.pattern,
+            params={},
+            cost={"params_total": 1},
+            params_activated=1,
+            is_baseline=number == 0,
+            baseline_name="glam" if number == 0 else None,
+        )
+        repo.finish_trial(t.id, state="completed", val_loss=loss, metrics={"val_loss": loss})
+        ids.append(t.id)
+    torch.manual_seed(0)
+    data_dir = Path(os.environ["BRAINSEARCH_DATA_DIR"])
+    save_weights(build_model(arch).state_dict(), arch, trial_weights_path(data_dir / "weights", search.id, ids[1]))
+    for trial_id, losses in [(ids[1], (2.8, 2.5)), (ids[0], (2.9, 2.7))]:
+        for rung, loss, n in [("cpu-tiny", losses[0], 1e5), ("cpu-small", losses[1], 1e6)]:
+            repo.add_candidate(
+                search_id=search.id,
+                trial_id=trial_id,
+                rung=rung,
+                state="completed",
+                arch=arch.to_dict(),
+                arch_digest=arch.digest,
+                metrics={"params_activated": n, "val_curve": [[4, loss + 0.3], [8, loss]], "step_time_s": 0.1},
+                val_loss=loss,
+            )
+    return db, repo, search.id, ids
+
+
+def test_export_every_format(
+    seeded: tuple[str, Repository, int, list[int]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pass: the best trial (rank 1 = #1) exports as JSON / YAML rebuilding the same architecture, as a Python file,
+    and as its kept weights with the JSON spec beside them."""
+    db, _, sid, ids = seeded
+    code, out, err = run(["export", str(sid), "--db", db, "-o", str(tmp_path / "w.json")], capsys)
+    assert code == 0, err
+    doc = json.loads((tmp_path / "w.json").read_text())
+    assert doc["trial_id"] == ids[1] and doc["search_id"] == sid and "trial #1" in out
+    assert Architecture.from_json(doc["architecture"]) == scale(preset("glam"), "cpu-tiny")
+    code, _, err = run(
+        ["export", str(sid), "--db", db, "-f", "yaml", "--trial", "2", "-o", str(tmp_path / "w.yaml")], capsys
+    )
+    assert code == 0, err
+    assert yaml.safe_load((tmp_path / "w.yaml").read_text())["trial_id"] == ids[2]
+    code, _, err = run(["export", str(sid), "--db", db, "-f", "pytorch", "-o", str(tmp_path / "w.py")], capsys)
+    assert code == 0, err
+    assert "def build(" in (tmp_path / "w.py").read_text()
+    code, out, err = run(
+        ["export", str(sid), "--db", db, "-f", "safetensors", "-o", str(tmp_path / "m.safetensors")], capsys
+    )
+    assert code == 0, err
+    assert "spec beside it" in out
+    arch, _, _ = load_weights(tmp_path / "m.safetensors")
+    assert json.loads((tmp_path / "m.json").read_text())["architecture"] == arch.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--trial", "7"], "--trial: search {sid} has no trial #7"),
+        (["--rank", "3"], "--rank: search {sid} has 2 completed trial(s), not 3"),
+        (["--trial", "1", "--rank", "1"], "--trial: give --trial or --rank, not both"),
+        (["-f", "onnx"], "--format: must be one of json, yaml, pytorch, safetensors, got 'onnx'"),
+        (["-f", "safetensors", "--rank", "2"], "--format: no trained weights for trial #2: its weights were not kept"),
+    ],
+)
+def test_export_bad_input_exits_2(
+    seeded: tuple[str, Repository, int, list[int]], args: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, _, sid, _ = seeded
+    code, _, err = run(["export", str(sid), "--db", db, *args], capsys)
+    assert code == 2 and expected.format(sid=sid) in err and "Traceback" not in err
+
+
+def test_scale_up_report_and_its_errors(
+    seeded: tuple[str, Repository, int, list[int]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pass: the table names both candidates, fidelity per rung and predictions; --json is the API's report."""
+    db, _, sid, ids = seeded
+    code, out, err = run(["scale-up", str(sid), "--db", db], capsys)
+    assert code == 0, err
+    assert "trial #1" in out and "glam baseline" in out and "proxy fidelity" in out and "cpu-small +1.00" in out
+    code, out, _ = run(
+        ["scale-up", str(sid), "--db", db, "--json", "--law", "chinchilla", "--target", "8b-64e"], capsys
+    )
+    report = json.loads(out)
+    assert code == 0 and report["law"] == "chinchilla" and report["target"] == "8b-64e"
+    assert [c["trial_id"] for c in report["candidates"]] == [ids[1], ids[0]]
+    assert report["candidates"][0]["rungs"][1]["steps_per_s_ratio"] == pytest.approx(1.0)
+    for args, expected in [
+        (["--target", "9t"], "unknown scale preset '9t'"),
+        (["--law", "cubic"], "--law: must be kaplan or chinchilla"),
+    ]:
+        code, _, err = run(["scale-up", str(sid), "--db", db, *args], capsys)
+        assert code == 2 and expected in err
+    code, _, err = run(["scale-up", "99", "--db", db], capsys)
+    assert code == 2 and "no search 99" in err
+
+
+def test_expand_a_kept_trial_and_bad_input(
+    seeded: tuple[str, Repository, int, list[int]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pass: `expand SEARCH:NUMBER` adds 2 experts per MoE layer, reports both methods on both corpora and saves the
+    expanded weights; a trial without weights, a missing data file and --add-experts 0 exit 2."""
+    db, _, sid, _ = seeded
+    prose = write_prose_corpus(tmp_path / "prose")
+    code_file = tmp_path / "code.txt"
+    code_file.write_text(Path(json.__file__).read_text() * 4)
+    out_path = tmp_path / "expanded.safetensors"
+    args = ["--add-experts", "2", "--data", str(prose), "--old-data", str(code_file), "--steps", "3", "--db", db]
+    code, out, err = run(["expand", f"{sid}:1", *args, "-o", str(out_path), "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["experts_before"] == [4, 4] and report["experts_after"] == [6, 6] and report["steps"] == 3
+    assert report["plain"]["log"]["steps"] == 3 and report["lifelong"]["losses"]["old"] > 0
+    arch, _, _ = load_weights(out_path)
+    assert {layer.experts for layer in arch.block if layer.type == "moe"} == {6}
+    code, out, err = run(["expand", str(out_path), *args, "--no-baseline"], capsys)
+    assert code == 0, err
+    assert "lifelong (lambda 1)" in out and "plain fine-tuning" not in out
+    for bad, expected in [
+        ([f"{sid}:2", *args], "TRIAL_OR_WEIGHTS: no trained weights for trial #2"),
+        ([f"{sid}:9", *args], f"TRIAL_OR_WEIGHTS: no trial {sid}:9"),
+        (["nonsense", *args], "expected a .safetensors file, SEARCH_ID:NUMBER or a trial id"),
+        ([f"{sid}:1", *args[:2], "--data", str(tmp_path / "none.txt"), *args[4:]], "no such file or directory"),
+    ]:
+        code, _, err = run(["expand", *bad], capsys)
+        assert code == 2 and expected in err and "Traceback" not in err, err
+    code, _, err = run(["expand", f"{sid}:1", "--add-experts", "0", "--data", str(prose), "--db", db], capsys)
+    assert code == 2 and "add-experts" in err
