@@ -824,17 +824,14 @@ def scale_up_cmd(
 
 
 def _repo_scale_up(repo: Any, search_id: int, **params: Any) -> dict[str, Any]:
+    from brainsearch.search.driver import stored_space
     from brainsearch.search.scaleup import scale_up_report
-    from brainsearch.space.loader import validate_document
-    from brainsearch.space.schema import SearchSettings
 
     search = repo.get_search(search_id)
     if search is None:
         raise _fail([Problem("SEARCH_ID", f"no search {search_id} in {repo.engine.url!r}")])
-    space = validate_document(search.space, f"search {search_id}")
-    space = space.model_copy(update={"search": SearchSettings.model_validate(search.settings.get("search", {}))})
     try:
-        return scale_up_report(repo, search_id, space, **params).model_dump(mode="json")
+        return scale_up_report(repo, search_id, stored_space(search), **params).model_dump(mode="json")
     except ArchitectureError as exc:
         raise _fail([Problem("--target", p.message) for p in exc.problems]) from None
 

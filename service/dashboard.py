@@ -3,8 +3,9 @@
 ``/``: searches with status and progress, and a form that submits a bundled space. ``/searches/{id}``: the live
 leaderboard (sortable, paginated, baselines marked), learning curves, the Pareto fronts (loss against step time and
 against activated parameters), Optuna's parameter importance, the best trial's expert-load heatmap and the scale-up
-candidates; it refreshes while the search runs. ``/trials/{id}``: the block drawn as its layer sequence, cost,
-metrics, MoE statistics, the learning curve and export links.
+stage (candidates per rung, fidelity, speed-ups, scaling-law predictions and their chart); it refreshes while the
+search runs. ``/trials/{id}``: the block drawn as its layer sequence, cost,
+metrics, MoE statistics, the learning curve and export links (JSON, YAML, standalone PyTorch, kept weights).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from brainsearch.errors import BrainsearchError
-from brainsearch.search.driver import Progress, RunOptions, create_search, study_name
+from brainsearch.export.weights import trial_weights_path
+from brainsearch.search.driver import Progress, RunOptions, create_search, stored_space, study_name
 from brainsearch.search.samplers import SAMPLER_NAMES
+from brainsearch.search.scaleup import ScaleUpReport, scale_up_report
 from brainsearch.space import bundled_space_names, load_space
 from brainsearch.storage import Repository, Trial
 from brainsearch.train.result import HEADLINE_METRICS
@@ -35,6 +38,7 @@ templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 REFRESH_S = 5
 COLUMNS = [("number", "#"), ("val_loss", "val loss"), ("step_time_s", "step ms"), ("params_activated", "activated")]
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 _LAYOUT = {"margin": {"l": 50, "r": 10, "t": 40, "b": 40}, "height": 360, "template": "plotly_white"}
 
 
@@ -68,6 +72,52 @@ def _pareto(trials: list[Trial], key: Literal["step_time_s", "params_activated"]
         x=[getattr(t, key) for t in front], y=[t.val_loss for t in front], mode="lines+markers", name="Pareto front"
     )
     fig.update_layout(title=f"validation loss vs {label}", xaxis_title=label, yaxis_title="validation loss")
+    return _figure(fig)
+
+
+def _scaling_chart(report: ScaleUpReport) -> str | None:
+    """Each candidate's rung losses against the law's x (log scale), its fitted law out to the target, and the
+    predicted loss there with its 95% band."""
+    fitted = [c for c in report.candidates if c.prediction is not None]
+    if not fitted:
+        return None
+    fig = go.Figure()
+    for i, c in enumerate(fitted):
+        fit = c.prediction
+        assert fit is not None
+        colour = _PALETTE[i % len(_PALETTE)]
+        xs = [x for x, _ in fit.points]
+        fig.add_scatter(x=xs, y=[y for _, y in fit.points], mode="markers", name=c.label, marker={"color": colour})
+        lo, hi = min(xs), fit.target_x
+        grid = [lo * (hi / lo) ** (k / 40) for k in range(41)]
+        fig.add_scatter(
+            x=grid,
+            y=[fit.predict(x) for x in grid],
+            mode="lines",
+            line={"dash": "dot", "color": colour},
+            name=f"{c.label}: {fit.law} law",
+            showlegend=False,
+        )
+        fig.add_scatter(
+            x=[fit.target_x],
+            y=[fit.predicted_loss],
+            mode="markers",
+            marker={"symbol": "diamond", "size": 10, "color": colour},
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": [fit.high - fit.predicted_loss],
+                "arrayminus": [fit.predicted_loss - fit.low],
+            },
+            name=f"{c.label} at {report.target}",
+            showlegend=False,
+        )
+    axis = "activated parameters" if report.scale_by == "params_activated" else "training FLOPs"
+    fig.update_layout(
+        title=f"scaling laws: rung losses and the prediction at {report.target} (95% band)",
+        xaxis={"type": "log", "title": axis},
+        yaxis_title="validation loss",
+    )
     return _figure(fig)
 
 
@@ -180,6 +230,10 @@ def search_page(
     heatmap = _expert_load(best[0]) if best else None
     if heatmap:
         charts.append(heatmap)
+    report = scale_up_report(repo, search_id, stored_space(search))
+    scaling = _scaling_chart(report)
+    if scaling:
+        charts.append(scaling)
     counts = repo.count_trials(search_id, is_baseline=False)
     progress = Progress.from_counts(search.trials_requested, counts)
     running = search.status in ("queued", "running")
@@ -198,7 +252,7 @@ def search_page(
         "done": progress.done,
         "charts": charts,
         "importance": _importance(request.app.state.database_url, search_id),
-        "candidates": repo.list_candidates(search_id),
+        "scale_up": report,
         "refresh": REFRESH_S if running else None,
     }
     return templates.TemplateResponse(request, "search.html", context)
@@ -221,5 +275,12 @@ def trial_page(request: Request, trial_id: int, repo: Repo) -> HTMLResponse:
     if heatmap:
         charts.append(heatmap)
     keys = [*HEADLINE_METRICS, "device"]
-    context = {"trial": trial, "charts": charts, "metric_keys": keys, "moe": trial.metrics.get("moe")}
+    weights = trial_weights_path(request.app.state.settings.data_dir / "weights", trial.search_id, trial.id)
+    context = {
+        "trial": trial,
+        "charts": charts,
+        "metric_keys": keys,
+        "moe": trial.metrics.get("moe"),
+        "weights_kept": weights.is_file(),
+    }
     return templates.TemplateResponse(request, "trial.html", context)

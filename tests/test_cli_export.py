@@ -8,17 +8,14 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
-from brainsearch import build_model
 from brainsearch.arch import Architecture, preset, scale
 from brainsearch.cli import main
-from brainsearch.export import load_weights, save_weights, trial_weights_path
-from brainsearch.search.driver import create_search
+from brainsearch.export import load_weights
 from brainsearch.storage import Repository, make_engine, migrate
 from brainsearch.train.lifelong import write_prose_corpus
-from tests.search.conftest import fast_space
+from tests.search.conftest import seed_scaled_search
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -30,47 +27,13 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 @pytest.fixture
 def seeded(tmp_path: Path) -> tuple[str, Repository, int, list[int]]:
-    """A stored search with two completed trials (#1 better than #2), a GLaM baseline (#0), the best trial's weights
-    kept under the data directory, and scale-up candidates at two rungs."""
+    """A stored search with a scale-up stage (tests/search/conftest.py), on a SQLite file."""
     db = f"sqlite:///{tmp_path / 'cli.db'}"
     engine = make_engine(db)
     migrate(engine)
     repo = Repository(engine)
-    space = fast_space(search={"top_k": 1, "scale_up": {"ladder": ["cpu-tiny", "cpu-small"], "target": "1b-64e"}})
-    search, _ = create_search(repo, space)
-    arch = scale(preset("glam"), "cpu-tiny")
-    ids = []
-    for number, loss in enumerate([3.1, 2.9, 3.0]):
-        t = repo.add_trial(
-            search_id=search.id,
-            number=number,
-            arch=arch.to_dict(),
-            arch_digest=f"{number:016x}",
-            pattern=arch.pattern,
-            params={},
-            cost={"params_total": 1},
-            params_activated=1,
-            is_baseline=number == 0,
-            baseline_name="glam" if number == 0 else None,
-        )
-        repo.finish_trial(t.id, state="completed", val_loss=loss, metrics={"val_loss": loss})
-        ids.append(t.id)
-    torch.manual_seed(0)
-    data_dir = Path(os.environ["BRAINSEARCH_DATA_DIR"])
-    save_weights(build_model(arch).state_dict(), arch, trial_weights_path(data_dir / "weights", search.id, ids[1]))
-    for trial_id, losses in [(ids[1], (2.8, 2.5)), (ids[0], (2.9, 2.7))]:
-        for rung, loss, n in [("cpu-tiny", losses[0], 1e5), ("cpu-small", losses[1], 1e6)]:
-            repo.add_candidate(
-                search_id=search.id,
-                trial_id=trial_id,
-                rung=rung,
-                state="completed",
-                arch=arch.to_dict(),
-                arch_digest=arch.digest,
-                metrics={"params_activated": n, "val_curve": [[4, loss + 0.3], [8, loss]], "step_time_s": 0.1},
-                val_loss=loss,
-            )
-    return db, repo, search.id, ids
+    sid, ids = seed_scaled_search(repo, Path(os.environ["BRAINSEARCH_DATA_DIR"]))
+    return db, repo, sid, ids
 
 
 def test_export_every_format(

@@ -66,6 +66,7 @@ __all__ = [
     "SearchDriver",
     "StopKind",
     "create_search",
+    "stored_space",
     "study_name",
     "trial_train_settings",
 ]
@@ -128,6 +129,12 @@ def create_search(
         idempotency_key=idempotency_key,
         request_hash=request_hash,
     )
+
+
+def stored_space(search: Search) -> SearchSpace:
+    """A stored search's space with the search settings it was submitted with (overrides applied)."""
+    space = validate_document(search.space, f"search {search.id}")
+    return space.model_copy(update={"search": SearchSettings.model_validate(search.settings.get("search", {}))})
 
 
 def trial_train_settings(space: SearchSpace, seed: int = 0, device: str = "auto") -> TrainSettings:
@@ -234,8 +241,8 @@ class SearchDriver:
         if search is None:
             raise StorageError(f"no search {search_id}")
         self.repo, self.search, self.database_url = repo, search, database_url
-        self.space = validate_document(search.space, f"search {search_id}")
-        self.settings = SearchSettings.model_validate(search.settings.get("search", {}))
+        self.space = stored_space(search)  # with the settings the search was submitted with
+        self.settings = self.space.search
         # ``options`` (a worker's own executor, say) override what the search was submitted with.
         self.options = RunOptions.model_validate({**search.settings.get("run", {}), **(options or {})})
         self.study_name = study_name(search_id)
@@ -275,8 +282,7 @@ class SearchDriver:
 
     def train_settings(self) -> TrainSettings:
         """How every trial of this search trains."""
-        space = self.space.model_copy(update={"search": self.settings})
-        return trial_train_settings(space, self.settings.seed, self.options.device)
+        return trial_train_settings(self.space, self.settings.seed, self.options.device)
 
     def check_data(self) -> None:
         """Load the corpus once here, so bad data is one clear error and workers find the tokenised cache."""
@@ -599,9 +605,8 @@ class SearchDriver:
 
     def _scale_up(self, executor: Executor) -> None:
         """The scale-up stage: candidate runs not yet recorded, on the executor's slots."""
-        space = self.space.model_copy(update={"search": self.settings})
         pending, notes = scale_up_jobs(
-            self.repo, self.search.id, space, self.settings.top_k, self.database_url, self.options.device
+            self.repo, self.search.id, self.space, self.settings.top_k, self.database_url, self.options.device
         )
         for text in notes:
             self.note(f"scale-up: {text}")

@@ -9,11 +9,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 
 from brainsearch.errors import ArchitectureError, ConflictError, Problem, SpaceError
-from brainsearch.search.driver import RunOptions, create_search
+from brainsearch.search.driver import RunOptions, create_search, stored_space
 from brainsearch.search.scaleup import ScaleUpReport, scale_up_report
 from brainsearch.space import bundled_space_names, load_space
 from brainsearch.space.loader import validate_document
-from brainsearch.space.schema import SearchSettings
 from brainsearch.storage import TRIAL_SORT_KEYS, Repository, Search, Trial
 from service.deps import ReadAccess, Repo, WriteAccess
 from service.schemas import Page, SearchCreate, SearchOut, TrialOut
@@ -172,9 +171,7 @@ def scale_up(
 ) -> ScaleUpReport:
     """The scale-up stage: each candidate across the ladder (loss, steps/s and convergence speed-up over the
     baseline), proxy fidelity (Kendall tau per rung) and scaling-law predictions at ``target``."""
-    s = _search_or_404(repo, search_id)
-    space = validate_document(s.space, f"search {search_id}")
-    space = space.model_copy(update={"search": SearchSettings.model_validate(s.settings.get("search", {}))})
+    space = stored_space(_search_or_404(repo, search_id))
     try:
         return scale_up_report(repo, search_id, space, target=target, law=law, scale_by=scale_by)
     except ArchitectureError as exc:

@@ -85,3 +85,45 @@ def test_submit_watch_open_and_export(browser: Browser, server: LiveServer, tmp_
     assert {"architecture", "cost", "search_id", "trial_id", "metrics"} <= set(exported)
     assert len(exported["architecture"]["block"]) == 8
     page.close()
+
+
+@pytest.mark.slow
+def test_scale_up_view_and_weight_downloads(browser: Browser, tmp_path: Path) -> None:
+    """Pass: a search whose scale-up stage ran shows its candidates per rung with speed-ups, the fidelity line, the
+    predictions table and the scaling-law chart; the best trial's page offers the standalone file and its kept
+    weights, and both download."""
+    from safetensors.torch import load_file
+
+    from brainsearch.storage import Repository, make_engine, migrate
+    from tests.search.conftest import seed_scaled_search
+
+    url = f"sqlite:///{tmp_path / 'scaled.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    sid, ids = seed_scaled_search(Repository(engine), tmp_path / "data")
+    live = LiveServer(Settings(database_url=url, data_dir=tmp_path / "data"))
+    try:
+        page = browser.new_page(accept_downloads=True)
+        page.goto(f"{live.url}/searches/{sid}")
+        assert page.locator("#candidates tr").count() - 1 == 4  # 2 candidates x 2 rungs
+        table = page.inner_text("#candidates")
+        assert "trial #1" in table and "glam baseline" in table and "1.00x" in table
+        assert "cpu-tiny +1.00, cpu-small +1.00" in page.inner_text("#fidelity")
+        predictions = page.locator("#predictions tr")
+        assert predictions.count() - 1 == 2 and "trial #1" in predictions.nth(1).inner_text()
+        assert page.locator(".chart .main-svg").count() >= 4  # curves, 2 Pareto fronts, the scaling laws
+        assert "scaling laws" in page.inner_text(".charts")
+        _shot(page, "04-scale-up")
+        page.click("#candidates a:has-text('trial #1')")
+        page.wait_for_url(f"**/trials/{ids[1]}")
+        with page.expect_download() as info:
+            page.click("#export-pytorch")
+        assert "def build(" in Path(info.value.path()).read_text()
+        with page.expect_download() as info:
+            page.click("#export-safetensors")
+        assert load_file(info.value.path()).keys() >= {"embed.weight"}
+        page.goto(f"{live.url}/trials/{ids[2]}")  # no weights were kept for #2: no link
+        assert page.locator("#export-safetensors").count() == 0 and page.locator("#export-pytorch").count() == 1
+        page.close()
+    finally:
+        live.stop()
