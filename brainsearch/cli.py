@@ -654,22 +654,39 @@ def worker_cmd(
     w.run_forever()
 
 
-def _pick_trial(rows: list[dict[str, Any]], search_id: int, trial: int | None, rank: int | None) -> dict[str, Any]:
-    """The trial ``--trial`` (its number, the leaderboard's ``#``) or ``--rank`` (among completed non-baseline
-    trials by validation loss; default 1) names, from leaderboard rows in validation-loss order."""
+def _remote_export(
+    client: Any, search_id: int, fmt: str, pick: tuple[int | None, int | None, int | None]
+) -> tuple[dict[str, Any], bytes, bytes | None]:
+    """The trial ``pick`` = (id, number, rank) names, its export and (for weights) its JSON spec, from a service."""
+    trial, number, rank = pick
+    row: dict[str, Any] | None = None
     if trial is not None:
-        found = next((r for r in rows if r["number"] == trial), None)
-        if found is None:
-            raise _fail([Problem("--trial", f"search {search_id} has no trial #{trial}")])
-        return found
-    ranked = [r for r in rows if r["state"] == "completed" and not r["is_baseline"]]
-    wanted = rank or 1
-    if wanted > len(ranked):
-        raise _fail([Problem("--rank", f"search {search_id} has {len(ranked)} completed trial(s), not {wanted}")])
-    return ranked[wanted - 1]
+        row = client.get_trial(trial)
+        if row["search_id"] != search_id:
+            raise _fail([Problem("--trial", f"search {search_id} has no trial with id {trial}")])
+    else:
+        wanted, offset, completed = rank or 1, 0, 0
+        while row is None:
+            page = client.trials(search_id, limit=500, offset=offset)  # validation-loss order, completed first
+            for r in page["items"]:
+                if number is not None and r["number"] == number:
+                    row = r
+                elif number is None and r["state"] == "completed" and not r["is_baseline"]:
+                    completed += 1
+                    row = r if completed == wanted else None
+                if row is not None:
+                    break
+            offset += len(page["items"])
+            if row is None and (not page["items"] or offset >= page["total"]):
+                raise _fail([_missing(search_id, number, rank, completed)])
+    body = client.download(row["id"], fmt)
+    return row, body, client.download(row["id"], "json") if fmt == "safetensors" else None
 
 
-EXPORT_SUFFIX = {"json": "json", "yaml": "yaml", "pytorch": "py", "safetensors": "safetensors"}
+def _missing(search_id: int, number: int | None, rank: int | None, completed: int) -> Problem:
+    if number is not None:
+        return Problem("--number", f"search {search_id} has no trial #{number}")
+    return Problem("--rank", f"search {search_id} has {completed} completed trial(s), not {rank or 1}")
 
 
 @app.command("export")
@@ -678,8 +695,11 @@ def export_cmd(
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="json | yaml (spec), pytorch (standalone .py), safetensors (weights)")
     ] = "json",
-    trial: Annotated[int | None, typer.Option(help="The trial's number (the leaderboard's #).")] = None,
-    rank: Annotated[int | None, typer.Option(min=1, help="The N-th best completed trial (default: the best).")] = None,
+    trial: Annotated[int | None, typer.Option(help="The trial's id (as the API and dashboard show it).")] = None,
+    number: Annotated[int | None, typer.Option(help="Or its number in the search (the leaderboard's #).")] = None,
+    rank: Annotated[int | None, typer.Option(min=1, help="Or the N-th best completed trial (default: the best).")] = (
+        None
+    ),
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write (default: data dir).")] = None,
     db: DbOption = None,
     server: ServerOption = None,
@@ -690,53 +710,45 @@ def export_cmd(
     JSON spec written beside them)."""
     from dataclasses import asdict
 
-    from brainsearch.export import export_document, render_spec, standalone_source
+    from brainsearch.export import EXPORT_FORMATS, WeightsNotKept, export_file
+    from brainsearch.settings import get_settings
 
-    if fmt not in EXPORT_SUFFIX:
-        raise _fail([Problem("--format", f"must be one of {', '.join(EXPORT_SUFFIX)}, got {fmt!r}")])
-    if trial is not None and rank is not None:
-        raise _fail([Problem("--trial", "give --trial or --rank, not both")])
+    if fmt not in EXPORT_FORMATS:
+        raise _fail([Problem("--format", f"must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")])
+    if sum(x is not None for x in (trial, number, rank)) > 1:
+        raise _fail([Problem("--trial", "give one of --trial, --number and --rank")])
+    if output is not None and fmt == "safetensors":
+        _check_writable(output, ".safetensors")  # the spec goes beside it as .json
     if server:
         from brainsearch.client import Client
 
-        client = Client(server, token)
-        row = _pick_trial(client.trials(search_id, limit=500)["items"], search_id, trial, rank)
-        body = client.download(row["id"], fmt)
-        spec = client.download(row["id"], "json") if fmt == "safetensors" else None
+        row, body, spec = _remote_export(Client(server, token), search_id, fmt, (trial, number, rank))
     else:
         repo, _ = _repository(db)
         if repo.get_search(search_id) is None:
             raise _fail([Problem("SEARCH_ID", f"no search {search_id} in {repo.engine.url!r}")])
         if trial is not None:
-            picked = repo.trial_by_number(search_id, trial)
+            picked = repo.get_trial(trial)
+            if picked is None or picked.search_id != search_id:
+                raise _fail([Problem("--trial", f"search {search_id} has no trial with id {trial}")])
+        elif number is not None:
+            picked = repo.trial_by_number(search_id, number)
             if picked is None:
-                raise _fail([Problem("--trial", f"search {search_id} has no trial #{trial}")])
+                raise _fail([_missing(search_id, number, None, 0)])
         else:
             page = repo.list_trials(search_id, state="completed", is_baseline=False, limit=rank or 1)
-            row = _pick_trial([asdict(t) for t in page.items], search_id, None, rank)
-            picked = repo.get_trial(row["id"])
-        assert picked is not None
+            if len(page.items) < (rank or 1):
+                raise _fail([_missing(search_id, None, rank, page.total)])
+            picked = page.items[-1]
         row = asdict(picked)
-        doc = export_document(picked)
-        spec = render_spec(doc, "json").encode() if fmt == "safetensors" else None
-        if fmt == "safetensors":
-            from brainsearch.export import trial_weights_path
-            from brainsearch.settings import get_settings
-
-            weights = trial_weights_path(get_settings().data_dir / "weights", search_id, picked.id)
-            if not weights.is_file():
-                why = f"it ended {picked.state}" if picked.state != "completed" else "its weights were not kept"
-                raise _fail([Problem("--format", f"no trained weights for trial #{picked.number}: {why}")])
-            body = weights.read_bytes()
-        elif fmt == "pytorch":
-            provenance = {k: doc[k] for k in ("search_id", "trial_id", "trial_number", "pattern", "baseline")}
-            body = standalone_source(Architecture.from_json(picked.arch), provenance=provenance).encode()
-        else:
-            body = render_spec(doc, fmt).encode()  # type: ignore[arg-type]
+        try:
+            body = export_file(picked, fmt, get_settings().data_dir).read()  # type: ignore[arg-type]
+        except WeightsNotKept as exc:
+            raise _fail([Problem("--format", str(exc))]) from None
+        spec = export_file(picked, "json", get_settings().data_dir).read() if fmt == "safetensors" else None
     if output is None:
-        from brainsearch.settings import get_settings
-
-        output = get_settings().data_dir / "exports" / f"search{search_id}-trial{row['number']}.{EXPORT_SUFFIX[fmt]}"
+        suffix = EXPORT_FORMATS[fmt][0]
+        output = get_settings().data_dir / "exports" / f"search{search_id}-trial{row['number']}.{suffix}"
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_bytes(body)
@@ -745,7 +757,9 @@ def export_cmd(
     except OSError as exc:
         raise _fail([Problem("--output", f"cannot write {output}: {exc.strerror or exc}")]) from None
     beside = f" (spec beside it: {output.with_suffix('.json')})" if spec is not None else ""
-    out.print(f"trial #{row['number']} ({row['pattern']}) exported as {fmt} to {output}{beside}", markup=False)
+    out.print(
+        f"trial #{row['number']} (id {row['id']}, {row['pattern']}) exported as {fmt} to {output}{beside}", markup=False
+    )
 
 
 def _print_scale_up(report: dict[str, Any]) -> None:
@@ -774,7 +788,8 @@ def _print_scale_up(report: dict[str, Any]) -> None:
             )
     (out if out.is_terminal else Console(width=160)).print(table)
     fidelity = ", ".join(
-        f"{rung} {tau:+.2f}" if tau is not None else f"{rung} -" for rung, tau in report["fidelity"].items()
+        f"{rung} " + (f"{tau:+.2f}" if tau is not None else "-") + f" ({report['fidelity_pairs'][rung]} candidates)"
+        for rung, tau in report["fidelity"].items()
     )
     out.print(f"proxy fidelity (Kendall tau, proxy vs rung ranking): {fidelity}")
     law = Table(title=f"{report['law']} law in {report['scale_by']}, predicted at {report['target']}")
@@ -836,6 +851,22 @@ def _repo_scale_up(repo: Any, search_id: int, **params: Any) -> dict[str, Any]:
         raise _fail([Problem("--target", p.message) for p in exc.problems]) from None
 
 
+def _check_writable(path: Path, suffix: str) -> None:
+    """Before long work: ``path`` ends in ``suffix``, is not a folder and its folder can be written."""
+    import os
+
+    if path.suffix != suffix:
+        raise _fail([Problem("--output", f"expected a {suffix} path, got {path}")])
+    if path.is_dir():
+        raise _fail([Problem("--output", f"{path} is a folder")])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _fail([Problem("--output", f"cannot create {path.parent}: {exc.strerror or exc}")]) from None
+    if not os.access(path.parent, os.W_OK):
+        raise _fail([Problem("--output", f"cannot write to {path.parent}")])
+
+
 def _weights_source(source: str, db: str | None) -> Path:
     """``TRIAL_OR_WEIGHTS``: a ``.safetensors`` file, ``SEARCH_ID:NUMBER`` (the leaderboard's #) or a trial id, whose
     kept proxy weights are read from the data directory."""
@@ -844,7 +875,7 @@ def _weights_source(source: str, db: str | None) -> Path:
         if not path.is_file():
             raise _fail([Problem("TRIAL_OR_WEIGHTS", f"no such weights file: {path}")])
         return path
-    from brainsearch.export import trial_weights_path
+    from brainsearch.export import WeightsNotKept, kept_weights
     from brainsearch.settings import get_settings
 
     search_part, colon, number_part = source.partition(":")
@@ -860,11 +891,10 @@ def _weights_source(source: str, db: str | None) -> Path:
     found = repo.trial_by_number(int(search_part), int(number_part)) if colon else repo.get_trial(int(search_part))
     if found is None:
         raise _fail([Problem("TRIAL_OR_WEIGHTS", f"no trial {source} in {repo.engine.url!r}")])
-    weights = trial_weights_path(get_settings().data_dir / "weights", found.search_id, found.id)
-    if not weights.is_file():
-        why = f"it ended {found.state}" if found.state != "completed" else "its weights were not kept (keep_weights)"
-        raise _fail([Problem("TRIAL_OR_WEIGHTS", f"no trained weights for trial #{found.number}: {why}")])
-    return weights
+    try:
+        return kept_weights(found, get_settings().data_dir)
+    except WeightsNotKept as exc:
+        raise _fail([Problem("TRIAL_OR_WEIGHTS", str(exc))]) from None
 
 
 @app.command("expand")
@@ -916,10 +946,13 @@ def expand_cmd(
     except ValidationError as exc:
         raise _fail(problems_from_validation_error(exc, "options")) from None
     weights = _weights_source(source, db)
-    if output is not None and output.suffix != ".safetensors":
-        raise _fail([Problem("--output", f"expected a .safetensors path, got {output}")])
-    with err.status(f"expanding {weights.name}: +{add_experts} experts per MoE layer, training on {data}"):
-        report = expand(weights, add_experts, data, old_data, settings, output=output)
+    if output is not None:
+        _check_writable(output, ".safetensors")
+    try:
+        with err.status(f"expanding {weights.name}: +{add_experts} experts per MoE layer, training on {data}"):
+            report = expand(weights, add_experts, data, old_data, settings, output=output)
+    except OSError as exc:  # the weights could not be written after all (a full disk, say)
+        raise _fail([Problem("--output", f"cannot write {output}: {exc.strerror or exc}")]) from None
     if as_json:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
         return
@@ -1011,9 +1044,7 @@ def quickstart_cmd(
             exports.mkdir(parents=True, exist_ok=True)
             stem = exports / f"search{search['id']}-trial{winner['number']}"
             written = []
-            for fmt, suffix in EXPORT_SUFFIX.items():
-                if fmt == "yaml":
-                    continue
+            for fmt, suffix in (("json", "json"), ("pytorch", "py"), ("safetensors", "safetensors")):
                 stem.with_suffix(f".{suffix}").write_bytes(client.download(winner["id"], fmt))
                 written.append(stem.with_suffix(f".{suffix}").name)
             out.print(

@@ -63,6 +63,11 @@ class Client:
         result: dict[str, Any] = self._call("GET", f"/trials/{trial_id}/export", params={"format": "json"})
         return result
 
+    def get_trial(self, trial_id: int) -> dict[str, Any]:
+        """One trial in full."""
+        result: dict[str, Any] = self._call("GET", f"/trials/{trial_id}")
+        return result
+
     def download(self, trial_id: int, fmt: str) -> bytes:
         """A trial's export file as bytes (``json``, ``yaml``, ``pytorch`` or ``safetensors``)."""
         body: bytes = self._call("GET", f"/trials/{trial_id}/export", raw=True, params={"format": fmt})

@@ -12,7 +12,7 @@ import yaml
 
 from brainsearch.arch import Architecture, preset, scale
 from brainsearch.cli import main
-from brainsearch.export import load_weights
+from brainsearch.export import load_weights, trial_weights_path
 from brainsearch.storage import Repository, make_engine, migrate
 from brainsearch.train.lifelong import write_prose_corpus
 from tests.search.conftest import seed_scaled_search
@@ -48,7 +48,7 @@ def test_export_every_format(
     assert doc["trial_id"] == ids[1] and doc["search_id"] == sid and "trial #1" in out
     assert Architecture.from_json(doc["architecture"]) == scale(preset("glam"), "cpu-tiny")
     code, _, err = run(
-        ["export", str(sid), "--db", db, "-f", "yaml", "--trial", "2", "-o", str(tmp_path / "w.yaml")], capsys
+        ["export", str(sid), "--db", db, "-f", "yaml", "--number", "2", "-o", str(tmp_path / "w.yaml")], capsys
     )
     assert code == 0, err
     assert yaml.safe_load((tmp_path / "w.yaml").read_text())["trial_id"] == ids[2]
@@ -67,11 +67,13 @@ def test_export_every_format(
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--trial", "7"], "--trial: search {sid} has no trial #7"),
+        (["--trial", "777"], "--trial: search {sid} has no trial with id 777"),
+        (["--number", "7"], "--number: search {sid} has no trial #7"),
         (["--rank", "3"], "--rank: search {sid} has 2 completed trial(s), not 3"),
-        (["--trial", "1", "--rank", "1"], "--trial: give --trial or --rank, not both"),
+        (["--number", "1", "--rank", "1"], "--trial: give one of --trial, --number and --rank"),
         (["-f", "onnx"], "--format: must be one of json, yaml, pytorch, safetensors, got 'onnx'"),
-        (["-f", "safetensors", "--rank", "2"], "--format: no trained weights for trial #2: its weights were not kept"),
+        (["-f", "safetensors", "--rank", "2"], "--format: no trained weights for trial #2"),
+        (["-f", "safetensors", "-o", "w.json"], "--output: expected a .safetensors path, got w.json"),
     ],
 )
 def test_export_bad_input_exits_2(
@@ -89,13 +91,19 @@ def test_scale_up_report_and_its_errors(
     db, _, sid, ids = seeded
     code, out, err = run(["scale-up", str(sid), "--db", db], capsys)
     assert code == 0, err
-    assert "trial #1" in out and "glam baseline" in out and "proxy fidelity" in out and "cpu-small +1.00" in out
+    assert (
+        "trial #1" in out
+        and "glam baseline" in out
+        and "proxy fidelity" in out
+        and "cpu-small +1.00 (3 candidates)" in out
+    )
     code, out, _ = run(
         ["scale-up", str(sid), "--db", db, "--json", "--law", "chinchilla", "--target", "8b-64e"], capsys
     )
     report = json.loads(out)
     assert code == 0 and report["law"] == "chinchilla" and report["target"] == "8b-64e"
-    assert [c["trial_id"] for c in report["candidates"]] == [ids[1], ids[0]]
+    assert [c["trial_id"] for c in report["candidates"]] == [ids[1], ids[2], ids[0]]
+    assert report["fidelity_pairs"] == {"cpu-tiny": 3, "cpu-small": 3}
     assert report["candidates"][0]["rungs"][1]["steps_per_s_ratio"] == pytest.approx(1.0)
     for args, expected in [
         (["--target", "9t"], "unknown scale preset '9t'"),
@@ -130,6 +138,7 @@ def test_expand_a_kept_trial_and_bad_input(
     assert "lifelong (lambda 1)" in out and "plain fine-tuning" not in out
     for bad, expected in [
         ([f"{sid}:2", *args], "TRIAL_OR_WEIGHTS: no trained weights for trial #2"),
+        ([f"{sid}:1", *args, "-o", str(tmp_path)], "--output: expected a .safetensors path"),
         ([f"{sid}:9", *args], f"TRIAL_OR_WEIGHTS: no trial {sid}:9"),
         (["nonsense", *args], "expected a .safetensors file, SEARCH_ID:NUMBER or a trial id"),
         ([f"{sid}:1", *args[:2], "--data", str(tmp_path / "none.txt"), *args[4:]], "no such file or directory"),
@@ -138,3 +147,38 @@ def test_expand_a_kept_trial_and_bad_input(
         assert code == 2 and expected in err and "Traceback" not in err, err
     code, _, err = run(["expand", f"{sid}:1", "--add-experts", "0", "--data", str(prose), "--db", db], capsys)
     assert code == 2 and "add-experts" in err
+
+
+def test_export_from_a_server(
+    seeded: tuple[str, Repository, int, list[int]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pass: with --server the same picks (id, number, rank) give the same files as from the database."""
+    from brainsearch.settings import Settings
+    from tests.service.conftest import LiveServer
+
+    db, _, sid, ids = seeded
+    data_dir = Path(os.environ["BRAINSEARCH_DATA_DIR"])
+    live = LiveServer(Settings(database_url=db, data_dir=data_dir))
+    try:
+        remote = ["export", str(sid), "--server", live.url]
+        weights = tmp_path / "r.safetensors"
+        code, _, err = run([*remote, "--trial", str(ids[1]), "-f", "safetensors", "-o", str(weights)], capsys)
+        assert code == 0, err
+        assert weights.read_bytes() == trial_weights_path(data_dir / "weights", sid, ids[1]).read_bytes()
+        assert json.loads((tmp_path / "r.json").read_text())["trial_id"] == ids[1]
+        code, _, err = run([*remote, "--number", "2", "-f", "yaml", "-o", str(tmp_path / "n.yaml")], capsys)
+        assert code == 0, err
+        assert yaml.safe_load((tmp_path / "n.yaml").read_text())["trial_id"] == ids[2]
+        code, _, err = run([*remote, "--rank", "2", "-o", str(tmp_path / "r2.json")], capsys)
+        assert code == 0, err
+        assert json.loads((tmp_path / "r2.json").read_text())["trial_id"] == ids[2]
+        for args, expected in [
+            (["--rank", "5"], "--rank: search {sid} has 2 completed trial(s), not 5"),
+            (["--number", "9"], "--number: search {sid} has no trial #9"),
+            (["--trial", "999"], "404 from the server: no trial 999"),
+            (["--rank", "2", "-f", "safetensors"], "no trained weights for trial #2"),
+        ]:
+            code, _, err = run([*remote, *args], capsys)
+            assert code == 2 and expected.format(sid=sid) in err and "Traceback" not in err, err
+    finally:
+        live.stop()

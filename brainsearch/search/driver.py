@@ -47,7 +47,7 @@ from brainsearch.export.weights import trial_weights_path
 from brainsearch.search.baselines import baseline_architectures
 from brainsearch.search.samplers import make_sampler
 from brainsearch.search.scaleup import CandidateJob, record_crash, scale_up_jobs
-from brainsearch.search.trial import BaselineRef, TrialJob, budget_fraction, optuna_storage
+from brainsearch.search.trial import BaselineRef, TrialJob, TrialOutcome, budget_fraction, optuna_storage
 from brainsearch.space.constraints import violations
 from brainsearch.space.loader import validate_document
 from brainsearch.space.sample import sample
@@ -354,20 +354,28 @@ class SearchDriver:
         )
 
     def prune_weights(self) -> None:
-        """With ``keep_weights: top_k``, delete the weights of trials no longer among the best ``top_k`` (baselines'
-        are kept); at least the best trial's are always kept."""
+        """With ``keep_weights: top_k``, delete the weights of completed trials no longer among the best ``top_k``
+        (at least the best one is kept, and the baselines'). A file whose trial is not recorded completed yet (its
+        worker writes the weights, then the result) is left alone."""
         if self.settings.keep_weights != "top_k":
             return
         folder = trial_weights_path(self.weights_dir, self.search.id, 0).parent
-        if not folder.is_dir():
+        files = {}
+        for path in folder.glob("trial-*.safetensors") if folder.is_dir() else ():
+            match = re.fullmatch(r"trial-(\d+)\.safetensors", path.name)
+            if match:
+                files[int(match.group(1))] = path
+        if not files:
             return
         best = self.repo.list_trials(
             self.search.id, state="completed", is_baseline=False, limit=max(1, self.settings.top_k)
         ).items
-        keep = {t.id for t in best} | {t.id for t in self.repo.baselines(self.search.id)}
-        for path in folder.glob("trial-*.safetensors"):
-            match = re.fullmatch(r"trial-(\d+)\.safetensors", path.name)
-            if match and int(match.group(1)) not in keep:
+        keep = {t.id for t in best}
+        for trial_id, path in files.items():
+            if trial_id in keep:
+                continue
+            trial = self.repo.get_trial(trial_id)
+            if trial is not None and trial.state == "completed" and not trial.is_baseline:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
 
@@ -531,11 +539,8 @@ class SearchDriver:
             if executor is None:
                 from brainsearch.search.ray_executor import run_with_ray
 
-                run_with_ray(self, study)
+                run_with_ray(self, study)  # the scale-up stage too
                 self._check_stop()
-                if self.settings.scale_up is not None and not self.too_many_failures():
-                    with self._local_executor() as local:  # the stage runs beside the driver
-                        self._scale_up(local)
             else:
                 try:
                     self._run_baselines(executor)
@@ -603,18 +608,31 @@ class SearchDriver:
             self.emit()
         self.load_reference()
 
-    def _scale_up(self, executor: Executor) -> None:
-        """The scale-up stage: candidate runs not yet recorded, on the executor's slots."""
-        pending, notes = scale_up_jobs(
-            self.repo, self.search.id, self.space, self.settings.top_k, self.database_url, self.options.device
-        )
+    def scale_up_plan(self) -> list[CandidateJob]:
+        """The scale-up stage's runs not yet recorded (notes say what is left out and what will run)."""
+        pending, notes = scale_up_jobs(self.repo, self.search.id, self.space, self.database_url, self.options.device)
         for text in notes:
             self.note(f"scale-up: {text}")
-        if not pending:
-            return
-        total = len(pending)
-        self.note(f"scale-up: {total} candidate run(s) on {', '.join(dict.fromkeys(j.rung for j in pending))}")
-        finished = 0
+        if pending:
+            rungs = ", ".join(dict.fromkeys(j.rung for j in pending))
+            self.note(f"scale-up: {len(pending)} candidate run(s) on {rungs}")
+        return pending
+
+    def candidate_done(self, job: CandidateJob, outcome: TrialOutcome | None, crash: str | None, count: str) -> None:
+        """Record a candidate run whose worker died, and say how a run ended."""
+        if outcome is None:
+            record_crash(self.repo, job, crash or "worker died")
+            what = f"crashed ({crash})"
+        elif outcome.val_loss is not None:
+            what = f"val_loss {outcome.val_loss:.4f}"
+        else:
+            what = f"{outcome.state}: {outcome.reason}"
+        self.note(f"scale-up {count}: trial {job.trial_id} at {job.rung}: {what}")
+
+    def _scale_up(self, executor: Executor) -> None:
+        """The scale-up stage on the executor's slots."""
+        pending = self.scale_up_plan()
+        total, finished = len(pending), 0
         while pending or executor.running:
             self._check_stop()
             while pending and executor.free > 0:
@@ -622,13 +640,7 @@ class SearchDriver:
             for fin in executor.wait(timeout=1.0):
                 assert isinstance(fin.job, CandidateJob)
                 finished += 1
-                if fin.outcome is None:
-                    record_crash(self.repo, fin.job, fin.crash or "worker died")
-                    state, loss = "crashed", None
-                else:
-                    state, loss = fin.outcome.state, fin.outcome.val_loss
-                what = f"val_loss {loss:.4f}" if loss is not None else state
-                self.note(f"scale-up {finished}/{total}: trial {fin.job.trial_id} at {fin.job.rung}: {what}")
+                self.candidate_done(fin.job, fin.outcome, fin.crash, f"{finished}/{total}")
 
     def _finished(self, fin: Finished) -> Trial:
         if fin.outcome is None:

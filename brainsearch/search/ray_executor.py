@@ -55,6 +55,42 @@ def _run_job(job_json: dict[str, Any], threads: int) -> dict[str, Any]:
     return run_trial(job, _repository(job.database_url)).model_dump(mode="json")
 
 
+def _run_candidate(job_json: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Train one scale-up candidate run inside a Ray worker and record it."""
+    import torch
+
+    from brainsearch.search.scaleup import CandidateJob, run_candidate
+
+    torch.set_num_threads(threads)
+    job = CandidateJob.model_validate(job_json)
+    return run_candidate(job, _repository(job.database_url)).model_dump(mode="json")
+
+
+def _run_scale_up(driver: SearchDriver, threads: int, gpus: float) -> None:
+    """The scale-up stage as Ray tasks with a trial's resources (Ray schedules them by what the cluster has); a
+    stop request cancels the runs in flight (they are retried on resume)."""
+    import ray
+
+    pending = driver.scale_up_plan()
+    remote = ray.remote(num_cpus=threads, num_gpus=gpus)(_run_candidate)
+    refs = {remote.remote(job.model_dump(mode="json"), threads): job for job in pending}
+    finished = 0
+    while refs:
+        if driver.stop_requested() is not None:
+            for ref in refs:
+                ray.cancel(ref, force=True)
+            return
+        done, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
+        for ref in done:
+            job = refs.pop(ref)
+            finished += 1
+            try:
+                outcome, crash = TrialOutcome.model_validate(ray.get(ref)), None
+            except ray.exceptions.RayError as exc:
+                outcome, crash = None, f"Ray task failed: {exc}"[:500]
+            driver.candidate_done(job, outcome, crash, f"{finished}/{len(pending)}")
+
+
 def _trainable(config: dict[str, Any]) -> None:
     """A Tune trial: train a planned job, or wait for the trial it duplicates, then report once."""
     from ray import tune
@@ -182,7 +218,8 @@ def _searcher_class() -> type:
 
 
 def run_with_ray(driver: SearchDriver, study: optuna.Study) -> None:
-    """Run the search's baselines and trials on Ray (a local Ray started here, or ``ray_address``)."""
+    """Run the search's baselines, trials and scale-up stage on Ray (a local Ray started here, or
+    ``ray_address``)."""
     import ray
     from ray import tune
 
@@ -231,6 +268,8 @@ def run_with_ray(driver: SearchDriver, study: optuna.Study) -> None:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space` argument")
                 tuner.fit()
+        if driver.settings.scale_up is not None and not driver.too_many_failures() and not driver.stop_requested():
+            _run_scale_up(driver, threads, gpus)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         if started:

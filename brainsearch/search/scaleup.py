@@ -3,8 +3,8 @@
 After the proxy trials, the ``top_k`` best trials whose blocks stay distinct once scaled, and the reference baseline
 (GLaM by default), are trained again at each rung of the search's ``scale_up.ladder`` (scale presets from
 :mod:`brainsearch.arch.scale`, each with a token budget), every run recorded as a candidate row. The stage runs on
-the search's executor slots like trials do, and resumes from the database: a (trial, rung) pair already recorded is
-not trained again (one whose worker died is).
+the search's executor like trials do (local worker processes, or Ray tasks with a trial's resources), and resumes
+from the database: a (trial, rung) pair already recorded is not trained again (one whose worker died is).
 
 The report, computed on read from the stored rows (:func:`scale_up_report`):
 
@@ -18,7 +18,6 @@ The report, computed on read from the stored rows (:func:`scale_up_report`):
 from __future__ import annotations
 
 import math
-import traceback
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -28,7 +27,7 @@ from brainsearch.arch.scale import scale, scale_preset
 from brainsearch.arch.spec import Architecture
 from brainsearch.errors import ArchitectureError, InputError
 from brainsearch.search.scaling import Law, ScalingFit, convergence_speedup, fit_law, kendall_tau
-from brainsearch.search.trial import TrialOutcome, cached_corpus
+from brainsearch.search.trial import TrialOutcome, cached_corpus, crash_reason
 from brainsearch.space.schema import Rung, ScaleUpSettings, SearchSpace
 from brainsearch.storage import Candidate, Repository, Trial
 from brainsearch.train.settings import TrainSettings
@@ -42,6 +41,7 @@ __all__ = [
     "RungResult",
     "ScaleUpReport",
     "candidate_trials",
+    "planned_runs",
     "run_candidate",
     "rung_train_settings",
     "scale_up_jobs",
@@ -49,6 +49,7 @@ __all__ = [
 ]
 
 ScaleBy = Literal["params_activated", "compute"]
+MIN_FIDELITY_PAIRS = 3
 
 
 class CandidateJob(BaseModel):
@@ -108,40 +109,55 @@ def candidate_trials(repo: Repository, search_id: int, top_k: int, first_rung: s
     return chosen + ([base] if base is not None else [])
 
 
-def scale_up_jobs(
-    repo: Repository, search_id: int, space: SearchSpace, top_k: int, database_url: str, device: str = "auto"
-) -> tuple[list[CandidateJob], list[str]]:
-    """The candidate runs still to do (pairs recorded in any state but ``crashed`` are done), and notes on what was
+def planned_runs(
+    repo: Repository, search_id: int, space: SearchSpace
+) -> tuple[list[tuple[Trial, str, Architecture]], list[str]]:
+    """Every (trial, rung, scaled architecture) the stage trains for ``space.search.scale_up``, and notes on what was
     left out and why."""
     up = space.search.scale_up
     if up is None:
         return [], []
     notes: list[str] = []
-    trials = candidate_trials(repo, search_id, top_k, up.ladder[0].preset, space.constraints.baseline)
+    trials = candidate_trials(repo, search_id, space.search.top_k, up.ladder[0].preset, space.constraints.baseline)
     if not any(not t.is_baseline for t in trials):
         notes.append("no completed trial to scale up")
-    done = {(c.trial_id, c.rung) for c in repo.list_candidates(search_id) if c.state != "crashed"}
-    jobs = []
+    runs = []
     for rung in up.ladder:
-        settings = rung_train_settings(rung, space, up, device)
         for trial in trials:
-            if (trial.id, rung.preset) in done:
-                continue
             try:
-                arch = scale(Architecture.from_json(trial.arch), rung.preset)
+                runs.append((trial, rung.preset, scale(Architecture.from_json(trial.arch), rung.preset)))
             except ArchitectureError as exc:
                 notes.append(f"trial {trial.number} cannot be scaled to {rung.preset}: {exc}")
-                continue
-            jobs.append(
-                CandidateJob(
-                    search_id=search_id,
-                    trial_id=trial.id,
-                    rung=rung.preset,
-                    database_url=database_url,
-                    arch=arch.to_dict(),
-                    settings=settings,
-                )
-            )
+    return runs, notes
+
+
+def _recorded(candidates: list[Candidate]) -> set[tuple[int | None, str]]:
+    """The (trial, rung) pairs with a run recorded in a final state (a crashed run is not: it is retried)."""
+    return {(c.trial_id, c.rung) for c in candidates if c.state != "crashed"}
+
+
+def scale_up_jobs(
+    repo: Repository, search_id: int, space: SearchSpace, database_url: str, device: str = "auto"
+) -> tuple[list[CandidateJob], list[str]]:
+    """The candidate runs still to do, and notes on what was left out and why."""
+    up = space.search.scale_up
+    if up is None:
+        return [], []
+    runs, notes = planned_runs(repo, search_id, space)
+    done = _recorded(repo.list_candidates(search_id))
+    settings = {rung.preset: rung_train_settings(rung, space, up, device) for rung in up.ladder}
+    jobs = [
+        CandidateJob(
+            search_id=search_id,
+            trial_id=trial.id,
+            rung=rung,
+            database_url=database_url,
+            arch=arch.to_dict(),
+            settings=settings[rung],
+        )
+        for trial, rung, arch in runs
+        if (trial.id, rung) not in done
+    ]
     return jobs, notes
 
 
@@ -181,16 +197,17 @@ def run_candidate(job: CandidateJob, repo: Repository) -> TrialOutcome:
             train_seconds=result.elapsed_s,
             steps_seconds=result.steps_seconds,
         )
-    except Exception as exc:
-        last = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-        where = f" at {last.filename.rsplit('/', 1)[-1]}:{last.lineno}" if last else ""
-        reason = f"{exc.__class__.__name__}: {str(exc)[:300]}{where}"
+    except Exception as exc:  # a bug in one run must not take the worker down
+        reason = crash_reason(exc)
         record_crash(repo, job, reason)
         return TrialOutcome(trial_id=job.trial_id, state="crashed", reason=reason)
 
 
 def record_crash(repo: Repository, job: CandidateJob, reason: str) -> None:
-    """Record a candidate run whose worker died (it is retried when the search resumes)."""
+    """Record a candidate run whose worker died (it is retried when the search resumes); nothing when the worker had
+    recorded the run before it died."""
+    if (job.trial_id, job.rung) in _recorded(repo.list_candidates(job.search_id)):
+        return
     arch = Architecture.from_json(job.arch)
     repo.add_candidate(
         search_id=job.search_id,
@@ -254,15 +271,16 @@ class ScaleUpReport(BaseModel):
     law: Law
     scale_by: ScaleBy
     baseline: str | None
-    fidelity: dict[str, float | None]  # Kendall tau between proxy and rung losses, per rung
+    fidelity: dict[str, float | None]  # Kendall tau between proxy and rung losses, per rung (None below 3 pairs)
+    fidelity_pairs: dict[str, int]  # how many candidates (the baseline included) each tau ranks
     complete: bool
     candidates: list[CandidateReport]
 
 
 def _latest(candidates: list[Candidate]) -> dict[tuple[int, str], Candidate]:
-    """The newest row per (trial, rung): a crashed run retried later is superseded."""
+    """One row per (trial, rung): the newest run in a final state, else the newest crashed one."""
     rows: dict[tuple[int, str], Candidate] = {}
-    for c in sorted(candidates, key=lambda c: c.id):
+    for c in sorted(candidates, key=lambda c: (c.state != "crashed", c.id)):
         if c.trial_id is not None:
             rows[(c.trial_id, c.rung)] = c
     return rows
@@ -396,18 +414,20 @@ def scale_up_report(
     reports = [r.model_copy(update={"predicted_rank": p}) for r, p in zip(reports, predicted, strict=True)]
 
     fidelity: dict[str, float | None] = {}
+    fidelity_pairs: dict[str, int] = {}
     for rung in ladder:
         pairs = [
             (t.val_loss, rows[(t.id, rung)].val_loss)
             for t in trials
             if (t.id, rung) in rows and t.val_loss is not None and rows[(t.id, rung)].val_loss is not None
         ]
-        fidelity[rung] = kendall_tau([float(a) for a, _ in pairs], [float(b) for _, b in pairs])  # type: ignore[arg-type]
-    complete = (
-        up is not None
-        and bool(trials)
-        and all((t.id, rung) in rows and rows[(t.id, rung)].state != "crashed" for t in trials for rung in ladder)
-    )
+        fidelity_pairs[rung] = len(pairs)
+        # With two items tau is always +1 or -1: it says nothing about fidelity.
+        tau = kendall_tau([float(a) for a, _ in pairs], [float(b) for _, b in pairs])  # type: ignore[arg-type]
+        fidelity[rung] = tau if len(pairs) >= MIN_FIDELITY_PAIRS else None
+    planned, _ = planned_runs(repo, search_id, space)
+    recorded = _recorded(repo.list_candidates(search_id))
+    complete = bool(planned) and all((trial.id, rung) in recorded for trial, rung, _ in planned)
     return ScaleUpReport(
         search_id=search_id,
         configured=up is not None,
@@ -417,6 +437,7 @@ def scale_up_report(
         scale_by=scale_by,
         baseline=baseline_name if base_trial is not None else None,
         fidelity=fidelity,
+        fidelity_pairs=fidelity_pairs,
         complete=complete,
         candidates=reports,
     )

@@ -7,12 +7,13 @@ Laws (fitted by linear least squares after a change of variables, so a fit is ex
   (``alpha = 0.34`` for parameters; for compute the compute-optimal exponent ``alpha * beta / (alpha + beta)``) and
   ``E``, ``A`` fitted, since a handful of points cannot pin three parameters.
 
-``x`` is activated non-embedding parameters or training compute (FLOPs per token x tokens). The uncertainty band
-combines two sources: each loss's own measurement error (the standard error of the validation mean over its
-batches, propagated through the fit: it widens with the distance of the extrapolation) and, with more points than
-parameters, the scatter of the points around the law (ordinary least-squares prediction error). The band is the
-larger of the two, at 95% (normal quantile for the measurement part, Student's t for the scatter). A law is never
-fitted to one point (or to points at one size): that is an error that says so.
+``x`` is activated non-embedding parameters or training compute (FLOPs per token x tokens). The fit is weighted
+least squares with each loss's own measurement error (the standard error of its validation mean over the evaluation
+batches). The band is a 95% confidence band of the fitted law at the target: the weighted fit's covariance,
+propagated to the target (it widens with the distance of the extrapolation), scaled up by the reduced chi-square
+when the points scatter around the law more than their errors explain (with more points than parameters; Student's
+t quantile then, the normal one otherwise). A law is never fitted to one point (or to points at one size): that is
+an error that says so.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
-from scipy import stats
 
 from brainsearch.errors import InputError, Problem
 
@@ -118,27 +118,29 @@ def fit_law(
         design = np.column_stack([np.ones_like(x), x**-alpha])
         target_row = np.array([1.0, target_x**-alpha])
         y, y_sigma = y_loss, sigma
-    # Weighted least squares by the measurement errors, and its covariance.
+    # Weighted least squares by the measurement errors, and the covariance of its estimate.
     w = 1.0 / y_sigma
-    beta, *_ = np.linalg.lstsq(design * w[:, None], y * w, rcond=None)
-    cov_meas = np.linalg.pinv((design * w[:, None]).T @ (design * w[:, None]))
-    half_meas = _Z95 * math.sqrt(max(0.0, float(target_row @ cov_meas @ target_row)))
+    weighted = design * w[:, None]
+    beta, *_ = np.linalg.lstsq(weighted, y * w, rcond=None)
+    cov = np.linalg.pinv(weighted.T @ weighted)
     dof = len(x) - 2
+    quantile = _Z95
     residual_rms: float | None = None
-    half = half_meas
     if dof > 0:
-        resid = y - design @ beta
-        s2 = float(resid @ resid) / dof
-        cov_ols = s2 * np.linalg.pinv(design.T @ design)
-        half = max(half, float(stats.t.ppf(0.975, dof)) * math.sqrt(max(0.0, float(target_row @ cov_ols @ target_row))))
+        from scipy import stats  # only here: the API process imports this module
+
+        chi2 = float(np.sum(((y - design @ beta) * w) ** 2))
+        cov = cov * max(1.0, chi2 / dof)  # scatter beyond the measurement errors widens the band
+        quantile = float(stats.t.ppf(0.975, dof))
         fitted = np.exp(design @ beta) if law == "kaplan" else design @ beta
         residual_rms = float(np.sqrt(np.mean((fitted - y_loss) ** 2)))
+    half = quantile * math.sqrt(max(0.0, float(target_row @ cov @ target_row)))
     centre = float(target_row @ beta)
     if law == "kaplan":
         predicted, low, high = math.exp(centre), math.exp(centre - half), math.exp(centre + half)
         coefficients = {"log_scale": float(beta[0]), "exponent": float(beta[1])}
     else:
-        predicted, low, high = centre, centre - half, centre + half
+        predicted, low, high = centre, max(0.0, centre - half), centre + half  # a loss is not negative
         coefficients = {"E": float(beta[0]), "A": float(beta[1]), "alpha": alpha}
     return ScalingFit(
         law=law,
@@ -158,6 +160,8 @@ def kendall_tau(first: Sequence[float], second: Sequence[float]) -> float | None
     scoring is constant)."""
     if len(first) != len(second) or len(first) < 2:
         return None
+    from scipy import stats
+
     tau = stats.kendalltau(first, second).statistic
     return None if tau is None or not math.isfinite(tau) else float(tau)
 

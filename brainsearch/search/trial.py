@@ -18,6 +18,7 @@ import functools
 import math
 import statistics
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -34,6 +35,7 @@ from brainsearch.train.settings import TrainSettings
 
 if TYPE_CHECKING:
     from brainsearch.data import Corpus
+    from brainsearch.model import LanguageModel
 
 __all__ = [
     "QUARTER",
@@ -43,6 +45,7 @@ __all__ = [
     "TrialOutcome",
     "budget_fraction",
     "cached_corpus",
+    "crash_reason",
     "make_pruner",
     "optuna_storage",
     "run_trial",
@@ -211,8 +214,27 @@ def cached_corpus(data: str, vocab_size: int) -> Corpus:
     return load_corpus(data, vocab_size)
 
 
-def _record(repo: Repository, job: TrialJob, result: ProxyResult) -> TrialOutcome:
-    metrics = result.model_dump(exclude={"curve"}, mode="json")
+def _keeper(job: TrialJob, arch: Architecture, saved: dict[str, str]) -> Callable[[LanguageModel], None] | None:
+    """The trainer's ``on_completed``: write the trained weights where the job says. A failed write (a full disk, a
+    folder this node cannot reach) does not fail the trial: the error is kept in its metrics instead."""
+    if job.weights_path is None:
+        return None
+    path = Path(job.weights_path)
+
+    def keep(model: LanguageModel) -> None:
+        from brainsearch.export.weights import save_weights
+
+        meta = {"search_id": str(job.search_id), "trial_id": str(job.trial_id), "data": job.settings.data}
+        try:
+            save_weights(model.state_dict(), arch, path, meta)
+        except OSError as exc:
+            saved["weights_error"] = f"{path}: {exc.strerror or exc}"
+
+    return keep
+
+
+def _record(repo: Repository, job: TrialJob, result: ProxyResult, extra: dict[str, str] | None = None) -> TrialOutcome:
+    metrics = {**result.model_dump(exclude={"curve"}, mode="json"), **(extra or {})}
     curve = [MetricPoint(p.step, p.tokens, p.elapsed_s, p.train_loss, p.val_loss, p.lr) for p in result.curve]
     val_loss = result.val_loss if result.status == "completed" else None
     repo.finish_trial(
@@ -235,6 +257,13 @@ def _record(repo: Repository, job: TrialJob, result: ProxyResult) -> TrialOutcom
     )
 
 
+def crash_reason(exc: BaseException) -> str:
+    """An unexpected exception as a one-line reason: its type, message and where it was raised."""
+    last = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" at {last.filename.rsplit('/', 1)[-1]}:{last.lineno}" if last else ""
+    return f"{exc.__class__.__name__}: {str(exc)[:300]}{where}"
+
+
 def run_trial(job: TrialJob, repo: Repository) -> TrialOutcome:
     """Train the job's architecture under its pruning rules and record the outcome (never raises for a failed run:
     an unexpected error is recorded as ``crashed`` with the exception as the reason)."""
@@ -242,21 +271,12 @@ def run_trial(job: TrialJob, repo: Repository) -> TrialOutcome:
         arch = Architecture.from_json(job.arch)
         corpus = cached_corpus(job.settings.data, arch.vocab_size)
         judge = PruningJudge(job, flops_per_token=cost(arch, batch_size=job.settings.batch_size).flops_per_token)
-        from brainsearch.model import build_model  # torch: only in the processes that train
-        from brainsearch.train.proxy import train
+        from brainsearch.train.proxy import train  # torch: only in the processes that train
 
-        s = job.settings
-        model = build_model(arch, load_balance_weight=s.load_balance_weight, z_loss_weight=s.z_loss_weight)
-        result = train(arch, s, report=judge, corpus=corpus, model=model)
-        if job.weights_path is not None and result.status == "completed":
-            from brainsearch.export.weights import save_weights
-
-            meta = {"search_id": str(job.search_id), "trial_id": str(job.trial_id), "data": s.data}
-            save_weights(model.state_dict(), arch, Path(job.weights_path), meta)
-        return _record(repo, job, result)
+        saved: dict[str, str] = {}
+        result = train(arch, job.settings, report=judge, corpus=corpus, on_completed=_keeper(job, arch, saved))
+        return _record(repo, job, result, saved)
     except Exception as exc:  # a bug in one trial must not take the worker down
-        last = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-        where = f" at {last.filename.rsplit('/', 1)[-1]}:{last.lineno}" if last else ""
-        reason = f"{exc.__class__.__name__}: {str(exc)[:300]}{where}"
+        reason = crash_reason(exc)
         repo.finish_trial(job.trial_id, state="crashed", reason=reason)
         return TrialOutcome(trial_id=job.trial_id, state="crashed", reason=reason)

@@ -155,8 +155,11 @@ def train(
     report: Report | None = None,
     corpus: Corpus | None = None,
     model: LanguageModel | None = None,
+    on_completed: Callable[[LanguageModel], None] | None = None,
 ) -> ProxyResult:
     """Train ``arch`` (or a given ``model`` of it) under ``settings.budget``; never raises for a failed run.
+
+    ``on_completed`` is called with the trained model when the run completed (to keep its weights, say).
 
     Bad input (missing data, a corpus too short for one batch) raises :class:`~brainsearch.errors.DataError` before
     training starts.
@@ -281,6 +284,8 @@ def train(
         if curve and curve[-1].val_loss is None:  # a time budget ended between evaluations
             val_loss, val_stderr = _evaluate(model, corpus, settings, arch.seq_len, device, autocast)
             curve[-1] = curve[-1].model_copy(update={"val_loss": val_loss})
+        if on_completed is not None:
+            on_completed(model)
     except _Stop as stop:
         status, reason = stop.status, stop.reason
     except (RuntimeError, MemoryError) as exc:

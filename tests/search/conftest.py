@@ -36,8 +36,8 @@ def add_running_trial(repo: Repository, search_id: int, number: int, arch: Archi
 
 def seed_scaled_search(repo: Repository, data_dir: Path) -> tuple[int, list[int]]:
     """A stored search whose stage has run, without training: trials #0 (the GLaM baseline, loss 3.1), #1 (2.9,
-    its random-init weights kept under ``data_dir``) and #2 (3.0), and candidates of #1 and GLaM at cpu-tiny and
-    cpu-small. Returns the search id and the trial ids."""
+    its random-init weights kept under ``data_dir``) and #2 (3.0), and candidates of all three at cpu-tiny and
+    cpu-small, ranked as at the proxy. Returns the search id and the trial ids."""
     import torch
 
     from brainsearch import build_model
@@ -45,7 +45,7 @@ def seed_scaled_search(repo: Repository, data_dir: Path) -> tuple[int, list[int]
     from brainsearch.export import save_weights, trial_weights_path
     from brainsearch.search.driver import create_search
 
-    space = fast_space(search={"top_k": 1, "scale_up": {"ladder": ["cpu-tiny", "cpu-small"], "target": "1b-64e"}})
+    space = fast_space(search={"top_k": 2, "scale_up": {"ladder": ["cpu-tiny", "cpu-small"], "target": "1b-64e"}})
     search, _ = create_search(repo, space)
     arch = scale(preset("glam"), "cpu-tiny")
     ids = []
@@ -66,7 +66,7 @@ def seed_scaled_search(repo: Repository, data_dir: Path) -> tuple[int, list[int]
         ids.append(t.id)
     torch.manual_seed(0)
     save_weights(build_model(arch).state_dict(), arch, trial_weights_path(data_dir / "weights", search.id, ids[1]))
-    for trial_id, losses in [(ids[1], (2.8, 2.5)), (ids[0], (2.9, 2.7))]:
+    for trial_id, losses in [(ids[1], (2.8, 2.5)), (ids[2], (2.85, 2.6)), (ids[0], (2.9, 2.7))]:
         for rung, loss, n in [("cpu-tiny", losses[0], 1e5), ("cpu-small", losses[1], 1e6)]:
             repo.add_candidate(
                 search_id=search.id,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -32,14 +33,24 @@ def _run(
 
 
 @pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=pytest.mark.slow)])
-def test_search_trains_baselines_then_the_requested_trials(repo: Repository, database_url: str, executor: str) -> None:
+def test_search_trains_baselines_then_the_requested_trials(
+    repo: Repository, database_url: str, executor: str, tmp_path: Path
+) -> None:
+    """Pass: baselines first, then 5 distinct trials, the Optuna study agreeing with the leaderboard, and the
+    scale-up stage (the best trial and GLaM at one rung) run by the same executor."""
     search, _ = create_search(
         repo,
         fast_space(),
-        overrides={"trials": 5, "concurrency": 2, "sampler": "random"},
+        overrides={
+            "trials": 5,
+            "concurrency": 2,
+            "sampler": "random",
+            "top_k": 1,
+            "scale_up": {"ladder": [{"preset": "cpu-tiny", "budget_tokens": 2048}]},
+        },
         options=RunOptions(executor=executor, threads_per_trial=1),  # type: ignore[arg-type]
     )
-    done = SearchDriver(repo, search.id, database_url).run()
+    done = SearchDriver(repo, search.id, database_url, weights_dir=tmp_path).run()
     assert done.status == "completed" and done.finished_at is not None
     trials = repo.list_trials(done.id, limit=100).items
     baselines = {t.baseline_name: t for t in trials if t.is_baseline}
@@ -51,6 +62,9 @@ def test_search_trains_baselines_then_the_requested_trials(repo: Repository, dat
     for t in candidates:
         if t.state == "pruned":
             assert t.reason and "quarter of the budget" in t.reason
+    best = repo.list_trials(done.id, state="completed", is_baseline=False, limit=1).items
+    runs = {(c.trial_id, c.rung, c.state) for c in repo.list_candidates(done.id)}
+    assert runs == {(t.id, "cpu-tiny", "completed") for t in [*best, baselines["glam"]]}
     # The Optuna study in the same database agrees with the leaderboard.
     study = optuna.load_study(study_name=study_name(done.id), storage=optuna_storage(database_url))
     by_id = {ot.user_attrs["bs_trial_id"]: ot for ot in study.trials if "bs_trial_id" in ot.user_attrs}

@@ -105,12 +105,12 @@ def test_scale_up_view_and_weight_downloads(browser: Browser, tmp_path: Path) ->
     try:
         page = browser.new_page(accept_downloads=True)
         page.goto(f"{live.url}/searches/{sid}")
-        assert page.locator("#candidates tr").count() - 1 == 4  # 2 candidates x 2 rungs
+        assert page.locator("#candidates tr").count() - 1 == 6  # 3 candidates x 2 rungs
         table = page.inner_text("#candidates")
         assert "trial #1" in table and "glam baseline" in table and "1.00x" in table
-        assert "cpu-tiny +1.00, cpu-small +1.00" in page.inner_text("#fidelity")
+        assert "cpu-tiny +1.00 (3), cpu-small +1.00 (3)" in page.inner_text("#fidelity")
         predictions = page.locator("#predictions tr")
-        assert predictions.count() - 1 == 2 and "trial #1" in predictions.nth(1).inner_text()
+        assert predictions.count() - 1 == 3 and "trial #1" in predictions.nth(1).inner_text()
         assert page.locator(".chart .main-svg").count() >= 4  # curves, 2 Pareto fronts, the scaling laws
         assert "scaling laws" in page.inner_text(".charts")
         _shot(page, "04-scale-up")

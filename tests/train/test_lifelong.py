@@ -203,9 +203,8 @@ def test_lifelong_training_keeps_old_experts_bit_identical(prose: Corpus) -> Non
     starts = copy.deepcopy(model)
     starts.load_state_dict(start)
     assert all(not torch.equal(a, b) for a, b in zip(_new_slices(model, 4), _new_slices(starts, 4), strict=True))
-    for key in ("embed.weight", "layers.0.qkv.weight", "layers.1.ffn.w_in_GXD", "norms.3.weight"):
-        if key in start:
-            assert not torch.equal(model.state_dict()[key], start[key]), key
+    for key in ("embed.weight", "layers.0.qkv.weight", "norms.3.weight"):  # shared layers train
+        assert key in start and not torch.equal(model.state_dict()[key], start[key]), key
     assert all(torch.equal(t, teacher_state[k]) for k, t in old.state_dict().items()), "the teacher is not trained"
     # The hooks are gone after training: the old slices get gradients again.
     out = model(torch.randint(0, 256, (2, 16)))
@@ -216,6 +215,7 @@ def test_lifelong_training_keeps_old_experts_bit_identical(prose: Corpus) -> Non
 # --- the acceptance test -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_lifelong_forgets_less_than_plain_finetuning(code: Corpus, prose: Corpus) -> None:
     """Pretrain on stdlib code (A), then move to English documentation prose (B) with each method.
 
