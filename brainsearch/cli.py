@@ -1030,7 +1030,7 @@ def quickstart_cmd(
         client = Client(base)
         body: dict[str, Any] = {"space": "tiny", "trials": trials, "name": "quickstart"}
         if scale_up:  # the paper's second stage at CPU size: the top 2 and GLaM again at cpu-tiny and cpu-small
-            body["scale_up"] = {"ladder": ["cpu-tiny", {"preset": "cpu-small", "budget_tokens": 100_000}]}
+            body["scale_up"] = {"ladder": ["cpu-tiny", "cpu-small"]}  # the presets' budgets: 64K and 200K tokens
         search = client.submit(body)
         err.print(f"dashboard: [bold]{base}/searches/{search['id']}[/]   (API docs: {base}/docs)")
         search = _follow_remote(client, search["id"], interval=1.0)
