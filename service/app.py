@@ -2,12 +2,14 @@
 
 Domain errors become HTTP errors here, at the edge: a bad space or override is 422 with one ``{"loc", "msg"}`` per
 problem (the CLI's paths and messages), an unknown id 404, a conflict 409, an unreachable database 503. Requests
-whose Host header is not allowed get 400, bodies over ``max_body_bytes`` 413.
+whose Host header is not allowed get 400, bodies over ``max_body_bytes`` 413, JSON bodies nested past 64 levels or
+not UTF-8 422.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,7 +33,8 @@ log = logging.getLogger("brainsearch.service")
 
 
 class _BodyLimit:
-    """Refuses request bodies larger than ``limit`` bytes (declared or streamed) with 413."""
+    """Refuses request bodies larger than ``limit`` bytes (declared or streamed) with 413, and JSON bodies nested
+    deeper than ``MAX_JSON_DEPTH`` with 422 (Python's parser would recurse into them)."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -40,28 +43,64 @@ class _BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             await _too_large(self.limit)(scope, receive, send)
             return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        chunks: list[bytes] = []
+        seen, more = 0, True
+        while more:  # read the whole body (it is small: at most ``limit`` bytes)
             message = await receive()
-            seen += len(message.get("body", b""))
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
             if seen > self.limit:
-                raise _TooLarge
-            return message
+                await _too_large(self.limit)(scope, receive, send)
+                return
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        problem = _json_problem(body) if b"json" in headers.get(b"content-type", b"") else None
+        if problem is not None:
+            detail = [{"loc": "body", "msg": problem}]
+            await JSONResponse({"detail": detail}, status.HTTP_422_UNPROCESSABLE_CONTENT)(scope, receive, send)
+            return
+        replayed = False
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _too_large(self.limit)(scope, receive, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # a disconnect, after the body
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
-class _TooLarge(Exception):
-    pass
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(rb'"(?:\\.|[^"\\])*"')
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+
+
+def _json_problem(body: bytes) -> str | None:
+    """Why a JSON body is refused before parsing: not UTF-8, or nested too deep; None when it may be parsed."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"the body is not UTF-8 (byte {exc.start})"
+    if _json_depth(body) > MAX_JSON_DEPTH:
+        return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+    return None
+
+
+def _json_depth(body: bytes) -> int:
+    """How deeply arrays and objects nest in a JSON text (strings skipped; malformed text is the parser's to judge)."""
+    depth = deepest = 0
+    for c in _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS):
+        depth += 1 if c in (0x5B, 0x7B) else -1
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def _too_large(limit: int) -> JSONResponse:

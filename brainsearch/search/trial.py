@@ -122,9 +122,17 @@ def make_pruner(name: PrunerName) -> optuna.pruners.BasePruner:
 
 @functools.cache
 def optuna_storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage on brainsearch's database (one per process); SQLite waits for locks like ours do."""
+    """Optuna's RDB storage on brainsearch's database (one per process); SQLite waits for locks like ours do.
+    Optuna creates its tables on first use: under the schema lock, so workers starting together do not race."""
+    from brainsearch.storage import make_engine, schema_lock
+
     kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    engine = make_engine(url)
+    try:
+        with schema_lock(engine):
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    finally:
+        engine.dispose()
 
 
 def _window_mean(curve: list[tuple[float, float]], low: float, high: float) -> float | None:

@@ -4,7 +4,7 @@ SQLite (a file under the data directory) is the embedded default; PostgreSQL ser
 """
 
 from brainsearch.storage.domain import Candidate, MetricPoint, Page, Search, Trial
-from brainsearch.storage.engine import make_engine, migrate, schema_revision
+from brainsearch.storage.engine import make_engine, migrate, schema_lock, schema_revision
 from brainsearch.storage.repository import TRIAL_SORT_KEYS, Repository
 
 __all__ = [
@@ -17,5 +17,6 @@ __all__ = [
     "Trial",
     "make_engine",
     "migrate",
+    "schema_lock",
     "schema_revision",
 ]

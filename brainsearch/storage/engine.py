@@ -4,6 +4,8 @@ race-free schema migration at start-up."""
 from __future__ import annotations
 
 import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, make_url, text
 
-__all__ = ["MIGRATIONS_DIR", "make_engine", "migrate", "schema_revision"]
+__all__ = ["MIGRATIONS_DIR", "make_engine", "migrate", "schema_lock", "schema_revision"]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # An arbitrary, fixed key for PostgreSQL's advisory lock around migrations.
@@ -47,37 +49,41 @@ def _alembic_config() -> Config:
     return cfg
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision, once, even when several workers start at the same moment.
+@contextmanager
+def schema_lock(engine: Engine) -> Iterator[None]:
+    """Hold the database's schema lock: what creates tables (our migrations, Optuna's storage) runs under it, so
+    several workers starting at the same moment do it once, one after another.
 
-    PostgreSQL serialises on an advisory lock; SQLite on an exclusive lock on a file beside the database.
+    PostgreSQL: a session advisory lock; SQLite: an exclusive lock on a file beside the database.
     """
-    cfg = _alembic_config()
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+            conn.commit()
             try:
-                conn.commit()
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
-                conn.commit()
+                yield
             finally:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY})
                 conn.commit()
         return
     database = engine.url.database
     lock_path = Path(f"{database}.migrate.lock") if database and database != ":memory:" else None
-    lock_file = lock_path.open("a") if lock_path else None
-    try:
-        if lock_file:
+    with lock_path.open("a") if lock_path else nullcontext() as lock_file:
+        if lock_file is not None:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
-    finally:
-        if lock_file:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
-            lock_file.close()
+        try:
+            yield
+        finally:
+            if lock_file is not None:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision, once, even when several workers start at the same moment."""
+    cfg = _alembic_config()
+    with schema_lock(engine), engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
 
 
 def schema_revision(engine: Engine) -> str | None:
