@@ -15,8 +15,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, Request, Response, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,6 +27,7 @@ from brainsearch.settings import Settings, get_settings
 from brainsearch.storage import Repository, make_engine, migrate, schema_revision
 from service import dashboard
 from service.routers import searches, spaces, trials
+from service.schemas import ERROR_RESPONSES
 from service.worker import Worker
 
 __all__ = ["create_app"]
@@ -83,6 +86,17 @@ _JSON_STRING = re.compile(rb'"(?:\\.|[^"\\])*"')
 _NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
 
 
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the API's operations on ``path`` accept (from the OpenAPI paths), HEAD with GET."""
+    methods: set[str] = set()
+    for template, operations in app.openapi()["paths"].items():
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), path):
+            methods.update(m.upper() for m in operations)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
 def _json_problem(body: bytes) -> str | None:
     """Why a JSON body is refused before parsing: not UTF-8, or nested too deep; None when it may be parsed."""
     try:
@@ -111,7 +125,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
     """The app on ``settings``' database (schema migrated at start-up), with a worker thread when asked."""
     settings = settings or get_settings()
     engine = make_engine(settings.resolved_database_url)
-    repo = Repository(engine)
+    repo = Repository(engine, retry_seconds=5.0)  # a request waits out a short outage, then gets 503
     database_url = engine.url.render_as_string(hide_password=False)
 
     @asynccontextmanager
@@ -156,12 +170,20 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
         log.warning("storage error on %s: %s", request.url.path, exc)
         return JSONResponse({"detail": f"the database is unavailable: {exc}"}, status.HTTP_503_SERVICE_UNAVAILABLE)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+            # Starlette names the methods of the first route whose path matched; list every route's on that path.
+            allowed = _allowed_methods(app, request.url.path)
+            return JSONResponse({"detail": exc.detail}, exc.status_code, headers={"Allow": ", ".join(allowed)})
+        return await http_exception_handler(request, exc)
+
     @app.get("/api/v1/healthz", tags=["health"])
     def healthz() -> dict[str, Any]:
         """Liveness and the database's schema revision."""
         return {"status": "ok", "database": engine.dialect.name, "schema": schema_revision(engine)}
 
     for router in (searches.router, trials.router, spaces.router):
-        app.include_router(router, prefix="/api/v1")
+        app.include_router(router, prefix="/api/v1", responses=ERROR_RESPONSES)
     app.include_router(dashboard.router)
     return app

@@ -30,7 +30,7 @@ from brainsearch.search.scaleup import ScaleUpReport, scale_up_report
 from brainsearch.space import bundled_space_names, load_space
 from brainsearch.storage import Repository, Trial
 from brainsearch.train.result import HEADLINE_METRICS
-from service.deps import ReadAccess, Repo
+from service.deps import Offset, ReadAccess, Repo, SearchId, TrialId
 from service.routers.searches import pareto_front
 
 router = APIRouter(include_in_schema=False)
@@ -203,11 +203,11 @@ def submit_form(
 @router.get("/searches/{search_id}", response_class=HTMLResponse, dependencies=[ReadAccess])
 def search_page(
     request: Request,
-    search_id: int,
+    search_id: SearchId,
     repo: Repo,
     sort: Literal["number", "val_loss", "step_time_s", "params_activated"] = "val_loss",
     order: Literal["asc", "desc"] = "asc",
-    offset: int = 0,
+    offset: Offset = 0,
     limit: int = 25,
 ) -> HTMLResponse:
     """A search's live leaderboard and charts."""
@@ -259,7 +259,7 @@ def search_page(
 
 
 @router.get("/trials/{trial_id}", response_class=HTMLResponse, dependencies=[ReadAccess])
-def trial_page(request: Request, trial_id: int, repo: Repo) -> HTMLResponse:
+def trial_page(request: Request, trial_id: TrialId, repo: Repo) -> HTMLResponse:
     """One trial: its block, cost, metrics, curve and expert load, with export links."""
     trial = repo.get_trial(trial_id)
     if trial is None:

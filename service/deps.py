@@ -5,12 +5,18 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Query, Request, status
 
 from brainsearch.settings import Settings
 from brainsearch.storage import Repository
 
-__all__ = ["ReadAccess", "Repo", "SettingsDep", "WriteAccess"]
+__all__ = ["MAX_ID", "Offset", "ReadAccess", "Repo", "SearchId", "SettingsDep", "TrialId", "WriteAccess"]
+
+# Ids and offsets are 64-bit signed integers in both databases: larger values are 422, not a driver overflow.
+MAX_ID = 2**63 - 1
+SearchId = Annotated[int, Path(ge=0, le=MAX_ID, description="a search's id")]
+TrialId = Annotated[int, Path(ge=0, le=MAX_ID, description="a trial's id")]
+Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
 
 
 def get_repo(request: Request) -> Repository:

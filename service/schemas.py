@@ -9,7 +9,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
 
-__all__ = ["Page", "SearchCreate", "SearchOut", "SpaceCheck", "TrialDetail", "TrialOut"]
+__all__ = [
+    "ERROR_RESPONSES",
+    "ErrorOut",
+    "Page",
+    "ProblemOut",
+    "SearchCreate",
+    "SearchOut",
+    "SpaceCheck",
+    "TrialDetail",
+    "TrialOut",
+]
 
 
 class SearchCreate(BaseModel):
@@ -89,3 +99,32 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+
+
+class ProblemOut(BaseModel):
+    """One problem with a request: where (a dotted field path, or FastAPI's location list) and what."""
+
+    model_config = ConfigDict(extra="allow")  # FastAPI's own validation errors add type, input, ctx
+    loc: str | list[str | int]
+    msg: str
+    line: int | None = None
+
+
+class ErrorOut(BaseModel):
+    """An error: a message, or one entry per problem (bad input)."""
+
+    detail: str | list[ProblemOut]
+
+
+# The error responses every API route may give, documented once for the OpenAPI schema.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": text}
+    for code, text in (
+        (401, "a valid bearer token is required"),
+        (404, "no such search, trial or file"),
+        (409, "the request conflicts with the state (cancelling a finished search)"),
+        (413, "request body too large"),
+        (422, "bad input: one entry per problem"),
+        (503, "the database is unavailable"),
+    )
+}

@@ -30,6 +30,7 @@ from brainsearch.arch.spec import Architecture
 from brainsearch.space.schema import Budget
 from brainsearch.storage import MetricPoint, Repository
 from brainsearch.storage.domain import TrialState
+from brainsearch.storage.repository import RETRY_SECONDS, retrying
 from brainsearch.train.result import CurvePoint, ProxyResult
 from brainsearch.train.settings import TrainSettings
 
@@ -120,6 +121,25 @@ def make_pruner(name: PrunerName) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
+class _RetryingStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage whose calls wait out a briefly unreachable database, like the repository's do."""
+
+
+def _retried(name: str) -> Callable[..., object]:
+    method = getattr(optuna.storages.RDBStorage, name)
+
+    @functools.wraps(method)
+    def call(self: _RetryingStorage, *args: object, **kwargs: object) -> object:
+        return retrying(lambda: method(self, *args, **kwargs), RETRY_SECONDS, f"optuna {name}")
+
+    return call
+
+
+for _name in [n for n in vars(optuna.storages.BaseStorage) if not n.startswith("_")]:
+    if callable(getattr(optuna.storages.RDBStorage, _name, None)):
+        setattr(_RetryingStorage, _name, _retried(_name))
+
+
 @functools.cache
 def optuna_storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage on brainsearch's database (one per process); SQLite waits for locks like ours do.
@@ -130,7 +150,7 @@ def optuna_storage(url: str) -> optuna.storages.RDBStorage:
     engine = make_engine(url)
     try:
         with schema_lock(engine):
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            return _RetryingStorage(url, engine_kwargs=kwargs)
     finally:
         engine.dispose()
 

@@ -1,28 +1,39 @@
 """The repository: every read and write of brainsearch's database, returning plain domain objects.
 
 Database errors are translated into :class:`~brainsearch.errors.StorageError` at one choke point (``_session``),
-so callers handle one exception type whatever the backend.
+so callers handle one exception type whatever the backend. Every public method waits out a database that is
+briefly unreachable (a restart, a failover, a lost connection): it is retried with backoff for up to
+``retry_seconds`` before the error reaches the caller. A write whose commit reached the database just before the
+connection broke could then run twice; the schema's unique constraints turn that into an error, never a duplicate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import functools
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Engine, func, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from brainsearch.errors import ConflictError, StorageError
 from brainsearch.storage.domain import Candidate, MetricPoint, Page, Search, SearchStatus, Trial, TrialState
 from brainsearch.storage.models import CandidateRow, MetricPointRow, SearchRow, TrialRow
 
-__all__ = ["TRIAL_SORT_KEYS", "Repository"]
+__all__ = ["RETRY_SECONDS", "TRIAL_SORT_KEYS", "Repository", "retrying", "transient"]
 
 D = TypeVar("D", Search, Trial, Candidate)
+R = TypeVar("R")
+log = logging.getLogger("brainsearch.storage")
+# Default wait for a database that went away (a PostgreSQL restart takes a few seconds).
+RETRY_SECONDS = 60.0
 
 # Leaderboard sort keys: name -> column (indexed, see migration 0002), and the trainer's metrics kept in the JSON
 # document, sortable too (read from the JSON: fine per search, not indexed).
@@ -72,11 +83,47 @@ def _candidate(row: CandidateRow) -> Candidate:
     return _domain(Candidate, row)
 
 
-class Repository:
-    """Reads and writes searches, trials, learning curves and candidates on one engine."""
+def transient(exc: BaseException) -> bool:
+    """Whether a database error (or an error raised from one: ours, Optuna's) is the connection's, worth retrying,
+    not the statement's."""
+    for e in (exc, exc.__cause__):
+        if isinstance(e, DBAPIError) and e.connection_invalidated:
+            return True
+        if isinstance(e, OperationalError | InterfaceError):
+            if isinstance(e.orig, sqlite3.Error):  # SQLite reports schema errors as OperationalError too
+                return any(word in str(e.orig).lower() for word in ("locked", "busy"))
+            return True
+    return False
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+
+def retrying(call: Callable[..., R], seconds: float, what: str) -> R:
+    """``call()``, retried with backoff while it fails with a transient database error, for up to ``seconds``."""
+    deadline, delay = time.monotonic() + seconds, 0.1
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            if not transient(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s: the database is unavailable (%s); retrying in %.1f s", what, exc, delay)
+            time.sleep(delay)
+            delay = min(2 * delay, 5.0)
+
+
+def _retried(method: Callable[..., R]) -> Callable[..., R]:
+    @functools.wraps(method)
+    def call(self: Repository, *args: Any, **kwargs: Any) -> R:
+        return retrying(lambda: method(self, *args, **kwargs), self.retry_seconds, method.__name__)
+
+    return call
+
+
+class Repository:
+    """Reads and writes searches, trials, learning curves and candidates on one engine (public methods wait out a
+    briefly unreachable database for up to ``retry_seconds``)."""
+
+    def __init__(self, engine: Engine, retry_seconds: float = RETRY_SECONDS) -> None:
+        self.engine, self.retry_seconds = engine, retry_seconds
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @contextmanager
@@ -484,3 +531,8 @@ class Repository:
                 .order_by(CandidateRow.rung, CandidateRow.val_loss.asc().nulls_last())
             ).all()
             return [_candidate(r) for r in rows]
+
+
+for _name, _method in list(vars(Repository).items()):
+    if callable(_method) and not _name.startswith("_"):
+        setattr(Repository, _name, _retried(_method))

@@ -14,7 +14,7 @@ from brainsearch.search.scaleup import ScaleUpReport, scale_up_report
 from brainsearch.space import bundled_space_names, load_space
 from brainsearch.space.loader import validate_document
 from brainsearch.storage import TRIAL_SORT_KEYS, Repository, Search, Trial
-from service.deps import ReadAccess, Repo, WriteAccess
+from service.deps import Offset, ReadAccess, Repo, SearchId, WriteAccess
 from service.schemas import Page, SearchCreate, SearchOut, TrialOut
 
 router = APIRouter(prefix="/searches", tags=["searches"])
@@ -96,7 +96,7 @@ def list_searches(
         Literal["queued", "running", "completed", "failed", "cancelled"] | None, Query(alias="status")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> Page[SearchOut]:
     """Searches, newest first."""
     page = repo.list_searches(status=status_, limit=limit, offset=offset)
@@ -104,13 +104,13 @@ def list_searches(
 
 
 @router.get("/{search_id}", dependencies=[ReadAccess])
-def get_search(search_id: int, repo: Repo) -> SearchOut:
+def get_search(search_id: SearchId, repo: Repo) -> SearchOut:
     """One search and its progress."""
     return search_out(repo, _search_or_404(repo, search_id))
 
 
 @router.post("/{search_id}/cancel", dependencies=[WriteAccess])
-def cancel(search_id: int, repo: Repo) -> SearchOut:
+def cancel(search_id: SearchId, repo: Repo) -> SearchOut:
     """Cancel a queued or running search (its worker stops the running trials at its next heartbeat)."""
     _search_or_404(repo, search_id)
     try:
@@ -121,7 +121,7 @@ def cancel(search_id: int, repo: Repo) -> SearchOut:
 
 @router.get("/{search_id}/trials", dependencies=[ReadAccess])
 def leaderboard(
-    search_id: int,
+    search_id: SearchId,
     repo: Repo,
     sort: Annotated[str, Query(description="a column or a trainer metric: " + ", ".join(TRIAL_SORT_KEYS))] = (
         "val_loss"
@@ -129,7 +129,7 @@ def leaderboard(
     order: Literal["asc", "desc"] = "asc",
     state: TrialStateName | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> Page[TrialOut]:
     """The leaderboard: completed trials by ``sort``, then pruned, failed and running ones."""
     _search_or_404(repo, search_id)
@@ -154,7 +154,7 @@ def pareto_front(trials: list[Trial], key: Literal["step_time_s", "params_activa
 
 
 @router.get("/{search_id}/pareto", dependencies=[ReadAccess])
-def pareto(search_id: int, repo: Repo) -> dict[str, list[TrialOut]]:
+def pareto(search_id: SearchId, repo: Repo) -> dict[str, list[TrialOut]]:
     """Pareto fronts of validation loss against step time and against activated parameters."""
     _search_or_404(repo, search_id)
     trials = repo.list_trials(search_id, state="completed", limit=100_000).items
@@ -163,7 +163,7 @@ def pareto(search_id: int, repo: Repo) -> dict[str, list[TrialOut]]:
 
 @router.get("/{search_id}/scale-up", dependencies=[ReadAccess])
 def scale_up(
-    search_id: int,
+    search_id: SearchId,
     repo: Repo,
     target: Annotated[str | None, Query(max_length=32, description="scale preset to predict at")] = None,
     law: Literal["kaplan", "chinchilla"] | None = None,
@@ -179,7 +179,7 @@ def scale_up(
 
 
 @router.get("/{search_id}/candidates", dependencies=[ReadAccess])
-def candidates(search_id: int, repo: Repo) -> Page[dict[str, object]]:
+def candidates(search_id: SearchId, repo: Repo) -> Page[dict[str, object]]:
     """The scale-up candidates (empty until the scale-up stage has run)."""
     _search_or_404(repo, search_id)
     items = [

@@ -7,7 +7,7 @@ from fastapi.responses import FileResponse
 
 from brainsearch.export import ExportFormat, WeightsNotKept, export_file
 from brainsearch.storage import Repository, Trial
-from service.deps import ReadAccess, Repo, SettingsDep
+from service.deps import ReadAccess, Repo, SettingsDep, TrialId
 from service.schemas import TrialDetail
 
 router = APIRouter(prefix="/trials", tags=["trials"])
@@ -21,7 +21,7 @@ def _trial_or_404(repo: Repository, trial_id: int) -> Trial:
 
 
 @router.get("/{trial_id}", dependencies=[ReadAccess])
-def get_trial(trial_id: int, repo: Repo) -> TrialDetail:
+def get_trial(trial_id: TrialId, repo: Repo) -> TrialDetail:
     """Architecture, cost, metrics (with the MoE expert load) and the learning curve."""
     t = _trial_or_404(repo, trial_id)
     curve = [vars(p) for p in repo.trial_curve(trial_id)]
@@ -44,7 +44,7 @@ def get_trial(trial_id: int, repo: Repo) -> TrialDetail:
         404: {"description": "no such trial, or its trained weights were not kept (safetensors)"},
     },
 )
-def export(trial_id: int, repo: Repo, settings: SettingsDep, format: ExportFormat = "json") -> Response:
+def export(trial_id: TrialId, repo: Repo, settings: SettingsDep, format: ExportFormat = "json") -> Response:
     """The trial as a file: ``json`` / ``yaml`` (architecture, cost, provenance, metrics), ``pytorch`` (one
     standalone Python file with only torch imports and a ``build()`` function) or ``safetensors`` (the trained proxy's
     weights; the architecture JSON is in the file's metadata)."""

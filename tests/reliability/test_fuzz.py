@@ -26,7 +26,8 @@ EXAMPLES = 200
 def api_schema(tmp_path: Path) -> Any:
     url = f"sqlite:///{tmp_path / 'fuzz.db'}"
     migrate(make_engine(url))
-    app = create_app(Settings(database_url=url, data_dir=tmp_path / "data"), embedded_worker=False)
+    settings = Settings(database_url=url, data_dir=tmp_path / "data", allowed_hosts=["testserver"])
+    app = create_app(settings, embedded_worker=False)
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
@@ -38,8 +39,13 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @hypothesis.settings(max_examples=EXAMPLES, deadline=None)
 def test_every_operation_answers_within_its_schema_and_never_5xx(case: Any) -> None:
     """Pass: for every operation, no generated request (valid or not) gets a 5xx, and every response conforms to the
-    documented status codes, content types and response schemas."""
-    case.call_and_validate()
+    documented status codes, content types, headers and response schemas.
+
+    Schemathesis' positive-data check is left out: it expects every schema-valid body to be accepted, but the API's
+    validation is semantic beyond JSON Schema (a space name must be a bundled one, a space document must describe
+    buildable models) and answers those with a documented 422.
+    """
+    case.call_and_validate(excluded_checks=[schemathesis.checks.positive_data_acceptance])
 
 
 # --- the DSL loader ------------------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import inspect, text
@@ -264,3 +266,35 @@ def test_an_optuna_study_shares_the_database(database_url: str) -> None:
     assert {"studies", "trials", "bs_trials", "bs_searches"} <= tables
     engine.dispose()
     storage.engine.dispose()
+
+
+def test_transient_database_errors_are_retried_and_others_are_not(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pass: a busy database (SQLite 'database is locked') twice in a row is waited out; a schema error (no such
+    table) and a transient error past retry_seconds reach the caller as StorageError."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'retry.db'}")
+    migrate(engine)
+    failures = {"left": 2}
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def busy(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if failures["left"] > 0 and statement.lstrip().upper().startswith("SELECT"):
+            failures["left"] -= 1
+            raise sqlite3.OperationalError("database is locked")
+
+    repo = Repository(engine, retry_seconds=10)
+    assert repo.get_search(1) is None and failures["left"] == 0
+    failures["left"] = 1000
+    with pytest.raises(StorageError, match="database is locked"):
+        Repository(engine, retry_seconds=0.5).get_search(1)
+    failures["left"] = 0
+    bare = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")  # no tables: not transient, not retried
+    caplog.clear()
+    with pytest.raises(StorageError, match="no such table"):
+        Repository(bare, retry_seconds=60).get_search(1)
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()]

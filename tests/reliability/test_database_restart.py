@@ -1,0 +1,69 @@
+"""PostgreSQL restarted in the middle of a search: the workers wait it out and carry on."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from brainsearch.storage import Repository, make_engine, migrate
+from tests.reliability.conftest import Proc, queue_search, slow_space, wait_for
+
+TRIALS = 4
+
+
+OUTAGE_S = 4.0
+
+
+def _pg_ctl(*args: str) -> None:
+    version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[0]
+    cmd = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", *args]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+
+
+def _restart_postgres() -> None:
+    """Stop the local PostgreSQL cluster (fast shutdown: every connection is cut), keep it down ``OUTAGE_S``
+    seconds, start it again."""
+    _pg_ctl("stop", "-m", "fast")
+    try:
+        time.sleep(OUTAGE_S)
+    finally:
+        _pg_ctl("start")
+
+
+@pytest.mark.slow
+def test_postgres_restart_mid_search_is_waited_out(postgres_url: str, spawn: Callable[..., Proc]) -> None:
+    """Pass: with a trial in flight, PostgreSQL is restarted (every connection cut); the worker, its trial process
+    and the Optuna study reconnect; the search completes with every trial final, none crashed or failed, and the
+    requested number of trials reached."""
+    engine = make_engine(postgres_url)
+    try:
+        _check_restart_survived(engine, postgres_url, spawn)
+    finally:
+        engine.dispose()
+
+
+def _check_restart_survived(engine: Engine, postgres_url: str, spawn: Callable[..., Proc]) -> None:
+    migrate(engine)
+    repo = Repository(engine)
+    sid = queue_search(repo, slow_space(TRIALS, tokens=48 * 512))
+    worker = spawn("worker", "--lease", "30", "--db", postgres_url, name="worker")
+
+    def mid_trial() -> bool:
+        counts = repo.count_trials(sid, is_baseline=False)
+        return counts.get("completed", 0) >= 1 and counts.get("running", 0) == 1
+
+    wait_for(mid_trial, 300, "a finished trial and one in flight", worker, interval=0.05)
+    _restart_postgres()
+    wait_for(lambda: repo.get_search(sid).status in ("completed", "failed"), 300, "the search to end", worker)  # type: ignore[union-attr]
+    search = repo.get_search(sid)
+    assert search is not None and search.status == "completed", (search, worker.output()[-3000:])
+    trials = repo.list_trials(sid, limit=100).items
+    assert {t.state for t in trials} == {"completed"}, [(t.number, t.state, t.reason) for t in trials]
+    assert len([t for t in trials if not t.is_baseline]) == TRIALS
+    assert "the database is unavailable" in worker.output()  # the outage was seen, and waited out
+    assert "Traceback" not in worker.output()
