@@ -384,6 +384,9 @@ def search_cmd(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     ray_address: Annotated[str | None, typer.Option(help="An existing Ray cluster (default: a local Ray).")] = None,
     gpus_per_trial: Annotated[float, typer.Option(help="GPUs each Ray trial reserves.")] = 0.0,
+    memory_per_trial: Annotated[
+        str | None, typer.Option(help="Memory a local trial may allocate, e.g. 4GiB (past it: out_of_memory).")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="A name for the search (default: the space's).")] = None,
     top_k: Annotated[int | None, typer.Option(help="Candidates the scale-up stage trains again.")] = None,
     scale_up: Annotated[
@@ -427,6 +430,7 @@ def search_cmd(
             device=device,
             ray_address=ray_address or get_settings().ray_address,
             gpus_per_trial=gpus_per_trial,
+            memory_per_trial=memory_per_trial,
         )
     except ValidationError as exc:
         raise _fail(problems_from_validation_error(exc, "options")) from None

@@ -51,7 +51,7 @@ from brainsearch.search.trial import BaselineRef, TrialJob, TrialOutcome, budget
 from brainsearch.space.constraints import violations
 from brainsearch.space.loader import validate_document
 from brainsearch.space.sample import sample
-from brainsearch.space.schema import SearchSettings, SearchSpace
+from brainsearch.space.schema import Quantity, SearchSettings, SearchSpace
 from brainsearch.storage import Repository, Search, Trial
 from brainsearch.train.result import CurvePoint
 from brainsearch.train.settings import TrainSettings
@@ -101,6 +101,9 @@ class RunOptions(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     ray_address: str | None = Field(default=None, max_length=1000, description="default: a local Ray on demand")
     gpus_per_trial: float = Field(default=0.0, ge=0, le=64)
+    memory_per_trial: Quantity | None = Field(
+        default=None, description="bytes a local trial may allocate (estimate refused first, then a hard cap)"
+    )
 
 
 def create_search(
@@ -282,7 +285,10 @@ class SearchDriver:
 
     def train_settings(self) -> TrainSettings:
         """How every trial of this search trains."""
-        return trial_train_settings(self.space, self.settings.seed, self.options.device)
+        settings = trial_train_settings(self.space, self.settings.seed, self.options.device)
+        if self.options.memory_per_trial is not None:
+            settings = settings.model_copy(update={"memory_limit_bytes": self.options.memory_per_trial})
+        return settings
 
     def check_data(self) -> None:
         """Load the corpus once here, so bad data is one clear error and workers find the tokenised cache."""
@@ -592,7 +598,8 @@ class SearchDriver:
     def _local_executor(self) -> LocalExecutor:
         from brainsearch.search.local import LocalExecutor
 
-        return LocalExecutor(self.settings.concurrency, self.options.threads_per_trial)
+        memory = int(self.options.memory_per_trial) if self.options.memory_per_trial is not None else None
+        return LocalExecutor(self.settings.concurrency, self.options.threads_per_trial, memory)
 
     def _run_baselines(self, executor: Executor) -> None:
         pending = self.baseline_jobs()

@@ -17,6 +17,7 @@ import signal
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 
 from brainsearch.search.scaleup import CandidateJob
 from brainsearch.search.trial import TrialJob, TrialOutcome
@@ -43,7 +44,20 @@ def _die_with_parent() -> None:
         pass
 
 
-def _worker_main(conn: Connection, threads: int, parent_pid: int) -> None:
+def _limit_memory(extra_bytes: int) -> None:
+    """Cap this process's address space at what it maps now (the interpreter, torch) plus ``extra_bytes``: an
+    allocation past it fails inside the trial (recorded ``out_of_memory``) instead of the kernel's OOM killer taking
+    a process, or the machine, down."""
+    import resource
+
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            limit = int(line.split()[1]) * 1024 + extra_bytes
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+            return
+
+
+def _worker_main(conn: Connection, threads: int, parent_pid: int, memory_bytes: int | None = None) -> None:
     """A worker process: run trials from ``conn`` until told to stop or the parent goes away."""
     _die_with_parent()
     if os.getppid() != parent_pid:  # the parent died before the death signal was armed
@@ -51,11 +65,14 @@ def _worker_main(conn: Connection, threads: int, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the search's to handle
     import torch
 
+    import brainsearch.train.proxy  # noqa: F401  (the trainer's imports are mapped before the memory cap)
     from brainsearch.search.scaleup import run_candidate
     from brainsearch.search.trial import run_trial
     from brainsearch.storage import Repository, make_engine
 
     torch.set_num_threads(threads)
+    if memory_bytes is not None:
+        _limit_memory(memory_bytes)
     repos: dict[str, Repository] = {}
     while True:
         try:
@@ -88,10 +105,13 @@ def _exit_reason(code: int | None) -> str:
 
 
 class _Worker:
-    def __init__(self, ctx: multiprocessing.context.SpawnContext, threads: int) -> None:
+    def __init__(self, ctx: multiprocessing.context.SpawnContext, threads: int, memory_bytes: int | None) -> None:
         self.conn, child = ctx.Pipe()
         self.process: BaseProcess = ctx.Process(
-            target=_worker_main, args=(child, threads, os.getpid()), name="brainsearch-trial", daemon=True
+            target=_worker_main,
+            args=(child, threads, os.getpid(), memory_bytes),
+            name="brainsearch-trial",
+            daemon=True,
         )
         self.process.start()
         child.close()
@@ -110,12 +130,15 @@ class _Worker:
 
 
 class LocalExecutor:
-    """Runs up to ``concurrency`` trials at once in worker processes with ``threads_per_trial`` torch threads each."""
+    """Runs up to ``concurrency`` trials at once in worker processes with ``threads_per_trial`` torch threads each,
+    and at most ``memory_per_trial`` bytes of memory each (an address-space cap; None: no cap)."""
 
-    def __init__(self, concurrency: int = 1, threads_per_trial: int | None = None) -> None:
+    def __init__(
+        self, concurrency: int = 1, threads_per_trial: int | None = None, memory_per_trial: int | None = None
+    ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        self.concurrency = concurrency
+        self.concurrency, self.memory_per_trial = concurrency, memory_per_trial
         self.threads_per_trial = threads_per_trial or max(1, (os.cpu_count() or 1) // concurrency)
         self._ctx = multiprocessing.get_context("spawn")
         self._workers: list[_Worker] = []
@@ -133,7 +156,7 @@ class LocalExecutor:
     def prestart(self, data: str, vocab_size: int) -> None:
         """Start every worker now and have it load the corpus, while the search does its own set-up."""
         while len(self._workers) < self.concurrency:
-            worker = _Worker(self._ctx, self.threads_per_trial)
+            worker = _Worker(self._ctx, self.threads_per_trial, self.memory_per_trial)
             worker.conn.send(("preload", data, vocab_size))
             self._workers.append(worker)
 
@@ -149,7 +172,7 @@ class LocalExecutor:
         worker = next((w for w in self._workers if w.job is None and w.process.is_alive()), None)
         if worker is None:
             self._workers = [w for w in self._workers if w.job is not None or w.process.is_alive()]
-            worker = _Worker(self._ctx, self.threads_per_trial)
+            worker = _Worker(self._ctx, self.threads_per_trial, self.memory_per_trial)
             self._workers.append(worker)
         worker.job = job
         worker.conn.send(job)
