@@ -20,6 +20,7 @@ from brainsearch.search.driver import create_search
 from brainsearch.space import SearchSpace
 from brainsearch.storage import Repository
 from tests.search.conftest import fast_space
+from tests.service.conftest import live  # noqa: F401  (the live-server fixture, for this suite too)
 
 
 class Proc:
@@ -110,25 +111,10 @@ def queue_search(repo: Repository, space: SearchSpace) -> int:
     return search.id
 
 
-from tests.service.conftest import live  # noqa: E402, F401  (the live-server fixture, for this suite too)
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database (this suite's PostgreSQL-only tests)."""
-    import uuid
+    from tests.conftest import fresh_postgres
 
-    from sqlalchemy import create_engine, make_url, text
-
-    from tests.conftest import ADMIN_URL
-
-    name = f"brainsearch_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_postgres() as url:
+        yield url
