@@ -329,6 +329,8 @@ def _drive(repo: Any, search_id: int, url: str) -> Any:
             base = "  ".join(f"{k} {v:.4f}" if v is not None else f"{k} -" for k, v in p.baselines.items())
             best = f"best {p.best_val_loss:.4f} (#{p.best_number})" if p.best_val_loss is not None else "best -"
             status = f"running {p.running}  pruned {p.pruned}  failed {p.failed + p.crashed}  {best}"
+            if p.stage:
+                status = f"[bold]{p.stage}[/]  {status}"
             bar.update(task, total=p.requested, completed=p.done, status=f"{status}  [dim]baselines: {base}[/]")
 
         driver = SearchDriver(

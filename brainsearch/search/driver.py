@@ -177,6 +177,7 @@ class Progress:
     baselines: dict[str, float | None] = field(default_factory=dict)
     best_val_loss: float | None = None
     best_number: int | None = None
+    stage: str | None = None  # after the trials: "scale-up 2/6" while the scale-up stage runs
 
     @classmethod
     def from_counts(cls, requested: int, counts: dict[str, int], **extra: Any) -> Progress:
@@ -257,6 +258,7 @@ class SearchDriver:
         self._consecutive_failures = 0
         self._fruitless = 0
         self.max_fruitless_asks = max_fruitless_asks
+        self._stage: str | None = None
         if weights_dir is None:
             from brainsearch.settings import get_settings
 
@@ -463,6 +465,7 @@ class SearchDriver:
             baselines=baselines,
             best_val_loss=best[0].val_loss if best else None,
             best_number=best[0].number if best else None,
+            stage=self._stage,
         )
 
     def emit(self) -> None:
@@ -623,10 +626,14 @@ class SearchDriver:
         if pending:
             rungs = ", ".join(dict.fromkeys(j.rung for j in pending))
             self.note(f"scale-up: {len(pending)} candidate run(s) on {rungs}")
+            self._stage = f"scale-up 0/{len(pending)}"
+            self.emit()
         return pending
 
     def candidate_done(self, job: CandidateJob, outcome: TrialOutcome | None, crash: str | None, count: str) -> None:
         """Record a candidate run whose worker died, and say how a run ended."""
+        self._stage = f"scale-up {count}"
+        self.emit()
         if outcome is None:
             record_crash(self.repo, job, crash or "worker died")
             what = f"crashed ({crash})"

@@ -62,8 +62,17 @@ def test_tiny_search_scaled_up_reported_and_exported(sqlite_repo: tuple[Reposito
     search, _ = create_search(repo, space)
     weights = tmp_path / "weights"
     notes: list[str] = []
-    done = SearchDriver(repo, search.id, database_url, on_note=notes.append, weights_dir=weights).run()
+    stages: list[str | None] = []
+    done = SearchDriver(
+        repo,
+        search.id,
+        database_url,
+        on_note=notes.append,
+        on_progress=lambda p: stages.append(p.stage),
+        weights_dir=weights,
+    ).run()
     assert done.status == "completed", notes
+    assert stages[0] is None and stages[-1] == "scale-up 6/6" and "scale-up 0/6" in stages  # the bar shows the stage
     assert any(n.startswith("scale-up: 6 candidate run(s) on cpu-tiny, cpu-small") for n in notes), notes
 
     rows = repo.list_candidates(search.id)
