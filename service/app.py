@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response, status
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -56,7 +57,7 @@ class _BodyLimit:
         while more:  # read the whole body (it is small: at most ``limit`` bytes)
             message = await receive()
             if message["type"] != "http.request":
-                break
+                return  # the client went away mid-body: nothing to answer, nothing to run
             chunks.append(message.get("body", b""))
             seen += len(chunks[-1])
             if seen > self.limit:
@@ -64,7 +65,7 @@ class _BodyLimit:
                 return
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        problem = _json_problem(body) if b"json" in headers.get(b"content-type", b"") else None
+        problem = _json_problem(body) if _is_json(headers.get(b"content-type", b"")) else None
         if problem is not None:
             detail = [{"loc": "body", "msg": problem}]
             await JSONResponse({"detail": detail}, status.HTTP_422_UNPROCESSABLE_CONTENT)(scope, receive, send)
@@ -82,19 +83,28 @@ class _BodyLimit:
 
 
 MAX_JSON_DEPTH = 64
-_JSON_STRING = re.compile(rb'"(?:\\.|[^"\\])*"')
+_JSON_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_JSON_STRING = re.compile(rb'"[^"]*"')
 _NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
 
 
 def _allowed_methods(app: FastAPI, path: str) -> list[str]:
-    """The methods the API's operations on ``path`` accept (from the OpenAPI paths), HEAD with GET."""
+    """The methods the routes on ``path`` accept: the API's (its OpenAPI paths) and the dashboard's."""
+    templates: list[tuple[str, set[str]]] = [
+        (template, {m.upper() for m in operations}) for template, operations in app.openapi()["paths"].items()
+    ]
+    templates += [(r.path, set(r.methods)) for r in dashboard.router.routes if isinstance(r, APIRoute) and r.methods]
     methods: set[str] = set()
-    for template, operations in app.openapi()["paths"].items():
+    for template, accepted in templates:
         if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), path):
-            methods.update(m.upper() for m in operations)
-    if "GET" in methods:
-        methods.add("HEAD")
+            methods |= accepted
     return sorted(methods)
+
+
+def _is_json(content_type: bytes) -> bool:
+    """Whether FastAPI would parse a body of this type as JSON (application/json, application/*+json)."""
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
 
 
 def _json_problem(body: bytes) -> str | None:
@@ -111,7 +121,8 @@ def _json_problem(body: bytes) -> str | None:
 def _json_depth(body: bytes) -> int:
     """How deeply arrays and objects nest in a JSON text (strings skipped; malformed text is the parser's to judge)."""
     depth = deepest = 0
-    for c in _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS):
+    # Two linear passes (escapes out, then strings): one regex for both backtracks quadratically on '"\\"\\"...'.
+    for c in _JSON_STRING.sub(b"", _JSON_ESCAPE.sub(b"", body)).translate(None, _NOT_BRACKETS):
         depth += 1 if c in (0x5B, 0x7B) else -1
         deepest = max(deepest, depth)
     return deepest
@@ -134,7 +145,8 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
         worker: Worker | None = None
         thread: threading.Thread | None = None
         if embedded_worker:
-            worker = Worker(repo, database_url, weights_dir=settings.data_dir / "weights")
+            # The worker waits out outages for the default window, not the API's few seconds.
+            worker = Worker(Repository(engine), database_url, weights_dir=settings.data_dir / "weights")
             thread = threading.Thread(target=worker.run_forever, name="brainsearch-worker", daemon=True)
             thread.start()
         app.state.worker = worker

@@ -44,17 +44,24 @@ def _die_with_parent() -> None:
         pass
 
 
-def _limit_memory(extra_bytes: int) -> None:
-    """Cap this process's address space at what it maps now (the interpreter, torch) plus ``extra_bytes``: an
-    allocation past it fails inside the trial (recorded ``out_of_memory``) instead of the kernel's OOM killer taking
-    a process, or the machine, down."""
+def _cap_memory(extra_bytes: int | None) -> None:
+    """Cap this process's data segment (heap and private anonymous mappings, Linux's RLIMIT_DATA; file mappings such
+    as the memory-mapped corpus do not count) at what it holds now plus ``extra_bytes``, or lift the cap (None).
+    Only the soft limit is set, so the next job can lift it. A trial allocating past it fails inside the trainer
+    (recorded ``out_of_memory``) instead of the kernel's OOM killer taking a process, or the machine, down."""
     import resource
 
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmSize:"):
-            limit = int(line.split()[1]) * 1024 + extra_bytes
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-            return
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if extra_bytes is None:
+        resource.setrlimit(resource.RLIMIT_DATA, (hard, hard))
+        return
+    held = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmData:"):
+                held = int(line.split()[1]) * 1024
+    limit = held + extra_bytes if hard == resource.RLIM_INFINITY else min(held + extra_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
 
 
 def _worker_main(conn: Connection, threads: int, parent_pid: int, memory_bytes: int | None = None) -> None:
@@ -65,14 +72,12 @@ def _worker_main(conn: Connection, threads: int, parent_pid: int, memory_bytes: 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the search's to handle
     import torch
 
-    import brainsearch.train.proxy  # noqa: F401  (the trainer's imports are mapped before the memory cap)
     from brainsearch.search.scaleup import run_candidate
     from brainsearch.search.trial import run_trial
     from brainsearch.storage import Repository, make_engine
 
     torch.set_num_threads(threads)
-    if memory_bytes is not None:
-        _limit_memory(memory_bytes)
+    torch.ones(64, 64) @ torch.ones(64, 64)  # start the thread pool now, outside any trial's memory cap
     repos: dict[str, Repository] = {}
     while True:
         try:
@@ -90,6 +95,9 @@ def _worker_main(conn: Connection, threads: int, parent_pid: int, memory_bytes: 
         repo = repos.get(job.database_url)
         if repo is None:
             repo = repos[job.database_url] = Repository(make_engine(job.database_url))
+        if memory_bytes is not None:  # trials only (scale-up runs are larger by design), and not on a GPU
+            on_gpu = job.settings.device == "cuda" or (job.settings.device == "auto" and torch.cuda.is_available())
+            _cap_memory(memory_bytes if isinstance(job, TrialJob) and not on_gpu else None)
         conn.send(run_candidate(job, repo) if isinstance(job, CandidateJob) else run_trial(job, repo))
 
 
@@ -131,7 +139,7 @@ class _Worker:
 
 class LocalExecutor:
     """Runs up to ``concurrency`` trials at once in worker processes with ``threads_per_trial`` torch threads each,
-    and at most ``memory_per_trial`` bytes of memory each (an address-space cap; None: no cap)."""
+    each trial allocating at most ``memory_per_trial`` bytes beyond what its process holds (None: no cap)."""
 
     def __init__(
         self, concurrency: int = 1, threads_per_trial: int | None = None, memory_per_trial: int | None = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 import statistics
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -122,7 +123,21 @@ def make_pruner(name: PrunerName) -> optuna.pruners.BasePruner:
 
 
 class _RetryingStorage(optuna.storages.RDBStorage):
-    """Optuna's RDB storage whose calls wait out a briefly unreachable database, like the repository's do."""
+    """Optuna's RDB storage whose calls wait out a briefly unreachable database, like the repository's do: its
+    public methods and the private ones Optuna's cache layer calls (``study.ask`` goes through
+    ``_create_new_trial``, ``suggest_*`` through ``_set_trial_param``). Only the outermost call of a thread retries,
+    so nested calls do not multiply the wait."""
+
+
+_RETRYING = threading.local()
+# What Optuna's _CachedStorage calls on the storage it wraps, besides the public API.
+_CACHE_LAYER_CALLS = (
+    "_create_new_trial",
+    "_get_best_trial_id",
+    "_get_stale_trial_ids",
+    "_get_trials",
+    "_set_trial_param",
+)
 
 
 def _retried(name: str) -> Callable[..., object]:
@@ -130,12 +145,18 @@ def _retried(name: str) -> Callable[..., object]:
 
     @functools.wraps(method)
     def call(self: _RetryingStorage, *args: object, **kwargs: object) -> object:
-        return retrying(lambda: method(self, *args, **kwargs), RETRY_SECONDS, f"optuna {name}")
+        if getattr(_RETRYING, "active", False):
+            return method(self, *args, **kwargs)
+        _RETRYING.active = True
+        try:
+            return retrying(lambda: method(self, *args, **kwargs), RETRY_SECONDS, f"optuna {name}")
+        finally:
+            _RETRYING.active = False
 
     return call
 
 
-for _name in [n for n in vars(optuna.storages.BaseStorage) if not n.startswith("_")]:
+for _name in [*(n for n in vars(optuna.storages.BaseStorage) if not n.startswith("_")), *_CACHE_LAYER_CALLS]:
     if callable(getattr(optuna.storages.RDBStorage, _name, None)):
         setattr(_RetryingStorage, _name, _retried(_name))
 

@@ -3,6 +3,7 @@ race-free schema migration at start-up."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -12,6 +13,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import SQLAlchemyError
 
 __all__ = ["MIGRATIONS_DIR", "make_engine", "migrate", "schema_lock", "schema_revision"]
 
@@ -40,7 +42,8 @@ def make_engine(url: str) -> Engine:
         return engine
     if u.drivername == "postgresql":
         u = u.set(drivername="postgresql+psycopg")
-    return create_engine(u, pool_pre_ping=True)
+    # A bounded connect: a retry against an unreachable server waits seconds, not the operating system's timeout.
+    return create_engine(u, pool_pre_ping=True, connect_args={"connect_timeout": 5})
 
 
 def _alembic_config() -> Config:
@@ -63,8 +66,10 @@ def schema_lock(engine: Engine) -> Iterator[None]:
             try:
                 yield
             finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY})
-                conn.commit()
+                # A connection lost meanwhile released the lock with it; its error must not hide the original one.
+                with contextlib.suppress(SQLAlchemyError):
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+                    conn.commit()
         return
     database = engine.url.database
     lock_path = Path(f"{database}.migrate.lock") if database and database != ":memory:" else None

@@ -3,8 +3,9 @@
 Database errors are translated into :class:`~brainsearch.errors.StorageError` at one choke point (``_session``),
 so callers handle one exception type whatever the backend. Every public method waits out a database that is
 briefly unreachable (a restart, a failover, a lost connection): it is retried with backoff for up to
-``retry_seconds`` before the error reaches the caller. A write whose commit reached the database just before the
-connection broke could then run twice; the schema's unique constraints turn that into an error, never a duplicate.
+``retry_seconds`` before the error reaches the caller. Only failures before the commit are retried (the transaction
+was rolled back); a connection lost during the commit leaves its outcome unknown and raises :class:`CommitFailed`.
+Recording a trial's outcome is idempotent: a trial already in a final state keeps it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from brainsearch.errors import ConflictError, StorageError
 from brainsearch.storage.domain import Candidate, MetricPoint, Page, Search, SearchStatus, Trial, TrialState
 from brainsearch.storage.models import CandidateRow, MetricPointRow, SearchRow, TrialRow
 
-__all__ = ["RETRY_SECONDS", "TRIAL_SORT_KEYS", "Repository", "retrying", "transient"]
+__all__ = ["RETRY_SECONDS", "TRIAL_SORT_KEYS", "CommitFailed", "Repository", "retrying", "transient"]
 
 D = TypeVar("D", Search, Trial, Candidate)
 R = TypeVar("R")
@@ -83,9 +84,15 @@ def _candidate(row: CandidateRow) -> Candidate:
     return _domain(Candidate, row)
 
 
+class CommitFailed(StorageError):
+    """The connection failed during a commit: whether the transaction took effect is unknown, so it is not retried."""
+
+
 def transient(exc: BaseException) -> bool:
     """Whether a database error (or an error raised from one: ours, Optuna's) is the connection's, worth retrying,
-    not the statement's."""
+    not the statement's; a failed commit never is."""
+    if isinstance(exc, CommitFailed):
+        return False
     for e in (exc, exc.__cause__):
         if isinstance(e, DBAPIError) and e.connection_invalidated:
             return True
@@ -129,8 +136,17 @@ class Repository:
     @contextmanager
     def _session(self) -> Iterator[Session]:
         try:
-            with self._sessions.begin() as session:
+            with self._sessions() as session, session.begin():
                 yield session
+                session.flush()  # statement errors surface here, before the commit
+                try:
+                    session.commit()
+                except SQLAlchemyError as exc:
+                    # The commit may have reached the database before the connection broke: never retried.
+                    raise CommitFailed(
+                        f"database error while committing ({self.engine.dialect.name}): {exc.__class__.__name__}: "
+                        f"{str(exc).splitlines()[0][:300]}"
+                    ) from exc
         except (ConflictError, StorageError):
             raise
         except IntegrityError as exc:
@@ -348,11 +364,16 @@ class Repository:
         step_time_s: float | None = None,
         curve: Sequence[MetricPoint] = (),
     ) -> Trial:
-        """Record a trial's outcome and learning curve in one transaction (all or nothing)."""
+        """Record a running trial's outcome and learning curve in one transaction (all or nothing). A trial already
+        in a final state is returned as it is: a late or repeated report (a worker that recorded its result, then
+        died) never overwrites a result."""
         with self._session() as s:
             row = s.get(TrialRow, trial_id)
             if row is None:
                 raise StorageError(f"no trial {trial_id}")
+            if row.state != "running":
+                log.info("trial %d is %s already; %s not recorded", trial_id, row.state, state)
+                return _trial(row)
             row.state, row.reason, row.metrics = state, reason, metrics or {}
             row.val_loss, row.step_time_s, row.finished_at = val_loss, step_time_s, _now()
             s.add_all(

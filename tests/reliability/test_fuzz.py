@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from brainsearch.errors import SpaceError
 from brainsearch.settings import Settings
+from brainsearch.space import bundled_spaces_dir
 from brainsearch.space.loader import parse_space
 from brainsearch.storage import make_engine, migrate
 from service.app import create_app
@@ -25,7 +26,9 @@ EXAMPLES = 200
 @pytest.fixture
 def api_schema(tmp_path: Path) -> Any:
     url = f"sqlite:///{tmp_path / 'fuzz.db'}"
-    migrate(make_engine(url))
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
     settings = Settings(database_url=url, data_dir=tmp_path / "data", allowed_hosts=["testserver"])
     app = create_app(settings, embedded_worker=False)
     return schemathesis.openapi.from_asgi("/openapi.json", app)
@@ -99,11 +102,11 @@ _documents = st.recursive(
 
 
 def _mutated_tiny() -> st.SearchStrategy[dict[str, Any]]:
-    base = yaml.safe_load(Path("search_spaces/tiny.yaml").read_text())
+    base = yaml.safe_load((bundled_spaces_dir() / "tiny.yaml").read_text())
     sections = sorted(base)
 
     def mutate(section: str, key: str, value: Any) -> dict[str, Any]:
-        doc = yaml.safe_load(Path("search_spaces/tiny.yaml").read_text())
+        doc = yaml.safe_load((bundled_spaces_dir() / "tiny.yaml").read_text())
         if isinstance(doc.get(section), dict):
             doc[section][key] = value
         else:
