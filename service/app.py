@@ -37,8 +37,8 @@ log = logging.getLogger("brainsearch.service")
 
 
 class _BodyLimit:
-    """Refuses request bodies larger than ``limit`` bytes (declared or streamed) with 413, and JSON bodies nested
-    deeper than ``MAX_JSON_DEPTH`` with 422 (Python's parser would recurse into them)."""
+    """Refuses request bodies larger than ``limit`` bytes (declared or streamed) with 413, and JSON bodies that are
+    not UTF-8 or nest deeper than ``MAX_JSON_DEPTH`` with 422 (Python's parser would recurse into them)."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
