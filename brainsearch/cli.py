@@ -339,6 +339,11 @@ def _drive(repo: Any, search_id: int, url: str) -> Any:
         return driver.run()
 
 
+def _print_wide(table: Table) -> None:
+    """A table on stdout; piped output is not cut to 80 columns: a row is read whole."""
+    (out if out.is_terminal else Console(width=160)).print(table)
+
+
 def _print_leaderboard(rows: list[dict[str, Any]], search_id: int, total: int, sort: str = "val_loss") -> None:
     """The leaderboard table of trial rows (the API's or the repository's, as dicts)."""
     reference = next((r["val_loss"] for r in rows if r["baseline_name"] == "glam" and r["val_loss"]), None)
@@ -360,8 +365,7 @@ def _print_leaderboard(rows: list[dict[str, Any]], search_id: int, total: int, s
             fmt_count(r["params_activated"]),
             note[:90],
         )
-    # Piped output is not cut to 80 columns: a leaderboard row is read whole.
-    (out if out.is_terminal else Console(width=160)).print(table)
+    _print_wide(table)
     if total > len(rows):
         out.print(f"({total - len(rows)} more: brainsearch leaderboard {search_id} --limit N)")
 
@@ -792,7 +796,7 @@ def _print_scale_up(report: dict[str, Any]) -> None:
                 conv_text,
                 r["state"],
             )
-    (out if out.is_terminal else Console(width=160)).print(table)
+    _print_wide(table)
     fidelity = ", ".join(
         f"{rung} " + (f"{tau:+.2f}" if tau is not None else "-") + f" ({report['fidelity_pairs'][rung]} candidates)"
         for rung, tau in report["fidelity"].items()
@@ -811,7 +815,7 @@ def _print_scale_up(report: dict[str, Any]) -> None:
             f"{p['low']:.4f} - {p['high']:.4f}" if p else "",
             c["prediction_error"] or "",
         )
-    (out if out.is_terminal else Console(width=160)).print(law)
+    _print_wide(law)
 
 
 @app.command("scale-up")
@@ -982,7 +986,7 @@ def expand_cmd(
             f"{method.forgetting:+.4f}" if method.forgetting is not None else "",
             f"{method.new_gain:+.4f}" if method.new_gain is not None else "",
         )
-    (out if out.is_terminal else Console(width=160)).print(table)
+    _print_wide(table)
     out.print(
         f"activated parameters {fmt_count(report.params_activated_before)} -> "
         f"{fmt_count(report.params_activated_after)}, total {fmt_count(report.params_total_before)} -> "

@@ -176,7 +176,7 @@ def run_candidate(job: CandidateJob, repo: Repository) -> TrialOutcome:
         from brainsearch.train.proxy import train  # torch: only in the processes that train
 
         result = train(arch, job.settings, corpus=corpus)
-        val_loss = result.val_loss if result.status == "completed" else None
+        outcome = TrialOutcome.of(job.trial_id, result)
         repo.add_candidate(
             search_id=job.search_id,
             trial_id=job.trial_id,
@@ -186,17 +186,9 @@ def run_candidate(job: CandidateJob, repo: Repository) -> TrialOutcome:
             arch=job.arch,
             arch_digest=arch.digest,
             metrics=_metrics(result),
-            val_loss=val_loss,
+            val_loss=outcome.val_loss,
         )
-        return TrialOutcome(
-            trial_id=job.trial_id,
-            state=result.status,
-            reason=result.reason,
-            val_loss=val_loss,
-            step_time_s=result.step_time_s,
-            train_seconds=result.elapsed_s,
-            steps_seconds=result.steps_seconds,
-        )
+        return outcome
     except Exception as exc:  # a bug in one run must not take the worker down
         reason = crash_reason(exc)
         record_crash(repo, job, reason)
@@ -332,7 +324,8 @@ def scale_up_report(
         scale_preset(target)  # an unknown name is an error that lists the known ones
     law = law or (up.law if up else "kaplan")
     scale_by = scale_by or (up.scale_by if up else "params_activated")
-    rows = _latest(repo.list_candidates(search_id))
+    stored = repo.list_candidates(search_id)
+    rows = _latest(stored)
     ladder = [r.preset for r in up.ladder] if up else sorted({rung for _, rung in rows})
     trial_ids = sorted({tid for tid, _ in rows})
     trials = [t for t in (repo.get_trial(i) for i in trial_ids) if t is not None]
@@ -426,7 +419,7 @@ def scale_up_report(
         tau = kendall_tau([float(a) for a, _ in pairs], [float(b) for _, b in pairs])  # type: ignore[arg-type]
         fidelity[rung] = tau if len(pairs) >= MIN_FIDELITY_PAIRS else None
     planned, _ = planned_runs(repo, search_id, space)
-    recorded = _recorded(repo.list_candidates(search_id))
+    recorded = _recorded(stored)
     complete = bool(planned) and all((trial.id, rung) in recorded for trial, rung, _ in planned)
     return ScaleUpReport(
         search_id=search_id,

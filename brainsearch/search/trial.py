@@ -102,6 +102,19 @@ class TrialOutcome(BaseModel):
     train_seconds: float = 0.0  # time inside the trainer (steps and periodic validation)
     steps_seconds: float = 0.0  # of which inside training steps
 
+    @classmethod
+    def of(cls, trial_id: int, result: ProxyResult) -> TrialOutcome:
+        """The outcome of a finished run (its validation loss counts only when it completed)."""
+        return cls(
+            trial_id=trial_id,
+            state=result.status,
+            reason=result.reason,
+            val_loss=result.val_loss if result.status == "completed" else None,
+            step_time_s=result.step_time_s,
+            train_seconds=result.elapsed_s,
+            steps_seconds=result.steps_seconds,
+        )
+
 
 def budget_fraction(budget: Budget, point: CurvePoint, flops_per_token: int) -> float:
     """How much of ``budget`` a run had spent at ``point``."""
@@ -285,25 +298,17 @@ def _keeper(job: TrialJob, arch: Architecture, saved: dict[str, str]) -> Callabl
 def _record(repo: Repository, job: TrialJob, result: ProxyResult, extra: dict[str, str] | None = None) -> TrialOutcome:
     metrics = {**result.model_dump(exclude={"curve"}, mode="json"), **(extra or {})}
     curve = [MetricPoint(p.step, p.tokens, p.elapsed_s, p.train_loss, p.val_loss, p.lr) for p in result.curve]
-    val_loss = result.val_loss if result.status == "completed" else None
+    outcome = TrialOutcome.of(job.trial_id, result)
     repo.finish_trial(
         job.trial_id,
         state=result.status,
         reason=result.reason,
         metrics=metrics,
-        val_loss=val_loss,
+        val_loss=outcome.val_loss,
         step_time_s=result.step_time_s,
         curve=curve,
     )
-    return TrialOutcome(
-        trial_id=job.trial_id,
-        state=result.status,
-        reason=result.reason,
-        val_loss=val_loss,
-        step_time_s=result.step_time_s,
-        train_seconds=result.elapsed_s,
-        steps_seconds=result.steps_seconds,
-    )
+    return outcome
 
 
 def crash_reason(exc: BaseException) -> str:
