@@ -14,7 +14,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperOption
 
+from brainsearch import __version__
 from brainsearch._format import fmt_bytes, fmt_count, fmt_flops
 from brainsearch.arch import Architecture, Cost, cost, preset, preset_names
 from brainsearch.errors import ArchitectureError, BrainsearchError, Problem
@@ -28,6 +30,35 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"brainsearch {__version__}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Neural architecture search for Brainformer-style Mixture-of-Experts blocks."""
+
+
+SearchIdArgument = Annotated[int, typer.Argument(metavar="SEARCH_ID", help="The search.")]
+
+
+def _display_type(self: TyperOption, ctx: Any) -> str | None:
+    # Typer's help shows every option's type, flags included ("--json <bool>", "--help <bool>"), as if a flag took
+    # a value; a flag's row shows none.
+    return None if self.is_flag else _typer_display_type(self, ctx)
+
+
+_typer_display_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = _display_type  # type: ignore[method-assign]
+
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -99,10 +130,13 @@ def validate(
         f"{p.num_blocks} x block, seq_len {p.seq_len}, vocab {p.vocab_size}, batch {p.batch_size},"
         f" budget {budget}, data {p.data}",
     )
-    table.add_row(
-        "search",
-        f"{s.sampler}, {s.trials} trials, objectives {', '.join(s.objectives)}, top-{s.top_k} scaled up",
-    )
+    if s.scale_up is None:
+        stage = "no scale-up stage (add search.scale_up, or run one later: brainsearch scale-up ID --ladder ...)"
+    else:
+        rungs = " -> ".join(r.preset for r in s.scale_up.ladder)
+        stage = f"top-{s.top_k} and {space.constraints.baseline} scaled up over {rungs}"
+        stage += f", predicted at {s.scale_up.target}"
+    table.add_row("search", f"{s.sampler}, {s.trials} trials, objectives {', '.join(s.objectives)}; {stage}")
     out.print(table)
 
 
@@ -309,6 +343,22 @@ def _follow(repo: Any, search_id: int, url: str) -> Any:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _bar_state(p: dict[str, Any]) -> tuple[int, int | None, str]:
+    """``(completed, total, text)`` for a progress bar from a search's progress (the API's ``progress`` or the
+    driver's, as a dict): the stage leads ("baselines", "trials", "scale-up 2/6"), the states are counted apart
+    ("3/3 done: 1 completed, 2 pruned", never "3/3 completed"), and the scale-up stage moves the bar on its own
+    count."""
+    stage = p.get("stage") or "trials"
+    done, total = p["completed"] + p["pruned"] + p["failed"], p["requested"]
+    if stage.startswith("scale-up ") and "/" in stage:
+        ran, _, planned = stage.removeprefix("scale-up ").partition("/")
+        done, total = int(ran), int(planned)
+    counts = f"{p['completed']} completed, {p['pruned']} pruned, {p['failed'] + p['crashed']} failed"
+    best = f"best {p['best_val_loss']:.4f} (#{p['best_number']})" if p.get("best_val_loss") is not None else "best -"
+    base = "  ".join(f"{k} {v:.4f}" if v is not None else f"{k} -" for k, v in p.get("baselines", {}).items())
+    return done, total, f"[bold]{stage}[/]  {counts}, {p['running']} running  {best}  [dim]baselines: {base or '-'}[/]"
+
+
 def _drive(repo: Any, search_id: int, url: str) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -326,12 +376,8 @@ def _drive(repo: Any, search_id: int, url: str) -> Any:
         task = bar.add_task("trials", total=None, id=search_id, status="starting")
 
         def on_progress(p: SearchProgress) -> None:
-            base = "  ".join(f"{k} {v:.4f}" if v is not None else f"{k} -" for k, v in p.baselines.items())
-            best = f"best {p.best_val_loss:.4f} (#{p.best_number})" if p.best_val_loss is not None else "best -"
-            status = f"running {p.running}  pruned {p.pruned}  failed {p.failed + p.crashed}  {best}"
-            if p.stage:
-                status = f"[bold]{p.stage}[/]  {status}"
-            bar.update(task, total=p.requested, completed=p.done, status=f"{status}  [dim]baselines: {base}[/]")
+            done, total, status = _bar_state(vars(p))
+            bar.update(task, total=total, completed=done, status=status)
 
         driver = SearchDriver(
             repo, search_id, url, on_progress=on_progress, on_note=lambda text: bar.console.print(f"note: {text}")
@@ -344,18 +390,31 @@ def _print_wide(table: Table) -> None:
     (out if out.is_terminal else Console(width=160)).print(table)
 
 
-def _print_leaderboard(rows: list[dict[str, Any]], search_id: int, total: int, sort: str = "val_loss") -> None:
-    """The leaderboard table of trial rows (the API's or the repository's, as dicts)."""
-    reference = next((r["val_loss"] for r in rows if r["baseline_name"] == "glam" and r["val_loss"]), None)
+def _print_leaderboard(
+    rows: list[dict[str, Any]],
+    search_id: int,
+    total: int,
+    reference: tuple[str, float | None],
+    sort: str = "val_loss",
+) -> None:
+    """The leaderboard table of trial rows (the API's or the repository's, as dicts), compared with the search's
+    reference baseline ``(name, validation loss)``. Ranks count completed trials, not baselines: ``export --rank N``
+    exports the row ranked N."""
+    import textwrap
+
+    name, reference_loss = reference
     table = Table(title=f"search {search_id}: {total} trials (baselines included), by {sort}")
-    for column in ("rank", "#", "block", "state", "val loss", "vs glam", "step ms", "activated", "note"):
+    for column in ("rank", "#", "block", "state", "val loss", f"vs {name}", "step ms", "activated", "note"):
         table.add_column(column, justify="right" if column not in ("block", "state", "note") else "left")
-    for rank, r in enumerate(rows, start=1):
+    rank = 0
+    for r in rows:
         loss, step = r["val_loss"], r["step_time_s"]
-        vs = f"{loss - reference:+.4f}" if reference is not None and loss is not None else ""
-        note = f"[bold]{r['baseline_name']} baseline[/]" if r["is_baseline"] else (r["reason"] or "")
+        vs = f"{loss - reference_loss:+.4f}" if reference_loss is not None and loss is not None else ""
+        ranked = r["state"] == "completed" and not r["is_baseline"]
+        rank += ranked
+        note = f"{r['baseline_name']} baseline" if r["is_baseline"] else (r["reason"] or "")
         table.add_row(
-            str(rank) if r["state"] == "completed" else "",
+            str(rank) if ranked else "",
             str(r["number"]),
             r["pattern"],
             r["state"],
@@ -363,7 +422,7 @@ def _print_leaderboard(rows: list[dict[str, Any]], search_id: int, total: int, s
             vs,
             f"{step * 1e3:.1f}" if step is not None else "",
             fmt_count(r["params_activated"]),
-            note[:90],
+            textwrap.shorten(note, 100, placeholder=" …"),  # at a word boundary, never mid-word
         )
     _print_wide(table)
     if total > len(rows):
@@ -374,7 +433,21 @@ def _repo_leaderboard(repo: Any, search_id: int, sort: str = "val_loss", limit: 
     from dataclasses import asdict
 
     page = repo.list_trials(search_id, sort=sort, limit=limit)
-    _print_leaderboard([asdict(t) for t in page.items], search_id, page.total, sort)
+    _print_leaderboard([asdict(t) for t in page.items], search_id, page.total, _repo_reference(repo, search_id), sort)
+
+
+def _repo_reference(repo: Any, search_id: int) -> tuple[str, float | None]:
+    """The search's reference baseline and its validation loss, from the database."""
+    from brainsearch.search.driver import reference_baseline
+
+    name = reference_baseline(repo.get_search(search_id))
+    return name, next((t.val_loss for t in repo.baselines(search_id) if t.baseline_name == name and t.val_loss), None)
+
+
+def _remote_reference(search: dict[str, Any]) -> tuple[str, float | None]:
+    """The search's reference baseline and its validation loss, from the API's search document."""
+    name = search["reference_baseline"]
+    return name, search["progress"]["baselines"].get(name)
 
 
 @app.command("search")
@@ -451,7 +524,7 @@ def search_cmd(
 
 @app.command("resume")
 def resume_cmd(
-    search_id: Annotated[int, typer.Argument(help="The search to resume.")],
+    search_id: Annotated[int, typer.Argument(metavar="SEARCH_ID", help="The search to resume.")],
     db: DbOption = None,
 ) -> None:
     """Resume a stopped search from the database: finished trials are kept, interrupted ones retried."""
@@ -465,11 +538,7 @@ def _scale_up_option(space: Any, ladder: str | None, target: str | None) -> dict
     """``--scale-up`` / ``--target`` over the space's own ``search.scale_up``."""
     current = space.search.scale_up.model_dump(mode="json") if space.search.scale_up else {}
     if ladder is not None:
-        rungs: list[dict[str, Any]] = []
-        for item in ladder.split(","):
-            preset_name, _, tokens = item.strip().partition(":")
-            rungs.append({"preset": preset_name, **({"budget_tokens": tokens} if tokens else {})})
-        current["ladder"] = rungs
+        current["ladder"] = _ladder_document(ladder, {})["ladder"]
     if target is not None:
         current["target"] = target
     if "ladder" not in current:
@@ -497,7 +566,7 @@ TokenOption = Annotated[
 
 @app.command("leaderboard")
 def leaderboard_cmd(
-    search_id: Annotated[int, typer.Argument(help="The search.")],
+    search_id: SearchIdArgument,
     sort: Annotated[str, typer.Option(help="val_loss, step_time_s, params_activated, mfu, tokens_per_s, ...")] = (
         "val_loss"
     ),
@@ -516,8 +585,9 @@ def leaderboard_cmd(
     if server:
         from brainsearch.client import Client
 
-        page = Client(server, token).trials(search_id, sort=sort, limit=limit)
-        rows, total = page["items"], page["total"]
+        client = Client(server, token)
+        page = client.trials(search_id, sort=sort, limit=limit)
+        rows, total, reference = page["items"], page["total"], _remote_reference(client.search(search_id))
     else:
         from dataclasses import asdict
 
@@ -526,11 +596,12 @@ def leaderboard_cmd(
             raise _fail([Problem("SEARCH_ID", f"no search {search_id} in {repo.engine.url!r}")])
         trial_page = repo.list_trials(search_id, sort=sort, limit=limit)
         rows, total = [asdict(t) for t in trial_page.items], trial_page.total
+        reference = _repo_reference(repo, search_id)
     if as_json:
         for row in rows:
             sys.stdout.write(json.dumps(row, default=str) + "\n")
         return
-    _print_leaderboard(rows, search_id, total, sort)
+    _print_leaderboard(rows, search_id, total, reference, sort)
 
 
 @app.command("submit")
@@ -575,11 +646,8 @@ def _follow_remote(client: Any, search_id: int, follow: bool = True, interval: f
     ) as bar:
         task = bar.add_task("trials", total=search["trials_requested"], status=search["status"])
         while True:
-            p = search["progress"]
-            failed = sum(p.get(k, 0) for k in ("diverged", "out_of_memory", "timed_out"))
-            done = p.get("completed", 0) + p.get("pruned", 0) + failed
-            shown = f"{search['status']}  running {p.get('running', 0)}  pruned {p.get('pruned', 0)}  failed {failed}"
-            bar.update(task, completed=done, status=shown)
+            done, total, shown = _bar_state(search["progress"])
+            bar.update(task, total=total, completed=done, status=shown)
             if not follow or search["status"] not in ("queued", "running"):
                 return search
             time.sleep(interval)
@@ -588,7 +656,7 @@ def _follow_remote(client: Any, search_id: int, follow: bool = True, interval: f
 
 @app.command("status")
 def status_cmd(
-    search_id: Annotated[int, typer.Argument(help="The search.")],
+    search_id: SearchIdArgument,
     server: ServerOption = None,
     token: TokenOption = None,
     follow: Annotated[bool, typer.Option(help="Follow the search with a progress bar until it ends.")] = True,
@@ -631,7 +699,33 @@ def serve_cmd(
     hosts = ["*"] if host in ("0.0.0.0", "::") else list(dict.fromkeys([*settings.allowed_hosts, host]))
     settings = settings.model_copy(update={"database_url": url, "api_token": token, "allowed_hosts": hosts})
     err.print(f"brainsearch API on http://{host}:{port}/api/v1 (docs at /docs); database {repo.engine.url!r}")
-    uvicorn.run(create_app(settings, embedded_worker=worker), host=host, port=port, log_level="warning")
+    config = uvicorn.Config(
+        create_app(settings, embedded_worker=worker),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+    uvicorn.Server(config).run()
+    _exit_if_threads_linger()
+
+
+# SIGTERM: requests in flight get this long to finish, then the server closes (the embedded worker requeues its
+# search as it stops).
+GRACEFUL_SHUTDOWN_S = 3
+
+
+def _exit_if_threads_linger() -> None:
+    """After the server stopped: a request handler still computing in a worker thread (threads cannot be
+    cancelled) would keep the process alive, burning CPU, past SIGTERM. The state that matters is in the database,
+    so the process ends here instead of waiting for it."""
+    import os
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.current_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @app.command("worker")
@@ -701,7 +795,7 @@ def _missing(search_id: int, number: int | None, rank: int | None, completed: in
 
 @app.command("export")
 def export_cmd(
-    search_id: Annotated[int, typer.Argument(help="The search.")],
+    search_id: SearchIdArgument,
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="json | yaml (spec), pytorch (standalone .py), safetensors (weights)")
     ] = "json",
@@ -710,7 +804,10 @@ def export_cmd(
     rank: Annotated[int | None, typer.Option(min=1, help="Or the N-th best completed trial (default: the best).")] = (
         None
     ),
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write (default: data dir).")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Where to write (default: the data dir's search folder)."),
+    ] = None,
     db: DbOption = None,
     server: ServerOption = None,
     token: TokenOption = None,
@@ -722,6 +819,7 @@ def export_cmd(
 
     from brainsearch.export import EXPORT_FORMATS, WeightsNotKept, export_file
     from brainsearch.settings import get_settings
+    from brainsearch.store import RunStore
 
     if fmt not in EXPORT_FORMATS:
         raise _fail([Problem("--format", f"must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")])
@@ -732,7 +830,9 @@ def export_cmd(
     if server:
         from brainsearch.client import Client
 
-        row, body, spec = _remote_export(Client(server, token), search_id, fmt, (trial, number, rank))
+        client = Client(server, token)
+        row, body, spec = _remote_export(client, search_id, fmt, (trial, number, rank))
+        store = RunStore(get_settings().data_dir, client.health()["database_id"])
     else:
         repo, _ = _repository(db)
         if repo.get_search(search_id) is None:
@@ -751,14 +851,15 @@ def export_cmd(
                 raise _fail([_missing(search_id, None, rank, page.total)])
             picked = page.items[-1]
         row = asdict(picked)
+        store = RunStore(get_settings().data_dir, repo.database_id())
         try:
-            body = export_file(picked, fmt, get_settings().data_dir).read()  # type: ignore[arg-type]
+            body = export_file(picked, fmt, store).read()  # type: ignore[arg-type]
         except WeightsNotKept as exc:
             raise _fail([Problem("--format", str(exc))]) from None
-        spec = export_file(picked, "json", get_settings().data_dir).read() if fmt == "safetensors" else None
-    if output is None:
+        spec = export_file(picked, "json", store).read() if fmt == "safetensors" else None
+    if output is None:  # in the search's folder of its database's run store: never another database's file
         suffix = EXPORT_FORMATS[fmt][0]
-        output = get_settings().data_dir / "exports" / f"search{search_id}-trial{row['number']}.{suffix}"
+        output = store.exports_dir(search_id) / f"trial{row['number']}.{suffix}"
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_bytes(body)
@@ -820,32 +921,100 @@ def _print_scale_up(report: dict[str, Any]) -> None:
 
 @app.command("scale-up")
 def scale_up_cmd(
-    search_id: Annotated[int, typer.Argument(help="The search.")],
+    search_id: SearchIdArgument,
     target: Annotated[str | None, typer.Option(help="Scale preset to predict at (default: the search's).")] = None,
     law: Annotated[str | None, typer.Option(help="kaplan | chinchilla (default: the search's).")] = None,
     scale_by: Annotated[str | None, typer.Option(help="params_activated | compute (default: the search's).")] = None,
+    ladder: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the stage first, for a finished search: a ladder such as cpu-tiny,cpu-small:100K "
+            "(preset[:token budget], comma-separated); trials are kept, recorded runs not trained again"
+        ),
+    ] = None,
+    top_k: Annotated[int | None, typer.Option(min=0, max=100, help="With --ladder: candidates to scale up.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     db: DbOption = None,
     server: ServerOption = None,
     token: TokenOption = None,
 ) -> None:
     """The scale-up stage of a search: candidates per rung with their speed-up over the baseline, proxy fidelity
-    (Kendall tau) and the scaling-law prediction of each at the target scale."""
+    (Kendall tau) and the scaling-law prediction of each at the target scale. With --ladder, run the stage first
+    (in the foreground on --db, or queued on --server and followed)."""
     if law not in (None, "kaplan", "chinchilla"):
         raise _fail([Problem("--law", f"must be kaplan or chinchilla, got {law!r}")])
     if scale_by not in (None, "params_activated", "compute"):
         raise _fail([Problem("--scale-by", f"must be params_activated or compute, got {scale_by!r}")])
+    if top_k is not None and ladder is None:
+        raise _fail([Problem("--top-k", "only with --ladder (the stage it runs)")])
     params = {k: v for k, v in {"target": target, "law": law, "scale_by": scale_by}.items() if v is not None}
     if server:
         from brainsearch.client import Client
 
-        report = Client(server, token).scale_up(search_id, **params)
+        client = Client(server, token)
+        if ladder is not None:
+            stage = _ladder_document(ladder, params)
+            client.add_scale_up(search_id, {"scale_up": stage, **({"top_k": top_k} if top_k is not None else {})})
+            _follow_remote(client, search_id, interval=1.0)
+        report = client.scale_up(search_id, **params)
     else:
-        report = _repo_scale_up(_repository(db)[0], search_id, **params)
+        repo, url = _repository(db)
+        if ladder is not None:
+            from brainsearch.search.driver import add_scale_up
+
+            search = repo.get_search(search_id)
+            if search is None:
+                raise _fail([Problem("SEARCH_ID", f"no search {search_id} in {repo.engine.url!r}")])
+            add_scale_up(repo, search, _ladder_document(ladder, params), top_k=top_k, prefix=("--ladder",))
+            _follow(repo, search_id, url)
+        report = _repo_scale_up(repo, search_id, **params)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
     _print_scale_up(report)
+
+
+@app.command("delete")
+def delete_cmd(
+    search_id: SearchIdArgument,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    db: DbOption = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Delete a finished search: its trials, curves, scale-up candidates, Optuna study and kept files (weights,
+    exports). A queued or running search must be cancelled first."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise _fail([Problem("--yes", "deleting a search needs --yes when not run from a terminal")])
+        typer.confirm(f"delete search {search_id} with its trials and files?", abort=True)
+    if server:
+        from brainsearch.client import Client
+
+        Client(server, token).delete(search_id)
+    else:
+        from brainsearch.errors import ConflictError
+        from brainsearch.search.driver import delete_search
+        from brainsearch.settings import get_settings
+        from brainsearch.store import RunStore
+
+        repo, _ = _repository(db)
+        if repo.get_search(search_id) is None:
+            raise _fail([Problem("SEARCH_ID", f"no search {search_id} in {repo.engine.url!r}")])
+        try:
+            delete_search(repo, search_id, RunStore(get_settings().data_dir, repo.database_id()))
+        except ConflictError as exc:
+            raise _fail([Problem("SEARCH_ID", str(exc))]) from None
+    err.print(f"search {search_id} deleted")
+
+
+def _ladder_document(ladder: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A ``search.scale_up`` document from ``--ladder`` (``preset[:tokens],...``) and --target / --law / --scale-by."""
+    rungs: list[dict[str, Any]] = []
+    for item in ladder.split(","):
+        preset_name, _, tokens = item.strip().partition(":")
+        rungs.append({"preset": preset_name, **({"budget_tokens": tokens} if tokens else {})})
+    return {"ladder": rungs, **params}
 
 
 def _repo_scale_up(repo: Any, search_id: int, **params: Any) -> dict[str, Any]:
@@ -887,6 +1056,7 @@ def _weights_source(source: str, db: str | None) -> Path:
         return path
     from brainsearch.export import WeightsNotKept, kept_weights
     from brainsearch.settings import get_settings
+    from brainsearch.store import RunStore
 
     search_part, colon, number_part = source.partition(":")
     if not (search_part.isdigit() and (not colon or number_part.isdigit())):
@@ -902,7 +1072,7 @@ def _weights_source(source: str, db: str | None) -> Path:
     if found is None:
         raise _fail([Problem("TRIAL_OR_WEIGHTS", f"no trial {source} in {repo.engine.url!r}")])
     try:
-        return kept_weights(found, get_settings().data_dir)
+        return kept_weights(found, RunStore(get_settings().data_dir, repo.database_id()))
     except WeightsNotKept as exc:
         raise _fail([Problem("TRIAL_OR_WEIGHTS", str(exc))]) from None
 
@@ -1016,9 +1186,10 @@ def quickstart_cmd(
 
     from brainsearch.client import Client
     from brainsearch.settings import get_settings
+    from brainsearch.store import RunStore
     from service.app import create_app
 
-    _, url = _repository(db)
+    repo, url = _repository(db)
     with socket.socket() as probe:
         try:
             probe.bind(("127.0.0.1", port))
@@ -1042,17 +1213,17 @@ def quickstart_cmd(
         if scale_up:  # the paper's second stage at CPU size: the top 2 and GLaM again at cpu-tiny and cpu-small
             body["scale_up"] = {"ladder": ["cpu-tiny", "cpu-small"]}  # the presets' budgets: 64K and 200K tokens
         search = client.submit(body)
-        err.print(f"dashboard: [bold]{base}/searches/{search['id']}[/]   (API docs: {base}/docs)")
+        err.print(f"dashboard (live while this runs): [bold]{base}/searches/{search['id']}[/]  (API: {base}/docs)")
         search = _follow_remote(client, search["id"], interval=1.0)
         page = client.trials(search["id"], limit=50)
-        _print_leaderboard(page["items"], search["id"], page["total"])
+        _print_leaderboard(page["items"], search["id"], page["total"], _remote_reference(search))
         if scale_up:
             _print_scale_up(client.scale_up(search["id"]))
         winner = next((t for t in page["items"] if t["state"] == "completed" and not t["is_baseline"]), None)
         if winner is not None:
-            exports = get_settings().data_dir / "exports"
+            exports = RunStore(get_settings().data_dir, repo.database_id()).exports_dir(search["id"])
             exports.mkdir(parents=True, exist_ok=True)
-            stem = exports / f"search{search['id']}-trial{winner['number']}"
+            stem = exports / f"trial{winner['number']}"
             written = []
             for fmt, suffix in (("json", "json"), ("pytorch", "py"), ("safetensors", "safetensors")):
                 stem.with_suffix(f".{suffix}").write_bytes(client.download(winner["id"], fmt))
@@ -1064,12 +1235,20 @@ def quickstart_cmd(
                 markup=False,
             )
         if keep_serving:
-            err.print(f"serving {base} until Ctrl-C")
+            err.print(f"dashboard: {base}/searches/{search['id']}  (serving until Ctrl-C)", markup=False)
             while thread.is_alive():
                 time.sleep(0.5)
     finally:
         server.should_exit = True
         thread.join(60)
+    if not keep_serving:  # said after the service stopped, so the link is never shown dead
+        port = port or 8000
+        again = f"brainsearch serve --port {port}" + (f" --db {url}" if db else "")
+        err.print(
+            f"the quickstart's service has stopped; to browse this search: `{again}`, then open "
+            f"http://127.0.0.1:{port}/searches/{search['id']} (or run `brainsearch quickstart --keep-serving`)",
+            markup=False,
+        )
     if search["status"] != "completed":
         err.print(f"search {search['id']} {search['status']}: {search.get('error')}", markup=False)
         raise typer.Exit(1)

@@ -43,6 +43,11 @@ class Client:
             raise InputError([Problem("", f"{r.status_code} from the server: {detail}")])
         return r.content if raw else r.json()
 
+    def health(self) -> dict[str, Any]:
+        """The server's health: status, database backend, schema revision and the database's id."""
+        result: dict[str, Any] = self._call("GET", "/healthz")
+        return result
+
     def submit(self, body: dict[str, Any]) -> dict[str, Any]:
         """Queue a search; the created search."""
         result: dict[str, Any] = self._call("POST", "/searches", json=body)
@@ -72,6 +77,15 @@ class Client:
         """A trial's export file as bytes (``json``, ``yaml``, ``pytorch`` or ``safetensors``)."""
         body: bytes = self._call("GET", f"/trials/{trial_id}/export", raw=True, params={"format": fmt})
         return body
+
+    def add_scale_up(self, search_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        """Queue a finished search again to run a scale-up stage (``{"scale_up": {...}, "top_k"?: N}``)."""
+        result: dict[str, Any] = self._call("POST", f"/searches/{search_id}/scale-up", json=body)
+        return result
+
+    def delete(self, search_id: int) -> None:
+        """Delete a finished search with its trials and files."""
+        self._call("DELETE", f"/searches/{search_id}", raw=True)
 
     def scale_up(self, search_id: int, **params: Any) -> dict[str, Any]:
         """The scale-up report of a search (candidates per rung, fidelity, predictions)."""

@@ -1,9 +1,21 @@
 """The FastAPI application: REST API under ``/api/v1`` (OpenAPI at ``/docs``), with an optional embedded worker.
 
-Domain errors become HTTP errors here, at the edge: a bad space or override is 422 with one ``{"loc", "msg"}`` per
-problem (the CLI's paths and messages), an unknown id 404, a conflict 409, an unreachable database 503. Requests
-whose Host header is not allowed get 400, bodies over ``max_body_bytes`` 413, JSON bodies nested past 64 levels or
-not UTF-8 422.
+Domain errors become HTTP errors here, at the edge: an unknown id 404, a conflict 409, an unreachable database 503,
+a body over ``max_body_bytes`` 413, a Host header that is not allowed 400. Bad input is 422 in ONE shape, whoever
+found it (the space loader, the overrides, FastAPI's own parameter checks, the body scan)::
+
+    {"detail": [{"loc": "space.block.moe.experts", "msg": "5000 is outside [1, 1024]", "in": "body", "line": 14}]}
+
+one entry per problem: ``in`` the request part (body, query, path, header), ``loc`` the dotted path inside it
+(``""`` for the part as a whole), ``line`` only where a YAML document had one. Every other error is
+``{"detail": "message"}``.
+
+Auth, one rule: when a token is configured, every non-GET route (API and dashboard forms, validation included)
+needs ``Authorization: Bearer <token>`` (the forms: a ``token`` field), and GET routes need it too when
+``api_read_auth`` is set.
+
+Swagger UI (``/docs``) and ReDoc (``/redoc``) are served from the fastapi-offline package's files: nothing is
+fetched from the internet.
 """
 
 from __future__ import annotations
@@ -11,19 +23,26 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import fastapi_offline
 from fastapi import FastAPI, Request, Response, status
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from brainsearch.errors import ConflictError, InputError, StorageError
+from brainsearch import __version__
+from brainsearch._validation import dotted
+from brainsearch.errors import ConflictError, InputError, Problem, StorageError
 from brainsearch.settings import Settings, get_settings
 from brainsearch.storage import Repository, make_engine, migrate, schema_revision
 from service import dashboard
@@ -31,9 +50,20 @@ from service.routers import searches, spaces, trials
 from service.schemas import ERROR_RESPONSES
 from service.worker import Worker
 
-__all__ = ["create_app"]
+__all__ = ["AUTH_AND_ERRORS", "create_app", "problem_out", "request_problem_out", "unprocessable"]
 
 log = logging.getLogger("brainsearch.service")
+
+AUTH_AND_ERRORS = """
+**Auth.** When the server has a token (`BRAINSEARCH_API_TOKEN`), every non-GET route (this API's and the
+dashboard's forms, `POST /spaces/validate` included) needs `Authorization: Bearer <token>`, else 401; GET routes
+need it too when `BRAINSEARCH_API_READ_AUTH=true`.
+
+**Errors.** Bad input is always 422 with one entry per problem:
+`{"detail": [{"loc": "space.block.moe.experts", "msg": "5000 is outside [1, 1024]", "in": "body"}]}`
+(`in`: body, query, path or header; `loc`: the dotted path inside it, "" for the whole part; `line` where a YAML
+document had one). Every other error is `{"detail": "message"}`.
+"""
 
 
 class _BodyLimit:
@@ -67,8 +97,7 @@ class _BodyLimit:
         body = b"".join(chunks)
         problem = _json_problem(body) if _is_json(headers.get(b"content-type", b"")) else None
         if problem is not None:
-            detail = [{"loc": "body", "msg": problem}]
-            await JSONResponse({"detail": detail}, status.HTTP_422_UNPROCESSABLE_CONTENT)(scope, receive, send)
+            await unprocessable([{"loc": "", "msg": problem, "in": "body"}])(scope, receive, send)
             return
         replayed = False
 
@@ -128,6 +157,42 @@ def _json_depth(body: bytes) -> int:
     return deepest
 
 
+DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
+_REQUEST_PARTS = ("body", "query", "path", "header")
+# Type tags pydantic appends to a location inside a union (``space: str | dict``): never a field the user wrote.
+_UNION_TAG = re.compile(r"^(str|int|float|bool|list|dict|none)(\[.*\])?$")
+
+
+def unprocessable(problems: Iterable[Mapping[str, Any]]) -> JSONResponse:
+    """The one 422 answer: ``{"detail": [{"loc", "msg", "in", "line"?}, ...]}``."""
+    unique = list({(p["in"], p["loc"], p["msg"]): dict(p) for p in problems}.values())
+    return JSONResponse({"detail": unique}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+def problem_out(p: Problem) -> dict[str, Any]:
+    """A domain :class:`Problem` as a 422 entry. Routes name the request part in ``source`` (``query``, ``path``,
+    ``header``); any other source is the body field the problem lies in (an inline ``space``)."""
+    where, loc = "body", p.path
+    if p.source in _REQUEST_PARTS:
+        where = p.source
+    elif p.source:
+        loc = p.source if not p.path else p.source + (p.path if p.path.startswith("[") else "." + p.path)
+    return {"loc": loc, "msg": " ".join(p.message.split()), "in": where, **({"line": p.line} if p.line else {})}
+
+
+def request_problem_out(err: Mapping[str, Any]) -> dict[str, Any]:
+    """One of FastAPI's parameter errors (``{"type", "loc": ["body", ...], "msg", "input"}``) as a 422 entry."""
+    part, *rest = err["loc"] or ("body",)
+    loc = dotted([x for x in rest if not (isinstance(x, str) and _UNION_TAG.match(x))])
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown field"
+    elif err.get("type") != "missing" and not isinstance(err.get("input"), dict | list) and "input" in err:
+        shown = repr(err["input"])
+        msg += f" (got {shown})" if len(shown) <= 60 else ""
+    return {"loc": loc, "msg": msg, "in": part if part in _REQUEST_PARTS else "body"}
+
+
 def _too_large(limit: int) -> JSONResponse:
     return JSONResponse({"detail": f"request body larger than {limit} bytes"}, status.HTTP_413_CONTENT_TOO_LARGE)
 
@@ -146,7 +211,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
         thread: threading.Thread | None = None
         if embedded_worker:
             # The worker waits out outages for the default window, not the API's few seconds.
-            worker = Worker(Repository(engine), database_url, weights_dir=settings.data_dir / "weights")
+            worker = Worker(Repository(engine), database_url, data_dir=settings.data_dir)
             thread = threading.Thread(target=worker.run_forever, name="brainsearch-worker", daemon=True)
             thread.start()
         app.state.worker = worker
@@ -155,23 +220,35 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
         finally:
             if worker is not None and thread is not None:
                 worker.shutdown()  # the running search goes back to the queue, its finished trials kept
-                thread.join(60)
+                thread.join(30)  # its trial processes are stopped within seconds; never hang a shutdown
             engine.dispose()
 
     app = FastAPI(
         title="brainsearch",
         summary="Neural architecture search for Brainformer-style Mixture-of-Experts blocks",
-        version="0.1.0",
+        description=AUTH_AND_ERRORS,
+        version=__version__,
         lifespan=lifespan,
+        docs_url=None,  # served below from local files, not a CDN
+        redoc_url=None,
     )
     app.state.settings, app.state.repo, app.state.database_url = settings, repo, database_url
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
 
     @app.exception_handler(InputError)
-    async def _input_error(request: Request, exc: InputError) -> JSONResponse:
-        detail = [{"loc": p.path, "msg": p.message, **({"line": p.line} if p.line else {})} for p in exc.problems]
-        return JSONResponse({"detail": detail}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+    async def _input_error(request: Request, exc: InputError) -> Response:
+        if dashboard.wants_html(request):
+            return dashboard.error_page(request, status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
+        return unprocessable(problem_out(p) for p in exc.problems)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(request: Request, exc: RequestValidationError) -> Response:
+        problems = [request_problem_out(e) for e in exc.errors()]
+        if dashboard.wants_html(request):
+            text = "; ".join(f"{p['loc'] or p['in']}: {p['msg']}" for p in problems)
+            return dashboard.error_page(request, status.HTTP_422_UNPROCESSABLE_CONTENT, text)
+        return unprocessable(problems)
 
     @app.exception_handler(ConflictError)
     async def _conflict(request: Request, exc: ConflictError) -> JSONResponse:
@@ -184,16 +261,51 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = dict(exc.headers or {})
         if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
             # Starlette names the methods of the first route whose path matched; list every route's on that path.
-            allowed = _allowed_methods(app, request.url.path)
-            return JSONResponse({"detail": exc.detail}, exc.status_code, headers={"Allow": ", ".join(allowed)})
+            headers["Allow"] = ", ".join(_allowed_methods(app, request.url.path))
+        if dashboard.wants_html(request):
+            page = dashboard.error_page(request, exc.status_code, str(exc.detail))
+            page.headers.update(headers)
+            return page
+        if exc.status_code == status.HTTP_422_UNPROCESSABLE_CONTENT and not isinstance(exc.detail, list):
+            return unprocessable([{"loc": "", "msg": str(exc.detail), "in": "body"}])
+        if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+            return JSONResponse({"detail": exc.detail}, exc.status_code, headers=headers)
         return await http_exception_handler(request, exc)
+
+    app.mount("/static/docs", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="brainsearch API",
+            swagger_js_url="/static/docs/swagger-ui-bundle.js",
+            swagger_css_url="/static/docs/swagger-ui.css",
+            swagger_favicon_url="/static/docs/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title="brainsearch API",
+            redoc_js_url="/static/docs/redoc.standalone.js",
+            redoc_favicon_url="/static/docs/favicon.png",
+            with_google_fonts=False,
+        )
 
     @app.get("/api/v1/healthz", tags=["health"])
     def healthz() -> dict[str, Any]:
-        """Liveness and the database's schema revision."""
-        return {"status": "ok", "database": engine.dialect.name, "schema": schema_revision(engine)}
+        """Liveness, the database's backend and schema revision, and its id (which names its files on disk)."""
+        return {
+            "status": "ok",
+            "database": engine.dialect.name,
+            "schema": schema_revision(engine),
+            "database_id": repo.database_id(),
+        }
 
     for router in (searches.router, trials.router, spaces.router):
         app.include_router(router, prefix="/api/v1", responses=ERROR_RESPONSES)

@@ -9,8 +9,9 @@ from fastapi import Depends, HTTPException, Path, Query, Request, status
 
 from brainsearch.settings import Settings
 from brainsearch.storage import Repository
+from brainsearch.store import RunStore
 
-__all__ = ["MAX_ID", "Offset", "ReadAccess", "Repo", "SearchId", "SettingsDep", "TrialId", "WriteAccess"]
+__all__ = ["MAX_ID", "Offset", "ReadAccess", "Repo", "SearchId", "SettingsDep", "Store", "TrialId", "WriteAccess"]
 
 # Ids and offsets are 64-bit signed integers in both databases: larger values are 422, not a driver overflow.
 MAX_ID = 2**63 - 1
@@ -27,6 +28,11 @@ def get_repo(request: Request) -> Repository:
 def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+def get_store(request: Request) -> RunStore:
+    """The run store (weights, exports) of this app's database, under the settings' data directory."""
+    return RunStore(get_settings(request).data_dir, get_repo(request).database_id())
 
 
 def _check_token(request: Request, settings: Settings) -> None:
@@ -53,6 +59,7 @@ def require_read(request: Request, settings: Annotated[Settings, Depends(get_set
 
 
 Repo = Annotated[Repository, Depends(get_repo)]
+Store = Annotated[RunStore, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 WriteAccess = Depends(require_write)
 ReadAccess = Depends(require_read)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 T = TypeVar("T")
 
@@ -14,6 +14,9 @@ __all__ = [
     "ErrorOut",
     "Page",
     "ProblemOut",
+    "ProblemsOut",
+    "ProgressOut",
+    "ScaleUpRequest",
     "SearchCreate",
     "SearchOut",
     "SpaceCheck",
@@ -28,16 +31,45 @@ class SearchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     space: str | dict[str, Any] = Field(description="a bundled space name, or a whole space document")
     name: str | None = Field(default=None, min_length=1, max_length=128)
-    trials: int | None = None
+    # Strict: JSON's true is not 1, and 2.0 is not a count. Ranges are the space's own (search.* settings).
+    trials: StrictInt | None = None
     sampler: str | None = None
     executor: Literal["local", "ray"] | None = None
-    concurrency: int | None = None
-    seed: int | None = None
+    concurrency: StrictInt | None = None
+    seed: StrictInt | None = None
     pruner: str | None = None
-    top_k: int | None = None
+    top_k: StrictInt | None = None
     scale_up: dict[str, Any] | None = Field(
         default=None, description="the scale-up stage: {ladder: [preset | {preset, budget_tokens}], target, law}"
     )
+
+
+class ProgressOut(BaseModel):
+    """Where a search stands. ``done`` of ``requested`` trials have settled (completed + pruned + failed, baselines
+    apart; crashed ones are retried and do not count); ``stage`` is ``queued``, ``baselines``, ``trials``,
+    ``scale-up i/n`` while it runs, then its final status."""
+
+    stage: str
+    requested: int
+    done: int
+    completed: int
+    pruned: int
+    failed: int
+    crashed: int
+    running: int
+    baselines: dict[str, float | None] = Field(description="validation loss of each finished baseline")
+    best_val_loss: float | None
+    best_number: int | None
+
+
+class ScaleUpRequest(BaseModel):
+    """``POST /searches/{id}/scale-up``: the stage to run for a finished search."""
+
+    model_config = ConfigDict(extra="forbid")
+    scale_up: dict[str, Any] = Field(
+        description="{ladder: [preset | {preset, budget_tokens}], target?, law?, scale_by?}: as search.scale_up"
+    )
+    top_k: StrictInt | None = Field(default=None, description="candidates to scale up (default: the search's)")
 
 
 class SearchOut(BaseModel):
@@ -49,7 +81,8 @@ class SearchOut(BaseModel):
     status: str
     error: str | None
     trials_requested: int
-    progress: dict[str, int]
+    progress: ProgressOut
+    reference_baseline: str = Field(description="the baseline trials are compared with (constraints.baseline)")
     settings: dict[str, Any]
     created_at: datetime
     started_at: datetime | None
@@ -86,10 +119,10 @@ class TrialDetail(TrialOut):
 
 
 class SpaceCheck(BaseModel):
-    """``POST /spaces/validate``: a space document to check."""
+    """``POST /spaces/validate``: a bundled space's name or a space document to check."""
 
     model_config = ConfigDict(extra="forbid")
-    space: dict[str, Any]
+    space: str | dict[str, Any] = Field(description="a bundled space name, or a whole space document")
 
 
 class Page(BaseModel, Generic[T]):
@@ -102,29 +135,37 @@ class Page(BaseModel, Generic[T]):
 
 
 class ProblemOut(BaseModel):
-    """One problem with a request: where (a dotted field path, or FastAPI's location list) and what."""
+    """One problem with a request: the part it is in, the dotted path of the field inside that part (``""`` for the
+    part as a whole), what is wrong, and the line where a YAML document had one."""
 
-    model_config = ConfigDict(extra="allow")  # FastAPI's own validation errors add type, input, ctx
-    loc: str | list[str | int]
+    model_config = ConfigDict(populate_by_name=True)
+    loc: str = Field(description="dotted path inside the part, e.g. space.block.moe.experts or ladder[0]")
     msg: str
+    in_: Literal["body", "query", "path", "header"] = Field(alias="in")
     line: int | None = None
 
 
-class ErrorOut(BaseModel):
-    """An error: a message, or one entry per problem (bad input)."""
+class ProblemsOut(BaseModel):
+    """Bad input (every 422): one entry per problem."""
 
-    detail: str | list[ProblemOut]
+    detail: list[ProblemOut]
+
+
+class ErrorOut(BaseModel):
+    """Any other error: a message."""
+
+    detail: str
 
 
 # The error responses every API route may give, documented once for the OpenAPI schema.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut, "description": text}
+    code: {"model": ProblemsOut if code == 422 else ErrorOut, "description": text}
     for code, text in (
-        (401, "a valid bearer token is required"),
+        (401, "a valid bearer token is required (every non-GET route when a token is configured)"),
         (404, "no such search, trial or file"),
         (409, "the request conflicts with the state (cancelling a finished search)"),
         (413, "request body too large"),
-        (422, "bad input: one entry per problem"),
+        (422, "bad input: one entry per problem, {loc, msg, in, line?}"),
         (503, "the database is unavailable"),
     )
 }

@@ -41,10 +41,10 @@ class Worker:
         poll_seconds: float = 1.0,
         on_progress: Callable[[Progress], None] | None = None,
         options: dict[str, Any] | None = None,
-        weights_dir: Path | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         self.repo, self.database_url = repo, database_url
-        self.weights_dir = weights_dir  # default: the data directory's ``weights``
+        self.data_dir = data_dir  # where runs keep their files (default: the settings' data directory)
         self.options = options  # e.g. {"executor": "ray", "ray_address": ...}: how this worker runs every search
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.lease_seconds, self.poll_seconds = lease_seconds, poll_seconds
@@ -80,7 +80,7 @@ class Worker:
                 on_note=lambda text: log.info("search %d: %s", search.id, text),
                 should_stop=should_stop,
                 options=self.options,
-                weights_dir=self.weights_dir,
+                data_dir=self.data_dir,
             )
             result = driver.run()
         except BrainsearchError as exc:  # the driver marked the search failed; the worker goes on

@@ -12,7 +12,8 @@ import yaml
 
 from brainsearch.arch import Architecture, preset, scale
 from brainsearch.cli import main
-from brainsearch.export import load_weights, trial_weights_path
+from brainsearch.export import load_weights
+from brainsearch.store import RunStore
 from brainsearch.storage import Repository, make_engine, migrate
 from brainsearch.train.lifelong import write_prose_corpus
 from tests.search.conftest import seed_scaled_search
@@ -156,7 +157,7 @@ def test_export_from_a_server(
     from brainsearch.settings import Settings
     from tests.service.conftest import LiveServer
 
-    db, _, sid, ids = seeded
+    db, repo, sid, ids = seeded
     data_dir = Path(os.environ["BRAINSEARCH_DATA_DIR"])
     live = LiveServer(Settings(database_url=db, data_dir=data_dir))
     try:
@@ -164,7 +165,8 @@ def test_export_from_a_server(
         weights = tmp_path / "r.safetensors"
         code, _, err = run([*remote, "--trial", str(ids[1]), "-f", "safetensors", "-o", str(weights)], capsys)
         assert code == 0, err
-        assert weights.read_bytes() == trial_weights_path(data_dir / "weights", sid, ids[1]).read_bytes()
+        kept = RunStore(data_dir, repo.database_id()).trial_weights(sid, ids[1])
+        assert weights.read_bytes() == kept.read_bytes()
         assert json.loads((tmp_path / "r.json").read_text())["trial_id"] == ids[1]
         code, _, err = run([*remote, "--number", "2", "-f", "yaml", "-o", str(tmp_path / "n.yaml")], capsys)
         assert code == 0, err

@@ -10,7 +10,7 @@ from brainsearch.export.files import (
 )
 from brainsearch.export.spec import SpecFormat, export_document, render_spec
 from brainsearch.export.standalone import standalone_source
-from brainsearch.export.weights import load_weights, save_weights, trial_weights_path
+from brainsearch.export.weights import load_weights, save_weights
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -25,5 +25,4 @@ __all__ = [
     "render_spec",
     "save_weights",
     "standalone_source",
-    "trial_weights_path",
 ]

@@ -2,7 +2,8 @@
 
 ``json`` / ``yaml``: the spec document (:mod:`brainsearch.export.spec`); ``pytorch``: the standalone file
 (:mod:`brainsearch.export.standalone`) with the trial's provenance; ``safetensors``: the trained proxy weights the
-search kept under the data directory (:mod:`brainsearch.export.weights`), read from there and nowhere else.
+search kept in its database's run store (:mod:`brainsearch.store`), read from there and nowhere else, and only when
+the file's own metadata names the same database, search and trial.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from brainsearch.arch.spec import Architecture
 from brainsearch.errors import BrainsearchError
 from brainsearch.export.spec import export_document, render_spec
 from brainsearch.export.standalone import standalone_source
-from brainsearch.export.weights import trial_weights_path
 from brainsearch.storage import Trial
+from brainsearch.store import RunStore
 
 __all__ = ["EXPORT_FORMATS", "ExportFile", "ExportFormat", "WeightsNotKept", "export_file", "kept_weights"]
 
@@ -51,11 +52,10 @@ class ExportFile:
         return self.path.read_bytes()
 
 
-def kept_weights(trial: Trial, data_dir: Path) -> Path:
-    """The trial's kept weights file under ``data_dir/weights``; :class:`WeightsNotKept` says why there is none."""
-    root = (data_dir / "weights").resolve()
-    path = trial_weights_path(root, trial.search_id, trial.id).resolve()
-    if path.is_relative_to(root) and path.is_file():
+def kept_weights(trial: Trial, store: RunStore) -> Path:
+    """The trial's kept weights file in ``store``; :class:`WeightsNotKept` says why there is none."""
+    path = store.kept_weights(trial.search_id, trial.id)
+    if path is not None:
         return path
     if trial.state != "completed":
         why = f"it ended {trial.state}"
@@ -67,12 +67,12 @@ def kept_weights(trial: Trial, data_dir: Path) -> Path:
     raise WeightsNotKept(f"no trained weights for trial #{trial.number} (id {trial.id}): {why}")
 
 
-def export_file(trial: Trial, fmt: ExportFormat, data_dir: Path) -> ExportFile:
-    """``trial`` exported as ``fmt``."""
+def export_file(trial: Trial, fmt: ExportFormat, store: RunStore) -> ExportFile:
+    """``trial`` exported as ``fmt`` (weights from ``store``, the run store of the trial's database)."""
     suffix, media = EXPORT_FORMATS[fmt]
     name = f"brainsearch-search{trial.search_id}-trial{trial.number}.{suffix}"
     if fmt == "safetensors":
-        return ExportFile(name, media, path=kept_weights(trial, data_dir))
+        return ExportFile(name, media, path=kept_weights(trial, store))
     doc = export_document(trial)
     if fmt == "pytorch":
         provenance = {k: doc[k] for k in ("search_id", "trial_id", "trial_number", "pattern", "baseline")}

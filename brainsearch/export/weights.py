@@ -18,14 +18,9 @@ from brainsearch.errors import ArchitectureError, DataError, Problem
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ARCH_KEY", "load_weights", "save_weights", "trial_weights_path"]
+__all__ = ["ARCH_KEY", "load_weights", "save_weights"]
 
 ARCH_KEY = "brainsearch.architecture"
-
-
-def trial_weights_path(weights_dir: Path, search_id: int, trial_id: int) -> Path:
-    """Where a trial's trained proxy weights live under the data directory's ``weights`` folder."""
-    return weights_dir / f"search-{search_id}" / f"trial-{trial_id}.safetensors"
 
 
 def save_weights(

@@ -15,8 +15,9 @@ sees every finished trial after a restart and optuna-dashboard can open the stud
 5. runs the scale-up stage when the search has one (:mod:`brainsearch.search.scaleup`): the top-k trials and the
    reference baseline trained again at each rung of the ladder, on the same executor slots; then completes it.
 
-Trained proxy weights are kept under ``weights_dir`` (``search.keep_weights``: the best ``top_k`` and the baselines
-by default, pruned as the leaderboard changes), for the ``safetensors`` export and Lifelong-MoE expansion.
+Trained proxy weights are kept in the run store (:mod:`brainsearch.store`: under the data directory, in a folder
+named by the database; ``search.keep_weights``: the best ``top_k`` and the baselines by default, pruned as the
+leaderboard changes), for the ``safetensors`` export and Lifelong-MoE expansion.
 
 Optuna states: completed -> COMPLETE with one value per objective; pruned -> PRUNED; diverged, out of memory, timed
 out and crashed -> FAIL.
@@ -31,7 +32,7 @@ import re
 import socket
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -42,17 +43,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from brainsearch._validation import problems_from_validation_error
 from brainsearch.arch.cost import cost
 from brainsearch.arch.spec import Architecture
-from brainsearch.errors import ArchitectureError, SpaceError, StorageError
-from brainsearch.export.weights import trial_weights_path
+from brainsearch.errors import ArchitectureError, ConflictError, Problem, SpaceError, StorageError
 from brainsearch.search.baselines import baseline_architectures
 from brainsearch.search.samplers import make_sampler
-from brainsearch.search.scaleup import CandidateJob, record_crash, scale_up_jobs
+from brainsearch.search.scaleup import CandidateJob, planned_runs, record_crash, scale_up_jobs
 from brainsearch.search.trial import BaselineRef, TrialJob, TrialOutcome, budget_fraction, optuna_storage
 from brainsearch.space.constraints import violations
 from brainsearch.space.loader import validate_document
 from brainsearch.space.sample import sample
 from brainsearch.space.schema import Quantity, SearchSettings, SearchSpace
 from brainsearch.storage import Repository, Search, Trial
+from brainsearch.store import RunStore, weights_metadata
 from brainsearch.train.result import CurvePoint
 from brainsearch.train.settings import TrainSettings
 
@@ -115,13 +116,12 @@ def create_search(
     options: RunOptions | None = None,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
+    problem_prefix: tuple[str, ...] = ("search",),
 ) -> tuple[Search, bool]:
     """Store a queued search of ``space`` with its ``search`` settings overridden by ``overrides`` (trials, sampler,
-    concurrency, seed, ...); bad overrides raise :class:`SpaceError` naming ``search.<field>``."""
-    try:
-        settings = SearchSettings.model_validate({**space.search.model_dump(), **(overrides or {})})
-    except ValidationError as exc:
-        raise SpaceError(problems_from_validation_error(exc, None, prefix=("search",))) from None
+    concurrency, seed, ...); bad overrides raise :class:`SpaceError` naming ``search.<field>`` (``problem_prefix``:
+    the API names the request's own fields instead)."""
+    settings = _settings_with(space.search, overrides or {}, problem_prefix)
     options = options or RunOptions()
     return repo.create_search(
         name=name or space.name,
@@ -132,6 +132,55 @@ def create_search(
         idempotency_key=idempotency_key,
         request_hash=request_hash,
     )
+
+
+def add_scale_up(
+    repo: Repository,
+    search: Search,
+    scale_up: dict[str, Any],
+    *,
+    top_k: int | None = None,
+    prefix: tuple[str, ...] = (),
+) -> Search:
+    """Queue a finished search again to run a scale-up stage (``scale_up``: a ``search.scale_up`` document; ``top_k``
+    optional): its trials are kept and not trained again, a worker (or ``resume``) runs the stage. Bad settings
+    raise :class:`SpaceError` naming the field (under ``prefix``); a search still queued or running is a
+    ConflictError; one with no completed trial has nothing to scale up."""
+    if search.status in ("queued", "running"):
+        raise ConflictError(f"search {search.id} is {search.status}: wait for it to finish")
+    overrides: dict[str, Any] = {"scale_up": scale_up, **({"top_k": top_k} if top_k is not None else {})}
+    settings = _settings_with(stored_space(search).search, overrides, prefix)
+    if not repo.count_trials(search.id, is_baseline=False).get("completed"):
+        where = ".".join(prefix) or "search"
+        raise SpaceError([Problem(where, f"search {search.id} has no completed trial to scale up")])
+    return repo.reopen_search(search.id, {**search.settings, "search": settings.model_dump(mode="json")})
+
+
+def delete_search(repo: Repository, search_id: int, store: RunStore) -> Search:
+    """Delete a finished search: its rows (trials, curves, candidates), its Optuna study and its files in
+    ``store``. A queued or running search is a ConflictError (cancel it first)."""
+    deleted = repo.delete_search(search_id)
+    with contextlib.suppress(KeyError):  # a search deleted before it ran has no study
+        optuna.delete_study(study_name=study_name(search_id), storage=optuna_storage(repo_url(repo)))
+    store.remove_search(search_id)
+    return deleted
+
+
+def reference_baseline(search: Search) -> str:
+    """The baseline a search's trials are compared with (its space's ``constraints.baseline``)."""
+    return str(search.space.get("constraints", {}).get("baseline", "glam"))
+
+
+def repo_url(repo: Repository) -> str:
+    """The repository's database URL, password included (Optuna's storage connects with it)."""
+    return repo.engine.url.render_as_string(hide_password=False)
+
+
+def _settings_with(current: SearchSettings, overrides: dict[str, Any], prefix: tuple[str, ...]) -> SearchSettings:
+    try:
+        return SearchSettings.model_validate({**current.model_dump(), **overrides})
+    except ValidationError as exc:
+        raise SpaceError(problems_from_validation_error(exc, None, prefix=prefix)) from None
 
 
 def stored_space(search: Search) -> SearchSpace:
@@ -197,6 +246,34 @@ class Progress:
         """Trials that count towards the requested number (crashed ones are retried)."""
         return self.completed + self.pruned + self.failed
 
+    @classmethod
+    def of(cls, repo: Repository, search: Search) -> Progress:
+        """A stored search's progress as a reader (the API, a dashboard) sees it, with the stage it is in:
+        ``queued``, ``baselines``, ``trials``, ``scale-up i/n`` or its final status."""
+        counts = repo.count_trials(search.id, is_baseline=False)
+        base = repo.baselines(search.id)
+        best = repo.list_trials(search.id, state="completed", is_baseline=False, limit=1).items
+        progress = cls.from_counts(
+            search.trials_requested,
+            counts,
+            baselines={t.baseline_name or "?": t.val_loss for t in base if t.state != "crashed"},
+            best_val_loss=best[0].val_loss if best else None,
+            best_number=best[0].number if best else None,
+        )
+        stage: str = search.status
+        if search.status == "running":
+            space = stored_space(search)
+            settled = {t.baseline_name for t in base if t.state not in ("running", "crashed")}
+            if len(settled) < len(baseline_architectures(space)):
+                stage = "baselines"
+            elif progress.done < search.trials_requested or space.search.scale_up is None:
+                stage = "trials"
+            else:
+                runs, _ = planned_runs(repo, search.id, space)
+                recorded = {(c.trial_id, c.rung) for c in repo.list_candidates(search.id) if c.state != "crashed"}
+                stage = f"scale-up {len(recorded)}/{len(runs)}"
+        return replace(progress, stage=stage)
+
 
 class Executor(Protocol):
     """What the driver needs from an executor (the local one; Ray drives its own loop)."""
@@ -239,7 +316,7 @@ class SearchDriver:
         should_stop: Callable[[], StopKind | None] | None = None,
         options: dict[str, Any] | None = None,
         max_fruitless_asks: int = MAX_FRUITLESS_ASKS,
-        weights_dir: Path | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         search = repo.get_search(search_id)
         if search is None:
@@ -259,11 +336,12 @@ class SearchDriver:
         self._fruitless = 0
         self.max_fruitless_asks = max_fruitless_asks
         self._stage: str | None = None
-        if weights_dir is None:
+        if data_dir is None:
             from brainsearch.settings import get_settings
 
-            weights_dir = get_settings().data_dir / "weights"
-        self.weights_dir = weights_dir
+            data_dir = get_settings().data_dir
+        self.store = RunStore(data_dir, repo.database_id())
+        self.store.describe(repo.engine.url.render_as_string(hide_password=True))
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     # --- set-up ------------------------------------------------------------------------------------------------------
@@ -358,7 +436,8 @@ class SearchDriver:
             max_step_time_ratio=None if baseline else self.space.constraints.max_step_time_ratio,
             weights_path=None
             if self.settings.keep_weights == "none"
-            else str(trial_weights_path(self.weights_dir, self.search.id, trial.id)),
+            else str(self.store.trial_weights(self.search.id, trial.id)),
+            weights_metadata=weights_metadata(self.store.database_id, self.search.id, trial.id),
         )
 
     def prune_weights(self) -> None:
@@ -367,7 +446,7 @@ class SearchDriver:
         worker writes the weights, then the result) is left alone."""
         if self.settings.keep_weights != "top_k":
             return
-        folder = trial_weights_path(self.weights_dir, self.search.id, 0).parent
+        folder = self.store.weights_dir(self.search.id)
         files = {}
         for path in folder.glob("trial-*.safetensors") if folder.is_dir() else ():
             match = re.fullmatch(r"trial-(\d+)\.safetensors", path.name)

@@ -88,6 +88,7 @@ class TrialJob(BaseModel):
     reference: BaselineRef | None = None
     max_step_time_ratio: float | None = None
     weights_path: str | None = None  # where a completed trial's trained weights go (None: not kept)
+    weights_metadata: dict[str, str] = {}  # provenance written into the weights file (database, search, trial)
 
 
 class TrialOutcome(BaseModel):
@@ -286,7 +287,8 @@ def _keeper(job: TrialJob, arch: Architecture, saved: dict[str, str]) -> Callabl
     def keep(model: LanguageModel) -> None:
         from brainsearch.export.weights import save_weights
 
-        meta = {"search_id": str(job.search_id), "trial_id": str(job.trial_id), "data": job.settings.data}
+        meta = {"search_id": str(job.search_id), "trial_id": str(job.trial_id), **job.weights_metadata}
+        meta["data"] = job.settings.data
         try:
             save_weights(model.state_dict(), arch, path, meta)
         except OSError as exc:

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "CandidateRow", "MetricPointRow", "SearchRow", "TrialRow"]
+__all__ = ["Base", "CandidateRow", "InstanceRow", "MetricPointRow", "SearchRow", "TrialRow"]
 
 JSONDoc = JSON().with_variant(JSONB(), "postgresql")
 
@@ -54,6 +54,15 @@ class Base(DeclarativeBase):
     """Declarative base of brainsearch's tables."""
 
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSONDoc}
+
+
+class InstanceRow(Base):
+    """The database's identity (one row, migration 0003): names the folder of its runs' files on disk."""
+
+    __tablename__ = "bs_instance"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    database_id: Mapped[str] = mapped_column(String(36), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class SearchRow(Base):

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from brainsearch.errors import ConflictError, StorageError
 from brainsearch.storage.domain import Candidate, MetricPoint, Page, Search, SearchStatus, Trial, TrialState
-from brainsearch.storage.models import CandidateRow, MetricPointRow, SearchRow, TrialRow
+from brainsearch.storage.models import CandidateRow, InstanceRow, MetricPointRow, SearchRow, TrialRow
 
 __all__ = ["RETRY_SECONDS", "TRIAL_SORT_KEYS", "CommitFailed", "Repository", "retrying", "transient"]
 
@@ -132,6 +132,7 @@ class Repository:
     def __init__(self, engine: Engine, retry_seconds: float = RETRY_SECONDS) -> None:
         self.engine, self.retry_seconds = engine, retry_seconds
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._database_id: str | None = None
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
@@ -156,6 +157,16 @@ class Repository:
                 f"database error ({self.engine.dialect.name}): {exc.__class__.__name__}: "
                 f"{str(exc).splitlines()[0][:300]}"
             ) from exc
+
+    def database_id(self) -> str:
+        """This database's own id (written once by migration 0003): what names its runs' folder on disk."""
+        if self._database_id is None:
+            with self._session() as s:
+                row = s.scalars(select(InstanceRow).order_by(InstanceRow.id).limit(1)).first()
+                if row is None:
+                    raise StorageError("the database has no identity row (bs_instance): run the migrations")
+                self._database_id = row.database_id
+        return self._database_id
 
     # --- searches ---------------------------------------------------------------------------------------------------
     def create_search(
@@ -311,6 +322,33 @@ class Repository:
                 row.status, row.error, row.updated_at = "cancelled", "cancelled by a user", now
                 if row.lease_owner is None:
                     row.finished_at = now
+            return _search(row)
+
+    def delete_search(self, search_id: int) -> Search:
+        """Delete a finished search with its trials, curves and candidates (the rows cascade); a queued or running
+        one is a ConflictError (cancel it first), an unknown one a StorageError. Returns what was deleted."""
+        with self._session() as s:
+            row = s.get(SearchRow, search_id, with_for_update=True)
+            if row is None:
+                raise StorageError(f"no search {search_id}")
+            if row.status in ("queued", "running") or row.lease_owner is not None:
+                raise ConflictError(f"search {search_id} is {row.status}: cancel it first, then delete it")
+            deleted = _search(row)
+            s.delete(row)
+            return deleted
+
+    def reopen_search(self, search_id: int, settings: dict[str, Any]) -> Search:
+        """Queue a finished search again with new ``settings`` (a scale-up stage added to a completed search): its
+        trials are kept, a worker resumes it. A queued or running one is a ConflictError, an unknown one a
+        StorageError."""
+        with self._session() as s:
+            row = s.get(SearchRow, search_id, with_for_update=True)
+            if row is None:
+                raise StorageError(f"no search {search_id}")
+            if row.status in ("queued", "running") or row.lease_owner is not None:
+                raise ConflictError(f"search {search_id} is {row.status}: wait for it to finish")
+            row.settings, row.status, row.error = settings, "queued", None
+            row.finished_at, row.updated_at = None, _now()
             return _search(row)
 
     # --- trials -----------------------------------------------------------------------------------------------------

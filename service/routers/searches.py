@@ -1,4 +1,5 @@
-"""Searches: submit (queued for a worker), list, read, cancel; a search's leaderboard, Pareto fronts, candidates."""
+"""Searches: submit (queued for a worker), list, read, cancel, delete; a search's leaderboard, Pareto fronts,
+scale-up stage (run it for a finished search, read its report) and candidates."""
 
 from __future__ import annotations
 
@@ -8,14 +9,23 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 
-from brainsearch.errors import ArchitectureError, ConflictError, Problem, SpaceError
-from brainsearch.search.driver import RunOptions, create_search, stored_space
+from brainsearch.errors import ArchitectureError, ConflictError, InputError, Problem, SpaceError
+from brainsearch.search.driver import (
+    Progress,
+    RunOptions,
+    add_scale_up,
+    create_search,
+    delete_search,
+    reference_baseline,
+    stored_space,
+)
 from brainsearch.search.scaleup import ScaleUpReport, scale_up_report
 from brainsearch.space import bundled_space_names, load_space
 from brainsearch.space.loader import validate_document
+from brainsearch.space.schema import SearchSpace
 from brainsearch.storage import TRIAL_SORT_KEYS, Repository, Search, Trial
-from service.deps import Offset, ReadAccess, Repo, SearchId, WriteAccess
-from service.schemas import Page, SearchCreate, SearchOut, TrialOut
+from service.deps import Offset, ReadAccess, Repo, SearchId, Store, WriteAccess
+from service.schemas import Page, ProgressOut, ScaleUpRequest, SearchCreate, SearchOut, TrialOut
 
 router = APIRouter(prefix="/searches", tags=["searches"])
 
@@ -23,7 +33,8 @@ TrialStateName = Literal["running", "completed", "pruned", "diverged", "out_of_m
 
 
 def search_out(repo: Repository, s: Search) -> SearchOut:
-    """The API view of a search, with its trial counts (baselines apart)."""
+    """The API view of a search, with its progress (baselines apart)."""
+    p = Progress.of(repo, s)
     return SearchOut(
         id=s.id,
         name=s.name,
@@ -31,7 +42,8 @@ def search_out(repo: Repository, s: Search) -> SearchOut:
         status=s.status,
         error=s.error,
         trials_requested=s.trials_requested,
-        progress=repo.count_trials(s.id, is_baseline=False),
+        progress=ProgressOut.model_validate({**vars(p), "done": p.done}),
+        reference_baseline=reference_baseline(s),
         settings=s.settings,
         created_at=s.created_at,
         started_at=s.started_at,
@@ -51,6 +63,17 @@ def _search_or_404(repo: Repository, search_id: int) -> Search:
     return s
 
 
+def space_of(given: str | dict[str, object]) -> SearchSpace:
+    """The ``space`` field of a request: a bundled space's name or an inline document (problems named
+    ``space.<path>``)."""
+    if isinstance(given, str):
+        if given not in bundled_space_names():
+            names = ", ".join(bundled_space_names())
+            raise SpaceError([Problem("space", f"no bundled space {given!r} (bundled: {names})")])
+        return load_space(given)
+    return validate_document(given, "space")
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[WriteAccess])
 def submit(
     body: SearchCreate,
@@ -59,14 +82,9 @@ def submit(
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> SearchOut:
-    """Validate the space (the CLI's messages, as ``detail``) and queue the search for a worker."""
-    if isinstance(body.space, str):
-        if body.space not in bundled_space_names():
-            names = ", ".join(bundled_space_names())
-            raise SpaceError([Problem("space", f"no bundled space {body.space!r} (bundled: {names})")])
-        space = load_space(body.space)
-    else:
-        space = validate_document(body.space, "space")
+    """Validate the space (the CLI's messages, as ``detail``) and queue the search for a worker; ``Location``
+    names the new search."""
+    space = space_of(body.space)
     overrides = body.model_dump(
         include={"trials", "sampler", "concurrency", "seed", "pruner", "top_k", "scale_up"}, exclude_none=True
     )
@@ -81,11 +99,13 @@ def submit(
             options=options,
             idempotency_key=idempotency_key,
             request_hash=request_hash,
+            problem_prefix=(),  # the request's own field names: trials, scale_up.ladder[0].preset, ...
         )
     except ConflictError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+        raise InputError([Problem("idempotency-key", str(exc), "header")]) from None
     if not created:
         response.headers["Idempotent-Replay"] = "true"
+    response.headers["Location"] = f"/api/v1/searches/{search.id}"
     return search_out(repo, search)
 
 
@@ -119,6 +139,42 @@ def cancel(search_id: SearchId, repo: Repo) -> SearchOut:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
 
 
+@router.delete(
+    "/{search_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[WriteAccess],
+    responses={409: {"description": "the search is queued or running: cancel it first"}},
+)
+def delete(search_id: SearchId, repo: Repo, store: Store) -> Response:
+    """Delete a finished (completed, failed or cancelled) search: its trials, curves, candidates, Optuna study and
+    files (kept weights, exports). Cancel a queued or running search first."""
+    _search_or_404(repo, search_id)
+    try:
+        delete_search(repo, search_id, store)
+    except ConflictError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{search_id}/scale-up",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[WriteAccess],
+    responses={409: {"description": "the search is queued or running"}},
+)
+def run_scale_up(search_id: SearchId, body: ScaleUpRequest, repo: Repo, response: Response) -> SearchOut:
+    """Run the scale-up stage for a finished search: its settings gain ``scale_up`` (and ``top_k``), and it is
+    queued again; a worker trains the candidates (the trials are kept, nothing is trained twice). Follow it with
+    ``GET /searches/{id}``, read the result at ``GET /searches/{id}/scale-up``."""
+    search = _search_or_404(repo, search_id)
+    try:
+        queued = add_scale_up(repo, search, body.scale_up, top_k=body.top_k, prefix=())
+    except ConflictError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    response.headers["Location"] = f"/api/v1/searches/{search_id}"
+    return search_out(repo, queued)
+
+
 @router.get("/{search_id}/trials", dependencies=[ReadAccess])
 def leaderboard(
     search_id: SearchId,
@@ -134,10 +190,7 @@ def leaderboard(
     """The leaderboard: completed trials by ``sort``, then pruned, failed and running ones."""
     _search_or_404(repo, search_id)
     if sort not in TRIAL_SORT_KEYS:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            [{"loc": "sort", "msg": f"must be one of {', '.join(TRIAL_SORT_KEYS)}, got {sort!r}"}],
-        )
+        raise InputError([Problem("sort", f"must be one of {', '.join(TRIAL_SORT_KEYS)}, got {sort!r}", "query")])
     page = repo.list_trials(search_id, sort=sort, order=order, state=state, limit=limit, offset=offset)
     return Page(items=[trial_out(t) for t in page.items], total=page.total, limit=limit, offset=offset)
 
@@ -175,7 +228,7 @@ def scale_up(
     try:
         return scale_up_report(repo, search_id, space, target=target, law=law, scale_by=scale_by)
     except ArchitectureError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "; ".join(p.message for p in exc.problems)) from None
+        raise InputError([Problem("target", p.message, "query") for p in exc.problems]) from None
 
 
 @router.get("/{search_id}/candidates", dependencies=[ReadAccess])

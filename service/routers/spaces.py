@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from brainsearch.space import bundled_space_names, dimensions, load_space, space_size
-from brainsearch.space.loader import validate_document
-from service.deps import ReadAccess
+from service.deps import ReadAccess, WriteAccess
+from service.routers.searches import space_of
 from service.schemas import Page, SpaceCheck
 
 router = APIRouter(prefix="/spaces", tags=["spaces"])
@@ -24,8 +24,9 @@ def list_spaces() -> Page[dict[str, Any]]:
     return Page(items=items, total=len(items), limit=len(items), offset=0)
 
 
-@router.post("/validate", dependencies=[ReadAccess])
+@router.post("/validate", dependencies=[WriteAccess])
 def validate(body: SpaceCheck) -> dict[str, Any]:
-    """Check a space document: 200 with its dimensions and size, or 422 with one entry per problem."""
-    space = validate_document(body.space, "space")
+    """Check a space (a bundled name, as ``POST /searches`` takes, or a document): 200 with its dimensions and
+    size, or 422 with one entry per problem. A write route (it spends the server's CPU): it needs the token."""
+    space = space_of(body.space)
     return {"valid": True, "name": space.name, "dimensions": dimensions(space), "size": space_size(space)}

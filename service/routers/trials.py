@@ -7,7 +7,7 @@ from fastapi.responses import FileResponse
 
 from brainsearch.export import ExportFormat, WeightsNotKept, export_file
 from brainsearch.storage import Repository, Trial
-from service.deps import ReadAccess, Repo, SettingsDep, TrialId
+from service.deps import ReadAccess, Repo, Store, TrialId
 from service.schemas import TrialDetail
 
 router = APIRouter(prefix="/trials", tags=["trials"])
@@ -44,13 +44,13 @@ def get_trial(trial_id: TrialId, repo: Repo) -> TrialDetail:
         404: {"description": "no such trial, or its trained weights were not kept (safetensors)"},
     },
 )
-def export(trial_id: TrialId, repo: Repo, settings: SettingsDep, format: ExportFormat = "json") -> Response:
+def export(trial_id: TrialId, repo: Repo, store: Store, format: ExportFormat = "json") -> Response:
     """The trial as a file: ``json`` / ``yaml`` (architecture, cost, provenance, metrics), ``pytorch`` (one
     standalone Python file with only torch imports and a ``build()`` function) or ``safetensors`` (the trained proxy's
     weights; the architecture JSON is in the file's metadata)."""
     t = _trial_or_404(repo, trial_id)
     try:
-        f = export_file(t, format, settings.data_dir)
+        f = export_file(t, format, store)
     except WeightsNotKept as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     if f.path is not None:

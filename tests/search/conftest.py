@@ -42,7 +42,8 @@ def seed_scaled_search(repo: Repository, data_dir: Path) -> tuple[int, list[int]
 
     from brainsearch import build_model
     from brainsearch.arch import preset, scale
-    from brainsearch.export import save_weights, trial_weights_path
+    from brainsearch.export import save_weights
+    from brainsearch.store import RunStore, weights_metadata
     from brainsearch.search.driver import create_search
 
     space = fast_space(search={"top_k": 2, "scale_up": {"ladder": ["cpu-tiny", "cpu-small"], "target": "1b-64e"}})
@@ -65,7 +66,8 @@ def seed_scaled_search(repo: Repository, data_dir: Path) -> tuple[int, list[int]
         repo.finish_trial(t.id, state="completed", val_loss=loss, metrics={"val_loss": loss})
         ids.append(t.id)
     torch.manual_seed(0)
-    save_weights(build_model(arch).state_dict(), arch, trial_weights_path(data_dir / "weights", search.id, ids[1]))
+    path = RunStore(data_dir, repo.database_id()).trial_weights(search.id, ids[1])
+    save_weights(build_model(arch).state_dict(), arch, path, weights_metadata(repo.database_id(), search.id, ids[1]))
     for trial_id, losses in [(ids[1], (2.8, 2.5)), (ids[2], (2.85, 2.6)), (ids[0], (2.9, 2.7))]:
         for rung, loss, n in [("cpu-tiny", losses[0], 1e5), ("cpu-small", losses[1], 1e6)]:
             repo.add_candidate(

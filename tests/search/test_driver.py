@@ -50,7 +50,7 @@ def test_search_trains_baselines_then_the_requested_trials(
         },
         options=RunOptions(executor=executor, threads_per_trial=1),  # type: ignore[arg-type]
     )
-    done = SearchDriver(repo, search.id, database_url, weights_dir=tmp_path).run()
+    done = SearchDriver(repo, search.id, database_url, data_dir=tmp_path).run()
     assert done.status == "completed" and done.finished_at is not None
     trials = repo.list_trials(done.id, limit=100).items
     baselines = {t.baseline_name: t for t in trials if t.is_baseline}

@@ -15,7 +15,8 @@ import torch
 from brainsearch import build_model
 from brainsearch.arch import Architecture
 from brainsearch.arch.scale import scale
-from brainsearch.export import export_document, load_weights, render_spec, standalone_source, trial_weights_path
+from brainsearch.export import export_document, load_weights, render_spec, standalone_source
+from brainsearch.store import RunStore
 from brainsearch.search.driver import SearchDriver, create_search
 from brainsearch.search.scaleup import candidate_trials, scale_up_jobs, scale_up_report
 from brainsearch.storage import Repository
@@ -60,7 +61,7 @@ def test_tiny_search_scaled_up_reported_and_exported(sqlite_repo: tuple[Reposito
         },
     )
     search, _ = create_search(repo, space)
-    weights = tmp_path / "weights"
+    store = RunStore(tmp_path, repo.database_id())
     notes: list[str] = []
     stages: list[str | None] = []
     done = SearchDriver(
@@ -69,7 +70,7 @@ def test_tiny_search_scaled_up_reported_and_exported(sqlite_repo: tuple[Reposito
         database_url,
         on_note=notes.append,
         on_progress=lambda p: stages.append(p.stage),
-        weights_dir=weights,
+        data_dir=tmp_path,
     ).run()
     assert done.status == "completed", notes
     assert stages[0] is None and stages[-1] == "scale-up 6/6" and "scale-up 0/6" in stages  # the bar shows the stage
@@ -106,13 +107,13 @@ def test_tiny_search_scaled_up_reported_and_exported(sqlite_repo: tuple[Reposito
     chinchilla = scale_up_report(repo, search.id, space, law="chinchilla", target="8b-64e")
     assert chinchilla.law == "chinchilla" and all(c.prediction is not None for c in chinchilla.candidates)
 
-    kept = {p.name for p in (weights / f"search-{search.id}").glob("*.safetensors")}
+    kept = {p.name for p in store.weights_dir(search.id).glob("*.safetensors")}
     completed_baselines = [t for t in repo.baselines(search.id) if t.state == "completed"]
     assert kept == {f"trial-{t.id}.safetensors" for t in [*top, *completed_baselines]}
 
     # Resumed: every (trial, rung) pair is recorded, so nothing is trained again.
     assert scale_up_jobs(repo, search.id, space, database_url) == ([], [])
-    again = SearchDriver(repo, search.id, database_url, weights_dir=weights).run()
+    again = SearchDriver(repo, search.id, database_url, data_dir=tmp_path).run()
     assert again.status == "completed" and len(repo.list_candidates(search.id)) == 6
 
     # Exports of the winner round-trip.
@@ -120,9 +121,11 @@ def test_tiny_search_scaled_up_reported_and_exported(sqlite_repo: tuple[Reposito
     doc = json.loads(render_spec(export_document(best), "json"))
     assert Architecture.from_json(doc["architecture"]).digest == best.arch_digest
     assert doc["search_id"] == search.id and doc["trial_id"] == best.id and doc["cost"] == best.cost
-    path = trial_weights_path(weights, search.id, best.id)
+    path = store.trial_weights(search.id, best.id)
+    assert store.kept_weights(search.id, best.id) == path.resolve()  # its metadata names this database and trial
     arch, state, meta = load_weights(path)
     assert arch.digest == best.arch_digest and meta["trial_id"] == str(best.id)
+    assert meta["database_id"] == repo.database_id()
     ours = build_model(arch)
     ours.load_state_dict(state)
     source = tmp_path / "winner.py"

@@ -83,12 +83,15 @@ def test_inline_spaces_are_validated_with_field_paths(live: Any) -> None:
         r = api.post("/searches", json={"space": bad})
         assert r.status_code == 422
         locs = {d["loc"] for d in r.json()["detail"]}
-        assert "proxy.colour" in locs
+        assert "space.proxy.colour" in locs
         for body, loc in (
             ({"space": "no-such-space"}, "space"),
             ({"space": "../../etc/passwd"}, "space"),
-            ({"space": "tiny", "trials": 0}, "search.trials"),
-            ({"space": "tiny", "sampler": "anneal"}, "search.sampler"),
+            ({"space": "tiny", "trials": 0}, "trials"),
+            ({"space": "tiny", "sampler": "anneal"}, "sampler"),
+            ({"space": "tiny", "trials": True}, "trials"),  # JSON's true is not 1
+            ({"space": "tiny", "seed": 1.5}, "seed"),
+            ({"space": "tiny", "scale_up": {"ladder": ["nope"]}}, "scale_up.ladder[0].preset"),
         ):
             r = api.post("/searches", json=body)
             assert r.status_code == 422 and loc in {d["loc"] for d in r.json()["detail"]}, r.text
@@ -108,7 +111,8 @@ def test_idempotency_key(live: Any) -> None:
         assert first.status_code == again.status_code == 201 and first.json()["id"] == again.json()["id"]
         assert again.headers.get("Idempotent-Replay") == "true"
         other = api.post("/searches", json={"space": "tiny", "trials": 3}, headers=key)
-        assert other.status_code == 422 and "different request" in other.json()["detail"]
+        assert other.status_code == 422
+        assert other.json()["detail"][0]["in"] == "header" and "different request" in other.json()["detail"][0]["msg"]
         assert api.get("/searches").json()["total"] == 1
 
 
@@ -151,7 +155,8 @@ def test_pytorch_and_safetensors_exports_and_the_scale_up_report(live: Any, repo
     from safetensors.torch import load
 
     from brainsearch import build_model
-    from brainsearch.export import save_weights, trial_weights_path
+    from brainsearch.export import save_weights
+    from brainsearch.store import RunStore, weights_metadata
 
     server: LiveServer = live()
     with server.client() as api:
@@ -166,7 +171,9 @@ def test_pytorch_and_safetensors_exports_and_the_scale_up_report(live: Any, repo
         arch = scale(preset("glam"), "cpu-tiny")
         torch.manual_seed(0)
         state = build_model(arch).state_dict()
-        path = save_weights(state, arch, trial_weights_path(tmp_path / "data" / "weights", sid, ids[1]))
+        store = RunStore(tmp_path / "data", repo.database_id())
+        meta = weights_metadata(repo.database_id(), sid, ids[1])
+        path = save_weights(state, arch, store.trial_weights(sid, ids[1]), meta)
 
         source = api.get(f"/trials/{ids[1]}/export", params={"format": "pytorch"})
         assert source.status_code == 200 and source.headers["content-type"].startswith("text/x-python")
@@ -177,6 +184,10 @@ def test_pytorch_and_safetensors_exports_and_the_scale_up_report(live: Any, repo
         weights = api.get(f"/trials/{ids[1]}/export", params={"format": "safetensors"})
         assert weights.status_code == 200 and weights.content == path.read_bytes()
         assert all(torch.equal(t, state[k]) for k, t in load(weights.content).items())
+        # A file at another trial's place (copied there, or left by another database) is never served as its own.
+        store.trial_weights(sid, ids[2]).write_bytes(path.read_bytes())
+        assert api.get(f"/trials/{ids[2]}/export", params={"format": "safetensors"}).status_code == 404
+        store.trial_weights(sid, ids[2]).unlink()
         missing = api.get(f"/trials/{ids[2]}/export", params={"format": "safetensors"})
         assert missing.status_code == 404 and "weights were not kept" in missing.json()["detail"]
         pruned = api.get(f"/trials/{ids[3]}/export", params={"format": "safetensors"})
@@ -256,3 +267,112 @@ def test_dashboard_form_reports_bad_settings_on_the_page(live: Any) -> None:
     assert r.status_code == 200 and "search.sampler" in r.text and "No searches yet" in r.text
     bad_space = httpx.post(f"{server.url}/ui/searches", data={**form, "space": "../etc"}, timeout=30)
     assert bad_space.status_code == 422
+
+
+def _is_one_shape(r: httpx.Response) -> list[dict[str, Any]]:
+    """The one 422 body: {"detail": [{"loc": str, "msg": str, "in": part, "line"?: int}, ...]}."""
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, list) and detail, r.text
+    for p in detail:
+        assert set(p) <= {"loc", "msg", "in", "line"} and {"loc", "msg", "in"} <= set(p), p
+        assert (
+            isinstance(p["loc"], str) and isinstance(p["msg"], str) and p["in"] in ("body", "query", "path", "header")
+        )
+    return list(detail)
+
+
+def test_every_422_has_one_shape_documented_in_openapi(live: Any) -> None:
+    """Pass: bad input found by the space loader, the overrides, FastAPI's own checks (body, query, path), the body
+    scan and the scale-up report all answer the same shape, naming where; the schema documents exactly it."""
+    server: LiveServer = live()
+    with server.client() as api:
+        sid = api.post("/searches", json={"space": "tiny"}).json()["id"]
+        json_body = {"Content-Type": "application/json"}
+        cases = [
+            (api.post("/searches", json={"space": {"name": "x", "block": {"slots": 40}}}), "body", "space.block"),
+            (api.post("/searches", json={"space": "tiny", "trials": 0}), "body", "trials"),
+            (api.post("/searches", json={"space": "tiny", "trials": True}), "body", "trials"),
+            (api.post("/searches", json={"space": "tiny", "colour": 1}), "body", "colour"),
+            (api.post("/searches", json={}), "body", "space"),
+            (api.post("/searches", content=b"[" * 100 + b"]" * 100, headers=json_body), "body", ""),
+            (api.post("/searches", content=b'{"space": "' + bytes([0xFF]) + b'"}', headers=json_body), "body", ""),
+            (api.get(f"/searches/{sid}/trials", params={"sort": "colour"}), "query", "sort"),
+            (api.get(f"/searches/{sid}/trials", params={"limit": 0}), "query", "limit"),
+            (api.get("/searches/abc"), "path", "search_id"),
+            (api.get(f"/searches/{sid}/scale-up", params={"target": "9t"}), "query", "target"),
+            (api.post("/spaces/validate", json={"space": {"name": "x"}}), "body", "space.block"),
+            (api.get("/trials/1/export", params={"format": "pickle"}), "query", "format"),
+        ]
+        for r, where, loc in cases:
+            detail = _is_one_shape(r)
+            assert any(p["in"] == where and p["loc"].startswith(loc) for p in detail), (where, loc, detail)
+    schema = httpx.get(f"{server.url}/openapi.json").json()
+    problem = schema["components"]["schemas"]["ProblemOut"]
+    assert set(problem["properties"]) == {"loc", "msg", "in", "line"}
+    submit = schema["paths"]["/api/v1/searches"]["post"]["responses"]["422"]
+    assert submit["content"]["application/json"]["schema"]["$ref"].endswith("/ProblemsOut")
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+
+
+def test_validate_follows_the_auth_rule_and_takes_bundled_names(live: Any) -> None:
+    """Pass: /spaces/validate is a write route (401 without the token when one is set), and it takes a bundled
+    space's name as POST /searches does."""
+    server: LiveServer = live(api_token="s3cret")
+    with server.client() as anonymous, server.client("s3cret") as user:
+        assert anonymous.post("/spaces/validate", json={"space": "tiny"}).status_code == 401
+        ok = user.post("/spaces/validate", json={"space": "tiny"})
+        assert ok.status_code == 200 and ok.json()["name"] == "tiny"
+        unknown = _is_one_shape(user.post("/spaces/validate", json={"space": "no-such"}))
+        assert unknown[0]["loc"] == "space" and "bundled" in unknown[0]["msg"]
+
+
+def test_location_progress_delete_and_scale_up_of_a_finished_search(
+    live: Any, repo: Repository, tmp_path: Path
+) -> None:
+    """Pass: 201 has a Location; progress has every count and the stage from the start; DELETE is 409 while a
+    search is queued, 204 after, and takes its trials and files with it; POST /scale-up queues a finished search
+    again with the stage (409 while queued, 422 for a bad ladder or a search with nothing completed)."""
+    from brainsearch.store import RunStore
+
+    server: LiveServer = live()
+    with server.client() as api:
+        created = api.post("/searches", json={"space": "tiny", "trials": 3})
+        sid = created.json()["id"]
+        assert created.headers["Location"] == f"/api/v1/searches/{sid}"
+        progress = created.json()["progress"]
+        assert progress["stage"] == "queued" and progress["done"] == 0 and progress["requested"] == 3
+        assert {"completed", "pruned", "failed", "crashed", "running", "baselines"} <= set(progress)
+        assert created.json()["reference_baseline"] == "glam"
+
+        ladder = {"scale_up": {"ladder": ["cpu-tiny", "cpu-small"]}}
+        assert api.post(f"/searches/{sid}/scale-up", json=ladder).status_code == 409  # still queued
+        assert api.delete(f"/searches/{sid}").status_code == 409
+        ids = _seed_trials(repo, sid)
+        repo.set_search_status(sid, "completed")
+        board = api.get(f"/searches/{sid}").json()
+        assert board["progress"]["done"] == 4 and board["progress"]["pruned"] == 1  # the baseline apart
+        assert board["progress"]["baselines"] == {"glam": 3.0}
+
+        bad = _is_one_shape(api.post(f"/searches/{sid}/scale-up", json={"scale_up": {"ladder": ["nope"]}}))
+        assert bad[0]["loc"] == "scale_up.ladder[0].preset"
+        queued = api.post(f"/searches/{sid}/scale-up", json={**ladder, "top_k": 1})
+        assert queued.status_code == 202, queued.text
+        again = queued.json()
+        assert again["status"] == "queued" and again["settings"]["search"]["top_k"] == 1
+        assert [r["preset"] for r in again["settings"]["search"]["scale_up"]["ladder"]] == ["cpu-tiny", "cpu-small"]
+        assert repo.get_trial(ids[1]) is not None  # trials kept
+
+        empty = api.post("/searches", json={"space": "tiny"}).json()["id"]
+        repo.set_search_status(empty, "completed")
+        nothing = _is_one_shape(api.post(f"/searches/{empty}/scale-up", json=ladder))
+        assert "no completed trial" in nothing[0]["msg"]
+
+        api.post(f"/searches/{sid}/cancel")
+        store = RunStore(tmp_path / "data", repo.database_id())
+        store.trial_weights(sid, ids[1]).parent.mkdir(parents=True)
+        store.trial_weights(sid, ids[1]).write_bytes(b"x")
+        assert api.delete(f"/searches/{sid}").status_code == 204
+        assert api.get(f"/searches/{sid}").status_code == 404 and repo.get_trial(ids[1]) is None
+        assert not store.search_dir(sid).exists()
+        assert api.delete(f"/searches/{sid}").status_code == 404

@@ -1,0 +1,109 @@
+"""Run artifacts on disk (trained weights, exports, and later checkpoints), keyed by database, search and trial.
+
+Everything a run writes lives under one folder per database::
+
+    DATA_DIR/runs/db-<database id>/search-<S>/weights/trial-<T>.safetensors
+                                             /exports/...
+                 /db-<database id>/DATABASE      (the URL it was first opened with, for people)
+
+The database id is the database's own (a random id written once into it, migration 0003), not its URL: two
+databases sharing a data directory never share a file, one database reached by two URLs keeps one folder, and a
+database created again at a deleted one's path does not inherit its files. Weights files also carry their database,
+search and trial ids in their metadata; :meth:`RunStore.kept_weights` serves a file only when all three match.
+
+This module imports neither torch nor the storage layer: the API process uses it to find and check files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["RunStore", "weights_metadata"]
+
+_DATABASE_ID = re.compile(r"^[0-9a-f-]{8,36}$")
+# A safetensors header is a few KiB; anything near this is not one of ours.
+_MAX_HEADER_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class RunStore:
+    """The files of one database's runs, under ``data_dir/runs/db-<database_id>``."""
+
+    data_dir: Path
+    database_id: str
+
+    def __post_init__(self) -> None:
+        if not _DATABASE_ID.match(self.database_id):  # it names a folder: never a path of its own
+            raise ValueError(f"not a database id: {self.database_id!r}")
+
+    @property
+    def root(self) -> Path:
+        """This database's folder."""
+        return self.data_dir / "runs" / f"db-{self.database_id}"
+
+    def search_dir(self, search_id: int) -> Path:
+        """Everything of one search."""
+        return self.root / f"search-{int(search_id)}"
+
+    def weights_dir(self, search_id: int) -> Path:
+        """A search's kept trained weights, one file per trial."""
+        return self.search_dir(search_id) / "weights"
+
+    def trial_weights(self, search_id: int, trial_id: int) -> Path:
+        """Where a trial's trained proxy weights go."""
+        return self.weights_dir(search_id) / f"trial-{int(trial_id)}.safetensors"
+
+    def exports_dir(self, search_id: int) -> Path:
+        """Where the CLI writes a search's exports by default."""
+        return self.search_dir(search_id) / "exports"
+
+    def describe(self, database_url: str) -> None:
+        """Write ``DATABASE`` (the URL, password hidden) into the folder once, so a person can tell folders apart."""
+        note = self.root / "DATABASE"
+        if not note.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            note.write_text(database_url + "\n")
+
+    def remove_search(self, search_id: int) -> None:
+        """Delete a search's folder (a deleted search leaves nothing on disk)."""
+        shutil.rmtree(self.search_dir(search_id), ignore_errors=True)
+
+    def kept_weights(self, search_id: int, trial_id: int) -> Path | None:
+        """The trial's weights file when it exists inside this store and its metadata names this database, search
+        and trial; None otherwise (a file copied or linked from elsewhere is never served as this trial's)."""
+        root = self.root.resolve()
+        path = self.trial_weights(search_id, trial_id).resolve()
+        if not (path.is_relative_to(root) and path.is_file()):
+            return None
+        meta = read_metadata(path)
+        expected = weights_metadata(self.database_id, search_id, trial_id)
+        if meta is None or any(meta.get(k) != v for k, v in expected.items()):
+            return None
+        return path
+
+
+def weights_metadata(database_id: str, search_id: int, trial_id: int) -> dict[str, str]:
+    """The provenance entries a trial's weights file carries (checked before the file is served)."""
+    return {"database_id": database_id, "search_id": str(int(search_id)), "trial_id": str(int(trial_id))}
+
+
+def read_metadata(path: Path) -> dict[str, str] | None:
+    """A safetensors file's ``__metadata__`` (read from its JSON header, without torch); None if it is not one."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+            if len(head) != 8:
+                return None
+            (size,) = struct.unpack("<Q", head)
+            if size > _MAX_HEADER_BYTES:
+                return None
+            header = json.loads(f.read(size))
+    except (OSError, ValueError):
+        return None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
