@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from brainsearch.search.driver import create_search
-from brainsearch.storage import Repository
+from brainsearch.storage import Repository, make_engine
 from tests.search.conftest import fast_space
 
 
@@ -67,6 +67,49 @@ def test_serve_runs_a_submitted_search(database_url: str, tmp_path: Path) -> Non
             proc.kill()
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_sigterm_stops_serve_within_seconds_while_a_trial_trains(database_url: str, tmp_path: Path) -> None:
+    """Pass: SIGTERM to `brainsearch serve` while its embedded worker trains a long trial ends the process within
+    seconds (the bound is a hang guard: the issue saw a process burn CPU until kill -9), with no traceback, and the
+    search goes back to the queue for the next worker."""
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "brainsearch", "serve", "--port", str(port), "--db", database_url],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        api = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=30)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if api.get("/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(0.2)
+        doc = fast_space(tokens=50_000_000).model_dump(mode="json")  # hours of training: it is stopped mid-run
+        sid = api.post("/searches", json={"space": doc, "trials": 2}).json()["id"]
+        deadline = time.monotonic() + 120
+        while api.get(f"/searches/{sid}/trials").json()["total"] == 0:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.3)
+        api.close()
+        stopped_at = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) in (0, -signal.SIGTERM), log.read_text()
+        took = time.monotonic() - stopped_at
+        assert "Traceback" not in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    engine_repo = Repository(make_engine(database_url))
+    assert engine_repo.get_search(sid).status == "queued", f"requeued (the process took {took:.1f} s)"
+
+
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_standalone_worker_drains_the_queue(repo: Repository, database_url: str, tmp_path: Path) -> None:
     ids = [create_search(repo, fast_space(), overrides={"trials": 1, "sampler": "random"})[0].id for _ in range(2)]
@@ -110,14 +153,16 @@ def test_quickstart_runs_the_tiny_space_and_exports_the_winner(
         main(["quickstart", "--trials", "1", "--port", "0", "--db", db, "--no-scale-up"])
     captured = capsys.readouterr()
     assert info.value.code == 0, captured.err
-    assert "dashboard: http://127.0.0.1:" in captured.err and "/searches/1" in captured.err
+    assert "dashboard (live while this runs): http://127.0.0.1:" in captured.err and "/searches/1" in captured.err
+    # The last word on the dashboard comes after the service stopped, and says how to see the search again.
+    assert captured.err.rstrip().splitlines()[-1].startswith("the quickstart's service has stopped")
     assert "glam baseline" in captured.out and "winner: trial 2" in captured.out
-    exports = tmp_path / "data" / "exports"
-    exported = json.loads((exports / "search1-trial2.json").read_text())
+    (exports,) = (tmp_path / "data" / "runs").glob("db-*/search-1/exports")  # under the database's own folder
+    exported = json.loads((exports / "trial2.json").read_text())
     assert exported["trial_id"] and len(exported["architecture"]["block"]) == 8
-    assert {p.name for p in exports.iterdir()} == {f"search1-trial2.{s}" for s in ("json", "py", "safetensors")}
+    assert {p.name for p in exports.iterdir()} == {f"trial2.{s}" for s in ("json", "py", "safetensors")}
     run = subprocess.run(
-        [sys.executable, str(exports / "search1-trial2.py"), str(exports / "search1-trial2.safetensors")],
+        [sys.executable, str(exports / "trial2.py"), str(exports / "trial2.safetensors")],
         capture_output=True,
         text=True,
         timeout=120,
