@@ -23,7 +23,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RunStore", "weights_metadata"]
+__all__ = ["RunStore", "read_metadata", "weights_metadata"]
 
 _DATABASE_ID = re.compile(r"^[0-9a-f-]{8,36}$")
 # A safetensors header is a few KiB; anything near this is not one of ours.

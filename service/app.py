@@ -277,25 +277,32 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
 
     app.mount("/static/docs", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
 
+    # The bundles' own references to other hosts (ReDoc's footer logo) are refused by the browser itself.
+    offline = {"Content-Security-Policy": "connect-src 'self'; img-src 'self' data:; font-src 'self' data:"}
+
     @app.get("/docs", include_in_schema=False)
     def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url="/openapi.json",
             title="brainsearch API",
             swagger_js_url="/static/docs/swagger-ui-bundle.js",
             swagger_css_url="/static/docs/swagger-ui.css",
             swagger_favicon_url="/static/docs/favicon.png",
         )
+        page.headers.update(offline)
+        return page
 
     @app.get("/redoc", include_in_schema=False)
     def redoc() -> HTMLResponse:
-        return get_redoc_html(
+        page = get_redoc_html(
             openapi_url="/openapi.json",
             title="brainsearch API",
             redoc_js_url="/static/docs/redoc.standalone.js",
             redoc_favicon_url="/static/docs/favicon.png",
             with_google_fonts=False,
         )
+        page.headers.update(offline)
+        return page
 
     @app.get("/api/v1/healthz", tags=["health"])
     def healthz() -> dict[str, Any]:

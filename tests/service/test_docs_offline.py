@@ -1,0 +1,56 @@
+"""The API documentation renders offline: Swagger UI (/docs) and ReDoc (/redoc) come from the app itself, in a real
+browser (Debian's Chromium) whose every request to another host is refused."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import Browser, Route, sync_playwright
+
+from brainsearch.settings import Settings
+from tests.service.conftest import LiveServer
+from tests.service.test_dashboard import ARTIFACTS, CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), "install Debian's chromium (apt-get install -y chromium); .ci/run does"
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+        yield b
+        b.close()
+
+
+def test_swagger_ui_and_redoc_render_with_the_network_cut(browser: Browser, tmp_path: Path) -> None:
+    """Pass: /docs shows the operations and /redoc the title, with no request leaving 127.0.0.1 (any would be
+    aborted, and is counted)."""
+    server = LiveServer(Settings(database_url=f"sqlite:///{tmp_path / 'docs.db'}", data_dir=tmp_path / "data"))
+    outside: list[str] = []
+
+    def local_only(route: Route) -> None:
+        if urlsplit(route.request.url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    try:
+        page = browser.new_page()
+        page.route("**/*", local_only)
+        page.goto(server.url + "/docs")
+        page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)
+        assert "brainsearch" in page.inner_text(".swagger-ui .info")
+        assert page.locator(".opblock-summary-path", has_text="/api/v1/searches").count() >= 1
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "docs-swagger.png"))
+        page.goto(server.url + "/redoc")
+        page.wait_for_selector("h1", timeout=30_000)
+        assert "brainsearch" in page.inner_text("h1")
+        page.screenshot(path=str(ARTIFACTS / "docs-redoc.png"))
+        assert outside == []
+        page.close()
+    finally:
+        server.stop()
