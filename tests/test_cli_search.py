@@ -114,3 +114,70 @@ def test_search_on_an_existing_ray_cluster(tmp_path: Path) -> None:
         assert len(trials) == 4 and {t.state for t in trials} <= {"completed", "pruned"}
     finally:
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_version_and_help_show_no_value_for_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    from brainsearch import __version__
+
+    code, out, _ = run(["--version"], capsys)
+    assert code == 0 and out.strip() == f"brainsearch {__version__}"
+    code, out, _ = run(["leaderboard", "--help"], capsys)
+    assert code == 0 and "--json" in out and "<bool>" not in out and "SEARCH_ID" in out
+
+
+@pytest.mark.slow
+def test_leaderboard_ranks_export_scale_up_later_and_delete(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Pass: the leaderboard ranks trials, not baselines, and compares them with the reference baseline in the
+    database and the server modes alike; `export --rank N` exports the row ranked N; `scale-up --ladder` runs the
+    stage for a search that finished without one; `delete` needs --yes off a terminal, then removes the search and
+    its files."""
+    from brainsearch.settings import Settings
+    from brainsearch.store import RunStore
+    from tests.service.conftest import LiveServer
+
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(fast_space().model_dump(mode="json")))
+    db = f"sqlite:///{tmp_path / 'later.db'}"
+    args = ["search", str(space), "--trials", "3", "--sampler", "random", "--pruner", "none", "--db", db]
+    code, _, err = run(args, capsys)  # no pruner: every trial completes, so there are ranks to check
+    assert code == 0, err
+    repo = Repository(make_engine(db))
+    glam = next(t for t in repo.baselines(1) if t.baseline_name == "glam")
+
+    def table(args: list[str]) -> list[list[str]]:
+        code, out, err = run(["leaderboard", "1", *args], capsys)
+        assert code == 0, err
+        lines = [line.replace("┃", "│") for line in out.splitlines()]  # the header row's rule is heavier
+        return [[c.strip() for c in line.split("│")[1:-1]] for line in lines if line.count("│") > 5]
+
+    local = table(["--db", db])
+    header, rows = local[0], local[1:]
+    assert header[:6] == ["rank", "#", "block", "state", "val loss", "vs glam"]
+    ranked = [r for r in rows if r[0]]
+    assert len(ranked) == 3 and [r[0] for r in ranked] == [str(i) for i in range(1, len(ranked) + 1)]
+    assert all(not r[0] for r in rows if r[8].endswith("baseline"))
+    assert all(abs(float(r[5]) - (float(r[4]) - glam.val_loss)) < 1.5e-4 for r in rows if r[4])  # type: ignore[operator]
+    live = LiveServer(Settings(database_url=db, data_dir=Path(os.environ["BRAINSEARCH_DATA_DIR"])))
+    try:
+        assert table(["--server", live.url]) == local
+    finally:
+        live.stop()
+    out_file = tmp_path / "r1.json"
+    code, _, err = run(["export", "1", "--rank", "1", "--db", db, "-o", str(out_file)], capsys)
+    assert code == 0, err
+    assert json.loads(out_file.read_text())["trial_number"] == int(ranked[0][1])
+
+    code, out, err = run(["scale-up", "1", "--ladder", "cpu-tiny:8K", "--top-k", "1", "--db", db], capsys)
+    assert code == 0, err
+    assert {(c.rung, c.state) for c in repo.list_candidates(1)} == {("cpu-tiny", "completed")}
+    assert len(repo.list_candidates(1)) == 2 and "scale-up over cpu-tiny" in out  # the best trial and GLaM
+    assert repo.get_search(1).status == "completed"  # type: ignore[union-attr]
+    code, _, err = run(["scale-up", "1", "--ladder", "cpu-huge", "--db", db], capsys)
+    assert code == 2 and "--ladder.scale_up.ladder[0].preset: unknown scale preset 'cpu-huge'" in err
+
+    store = RunStore(Path(os.environ["BRAINSEARCH_DATA_DIR"]), repo.database_id())
+    assert store.search_dir(1).is_dir()
+    code, _, err = run(["delete", "1", "--db", db], capsys)
+    assert code == 2 and "--yes" in err
+    code, _, err = run(["delete", "1", "--yes", "--db", db], capsys)
+    assert code == 0 and repo.get_search(1) is None and not store.search_dir(1).exists()
