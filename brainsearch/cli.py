@@ -400,8 +400,6 @@ def _print_leaderboard(
     """The leaderboard table of trial rows (the API's or the repository's, as dicts), compared with the search's
     reference baseline ``(name, validation loss)``. Ranks count completed trials, not baselines: ``export --rank N``
     exports the row ranked N."""
-    import textwrap
-
     name, reference_loss = reference
     table = Table(title=f"search {search_id}: {total} trials (baselines included), by {sort}")
     for column in ("rank", "#", "block", "state", "val loss", f"vs {name}", "step ms", "activated", "note"):
@@ -412,7 +410,6 @@ def _print_leaderboard(
         vs = f"{loss - reference_loss:+.4f}" if reference_loss is not None and loss is not None else ""
         ranked = r["state"] == "completed" and not r["is_baseline"]
         rank += ranked
-        note = f"{r['baseline_name']} baseline" if r["is_baseline"] else (r["reason"] or "")
         table.add_row(
             str(rank) if ranked else "",
             str(r["number"]),
@@ -422,11 +419,20 @@ def _print_leaderboard(
             vs,
             f"{step * 1e3:.1f}" if step is not None else "",
             fmt_count(r["params_activated"]),
-            textwrap.shorten(note, 100, placeholder=" …"),  # at a word boundary, never mid-word
+            _note(r),
         )
     _print_wide(table)
     if total > len(rows):
         out.print(f"({total - len(rows)} more: brainsearch leaderboard {search_id} --limit N)")
+
+
+def _note(row: dict[str, Any], width: int = 100) -> str:
+    """A leaderboard row's note: the baseline's name, or the reason, shortened at a word boundary (never mid-word)."""
+    import textwrap
+
+    if row["is_baseline"]:
+        return f"{row['baseline_name']} baseline"
+    return textwrap.shorten(row["reason"] or "", width, placeholder=" …")
 
 
 def _repo_leaderboard(repo: Any, search_id: int, sort: str = "val_loss", limit: int = 20) -> None:

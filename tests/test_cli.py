@@ -30,6 +30,37 @@ def test_validate_bundled(name: str, capsys: pytest.CaptureFixture[str]) -> None
     assert f"OK {name}" in out and "params (total)" in out and "size" in out
 
 
+def test_validate_says_whether_a_space_scales_up(capsys: pytest.CaptureFixture[str]) -> None:
+    """tiny has no ladder: it must not claim "top-2 scaled up"; brainformer names its ladder and target."""
+    _, tiny, _ = run(["validate", "tiny"], capsys)
+    tiny = " ".join(tiny.split())
+    assert "top-2" not in tiny and "no scale-up stage" in tiny
+    _, paper, _ = run(["validate", "brainformer"], capsys)
+    assert "scaled up over 100m-32e -> 1b-64e" in " ".join(paper.split()) and "8b-64e" in paper
+
+
+def test_progress_text_counts_states_apart() -> None:
+    """2 of 3 pruned reads "3/3 ... 1 completed, 2 pruned", never "3/3 completed"; the scale-up stage moves the
+    bar on its own count."""
+    from brainsearch.cli import _bar_state
+
+    p = {"completed": 1, "pruned": 2, "failed": 0, "crashed": 0, "running": 0, "requested": 3, "stage": "trials"}
+    done, total, text = _bar_state({**p, "baselines": {"glam": 2.5}, "best_val_loss": 2.4, "best_number": 3})
+    assert (done, total) == (3, 3) and "1 completed, 2 pruned, 0 failed" in text and "glam 2.5000" in text
+    done, total, text = _bar_state({**p, "stage": "scale-up 2/6", "baselines": {}})
+    assert (done, total) == (2, 6) and "scale-up 2/6" in text
+
+
+def test_leaderboard_notes_are_cut_at_words() -> None:
+    from brainsearch.cli import _note
+
+    reason = "training loss 2.9123 at a quarter of the budget is worse than the glam baseline's " * 3
+    shown = _note({"is_baseline": False, "reason": reason})
+    assert len(shown) <= 100 and shown.endswith(" …")
+    assert reason.startswith(shown.removesuffix(" …") + " ")  # the cut falls between words
+    assert _note({"is_baseline": True, "baseline_name": "dense", "reason": None}) == "dense baseline"
+
+
 def test_validate_json_reports_range(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["validate", "tiny", "--json"], capsys)
     summary = json.loads(out)
