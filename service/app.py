@@ -251,13 +251,18 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
         return unprocessable(problems)
 
     @app.exception_handler(ConflictError)
-    async def _conflict(request: Request, exc: ConflictError) -> JSONResponse:
+    async def _conflict(request: Request, exc: ConflictError) -> Response:
+        if dashboard.wants_html(request):
+            return dashboard.error_page(request, status.HTTP_409_CONFLICT, str(exc))
         return JSONResponse({"detail": str(exc)}, status.HTTP_409_CONFLICT)
 
     @app.exception_handler(StorageError)
-    async def _storage(request: Request, exc: StorageError) -> JSONResponse:
+    async def _storage(request: Request, exc: StorageError) -> Response:
         log.warning("storage error on %s: %s", request.url.path, exc)
-        return JSONResponse({"detail": f"the database is unavailable: {exc}"}, status.HTTP_503_SERVICE_UNAVAILABLE)
+        message = f"the database is unavailable: {exc}"
+        if dashboard.wants_html(request):
+            return dashboard.error_page(request, status.HTTP_503_SERVICE_UNAVAILABLE, message)
+        return JSONResponse({"detail": message}, status.HTTP_503_SERVICE_UNAVAILABLE)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:

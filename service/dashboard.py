@@ -1,176 +1,320 @@
-"""The dashboard: server-rendered pages (Jinja2) with Plotly charts, every script served by the app itself.
+"""The dashboard: server-rendered pages (Jinja2) with Plotly charts and one small script, all served by the app.
 
-``/``: searches with status and progress, and a form that submits a bundled space. ``/searches/{id}``: the live
-leaderboard (sortable, paginated, baselines marked), learning curves, the Pareto fronts (loss against step time and
-against activated parameters), Optuna's parameter importance, the best trial's expert-load heatmap and the scale-up
-stage (candidates per rung, fidelity, speed-ups, scaling-law predictions and their chart); it refreshes while the
-search runs. ``/trials/{id}``: the block drawn as its layer sequence, cost,
-metrics, MoE statistics, the learning curve and export links (JSON, YAML, standalone PyTorch, kept weights).
+``/``: searches with status, progress, best loss against the reference baseline, sampler and duration, and a form
+that submits a bundled space. ``/searches/{id}``: the search's settings, progress, the leaderboard (sortable,
+paginated, baselines marked, trials picked for comparison), learning curves, Pareto fronts, parameter importance,
+the best trial's expert load and the scale-up stage; a cancel button while it runs. ``/trials/{id}``: one trial's
+block, cost, metrics, MoE statistics, learning curve and export links. ``/compare?trials=ID,ID``: two to four
+trials side by side, their curves overlaid, their metrics against the first one's.
+
+While a search is queued or running its page (and ``/`` while any is) polls a JSON route under ``/ui/`` every few
+seconds and swaps in the parts that changed, rendered by the same templates: no page reload. Numbers go through
+``service._ui_format``; every chart is a plain Plotly figure (a dict) that ``static/dashboard.js`` draws, or a sentence
+saying why there is none yet.
 """
 
 from __future__ import annotations
 
 import secrets
-import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 import plotly
-import plotly.graph_objects as go
-from fastapi import APIRouter, Form, HTTPException, Request, status
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi import APIRouter, Form, HTTPException, Query, Request, status
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 
-from brainsearch.errors import BrainsearchError
-from brainsearch.export.weights import trial_weights_path
-from brainsearch.search.driver import Progress, RunOptions, create_search, stored_space, study_name
+from brainsearch._format import fmt_bytes, fmt_count, fmt_flops
+from brainsearch.errors import BrainsearchError, ConflictError
+from brainsearch.search.driver import Progress, RunOptions, create_search, stored_space
 from brainsearch.search.samplers import SAMPLER_NAMES
-from brainsearch.search.scaleup import ScaleUpReport, scale_up_report
-from brainsearch.space import bundled_space_names, load_space
-from brainsearch.storage import Repository, Trial
+from brainsearch.search.scaleup import scale_up_report
+from brainsearch.space import SearchSpace, bundled_space_names, load_space
+from brainsearch.storage import Repository, Search, Trial
 from brainsearch.train.result import HEADLINE_METRICS
-from service.deps import Offset, ReadAccess, Repo, SearchId, TrialId
-from service.routers.searches import pareto_front
+from service._ui_format import FILTERS, fmt_delta, fmt_duration
+from service.charts import (
+    PALETTE,
+    curves_chart,
+    expert_load_chart,
+    importance_chart,
+    pareto_chart,
+    scaling_chart,
+    trial_curve_chart,
+    trial_label,
+)
+from service.deps import MAX_ID, Offset, ReadAccess, Repo, SearchId, TrialId, get_store
+
+__all__ = ["error_page", "router", "wants_html"]
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+templates.env.filters.update(FILTERS)
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-REFRESH_S = 5
-COLUMNS = [("number", "#"), ("val_loss", "val loss"), ("step_time_s", "step ms"), ("params_activated", "activated")]
-_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
-_LAYOUT = {"margin": {"l": 50, "r": 10, "t": 40, "b": 40}, "height": 360, "template": "plotly_white"}
+STATIC = Path(__file__).parent / "static"
+POLL_S = 3  # how often a live page asks for changes
+ACTIVE = ("queued", "running")
+SortKey = Literal["number", "val_loss", "step_time_s", "params_activated", "params_total", "flops_per_token"]
+BEST_CURVES = 5  # learning curves drawn on a search page besides the baselines': more is a tangle
+COMPARE_MIN, COMPARE_MAX = 2, 4
+_NOT_HTML = ("/api", "/static", "/docs", "/redoc")
 
 
-def _figure(fig: go.Figure) -> str:
-    fig.update_layout(**_LAYOUT)
-    return str(fig.to_json())
+# --- searches ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SearchSummary:
+    """What the list and a search's header show about a search."""
+
+    search: Search
+    space: SearchSpace | None
+    progress: Progress
+    best: Trial | None
+    reference: str | None  # the space's reference baseline (constraints.baseline)
+    reference_loss: float | None
+    duration_s: float | None
+    sampler: str
+
+    @property
+    def active(self) -> bool:
+        """Queued or running: its page polls for changes."""
+        return self.search.status in ACTIVE
+
+    @property
+    def vs_reference(self) -> float | None:
+        """The best validation loss minus the reference baseline's (negative: better than the baseline)."""
+        if self.best is None or self.best.val_loss is None or self.reference_loss is None:
+            return None
+        return self.best.val_loss - self.reference_loss
+
+    @property
+    def percent_done(self) -> int:
+        """Progress for the bar, 0-100."""
+        return min(100, round(100 * self.progress.done / max(1, self.search.trials_requested)))
 
 
-def _curves(repo: Repository, trials: list[Trial], title: str) -> str:
-    fig = go.Figure()
-    for t in trials:
-        curve = repo.trial_curve(t.id)
-        label = f"{t.baseline_name} baseline" if t.is_baseline else f"#{t.number} {t.pattern}"
-        fig.add_scatter(x=[p.tokens for p in curve], y=[p.train_loss for p in curve], mode="lines", name=label)
-    fig.update_layout(title=title, xaxis_title="tokens", yaxis_title="training loss (nats)")
-    return _figure(fig)
-
-
-def _pareto(trials: list[Trial], key: Literal["step_time_s", "params_activated"], label: str) -> str:
-    done = [t for t in trials if t.state == "completed" and t.val_loss is not None]
-    front = pareto_front(done, key)
-    fig = go.Figure()
-    fig.add_scatter(
-        x=[getattr(t, key) for t in done],
-        y=[t.val_loss for t in done],
-        mode="markers",
-        name="trials",
-        text=[f"#{t.number} {t.pattern}" + (f" ({t.baseline_name})" if t.is_baseline else "") for t in done],
-    )
-    fig.add_scatter(
-        x=[getattr(t, key) for t in front], y=[t.val_loss for t in front], mode="lines+markers", name="Pareto front"
-    )
-    fig.update_layout(title=f"validation loss vs {label}", xaxis_title=label, yaxis_title="validation loss")
-    return _figure(fig)
-
-
-def _scaling_chart(report: ScaleUpReport) -> str | None:
-    """Each candidate's rung losses against the law's x (log scale), its fitted law out to the target, and the
-    predicted loss there with its 95% band."""
-    fitted = [c for c in report.candidates if c.prediction is not None]
-    if not fitted:
-        return None
-    fig = go.Figure()
-    for i, c in enumerate(fitted):
-        fit = c.prediction
-        assert fit is not None
-        colour = _PALETTE[i % len(_PALETTE)]
-        xs = [x for x, _ in fit.points]
-        fig.add_scatter(x=xs, y=[y for _, y in fit.points], mode="markers", name=c.label, marker={"color": colour})
-        lo, hi = min(xs), fit.target_x
-        grid = [lo * (hi / lo) ** (k / 40) for k in range(41)]
-        fig.add_scatter(
-            x=grid,
-            y=[fit.predict(x) for x in grid],
-            mode="lines",
-            line={"dash": "dot", "color": colour},
-            name=f"{c.label}: {fit.law} law",
-            showlegend=False,
-        )
-        fig.add_scatter(
-            x=[fit.target_x],
-            y=[fit.predicted_loss],
-            mode="markers",
-            marker={"symbol": "diamond", "size": 10, "color": colour},
-            error_y={
-                "type": "data",
-                "symmetric": False,
-                "array": [fit.high - fit.predicted_loss],
-                "arrayminus": [fit.predicted_loss - fit.low],
-            },
-            name=f"{c.label} at {report.target}",
-            showlegend=False,
-        )
-    axis = "activated parameters" if report.scale_by == "params_activated" else "training FLOPs"
-    fig.update_layout(
-        title=f"scaling laws: rung losses and the prediction at {report.target} (95% band)",
-        xaxis={"type": "log", "title": axis},
-        yaxis_title="validation loss",
-    )
-    return _figure(fig)
-
-
-def _expert_load(trial: Trial) -> str | None:
-    moe = trial.metrics.get("moe") or {}
-    load = moe.get("expert_load")
-    if not load:
-        return None
-    fig = go.Figure(go.Heatmap(z=load, colorscale="Viridis", colorbar={"title": "share"}))
-    fig.update_layout(title=f"expert load, trial #{trial.number}", xaxis_title="expert", yaxis_title="MoE layer")
-    return _figure(fig)
-
-
-def _importance(database_url: str, search_id: int) -> list[tuple[str, float]]:
-    import optuna
-
-    from brainsearch.search.trial import optuna_storage
-
+def _space_of(search: Search) -> SearchSpace | None:
     try:
-        study = optuna.load_study(study_name=study_name(search_id), storage=optuna_storage(database_url))
-        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if len(study.directions) != 1 or len(complete) < 5:  # fewer trials say nothing about importance
-            return []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return list(optuna.importance.get_param_importances(study).items())
-    except (KeyError, ValueError, RuntimeError):  # no study yet, or too few completed trials
-        return []
+        return stored_space(search)
+    except (BrainsearchError, ValidationError):  # a document an older version stored: the page shows what it can
+        return None
 
 
+def _reference_loss(repo: Repository, search_id: int, reference: str | None) -> float | None:
+    # The newest completed run of that baseline (a crashed baseline is followed by its re-run).
+    for t in reversed(repo.baselines(search_id)):
+        if t.baseline_name == reference and t.state == "completed" and t.val_loss is not None:
+            return t.val_loss
+    return None
+
+
+def _summary(repo: Repository, search: Search, now: datetime | None = None) -> SearchSummary:
+    space = _space_of(search)
+    reference = space.constraints.baseline if space else None
+    progress = Progress.from_counts(search.trials_requested, repo.count_trials(search.id, is_baseline=False))
+    best = repo.list_trials(search.id, state="completed", is_baseline=False, sort="val_loss", limit=1).items
+    duration = None
+    if search.started_at is not None:
+        end = search.finished_at or (now or datetime.now(UTC))
+        duration = (end - search.started_at).total_seconds()
+    sampler = space.search.sampler if space else str(search.settings.get("search", {}).get("sampler", "?"))
+    return SearchSummary(
+        search=search,
+        space=space,
+        progress=progress,
+        best=best[0] if best and best[0].val_loss is not None else None,
+        reference=reference,
+        reference_loss=_reference_loss(repo, search.id, reference),
+        duration_s=duration,
+        sampler=sampler,
+    )
+
+
+def _settings_rows(search: Search, space: SearchSpace | None) -> list[tuple[str, str]]:
+    """The search's settings as (name, value) lines for the settings panel."""
+    run = search.settings.get("run", {})
+    if space is None:
+        return [("space", search.space_name), ("trials requested", f"{search.trials_requested:,}")]
+    s, p, c = space.search, space.proxy, space.constraints
+    if p.budget.tokens is not None:
+        budget = f"{fmt_count(p.budget.tokens)} tokens"
+    elif p.budget.flops is not None:
+        budget = fmt_flops(p.budget.flops)
+    else:
+        budget = fmt_duration(p.budget.seconds)
+    sampler: str = s.sampler
+    if s.sampler == "evolution":
+        e = s.evolution
+        sampler += f" (population {e.population_size}, tournament {e.tournament_size})"
+    limits = [
+        f"total params ≤ {fmt_count(c.max_params_total)}" if c.max_params_total is not None else "",
+        f"activated params ≤ {fmt_count(c.max_params_activated)}" if c.max_params_activated is not None else "",
+        f"memory ≤ {fmt_bytes(c.max_memory_bytes)}" if c.max_memory_bytes is not None else "",
+        f"step time ≤ {c.max_step_time_ratio:g}× the baseline's" if c.max_step_time_ratio is not None else "",
+        ("at least " + ", ".join(f"{n} {t}" for t, n in c.min_layers.items())) if c.min_layers else "",
+    ]
+    rows = [
+        ("space", space.name),
+        ("sampler", sampler),
+        ("seed", str(s.seed)),
+        ("trials requested", f"{search.trials_requested:,}"),
+        ("concurrency", str(s.concurrency)),
+        ("pruner", s.pruner),
+        ("objectives", ", ".join(s.objectives) + " (minimised)"),
+        ("budget per trial", budget),
+        ("proxy model", f"block × {p.num_blocks}, context {p.seq_len}, batch {p.batch_size}, vocab {p.vocab_size}"),
+        ("data", p.data),
+        ("reference baseline", c.baseline),
+        ("constraints", "; ".join(x for x in limits if x) or "none"),
+    ]
+    if s.scale_up is not None:
+        su = s.scale_up
+        ladder = " → ".join(
+            r.preset + (f" ({fmt_count(r.budget_tokens)} tokens)" if r.budget_tokens is not None else "")
+            for r in su.ladder
+        )
+        rows.append(("scale-up", f"{ladder}; predicts at {su.target} ({su.law} law in {su.scale_by}), top {s.top_k}"))
+    else:
+        rows.append(("scale-up", "none"))
+    rows.append(("weights kept", s.keep_weights.replace("_", " ")))
+    rows.append(("executor", f"{run.get('executor', 'local')}, device {run.get('device', 'auto')}"))
+    return rows
+
+
+def _search_or_404(repo: Repository, search_id: int) -> Search:
+    search = repo.get_search(search_id)
+    if search is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"There is no search {search_id}.")
+    return search
+
+
+def _search_view(
+    request: Request,
+    repo: Repository,
+    search: Search,
+    sort: SortKey,
+    order: Literal["asc", "desc"],
+    offset: int,
+    limit: int,
+    *,
+    importance: bool,
+) -> dict[str, Any]:
+    """What the search page and its live updates render (importance only when asked: it is the costly part)."""
+    summary = _summary(repo, search)
+    page = repo.list_trials(search.id, sort=sort, order=order, offset=offset, limit=limit)
+    completed = repo.list_trials(search.id, state="completed", limit=2000).items
+    baselines = [t for t in repo.baselines(search.id) if t.state == "completed"]
+    latest_baselines = list({t.baseline_name: t for t in baselines}.values())
+    best = [t for t in completed if not t.is_baseline][:BEST_CURVES]
+    searched = sum(1 for t in completed if not t.is_baseline)
+    shown = f"The best {len(best)} of {searched} completed trials and the baselines." if searched > len(best) else ""
+    charts = [
+        curves_chart(
+            repo,
+            best + latest_baselines,
+            "curves",
+            empty="No learning curve yet: curves appear as trials finish.",
+            note=shown,
+        ),
+        pareto_chart(completed, "step_time_s"),
+        pareto_chart(completed, "params_activated"),
+        expert_load_chart(best[0] if best else None),
+    ]
+    if importance:
+        charts.append(importance_chart(request.app.state.database_url, search.id))
+    space = summary.space
+    report = scale_up_report(repo, search.id, space) if space is not None else None
+    if report is not None and report.configured:
+        charts.append(scaling_chart(report))
+    query = {"sort": sort, "order": order, "offset": offset, "limit": limit}
+    return {
+        "search": search,
+        "summary": summary,
+        "settings_rows": _settings_rows(search, space),
+        "trials": page.items,
+        "total": page.total,
+        "offset": offset,
+        "limit": limit,
+        "sort": sort,
+        "order": order,
+        "columns": _LEADERBOARD_COLUMNS,
+        "charts": [c.as_json() for c in charts],
+        "scale_up": report,
+        "token_required": bool(request.app.state.settings.api_token),
+        "live_url": f"/ui/searches/{search.id}/live?{urlencode(query)}",
+        "poll_s": POLL_S,
+    }
+
+
+# Sortable leaderboard columns: (sort key, header, cell class). The other columns are not sortable.
+_LEADERBOARD_COLUMNS: list[tuple[SortKey, str, str]] = [
+    ("number", "#", "num"),
+    ("val_loss", "val loss", "val-loss"),
+    ("step_time_s", "step time", "step-time"),
+    ("params_activated", "activated", "activated"),
+    ("params_total", "total params", "total"),
+    ("flops_per_token", "FLOPs/token", "flops"),
+]
+SearchSort = Annotated[SortKey, Query()]
+
+
+def _page_args(offset: int, limit: int) -> tuple[int, int]:
+    return max(0, offset), min(max(1, limit), 200)
+
+
+# --- routes -----------------------------------------------------------------------------------------------------------
 @router.get("/static/plotly.min.js")
 def plotly_js() -> FileResponse:
     """Plotly.js from the plotly package: no CDN, nothing fetched from the internet."""
     return FileResponse(PLOTLY_JS, media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
 
 
+@router.get("/static/dashboard.js")
+def dashboard_js() -> FileResponse:
+    """The dashboard's one script: charts, live updates, the compare picker."""
+    return FileResponse(STATIC / "dashboard.js", media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/static/dashboard.css")
+def dashboard_css() -> FileResponse:
+    """The dashboard's style sheet."""
+    return FileResponse(STATIC / "dashboard.css", media_type="text/css", headers={"Cache-Control": "no-cache"})
+
+
+def _index_rows(repo: Repository) -> list[SearchSummary]:
+    now = datetime.now(UTC)
+    return [_summary(repo, s, now) for s in repo.list_searches(limit=100).items]
+
+
 @router.get("/", response_class=HTMLResponse, dependencies=[ReadAccess])
 def index(request: Request, repo: Repo, error: str | None = None) -> HTMLResponse:
     """Searches and the submit form."""
-    rows = []
-    for s in repo.list_searches(limit=100).items:
-        p = Progress.from_counts(s.trials_requested, repo.count_trials(s.id, is_baseline=False))
-        rows.append({**vars(s), "done": p.done, "pruned": p.pruned, "failed": p.failed + p.crashed})
-    running = any(r["status"] in ("queued", "running") for r in rows)
+    rows = _index_rows(repo)
     context = {
-        "searches": rows,
+        "rows": rows,
         "spaces": bundled_space_names(),
         "samplers": SAMPLER_NAMES,
         "token_required": bool(request.app.state.settings.api_token),
-        "refresh": REFRESH_S if running else None,
+        "active": any(r.active for r in rows),
+        "live_url": "/ui/searches/live",
+        "poll_s": POLL_S,
         "error": error,
     }
     return templates.TemplateResponse(request, "index.html", context)
+
+
+@router.get("/ui/searches/live", dependencies=[ReadAccess])
+def index_live(repo: Repo) -> JSONResponse:
+    """The searches table's rows, for the list page while a search is queued or running."""
+    rows = _index_rows(repo)
+    html = templates.get_template("_search_rows.html").render(rows=rows)
+    return JSONResponse(
+        {"active": any(r.active for r in rows), "parts": {"searches": html}}, headers={"Cache-Control": "no-store"}
+    )
 
 
 @router.post("/ui/searches", dependencies=[])
@@ -183,9 +327,7 @@ def submit_form(
     token: Annotated[str, Form(max_length=1000)] = "",
 ) -> RedirectResponse:
     """The form's submission: queue the bundled space, then show the search."""
-    expected = request.app.state.settings.api_token
-    if expected and not secrets.compare_digest(token.encode(), expected.encode()):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid token is required to submit")
+    _check_form_token(request, token, "submit")
     if space not in bundled_space_names():
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"no bundled space {space!r}")
     try:
@@ -200,62 +342,68 @@ def submit_form(
     return RedirectResponse(f"/searches/{search.id}", status.HTTP_303_SEE_OTHER)
 
 
+def _check_form_token(request: Request, token: str, action: str) -> None:
+    """The forms' auth rule: with a token configured, the ``token`` field must match it (constant-time)."""
+    expected = request.app.state.settings.api_token
+    if expected and not secrets.compare_digest(token.encode(), expected.encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"a valid token is required to {action}")
+
+
+@router.post("/ui/searches/{search_id}/cancel", dependencies=[])
+def cancel_form(
+    request: Request, search_id: SearchId, repo: Repo, token: Annotated[str, Form(max_length=1000)] = ""
+) -> RedirectResponse:
+    """The cancel button: cancel a queued or running search, then show it (409 when it has finished)."""
+    _check_form_token(request, token, "cancel a search")  # before the id is looked up: no probing without it
+    _search_or_404(repo, search_id)
+    try:
+        repo.cancel_search(search_id)
+    except ConflictError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"{exc}: there is nothing to cancel.") from None
+    return RedirectResponse(f"/searches/{search_id}", status.HTTP_303_SEE_OTHER)
+
+
 @router.get("/searches/{search_id}", response_class=HTMLResponse, dependencies=[ReadAccess])
 def search_page(
     request: Request,
     search_id: SearchId,
     repo: Repo,
-    sort: Literal["number", "val_loss", "step_time_s", "params_activated"] = "val_loss",
+    sort: SearchSort = "val_loss",
     order: Literal["asc", "desc"] = "asc",
     offset: Offset = 0,
     limit: int = 25,
 ) -> HTMLResponse:
-    """A search's live leaderboard and charts."""
-    search = repo.get_search(search_id)
-    if search is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no search {search_id}")
-    offset, limit = max(0, offset), min(max(1, limit), 200)
-    page = repo.list_trials(search_id, sort=sort, order=order, offset=offset, limit=limit)
-    completed = repo.list_trials(search_id, state="completed", limit=2000).items
-    baselines = repo.baselines(search_id)
-    glam = next((t.val_loss for t in baselines if t.baseline_name == "glam" and t.val_loss is not None), None)
-    best = [t for t in completed if not t.is_baseline][:6]
-    charts = [
-        _curves(
-            repo, best + [t for t in baselines if t.state == "completed"], "learning curves: best trials, baselines"
-        ),
-        _pareto(completed, "step_time_s", "step time (s)"),
-        _pareto(completed, "params_activated", "activated parameters"),
-    ]
-    heatmap = _expert_load(best[0]) if best else None
-    if heatmap:
-        charts.append(heatmap)
-    report = scale_up_report(repo, search_id, stored_space(search))
-    scaling = _scaling_chart(report)
-    if scaling:
-        charts.append(scaling)
-    counts = repo.count_trials(search_id, is_baseline=False)
-    progress = Progress.from_counts(search.trials_requested, counts)
-    running = search.status in ("queued", "running")
-    context: dict[str, Any] = {
-        "search": search,
-        "trials": page.items,
-        "total": page.total,
-        "offset": offset,
-        "limit": limit,
-        "sort": sort,
-        "order": order,
-        "columns": COLUMNS,
-        "glam": glam,
-        "counts": counts,
-        "failed": progress.failed + progress.crashed,
-        "done": progress.done,
-        "charts": charts,
-        "importance": _importance(request.app.state.database_url, search_id),
-        "scale_up": report,
-        "refresh": REFRESH_S if running else None,
-    }
+    """A search: settings, progress, leaderboard and charts, updated in place while it runs."""
+    search = _search_or_404(repo, search_id)
+    offset, limit = _page_args(offset, limit)
+    context = _search_view(request, repo, search, sort, order, offset, limit, importance=True)
     return templates.TemplateResponse(request, "search.html", context)
+
+
+@router.get("/ui/searches/{search_id}/live", dependencies=[ReadAccess])
+def search_live(
+    request: Request,
+    search_id: SearchId,
+    repo: Repo,
+    sort: SearchSort = "val_loss",
+    order: Literal["asc", "desc"] = "asc",
+    offset: Offset = 0,
+    limit: int = 25,
+) -> JSONResponse:
+    """The search page's changing parts (header, leaderboard, scale-up, charts) for its live updates; the last
+    answer, once the search has finished, also carries the parameter importance."""
+    search = _search_or_404(repo, search_id)
+    offset, limit = _page_args(offset, limit)
+    active = search.status in ACTIVE
+    view = _search_view(request, repo, search, sort, order, offset, limit, importance=not active)
+    parts = {name: templates.get_template(f"_{name}.html").render(view) for name in ("head", "leaderboard", "scaleup")}
+    body = {
+        "active": active,
+        "title": f"{search.name} · search {search.id} · brainsearch",
+        "parts": parts,
+        "charts": view["charts"],
+    }
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/trials/{trial_id}", response_class=HTMLResponse, dependencies=[ReadAccess])
@@ -263,24 +411,157 @@ def trial_page(request: Request, trial_id: TrialId, repo: Repo) -> HTMLResponse:
     """One trial: its block, cost, metrics, curve and expert load, with export links."""
     trial = repo.get_trial(trial_id)
     if trial is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no trial {trial_id}")
-    curve = repo.trial_curve(trial_id)
-    fig = go.Figure()
-    fig.add_scatter(x=[p.tokens for p in curve], y=[p.train_loss for p in curve], mode="lines", name="training")
-    evals = [p for p in curve if p.val_loss is not None]
-    fig.add_scatter(x=[p.tokens for p in evals], y=[p.val_loss for p in evals], mode="markers", name="validation")
-    fig.update_layout(title="learning curve", xaxis_title="tokens", yaxis_title="loss (nats)")
-    charts = [_figure(fig)]
-    heatmap = _expert_load(trial)
-    if heatmap:
-        charts.append(heatmap)
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"There is no trial {trial_id}.")
+    search = repo.get_search(trial.search_id)
+    assert search is not None  # trials are deleted with their search
+    summary = _summary(repo, search)
+    charts = [trial_curve_chart(repo, trial), expert_load_chart(trial, "trial-expert-load")]
     keys = [*HEADLINE_METRICS, "device"]
-    weights = trial_weights_path(request.app.state.settings.data_dir / "weights", trial.search_id, trial.id)
+    weights = get_store(request).kept_weights(trial.search_id, trial.id)
+    moe = trial.metrics.get("moe")
     context = {
         "trial": trial,
-        "charts": charts,
+        "search": search,
+        "summary": summary,
+        "charts": [c.as_json() for c in charts],
         "metric_keys": keys,
-        "moe": trial.metrics.get("moe"),
-        "weights_kept": weights.is_file(),
+        "moe": {k: v for k, v in moe.items() if k != "expert_load"} if moe else None,
+        "weights_kept": weights is not None,
+        "vs_reference": _delta(trial.val_loss, summary.reference_loss),
     }
     return templates.TemplateResponse(request, "trial.html", context)
+
+
+def _delta(x: float | None, base: float | None) -> float | None:
+    return None if x is None or base is None else x - base
+
+
+# Compared metrics: (label, how to read it from a trial, format, delta kind, whether higher is better).
+_COMPARED: list[tuple[str, str, str, str, bool]] = [
+    ("validation loss", "val_loss", "loss", "abs", False),
+    ("training loss", "train_loss", "loss", "abs", False),
+    ("step time", "step_time_s", "ms", "rel", False),
+    ("throughput", "tokens_per_s", "rate", "rel", True),
+    ("activated parameters", "params_activated", "count", "rel", False),
+    ("total parameters", "params_total", "count", "rel", False),
+    ("training FLOPs per token", "flops_per_token", "flops", "rel", False),
+    ("training memory (estimate)", "memory_bytes", "bytes", "rel", False),
+]
+
+
+def _value(t: Trial, key: str) -> Any:
+    if key == "val_loss":
+        return t.val_loss
+    if key == "step_time_s":
+        return t.step_time_s
+    if key == "params_activated":
+        return t.cost.get(key, t.params_activated)
+    return t.metrics.get(key, t.cost.get(key))
+
+
+def _compare_ids(raw: list[str]) -> list[int]:
+    """The trial ids of ``?trials=1,2&trials=3`` (comma-separated, repeated, or both), duplicates dropped."""
+    ids: list[int] = []
+    for part in (p.strip() for item in raw for p in item.split(",")):
+        if not part:
+            continue
+        if not (part.isascii() and part.isdigit()) or int(part) > MAX_ID:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"trials: {part[:40]!r} is not a trial id")
+        if int(part) not in ids:
+            ids.append(int(part))
+        if len(ids) > COMPARE_MAX:
+            break  # already too many: no need to read the rest
+    if not COMPARE_MIN <= len(ids) <= COMPARE_MAX:
+        got = str(len(ids)) if len(ids) <= COMPARE_MAX else f"more than {COMPARE_MAX}"
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"Pick {COMPARE_MIN} to {COMPARE_MAX} different trials to compare (got {got}).",
+        )
+    return ids
+
+
+@router.get("/compare", response_class=HTMLResponse, dependencies=[ReadAccess])
+def compare_page(
+    request: Request,
+    repo: Repo,
+    trials: Annotated[list[str], Query(max_length=200)] = [],  # noqa: B006
+) -> HTMLResponse:
+    """Two to four trials side by side: blocks, learning curves overlaid, metrics against the first trial's."""
+    ids = _compare_ids(trials[: COMPARE_MAX + 1])
+    found = [repo.get_trial(i) for i in ids]
+    missing = [i for i, t in zip(ids, found, strict=True) if t is None]
+    if missing:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"There is no trial {', '.join(map(str, missing))}.")
+    chosen = [t for t in found if t is not None]
+    several = len({t.search_id for t in chosen}) > 1
+    curves = curves_chart(
+        repo,
+        chosen,
+        "compare-curves",
+        empty="None of these trials recorded a learning curve.",
+        colours=list(PALETTE[: len(chosen)]),
+        label=lambda t: trial_label(t) + (f" (search {t.search_id})" if several else ""),
+        wide=True,
+    )
+    first = chosen[0]
+    rows = []
+    for label, key, fmt, kind, higher_better in _COMPARED:
+        cells = []
+        base = _value(first, key)
+        for j, t in enumerate(chosen):
+            v = _value(t, key)
+            d = "" if j == 0 else fmt_delta(v, base, kind)
+            better = None
+            if d and v != base:
+                better = (v > base) == higher_better
+            cells.append({"value": FILTERS[fmt](v), "delta": d, "better": better})
+        rows.append({"label": label, "cells": cells})
+    context = {
+        "trials": chosen,
+        "colours": PALETTE,
+        "rows": rows,
+        "charts": [curves.as_json()],
+        "searches": {t.search_id for t in chosen},
+    }
+    return templates.TemplateResponse(request, "compare.html", context)
+
+
+# --- errors -----------------------------------------------------------------------------------------------------------
+def _accepts_html(accept: str) -> bool:
+    """Whether the Accept header prefers HTML to JSON (q-values honoured; browsers send ``text/html`` first)."""
+    html = json = 0.0
+    for item in accept.split(","):
+        media, *params = (p.strip() for p in item.split(";"))
+        q = 1.0
+        for p in params:
+            if p.lower().startswith("q="):
+                try:
+                    q = float(p[2:])
+                except ValueError:
+                    q = 0.0
+        media = media.lower()
+        if media in ("text/html", "application/xhtml+xml"):
+            html = max(html, q)
+        elif media == "application/json":
+            json = max(json, q)
+    return html > 0 and html >= json
+
+
+def wants_html(request: Request) -> bool:
+    """Whether an error on this request should be the dashboard's HTML page: a dashboard path (not the API, the
+    static files or the API docs) asked for by a client that names ``text/html`` in its Accept header, as browsers
+    do. ``*/*`` alone (curl, httpx) and the live updates' ``application/json`` get JSON."""
+    path = request.url.path
+    if path == "/openapi.json" or any(path == p or path.startswith(p + "/") for p in _NOT_HTML):
+        return False
+    return _accepts_html(request.headers.get("accept", ""))
+
+
+def error_page(request: Request, status_code: int, message: str) -> HTMLResponse:
+    """A small page in the site's layout: the status, the message and a way back, with that status code."""
+    try:
+        phrase = HTTPStatus(status_code).phrase
+    except ValueError:
+        phrase = "Error"
+    context = {"status_code": status_code, "phrase": phrase, "message": message}
+    return templates.TemplateResponse(request, "error.html", context, status_code=status_code)

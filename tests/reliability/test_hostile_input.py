@@ -51,6 +51,7 @@ def test_every_write_endpoint_refuses_a_missing_or_wrong_token(live: Any, repo: 
     routes = _write_routes()
     assert ("POST", "/api/v1/searches") in routes and ("POST", "/ui/searches") in routes
     assert ("POST", "/api/v1/searches/{search_id}/cancel") in routes
+    assert ("POST", "/ui/searches/{search_id}/cancel") in routes  # the dashboard's cancel button
     server: LiveServer = live(api_token=TOKEN)
     with server.client(TOKEN) as owner:
         sid = owner.post("/searches", json={"space": "tiny"}).json()["id"]
@@ -74,11 +75,19 @@ def test_every_write_endpoint_refuses_a_missing_or_wrong_token(live: Any, repo: 
 def test_downloads_cannot_read_outside_the_data_directory(live: Any, repo: Repository, tmp_path: Path) -> None:
     """Pass: a weights file that is a symlink out of the data directory is not served (404); traversal in URLs
     (encoded or not) reaches no file outside the app's own."""
+    import torch
+
+    from brainsearch.arch import preset
+    from brainsearch.export import save_weights
+    from brainsearch.store import RunStore, weights_metadata
+
     data_dir = tmp_path / "data"
     sid, ids = seed_scaled_search(repo, data_dir)
+    # A well-formed file whose metadata names the right database, search and trial: only its place is wrong.
     secret = tmp_path / "secret.safetensors"
-    secret.write_bytes(b"outside the data directory")
-    link = data_dir / "weights" / f"search-{sid}" / f"trial-{ids[2]}.safetensors"
+    meta = weights_metadata(repo.database_id(), sid, ids[2])
+    save_weights({"outside the data directory": torch.zeros(1)}, preset("glam"), secret, meta)
+    link = RunStore(data_dir, repo.database_id()).trial_weights(sid, ids[2])
     link.symlink_to(secret)
     server: LiveServer = live()
     with server.client() as api:
@@ -94,6 +103,8 @@ def test_downloads_cannot_read_outside_the_data_directory(live: Any, repo: Repos
         "/api/v1/trials/%2e%2e/export?format=safetensors",
         f"/api/v1/trials/{ids[1]}/export/../../../../../etc/passwd",
         "/static/plotly.min.js/../../../secret.safetensors",
+        "/static/docs/../../../secret.safetensors",
+        "/static/docs/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
     ):
         # http.client sends the path as written (httpx would resolve the dot segments before sending).
         conn = http.client.HTTPConnection(host, int(port), timeout=30)
