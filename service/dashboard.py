@@ -232,6 +232,7 @@ def _search_view(
         charts.append(scaling_chart(report))
     query = {"sort": sort, "order": order, "offset": offset, "limit": limit}
     return {
+        "ranks": _ranks(repo, search.id, page.items, sort, order, offset),
         "search": search,
         "summary": summary,
         "settings_rows": _settings_rows(search, space),
@@ -248,6 +249,19 @@ def _search_view(
         "live_url": f"/ui/searches/{search.id}/live?{urlencode(query)}",
         "poll_s": POLL_S,
     }
+
+
+def _ranks(repo: Repository, search_id: int, rows: list[Trial], sort: str, order: str, offset: int) -> dict[int, int]:
+    """Ranks of a page's rows, as the CLI and ``export --rank`` count them: completed trials only, baselines unranked
+    (the rows before ``offset`` are read to know where the page starts)."""
+    before = repo.list_trials(search_id, sort=sort, order=order, limit=offset).items if offset else []  # type: ignore[arg-type]
+    rank = sum(t.state == "completed" and not t.is_baseline for t in before)
+    ranks: dict[int, int] = {}
+    for t in rows:
+        if t.state == "completed" and not t.is_baseline:
+            rank += 1
+            ranks[t.id] = rank
+    return ranks
 
 
 # Sortable leaderboard columns: (sort key, header, cell class). The other columns are not sortable.

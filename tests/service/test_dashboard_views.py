@@ -250,6 +250,10 @@ def test_search_page_settings_leaderboard_and_charts(page: Page, site: Site) -> 
     board = page.inner_text("#leaderboard")
     assert "glam baseline" in board and "dense baseline" in board and "vs glam" in board
     assert page.locator("#leaderboard tr.baseline").count() == 2
+    # Ranks as the CLI and `export --rank` count them: completed trials 1..6, baselines unranked.
+    assert page.locator("#leaderboard tr.baseline td.rank").all_inner_texts() == ["", ""]
+    ranks = [r for r in page.locator("#leaderboard tr[data-trial] td.rank").all_inner_texts() if r]
+    assert ranks == [str(i) for i in range(1, 7)]
     assert page.locator("#leaderboard tr[data-trial]").count() == 10
     assert "3.3704" in board and " ms" in board and ("KFLOP" in board or "MFLOP" in board)
     assert "params_total 2.31M exceeds" in board  # the pruned trial's reason
