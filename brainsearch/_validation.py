@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from pydantic import ValidationError
 
 from brainsearch.errors import Problem
 
-__all__ = ["dotted", "problems_from_validation_error"]
+__all__ = ["dotted", "in_document_order", "problems_from_validation_error", "shown"]
+
+# Messages quote the offending input only when it is short: a 4000-digit number or a long string is named, not
+# copied into every line of the report.
+_MAX_SHOWN = 60
 
 
 def dotted(loc: Sequence[int | str]) -> str:
@@ -40,6 +44,27 @@ def _clean_loc(loc: Sequence[int | str]) -> tuple[int | str, ...]:
     return tuple(out)
 
 
+# Pydantic's error types for "this is not a number" (strict mode refuses booleans with these).
+_NUMBER_TYPES = frozenset({"int_type", "float_type", "int_parsing", "float_parsing", "int_from_float"})
+
+
+def shown(value: object) -> str | None:
+    """``repr(value)`` when it is a short scalar worth quoting in a message, else None (containers, long text)."""
+    if isinstance(value, dict | list | tuple | set):
+        return None
+    if isinstance(value, str) and len(value) > _MAX_SHOWN:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**_MAX_SHOWN:
+        return None  # repr of a huge int is quadratic and would fill the line
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN else None
+
+
+def in_document_order(problems: Iterable[Problem]) -> list[Problem]:
+    """``problems`` sorted by line where lines are known (a YAML file); unlocated ones keep their order, last."""
+    return sorted(problems, key=lambda p: (p.line is None, p.line or 0))
+
+
 def problems_from_validation_error(
     exc: ValidationError,
     source: str | None = None,
@@ -58,8 +83,11 @@ def problems_from_validation_error(
         elif message.startswith("Assertion failed, "):
             message = message.removeprefix("Assertion failed, ")
         if err["type"] not in {"missing", "extra_forbidden"} and "input" in err:
-            shown = repr(err["input"])
-            if len(shown) <= 60 and not isinstance(err["input"], dict | list):
-                message = f"{message} (got {shown})"
+            value = err["input"]
+            if isinstance(value, bool) and err["type"] in _NUMBER_TYPES:
+                # YAML's true/false (also yes/no, on/off) is a boolean, and a boolean is not a count.
+                message = f"{message}, not a boolean"
+            if (text := shown(value)) is not None:
+                message = f"{message} (got {text})"
         problems.append(Problem(dotted(loc), message, source, line_of(loc) if line_of else None))
     return problems

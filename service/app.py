@@ -112,6 +112,8 @@ class _BodyLimit:
 
 
 MAX_JSON_DEPTH = 64
+MAX_JSON_DIGITS = 4300  # sys.int_info.default_max_str_digits
+_LONG_NUMBER = re.compile(rb"[0-9]{%d}" % (MAX_JSON_DIGITS + 1))
 _JSON_ESCAPE = re.compile(rb"\\.", re.DOTALL)
 _JSON_STRING = re.compile(rb'"[^"]*"')
 _NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
@@ -142,16 +144,20 @@ def _json_problem(body: bytes) -> str | None:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
         return f"the body is not UTF-8 (byte {exc.start})"
-    if _json_depth(body) > MAX_JSON_DEPTH:
+    # Two linear passes (escapes out, then strings): one regex for both backtracks quadratically on '"\\"\\"...'.
+    outside_strings = _JSON_STRING.sub(b"", _JSON_ESCAPE.sub(b"", body))
+    if _json_depth(outside_strings) > MAX_JSON_DEPTH:
         return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+    if _LONG_NUMBER.search(outside_strings):  # Python's int() refuses them: the parser's answer would be a 400
+        return f"a JSON number longer than {MAX_JSON_DIGITS} digits"
     return None
 
 
-def _json_depth(body: bytes) -> int:
-    """How deeply arrays and objects nest in a JSON text (strings skipped; malformed text is the parser's to judge)."""
+def _json_depth(outside_strings: bytes) -> int:
+    """How deeply arrays and objects nest in a JSON text whose strings were taken out (malformed text is the
+    parser's to judge)."""
     depth = deepest = 0
-    # Two linear passes (escapes out, then strings): one regex for both backtracks quadratically on '"\\"\\"...'.
-    for c in _JSON_STRING.sub(b"", _JSON_ESCAPE.sub(b"", body)).translate(None, _NOT_BRACKETS):
+    for c in outside_strings.translate(None, _NOT_BRACKETS):
         depth += 1 if c in (0x5B, 0x7B) else -1
         deepest = max(deepest, depth)
     return deepest

@@ -17,14 +17,67 @@ import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, model_validator
 
-__all__ = ["Categorical", "Domain", "Fixed", "FloatRange", "IntRange", "Param", "Scalar"]
+from brainsearch._validation import shown
+
+__all__ = [
+    "MAX_CHOICES",
+    "MAX_ENUMERATED",
+    "MAX_GRID_STEPS",
+    "STRICT_INPUT",
+    "Categorical",
+    "Domain",
+    "Fixed",
+    "FloatRange",
+    "IntRange",
+    "Param",
+    "Scalar",
+]
 
 Scalar = int | float | str | bool | None
-_STRICT = ConfigDict(frozen=True, extra="forbid")
+# User input is strict: YAML's true is not the count 1 (nor "8" the int 8), and NaN or infinity is no bound, size
+# or budget. Ints stay accepted where a float is expected.
+STRICT_INPUT = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+_STRICT = STRICT_INPUT
 # Ranges larger than this are not enumerated when a check needs every value.
 MAX_ENUMERATED = 4096
+# Longest list of choices: each is checked against the domain and against the others (quadratic, so bounded).
+MAX_CHOICES = 256
+# Finest grid of a stepped float range, in steps between low and high: a finer one is a continuum (leave out step).
+MAX_GRID_STEPS = 1 << 20
+
+
+def _scalar(value: Any) -> Any:
+    """One value of a parameter: a number (finite), a name, a boolean or null; anything else is refused here with
+    one message (a plain union would report one error per member type)."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("expected a finite number")
+        return value
+    raise ValueError(f"expected a number, a name or null, not a {_kind(value)}")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "mapping"
+    return type(value).__name__
+
+
+def _described(value: Any) -> str:
+    """The value as a message quotes it: its repr when short, else what it is (never a 4000-digit number)."""
+    if (text := shown(value)) is not None:
+        return text
+    if isinstance(value, int):
+        digits = int(value.bit_length() * math.log10(2)) + 1  # exact or one too many; str() of it may be refused
+        return f"a number of {digits - (10 ** (digits - 1) > abs(value))} digits"
+    return f"a long {_kind(value)}" if isinstance(value, str) else f"a {_kind(value)}"
+
+
+# The BeforeValidator does the checking (one message); the strict union after it keeps each value's own type.
+ScalarValue = Annotated[Scalar, BeforeValidator(_scalar)]
 
 
 class Fixed(BaseModel):
@@ -32,13 +85,16 @@ class Fixed(BaseModel):
 
     model_config = _STRICT
     kind: Literal["fixed"] = "fixed"
-    value: Scalar
+    value: ScalarValue
     per_slot: bool = False
 
     @model_validator(mode="before")
     @classmethod
     def _wrap_scalar(cls, data: Any) -> Any:
-        return data if isinstance(data, dict) else {"value": data}
+        if isinstance(data, dict):
+            return data
+        # Checked before wrapping, so that a problem is reported at the parameter the user wrote, not at ".value".
+        return {"value": _scalar(data)}
 
     def values(self) -> list[Scalar]:
         """Every value the parameter can take."""
@@ -59,7 +115,7 @@ class Categorical(BaseModel):
 
     model_config = _STRICT
     kind: Literal["choice"] = "choice"
-    choices: list[Scalar] = Field(min_length=1, max_length=256)
+    choices: list[ScalarValue] = Field(min_length=1, max_length=MAX_CHOICES)
     per_slot: bool = False
 
     @model_validator(mode="after")
@@ -67,7 +123,7 @@ class Categorical(BaseModel):
         seen: list[Scalar] = []
         for c in self.choices:
             if any(type(c) is type(s) and c == s for s in seen):
-                raise ValueError(f"choice {c!r} is listed twice")
+                raise ValueError(f"choice {_described(c)} is listed twice")
             seen.append(c)
         return self
 
@@ -103,9 +159,11 @@ class IntRange(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> IntRange:
         if self.low > self.high:
-            raise ValueError(f"low {self.low} is above high {self.high}")
+            raise ValueError(f"low {_described(self.low)} is above high {_described(self.high)}")
         if (self.high - self.low) % self.step:
-            raise ValueError(f"high - low ({self.high - self.low}) is not a multiple of step {self.step}")
+            raise ValueError(
+                f"high - low ({_described(self.high - self.low)}) is not a multiple of step {_described(self.step)}"
+            )
         if self.log and self.step != 1:
             raise ValueError("log-uniform sampling needs step 1")
         if self.log and self.low < 1:
@@ -141,8 +199,9 @@ class FloatRange(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> FloatRange:
-        if not (math.isfinite(self.low) and math.isfinite(self.high)):
-            raise ValueError("low and high must be finite numbers")
+        # low, high and step are finite (the config refuses NaN and infinity) but high - low may still overflow.
+        if not math.isfinite(self.high - self.low):
+            raise ValueError("high - low is too large")
         if self.low > self.high:
             raise ValueError(f"low {self.low} is above high {self.high}")
         if self.log and self.step is not None:
@@ -151,14 +210,22 @@ class FloatRange(BaseModel):
             raise ValueError("log-uniform sampling needs low > 0")
         if self.step is not None:
             n = (self.high - self.low) / self.step
+            if n > MAX_GRID_STEPS:
+                # Also keeps round(n) below: a tiny step makes n infinite, and round(inf) raises OverflowError.
+                raise ValueError(
+                    f"step {self.step:g} cuts [{self.low:g}, {self.high:g}] into more than {MAX_GRID_STEPS} steps; "
+                    "use a coarser step, or none for a continuous range"
+                )
             if abs(n - round(n)) > 1e-9:
                 raise ValueError(f"high - low ({self.high - self.low}) is not a multiple of step {self.step}")
         return self
 
     def values(self) -> list[Scalar]:
-        """Every value (stepped ranges only)."""
+        """Every value (stepped ranges of at most MAX_ENUMERATED values only)."""
         if self.step is None:
             raise ValueError("a continuous range has no finite list of values")
+        if (self.num_values or 0) > MAX_ENUMERATED:
+            raise ValueError("range too large to enumerate")
         n = round((self.high - self.low) / self.step)
         return [self.low + i * self.step for i in range(n + 1)]
 
@@ -217,18 +284,24 @@ class Domain:
         """Why ``value`` is outside the domain, or None if it is inside."""
         if value is None:
             return None if self.nullable else "null is not allowed here"
+        got = _described(value)
         if self.kind == "enum":
             if value not in self.options:
-                return f"{value!r} is not one of {', '.join(self.options)}"
+                return f"{got} is not one of {', '.join(self.options)}"
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return f"expected a number, got {value!r}"
-        if self.kind == "int" and not (isinstance(value, int) or float(value).is_integer()):
-            return f"expected an integer, got {value!r}"
+        if isinstance(value, bool):
+            return f"expected a number, not a boolean (got {got})"
+        if not isinstance(value, int | float):
+            return f"expected a number, got {got}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"expected a finite number, got {got}"
+        if self.kind == "int" and isinstance(value, float) and not value.is_integer():
+            return f"expected an integer, got {got}"
+        # Ints compare exactly with the float ends, however many digits they have (no conversion to float).
         too_low = value < self.low if self.low_inclusive else value <= self.low
         if too_low or value > self.high:
             lo = "[" if self.low_inclusive else "("
-            return f"{value!r} is outside {lo}{_num(self.low)}, {_num(self.high)}]"
+            return f"{got} is outside {lo}{_num(self.low)}, {_num(self.high)}]"
         return None
 
     def check_param(self, param: Fixed | Categorical | IntRange | FloatRange) -> list[tuple[str, str]]:

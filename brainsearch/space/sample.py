@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol
 from brainsearch.arch.cost import Cost, cost, layer_params
 from brainsearch.arch.spec import Architecture, AttentionSpec, FFNSpec, MoESpec
 from brainsearch.space.params import Categorical, Fixed, FloatRange, IntRange
-from brainsearch.space.schema import LAYER_TYPES, LayerType, SearchSpace
+from brainsearch.space.schema import LAYER_TYPES, MAX_SLOTS, LayerType, SearchSpace
 
 __all__ = [
     "RandomSuggester",
@@ -32,6 +32,15 @@ __all__ = [
 ]
 
 ParamT = Fixed | Categorical | IntRange | FloatRange
+
+
+def _num_slots(space: SearchSpace) -> int:
+    """The block's largest number of slots, refusing a space that skipped the loader's checks: every loop over
+    slots here is bounded by MAX_SLOTS."""
+    n = space.block.max_slots
+    if not 1 <= n <= MAX_SLOTS:
+        raise ValueError(f"block.slots {n} is outside [1, {MAX_SLOTS}]: validate the space first (validate_document)")
+    return n
 
 
 class Suggester(Protocol):
@@ -120,6 +129,7 @@ def proxy_architecture(space: SearchSpace, d_model: int, layers: list[dict[str, 
 def sample(space: SearchSpace, suggester: Suggester) -> Architecture:
     """Draw one Architecture, asking ``suggester`` for every free parameter (names in the module docstring)."""
     block = space.block
+    _num_slots(space)
     num_slots = int(_suggest(suggester, "slots", block.slots))
     d_model = int(_suggest(suggester, "d_model", block.d_model))
     types: list[LayerType] = []
@@ -164,6 +174,8 @@ class SpaceBounds:
 
 
 def _layer_candidates(space: SearchSpace, t: LayerType, d_model: int) -> Iterator[dict[str, Any]]:
+    # The product of every parameter's extremes: two per number (three with null), at most the domain's names per
+    # enum (3 gatings, 6 activations), so at most 2 * 2 * 3 * 2 * 6 * 3 = 432 MoE layers.
     if space.block.params_of(t) is None:
         return
     params = _section_params(space, t)
@@ -235,7 +247,12 @@ def _extreme(space: SearchSpace, metric: Metric, largest: bool) -> Architecture 
 
 
 def bounds(space: SearchSpace) -> SpaceBounds | None:
-    """The space's extreme architectures, or None when no slot assignment meets ``constraints.min_layers``."""
+    """The space's extreme architectures, or None when no slot assignment meets ``constraints.min_layers``.
+
+    ``space`` must have passed :func:`~brainsearch.space.validate_document` (every parameter inside its domain): the
+    work is then bounded by MAX_SLOTS slots, two d_model extremes and a few hundred candidate layers per type.
+    """
+    _num_slots(space)
     found = [_extreme(space, m, largest) for m in ("params_total", "params_activated") for largest in (False, True)]
     if any(a is None for a in found):
         return None
@@ -251,6 +268,7 @@ def space_size(space: SearchSpace) -> int | None:
     slot-type assignments using exactly a set S of types comes from inclusion-exclusion over subsets of S.
     """
     block = space.block
+    _num_slots(space)
     d_count = block.d_model.num_values
     if d_count is None:
         return None
@@ -288,6 +306,7 @@ def space_size(space: SearchSpace) -> int | None:
 def dimensions(space: SearchSpace) -> list[str]:
     """Names of every parameter a sampler may be asked for (conditional ones included), in suggestion order."""
     block = space.block
+    _num_slots(space)
     free = [n for n, p in (("slots", block.slots), ("d_model", block.d_model)) if (p.num_values or 2) > 1]
     free += [f"slot{i}.type" for i in range(block.max_slots) if len(block.types_of_slot(i)) > 1]
     used = [t for t in LAYER_TYPES if any(t in block.types_of_slot(i) for i in range(block.max_slots))]

@@ -10,15 +10,22 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AllowInfNan, BaseModel, BeforeValidator, Field, Strict, field_validator, model_validator
 
 from brainsearch.arch.scale import SCALE_PRESETS
 from brainsearch.arch.spec import ACTIVATIONS, GATINGS
-from brainsearch.space.params import Domain, Fixed, Param
+from brainsearch.space.params import STRICT_INPUT, Domain, Fixed, Param
 
 __all__ = [
     "DOMAINS",
     "LAYER_TYPES",
+    "MAX_BUDGET_FLOPS",
+    "MAX_BUDGET_SECONDS",
+    "MAX_BUDGET_TOKENS",
+    "MAX_CONSTRAINT_BYTES",
+    "MAX_CONSTRAINT_PARAMS",
+    "MAX_NUM_BLOCKS",
+    "MAX_SLOTS",
     "AttentionParams",
     "BlockSpace",
     "Budget",
@@ -28,6 +35,7 @@ __all__ = [
     "LayerType",
     "MoEParams",
     "ProxySettings",
+    "Quantity",
     "Rung",
     "ScaleUpSettings",
     "SearchSettings",
@@ -37,7 +45,7 @@ __all__ = [
 
 LayerType = Literal["attention", "moe", "ffn"]
 LAYER_TYPES: tuple[LayerType, ...] = ("attention", "moe", "ffn")
-_STRICT = ConfigDict(frozen=True, extra="forbid")
+_STRICT = STRICT_INPUT
 
 # Hard limits on what a space may ask for: no accepted file describes an absurd model. The proxy scales of the
 # paper (d 1024, hidden 4096, 64 experts, 8 slots) sit far inside them.
@@ -56,6 +64,14 @@ DOMAINS: dict[str, Domain] = {
     "slots": Domain("int", 1, MAX_SLOTS),
 }
 
+# Upper bounds of the quantities: room for the largest runs at the paper's scales and beyond (GLaM trained 1.2T
+# parameters on 1.6T tokens with about 1e24 FLOPs), none for a typo's 1e30.
+MAX_BUDGET_TOKENS = 1e13  # 10T tokens per trial or rung
+MAX_BUDGET_FLOPS = 1e25
+MAX_BUDGET_SECONDS = 30 * 24 * 3600.0  # 30 days
+MAX_CONSTRAINT_PARAMS = 1e13  # 10T parameters (the hard ceiling of a space's models defaults to 2T)
+MAX_CONSTRAINT_BYTES = float(2**50)  # 1 PiB of training memory
+
 _SUFFIXES = {
     "k": 1e3,
     "m": 1e6,
@@ -72,19 +88,44 @@ _SUFFIXES = {
     "tb": 1e12,
 }
 _QUANTITY = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+# Longest quantity string read: "1.5e12" or "40 GiB" need a handful of characters; the regex is only ever run on
+# short strings (on long ones its backtracking is polynomial: minutes for a few kilobytes of digits).
+_MAX_QUANTITY_CHARS = 64
 
 
 def parse_quantity(v: Any) -> Any:
-    """``"1.5B"`` -> 1.5e9, ``"40GiB"`` -> 40 * 2**30, ``"1e9"`` -> 1e9 (YAML reads 1e9 as a string)."""
+    """``"1.5B"`` -> 1.5e9, ``"40GiB"`` -> 40 * 2**30, ``"1e9"`` -> 1e9 (YAML reads 1e9 as a string).
+
+    Anything else is returned as it is, for the field's own type check (which refuses booleans, NaN and infinity).
+    """
     if isinstance(v, str):
+        if len(v) > _MAX_QUANTITY_CHARS:
+            raise ValueError(f"not a number: longer than {_MAX_QUANTITY_CHARS} characters")
         m = _QUANTITY.match(v)
         if not m or m.group(2).lower() not in {"", *_SUFFIXES}:
             raise ValueError(f"{v!r} is not a number (suffixes: K, M, B, T, KiB, MiB, GiB, TiB)")
         return float(m.group(1)) * _SUFFIXES.get(m.group(2).lower(), 1)
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 1023:
+        raise ValueError("number too large")  # no float holds it: float(v) would raise OverflowError
     return v
 
 
-Quantity = Annotated[float, BeforeValidator(parse_quantity), Field(gt=0, le=1e30)]
+_PARSED = BeforeValidator(parse_quantity)
+# Strict, finite floats (ints accepted), parsed from suffixed strings first. Quantity is the general form other
+# modules use; the space's own fields carry their specific upper bounds.
+Quantity = Annotated[float, _PARSED, Strict(), AllowInfNan(False), Field(gt=0, le=1e30)]
+TokenCount = Annotated[float, _PARSED, Strict(), AllowInfNan(False), Field(gt=0, le=MAX_BUDGET_TOKENS)]
+FlopCount = Annotated[float, _PARSED, Strict(), AllowInfNan(False), Field(gt=0, le=MAX_BUDGET_FLOPS)]
+Seconds = Annotated[float, _PARSED, Strict(), AllowInfNan(False), Field(gt=0, le=MAX_BUDGET_SECONDS)]
+ParamCount = Annotated[float, _PARSED, Strict(), AllowInfNan(False), Field(gt=0, le=MAX_CONSTRAINT_PARAMS)]
+ByteCount = Annotated[float, _PARSED, Strict(), AllowInfNan(False), Field(gt=0, le=MAX_CONSTRAINT_BYTES)]
+
+
+def _not_bool(v: Any) -> Any:
+    # Literal[1] matches True (True == 1 and hash(True) == hash(1)), even in strict mode.
+    if isinstance(v, bool):
+        raise ValueError("expected the number 1, not a boolean")
+    return v
 
 
 class AttentionParams(BaseModel):
@@ -124,9 +165,13 @@ class BlockSpace(BaseModel):
 
     model_config = _STRICT
     slots: Param = Field(description="number of sub-layers in the block: an int or an int range")
-    layer_types: LayerTypes = Field(default_factory=lambda: list(LAYER_TYPES), min_length=1)
-    slot_types: list[LayerType | LayerTypes] | None = Field(
-        default=None, description="per-slot layer types, overriding layer_types; one entry per possible slot"
+    layer_types: LayerTypes = Field(
+        default_factory=lambda: list(LAYER_TYPES), min_length=1, max_length=len(LAYER_TYPES)
+    )
+    slot_types: list[LayerType | Annotated[LayerTypes, Field(max_length=len(LAYER_TYPES))]] | None = Field(
+        default=None,
+        max_length=MAX_SLOTS,
+        description="per-slot layer types, overriding layer_types; one entry per possible slot",
     )
     d_model: Param
     attention: AttentionParams | None = None
@@ -143,8 +188,11 @@ class BlockSpace(BaseModel):
 
     @property
     def max_slots(self) -> int:
-        """The largest number of slots the block can have (validated to be an int)."""
-        return max(int(v) for v in self.slots.extremes() if isinstance(v, int | float))
+        """The largest number of slots the block can have (0 if ``slots`` holds no number).
+
+        Not bounded by the model: the loader checks ``slots`` against ``DOMAINS`` before anything loops over slots.
+        """
+        return max((int(v) for v in self.slots.extremes() if isinstance(v, int | float)), default=0)
 
     def params_of(self, layer_type: LayerType) -> AttentionParams | FFNParams | MoEParams | None:
         """The parameter section of a layer type (None where the document leaves it out)."""
@@ -161,10 +209,7 @@ class BlockSpace(BaseModel):
             raise ValueError("slots cannot be per_slot")
         if self.d_model.per_slot:
             raise ValueError("d_model is shared by the whole block and cannot be per_slot")
-        if self.slot_types is not None and len(self.slot_types) != self.max_slots:
-            raise ValueError(
-                f"slot_types has {len(self.slot_types)} entries but the block can have {self.max_slots} slots"
-            )
+        # slot_types against the number of slots is the loader's check, once slots is known to be inside its domain.
         return self
 
 
@@ -172,9 +217,9 @@ class Budget(BaseModel):
     """The training budget of each trial: exactly one of tokens, FLOPs or wall-clock seconds."""
 
     model_config = _STRICT
-    tokens: Quantity | None = None
-    flops: Quantity | None = None
-    seconds: Quantity | None = None
+    tokens: TokenCount | None = None
+    flops: FlopCount | None = None
+    seconds: Seconds | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
@@ -201,9 +246,9 @@ class Constraints(BaseModel):
     """Limits on a trial's architecture; a sampled architecture that breaks one is pruned with the reason."""
 
     model_config = _STRICT
-    max_params_total: Quantity | None = None
-    max_params_activated: Quantity | None = None
-    max_memory_bytes: Quantity | None = None
+    max_params_total: ParamCount | None = None
+    max_params_activated: ParamCount | None = None
+    max_memory_bytes: ByteCount | None = None
     max_step_time_ratio: float | None = Field(default=None, gt=0, le=1000)
     baseline: Literal["glam", "dense"] = "glam"
     min_layers: dict[LayerType, Annotated[int, Field(ge=0, le=MAX_SLOTS)]] = Field(default_factory=dict)
@@ -240,7 +285,7 @@ class Rung(BaseModel):
 
     model_config = _STRICT
     preset: str = Field(min_length=1, max_length=32)
-    budget_tokens: Quantity | None = None
+    budget_tokens: TokenCount | None = None
     batch_size: int | None = Field(default=None, ge=1, le=4096, description="default: the preset's")
 
     _preset = field_validator("preset")(_known_preset)
@@ -308,7 +353,7 @@ class SearchSpace(BaseModel):
     """A whole search-space document."""
 
     model_config = _STRICT
-    version: Literal[1] = 1
+    version: Annotated[Literal[1], BeforeValidator(_not_bool)] = 1
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
     description: str = Field(default="", max_length=4000)
     block: BlockSpace

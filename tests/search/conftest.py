@@ -43,8 +43,8 @@ def seed_scaled_search(repo: Repository, data_dir: Path) -> tuple[int, list[int]
     from brainsearch import build_model
     from brainsearch.arch import preset, scale
     from brainsearch.export import save_weights
-    from brainsearch.store import RunStore, weights_metadata
     from brainsearch.search.driver import create_search
+    from brainsearch.store import RunStore, weights_metadata
 
     space = fast_space(search={"top_k": 2, "scale_up": {"ladder": ["cpu-tiny", "cpu-small"], "target": "1b-64e"}})
     search, _ = create_search(repo, space)

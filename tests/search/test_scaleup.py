@@ -16,10 +16,10 @@ from brainsearch import build_model
 from brainsearch.arch import Architecture
 from brainsearch.arch.scale import scale
 from brainsearch.export import export_document, load_weights, render_spec, standalone_source
-from brainsearch.store import RunStore
 from brainsearch.search.driver import SearchDriver, create_search
 from brainsearch.search.scaleup import candidate_trials, scale_up_jobs, scale_up_report
 from brainsearch.storage import Repository
+from brainsearch.store import RunStore
 from tests.search.conftest import fast_space
 
 LADDER = [{"preset": "cpu-tiny", "budget_tokens": 8192}, {"preset": "cpu-small", "budget_tokens": 16384}]

@@ -297,6 +297,7 @@ def test_every_422_has_one_shape_documented_in_openapi(live: Any) -> None:
             (api.post("/searches", json={}), "body", "space"),
             (api.post("/searches", content=b"[" * 100 + b"]" * 100, headers=json_body), "body", ""),
             (api.post("/searches", content=b'{"space": "' + bytes([0xFF]) + b'"}', headers=json_body), "body", ""),
+            (api.post("/searches", content=b'{"trials": ' + b"9" * 5000 + b"}", headers=json_body), "body", ""),
             (api.get(f"/searches/{sid}/trials", params={"sort": "colour"}), "query", "sort"),
             (api.get(f"/searches/{sid}/trials", params={"limit": 0}), "query", "limit"),
             (api.get("/searches/abc"), "path", "search_id"),

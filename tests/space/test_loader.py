@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from brainsearch.errors import SpaceError
-from brainsearch.space import bounds, dimensions, load_space, parse_space, space_size
-from brainsearch.space.schema import SearchSpace
+from brainsearch.space import bounds, dimensions, load_space, parse_space, space_size, validate_document
+from brainsearch.space.schema import Budget, SearchSpace
 
 TINY = (Path(__file__).parents[2] / "search_spaces" / "tiny.yaml").read_text()
 
@@ -226,3 +226,107 @@ def test_quantities_accept_suffixes() -> None:
     space = parse_space(yaml.safe_dump(doc))
     assert space.constraints.max_memory_bytes == 1.5 * 2**30
     assert space.proxy.budget.flops == 2e12
+
+
+# --- strict numbers, finite numbers, bounded quantities, document order -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        # The reported defect: NaN passed the domain check and escaped as a ValidationError from the extremes.
+        ("block.moe.capacity_factor", float("nan"), "block.moe.capacity_factor: expected a finite number (got nan)"),
+        ("block.moe.capacity_factor", {"choices": [1, float("inf")]}, "block.moe.capacity_factor.choices[1]: expected"),
+        (
+            "block.moe.capacity_factor",
+            {"low": float("-inf"), "high": 2.0},
+            "capacity_factor.low: Input should be a fin",
+        ),
+        ("block.moe.capacity_factor", {"low": 1.0, "high": 2.0, "step": float("nan")}, "capacity_factor.step: Input"),
+        ("block.moe.experts", float("inf"), "block.moe.experts: expected a finite number (got inf)"),
+        ("proxy.budget", {"seconds": float("nan")}, "proxy.budget.seconds: Input should be a finite number"),
+        ("constraints.max_step_time_ratio", float("nan"), "constraints.max_step_time_ratio: Input should be a finite"),
+        ("search.evolution", {"mutation_rate": float("nan")}, "search.evolution.mutation_rate: Input should be a fin"),
+        # Booleans are not numbers (YAML's true used to become 1).
+        ("proxy.batch_size", True, "proxy.batch_size: Input should be a valid integer, not a boolean (got True)"),
+        ("search.trials", True, "search.trials: Input should be a valid integer, not a boolean"),
+        ("block.d_model", True, "block.d_model: expected a number, not a boolean (got True)"),
+        ("block.moe.hidden", {"choices": [64, False]}, "block.moe.hidden.choices[1]: expected a number, not a boolean"),
+        ("block.moe.hidden", {"low": True, "high": 64}, "block.moe.hidden.low: Input should be a valid number, not a"),
+        ("block.moe.capacity_factor", True, "block.moe.capacity_factor: expected a number, not a boolean"),
+        ("constraints.max_params_total", True, "constraints.max_params_total: Input should be a valid number, not a"),
+        (
+            "constraints.min_layers",
+            {"attention": True},
+            "constraints.min_layers.attention: Input should be a valid int",
+        ),
+        ("version", True, "version: expected the number 1, not a boolean"),
+        ("block.moe.capacity_factor", {"low": 1, "high": 2, "log": 1}, "block.moe.capacity_factor.log: Input should"),
+        # An int field takes an int: not a float, not a numeric string.
+        ("proxy.batch_size", 8.0, "proxy.batch_size: Input should be a valid integer (got 8.0)"),
+        ("proxy.batch_size", "8", "proxy.batch_size: Input should be a valid integer (got '8')"),
+        # Quantities have upper bounds a real run could need, not 1e30.
+        ("proxy.budget", {"tokens": 1e30}, "proxy.budget.tokens: Input should be less than or equal to 1000000000000"),
+        ("proxy.budget", {"tokens": "11T"}, "proxy.budget.tokens: Input should be less than or equal to"),
+        ("proxy.budget", {"flops": 2e25}, "proxy.budget.flops: Input should be less than or equal to"),
+        (
+            "proxy.budget",
+            {"seconds": 31 * 86400},
+            "proxy.budget.seconds: Input should be less than or equal to 2592000",
+        ),
+        ("constraints.max_memory_bytes", "2PiB", "constraints.max_memory_bytes: '2PiB' is not a number"),
+        ("constraints.max_memory_bytes", "1.5e15", "constraints.max_memory_bytes: Input should be less than or equal"),
+        ("constraints.max_params_activated", "20T", "constraints.max_params_activated: Input should be less than"),
+    ],
+)
+def test_numbers_are_strict_finite_and_bounded(path: str, value: object, expected: str) -> None:
+    errors = _errors(_set(_doc(), path, value))
+    assert any(expected in e for e in errors), errors
+
+
+def test_ints_stay_accepted_for_floats_and_quantities_at_their_bounds() -> None:
+    doc = _set(_doc(), "block.moe.capacity_factor", {"choices": [1, 2.5]})
+    doc = _set(doc, "proxy.budget", {"tokens": "10T"})
+    doc = _set(doc, "constraints.max_memory_bytes", "1TiB")
+    doc = _set(doc, "search.evolution", {"population_size": 6, "tournament_size": 3, "mutation_rate": 1})
+    space = parse_space(yaml.safe_dump(doc))
+    assert space.proxy.budget.tokens == 1e13 and space.search.evolution.mutation_rate == 1.0
+    for budget in ({"flops": 1e25}, {"seconds": 30 * 86400}):
+        assert parse_space(yaml.safe_dump(_set(_doc(), "proxy.budget", budget))).proxy.budget == Budget(**budget)
+
+
+def test_problems_are_listed_in_document_order() -> None:
+    """Pydantic reports in the models' field order (proxy before search) and the domain checks in theirs (slots
+    before the MoE section); the report follows the file's lines."""
+    doc = _doc()
+    doc = {"search": {**doc.pop("search"), "trials": 0}, **doc}
+    doc["proxy"]["seq_len"] = 1
+    errors = _errors(doc)
+    assert [e.split(":")[2].strip() for e in errors] == ["search.trials", "proxy.seq_len"], errors
+    doc = _doc()
+    moe = {**doc["block"].pop("moe"), "experts": 0}
+    doc["block"] = {"moe": moe, **doc["block"], "slots": 99}
+    errors = _errors(doc)
+    assert [e.split(":")[2].strip() for e in errors] == ["block.moe.experts", "block.slots"], errors
+
+
+def test_a_number_too_large_for_a_float_is_a_problem() -> None:
+    """YAML stops at MAX_INT_DIGITS digits; JSON documents (the API) reach validation with any int."""
+    with pytest.raises(SpaceError) as info:
+        validate_document(_set(_doc(), "proxy.budget", {"tokens": 10**400}), "space")
+    assert [str(p) for p in info.value.problems] == ["space: proxy.budget.tokens: number too large"]
+
+
+def test_no_validation_error_escapes_the_extremes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defence in depth: should an extreme architecture ever fail the Architecture's own checks, it is a problem
+    about the block, not a ValidationError (a 500 in the API, "internal error" in the CLI)."""
+    from brainsearch.arch.spec import MoESpec
+    from brainsearch.space import loader
+
+    def invalid(space: object) -> None:
+        MoESpec.model_validate({"type": "moe", "hidden": 8, "experts": 1, "capacity_factor": float("nan")})
+
+    monkeypatch.setattr(loader, "bounds", invalid)
+    assert _errors(_doc()) == [
+        "s.yaml:6: block: an extreme architecture of the space is invalid: Input should be less than or equal to 64"
+    ]
