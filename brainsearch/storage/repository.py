@@ -84,6 +84,17 @@ def _candidate(row: CandidateRow) -> Candidate:
     return _domain(Candidate, row)
 
 
+def _finished_search_row(s: Session, search_id: int, hint: str) -> SearchRow:
+    """The search's row, locked, when it has finished; an unknown search is a StorageError, one that is queued,
+    running or still leased a ConflictError ending with ``hint``."""
+    row = s.get(SearchRow, search_id, with_for_update=True)
+    if row is None:
+        raise StorageError(f"no search {search_id}")
+    if row.status in ("queued", "running") or row.lease_owner is not None:
+        raise ConflictError(f"search {search_id} is {row.status}: {hint}")
+    return row
+
+
 class CommitFailed(StorageError):
     """The connection failed during a commit: whether the transaction took effect is unknown, so it is not retried."""
 
@@ -328,11 +339,7 @@ class Repository:
         """Delete a finished search with its trials, curves and candidates (the rows cascade); a queued or running
         one is a ConflictError (cancel it first), an unknown one a StorageError. Returns what was deleted."""
         with self._session() as s:
-            row = s.get(SearchRow, search_id, with_for_update=True)
-            if row is None:
-                raise StorageError(f"no search {search_id}")
-            if row.status in ("queued", "running") or row.lease_owner is not None:
-                raise ConflictError(f"search {search_id} is {row.status}: cancel it first, then delete it")
+            row = _finished_search_row(s, search_id, "cancel it first, then delete it")
             deleted = _search(row)
             s.delete(row)
             return deleted
@@ -342,11 +349,7 @@ class Repository:
         trials are kept, a worker resumes it. A queued or running one is a ConflictError, an unknown one a
         StorageError."""
         with self._session() as s:
-            row = s.get(SearchRow, search_id, with_for_update=True)
-            if row is None:
-                raise StorageError(f"no search {search_id}")
-            if row.status in ("queued", "running") or row.lease_owner is not None:
-                raise ConflictError(f"search {search_id} is {row.status}: wait for it to finish")
+            row = _finished_search_row(s, search_id, "wait for it to finish")
             row.settings, row.status, row.error = settings, "queued", None
             row.finished_at, row.updated_at = None, _now()
             return _search(row)

@@ -1,7 +1,9 @@
-"""A live API server (uvicorn on a free loopback port, in a thread) on the test's database."""
+"""A live API server (uvicorn on a free loopback port, in a thread) on the test's database, and a headless Chromium
+(Debian's, driven by Playwright) for the browser tests, whose screenshots go to ``ARTIFACTS``."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,9 +13,23 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from playwright.sync_api import Browser, sync_playwright
 
 from brainsearch.settings import Settings
 from service.app import create_app
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("BRAINSEARCH_TEST_ARTIFACTS", "test-artifacts"))
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for every browser test of the session."""
+    assert Path(CHROMIUM).exists(), "install Debian's chromium (apt-get install -y chromium); .ci/run does"
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+        yield b
+        b.close()
 
 
 class LiveServer:

@@ -9,12 +9,11 @@ import random
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 from starlette.requests import Request
 
 from brainsearch import cost
@@ -27,7 +26,7 @@ from brainsearch.storage import MetricPoint, Repository, make_engine, migrate
 from service import dashboard
 from tests.search.conftest import fast_space
 from tests.service.conftest import LiveServer
-from tests.service.test_dashboard import CHROMIUM, _shot
+from tests.service.test_dashboard import _shot
 
 TOKEN = "views-token"
 RAW_FLOAT = re.compile(r"\d\.\d{7,}")  # a float shown as Python prints it: never on a page
@@ -194,15 +193,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     yield Site(server, repo, server.url, finished, ids, dense_ref.id)
     server.stop()
     engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), "install Debian's chromium (apt-get install -y chromium); .ci/run does"
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture

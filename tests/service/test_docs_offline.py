@@ -3,25 +3,13 @@ browser (Debian's Chromium) whose every request to another host is refused."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
-from playwright.sync_api import Browser, Route, sync_playwright
+from playwright.sync_api import Browser, Route
 
 from brainsearch.settings import Settings
-from tests.service.conftest import LiveServer
-from tests.service.test_dashboard import ARTIFACTS, CHROMIUM
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), "install Debian's chromium (apt-get install -y chromium); .ci/run does"
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
-        yield b
-        b.close()
+from tests.service.conftest import ARTIFACTS, LiveServer
 
 
 def test_swagger_ui_and_redoc_render_with_the_network_cut(browser: Browser, tmp_path: Path) -> None:

@@ -24,28 +24,35 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-# The embedded default is SQLite; standalone workers share PostgreSQL (lease semantics run on both in storage tests).
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_serve_runs_a_submitted_search(database_url: str, tmp_path: Path) -> None:
+def _serve(database_url: str, log: Path) -> tuple[subprocess.Popen[bytes], httpx.Client]:
+    """`brainsearch serve` as a process on a free port (output to ``log``), once it answers its health check."""
     port = _free_port()
-    log = tmp_path / "serve.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen(
             [sys.executable, "-m", "brainsearch", "serve", "--port", str(port), "--db", database_url],
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
+    api = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=30)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if api.get("/healthz").status_code == 200:
+                return proc, api
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise AssertionError(log.read_text())
+        time.sleep(0.2)
+
+
+# The embedded default is SQLite; standalone workers share PostgreSQL (lease semantics run on both in storage tests).
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_serve_runs_a_submitted_search(database_url: str, tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    proc, api = _serve(database_url, log)
     try:
-        api = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=30)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if api.get("/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
-            time.sleep(0.2)
         doc = fast_space().model_dump(mode="json")
         r = api.post("/searches", json={"space": doc, "trials": 2, "sampler": "random"})
         assert r.status_code == 201, r.text
@@ -72,25 +79,9 @@ def test_sigterm_stops_serve_within_seconds_while_a_trial_trains(database_url: s
     """Pass: SIGTERM to `brainsearch serve` while its embedded worker trains a long trial ends the process within
     seconds (the bound is a hang guard: the issue saw a process burn CPU until kill -9), with no traceback, and the
     search goes back to the queue for the next worker."""
-    port = _free_port()
     log = tmp_path / "serve.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "brainsearch", "serve", "--port", str(port), "--db", database_url],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
+    proc, api = _serve(database_url, log)
     try:
-        api = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=30)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if api.get("/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
-            time.sleep(0.2)
         doc = fast_space(tokens=50_000_000).model_dump(mode="json")  # hours of training: it is stopped mid-run
         sid = api.post("/searches", json={"space": doc, "trials": 2}).json()["id"]
         deadline = time.monotonic() + 120
