@@ -181,3 +181,4 @@ def test_leaderboard_ranks_export_scale_up_later_and_delete(tmp_path: Path, caps
     assert code == 2 and "--yes" in err
     code, _, err = run(["delete", "1", "--yes", "--db", db], capsys)
     assert code == 0 and repo.get_search(1) is None and not store.search_dir(1).exists()
+    repo.engine.dispose()

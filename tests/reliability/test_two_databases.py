@@ -61,3 +61,5 @@ def test_two_databases_in_one_data_dir_each_export_their_own_weights(
     with pytest.raises(SystemExit) as info:
         main(["export", "1", "--rank", "1", "--format", "safetensors", "--db", f"sqlite:///{tmp_path / 'b.db'}"])
     assert info.value.code == 2 and "no trained weights" in capsys.readouterr().err
+    for repo in repos.values():
+        repo.engine.dispose()
