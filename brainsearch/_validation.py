@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
 from brainsearch.errors import Problem
 
-__all__ = ["dotted", "in_document_order", "problems_from_validation_error", "shown"]
+__all__ = ["dotted", "error_message", "in_document_order", "problems_from_validation_error", "shown"]
 
 # Messages quote the offending input only when it is short: a 4000-digit number or a long string is named, not
 # copied into every line of the report.
@@ -75,19 +76,25 @@ def problems_from_validation_error(
     problems = []
     for err in exc.errors(include_url=False):
         loc = (*prefix, *_clean_loc(err["loc"]))
-        message = err["msg"]
-        if err["type"] == "extra_forbidden":
-            message = "unknown field"
-        elif message.startswith("Value error, "):
-            message = message.removeprefix("Value error, ")
-        elif message.startswith("Assertion failed, "):
-            message = message.removeprefix("Assertion failed, ")
-        if err["type"] not in {"missing", "extra_forbidden"} and "input" in err:
-            value = err["input"]
-            if isinstance(value, bool) and err["type"] in _NUMBER_TYPES:
-                # YAML's true/false (also yes/no, on/off) is a boolean, and a boolean is not a count.
-                message = f"{message}, not a boolean"
-            if (text := shown(value)) is not None:
-                message = f"{message} (got {text})"
-        problems.append(Problem(dotted(loc), message, source, line_of(loc) if line_of else None))
+        problems.append(Problem(dotted(loc), error_message(err), source, line_of(loc) if line_of else None))
     return problems
+
+
+def error_message(err: Mapping[str, Any]) -> str:
+    """The message of one pydantic error (``{"type", "msg", "input"}``, as FastAPI passes them on too), in the
+    project's words: without pydantic's prefixes, the offending value quoted where it is short."""
+    message = str(err["msg"])
+    if err["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif message.startswith("Value error, "):
+        message = message.removeprefix("Value error, ")
+    elif message.startswith("Assertion failed, "):
+        message = message.removeprefix("Assertion failed, ")
+    if err["type"] not in {"missing", "extra_forbidden"} and "input" in err:
+        value = err["input"]
+        if isinstance(value, bool) and err["type"] in _NUMBER_TYPES:
+            # YAML's true/false (also yes/no, on/off) is a boolean, and a boolean is not a count.
+            message = f"{message}, not a boolean"
+        if (text := shown(value)) is not None:
+            message = f"{message} (got {text})"
+    return message

@@ -41,7 +41,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from brainsearch import __version__
-from brainsearch._validation import dotted
+from brainsearch._validation import dotted, error_message
 from brainsearch.errors import ConflictError, InputError, Problem, StorageError
 from brainsearch.settings import Settings, get_settings
 from brainsearch.storage import Repository, make_engine, migrate, schema_revision
@@ -190,13 +190,7 @@ def request_problem_out(err: Mapping[str, Any]) -> dict[str, Any]:
     """One of FastAPI's parameter errors (``{"type", "loc": ["body", ...], "msg", "input"}``) as a 422 entry."""
     part, *rest = err["loc"] or ("body",)
     loc = dotted([x for x in rest if not (isinstance(x, str) and _UNION_TAG.match(x))])
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    if err.get("type") == "extra_forbidden":
-        msg = "unknown field"
-    elif err.get("type") != "missing" and not isinstance(err.get("input"), dict | list) and "input" in err:
-        shown = repr(err["input"])
-        msg += f" (got {shown})" if len(shown) <= 60 else ""
-    return {"loc": loc, "msg": msg, "in": part if part in _REQUEST_PARTS else "body"}
+    return {"loc": loc, "msg": error_message(err), "in": part if part in _REQUEST_PARTS else "body"}
 
 
 def _too_large(limit: int) -> JSONResponse:
