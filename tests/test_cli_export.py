@@ -12,9 +12,8 @@ import yaml
 
 from brainsearch.arch import Architecture, preset, scale
 from brainsearch.cli import main
-from brainsearch.export import load_weights
 from brainsearch.storage import Repository, make_engine, migrate
-from brainsearch.store import RunStore
+from brainsearch.store import RunStore, load_weights
 from brainsearch.train.lifelong import write_prose_corpus
 from tests.search.conftest import seed_scaled_search
 

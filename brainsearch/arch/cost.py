@@ -23,7 +23,6 @@ With these conventions the published GLaM size tables are reproduced within 3% f
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -96,10 +95,9 @@ def _activation_elements_per_token(layer: AttentionSpec | FFNSpec | MoESpec, d: 
 
 def _padded_experts_per_token(layer: MoESpec, batch_size: int) -> float:
     if layer.top_k is None:
-        # Causal expert choice picks k = ceil(B * cf / E) (at least 1) of the B tokens at each position, so a token
-        # meets E * k / B experts on average: the capacity factor, or more when B * cf < E.
-        k = min(batch_size, max(1, math.ceil(batch_size * layer.capacity_factor / layer.experts)))
-        return layer.experts * k / batch_size
+        # Causal expert choice picks k of the B tokens at each position, so a token meets E * k / B experts on
+        # average: the capacity factor, or more when B * cf < E.
+        return layer.experts * layer.expert_choice_k(batch_size) / batch_size
     return layer.capacity_factor * layer.top_k
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -28,6 +29,7 @@ __all__ = [
     "Gating",
     "LayerSpec",
     "MoESpec",
+    "expert_choice_k",
 ]
 
 Activation = Literal["relu", "gelu", "silu", "reglu", "geglu", "swiglu"]
@@ -52,6 +54,16 @@ MAX_SEQ_LEN = 1 << 20
 MAX_CAPACITY_FACTOR = 64.0
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+def expert_choice_k(batch_size: int, capacity_factor: float, num_experts: int) -> int:
+    """Tokens each expert takes at each position under causal expert choice (brainsearch.model.routing).
+
+    Every expert picks ``ceil(B * capacity_factor / E)`` of the B tokens at a position across the batch, at least 1
+    (so every expert works when ``B * capacity_factor < E``, and the effective capacity factor ``E * k / B`` exceeds
+    the given one) and at most B (all there are). The router and the cost model both use this one rule.
+    """
+    return min(batch_size, max(1, math.ceil(batch_size * capacity_factor / num_experts)))
 
 
 class AttentionSpec(BaseModel):
@@ -114,6 +126,10 @@ class MoESpec(BaseModel):
         (Zhou et al. 2022, arXiv 2202.09368, section 3.1).
         """
         return float(self.top_k) if self.top_k is not None else self.capacity_factor
+
+    def expert_choice_k(self, batch_size: int) -> int:
+        """Tokens each expert takes at each position when ``gating`` is expert choice (:func:`expert_choice_k`)."""
+        return expert_choice_k(batch_size, self.capacity_factor, self.experts)
 
     @model_validator(mode="after")
     def _check_top_k(self) -> Self:

@@ -1,4 +1,8 @@
-"""Exporters: what a user takes elsewhere (architecture specs, a standalone PyTorch file, trained weights)."""
+"""Exporters: what a user takes elsewhere (architecture specs, a standalone PyTorch file, trained weights).
+
+Importing this package loads neither torch nor the storage layer (SQLAlchemy, Alembic): exporting only writes text
+or serves a file, and the API process imports it.
+"""
 
 from brainsearch.export.files import (
     EXPORT_FORMATS,
@@ -10,7 +14,6 @@ from brainsearch.export.files import (
 )
 from brainsearch.export.spec import SpecFormat, export_document, render_spec
 from brainsearch.export.standalone import standalone_source
-from brainsearch.export.weights import load_weights, save_weights
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -21,8 +24,6 @@ __all__ = [
     "export_document",
     "export_file",
     "kept_weights",
-    "load_weights",
     "render_spec",
-    "save_weights",
     "standalone_source",
 ]

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from brainsearch.arch.spec import Architecture
 from brainsearch.errors import BrainsearchError
 from brainsearch.export.spec import export_document, render_spec
 from brainsearch.export.standalone import standalone_source
-from brainsearch.storage import Trial
-from brainsearch.store import RunStore
+
+if TYPE_CHECKING:  # the storage layer (SQLAlchemy, Alembic) stays unloaded: exporters only read a Trial's fields
+    from brainsearch.storage import Trial
+    from brainsearch.store import RunStore
 
 __all__ = ["EXPORT_FORMATS", "ExportFile", "ExportFormat", "WeightsNotKept", "export_file", "kept_weights"]
 

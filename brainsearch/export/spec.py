@@ -8,11 +8,12 @@ architecture (same digest).
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from brainsearch.storage import Trial
+if TYPE_CHECKING:  # the storage layer (SQLAlchemy, Alembic) stays unloaded: the document only reads a Trial's fields
+    from brainsearch.storage import Trial
 
 __all__ = ["SpecFormat", "export_document", "render_spec"]
 

@@ -17,7 +17,8 @@ tokens (one token's assignment can take the slot another would get), so the coup
   tokens at that position across the batch: the choice for position t sees only the batch's tokens at t. Each
   expert still processes exactly ``k`` tokens per position (balanced by construction, no auxiliary loss). With
   ``B * capacity_factor < E`` each expert still takes one token per position, so the effective capacity factor is
-  ``E * k / B``; it is reported in the statistics.
+  ``E * k / B``; it is reported in the statistics. k is :func:`brainsearch.arch.spec.expert_choice_k`, the rule the
+  cost model counts as well.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from brainsearch.arch.spec import expert_choice_k
 
 __all__ = ["ExpertChoiceRouter", "Router", "Routing", "TokenChoiceRouter", "positions_in_expert"]
 
@@ -179,7 +182,7 @@ class ExpertChoiceRouter(Router):
         B, S, _ = x_BSD.shape
         E, T = self.num_experts, B * S
         logits_BSE, probs_BSE = self.probabilities(x_BSD)
-        k = min(B, max(1, math.ceil(B * self.capacity_factor / E)))
+        k = expert_choice_k(B, self.capacity_factor, E)
         # For each position s and expert e: the k best batch rows at that position.
         gate_SEK, row_SEK = probs_BSE.permute(1, 2, 0).topk(k, dim=-1)
         device = x_BSD.device

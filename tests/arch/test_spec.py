@@ -7,6 +7,7 @@ import json
 import pytest
 
 from brainsearch.arch import Architecture, preset, preset_names
+from brainsearch.arch.spec import MoESpec, expert_choice_k
 from brainsearch.errors import ArchitectureError
 
 DOC = {
@@ -120,3 +121,20 @@ def test_paper_blocks_have_the_published_layer_order() -> None:
 def test_unknown_preset_lists_the_known_ones() -> None:
     with pytest.raises(ArchitectureError, match="unknown preset 'glum'; known: dense, glam"):
         preset("glum")
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "capacity_factor", "experts", "k"),
+    [
+        (8, 2.0, 4, 4),  # B * cf / E exactly
+        (3, 1.0, 2, 2),  # rounded up
+        (2, 1.0, 8, 1),  # B * cf < E: still one token per expert and position
+        (4, 64.0, 2, 4),  # cf > E: no more than the B tokens there are
+    ],
+)
+def test_expert_choice_k_is_rounded_up_and_kept_within_the_batch(
+    batch_size: int, capacity_factor: float, experts: int, k: int
+) -> None:
+    assert expert_choice_k(batch_size, capacity_factor, experts) == k
+    layer = MoESpec(hidden=8, experts=experts, gating="expert_choice", capacity_factor=capacity_factor)
+    assert layer.expert_choice_k(batch_size) == k

@@ -23,8 +23,9 @@ import torch
 from safetensors.torch import save_file
 
 from brainsearch.arch import Architecture, cost, preset, preset_names, scale
-from brainsearch.export import save_weights, standalone_source
+from brainsearch.export import standalone_source
 from brainsearch.model import LanguageModel, build_model
+from brainsearch.store import save_weights
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 

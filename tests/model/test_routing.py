@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from brainsearch.arch.spec import MoESpec
 from brainsearch.model.routing import ExpertChoiceRouter, TokenChoiceRouter, positions_in_expert
 
 
@@ -102,3 +103,12 @@ def test_expert_choice_with_few_rows_takes_one_token_per_position() -> None:
     router = ExpertChoiceRouter(d_model=8, num_experts=8, capacity_factor=1.0)
     r = router(torch.randn(2, 3, 8))
     assert r.capacity == 3 and r.capacity_factor_effective == 4.0
+
+
+@pytest.mark.parametrize(("batch_size", "experts", "capacity_factor"), [(4, 4, 2.0), (2, 8, 1.0), (3, 2, 8.0)])
+def test_expert_choice_takes_the_spec_k_per_position(batch_size: int, experts: int, capacity_factor: float) -> None:
+    """The router's k is the one the cost model counts (MoESpec.expert_choice_k), small and large batches alike."""
+    layer = MoESpec(hidden=8, experts=experts, gating="expert_choice", capacity_factor=capacity_factor)
+    router = ExpertChoiceRouter(d_model=8, num_experts=experts, capacity_factor=capacity_factor)
+    r = router(torch.randn(batch_size, 5, 8))
+    assert r.capacity == 5 * layer.expert_choice_k(batch_size)

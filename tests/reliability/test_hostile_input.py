@@ -78,8 +78,7 @@ def test_downloads_cannot_read_outside_the_data_directory(live: Any, repo: Repos
     import torch
 
     from brainsearch.arch import preset
-    from brainsearch.export import save_weights
-    from brainsearch.store import RunStore, weights_metadata
+    from brainsearch.store import RunStore, save_weights, weights_metadata
 
     data_dir = tmp_path / "data"
     sid, ids = seed_scaled_search(repo, data_dir)

@@ -147,6 +147,48 @@ def test_leaderboard_trials_pareto_and_exports(live: Any, repo: Repository) -> N
         assert api.get("/trials/999").status_code == 404
 
 
+def test_pick_a_trial_by_number_or_rank(live: Any, repo: Repository) -> None:
+    """Pass: GET /searches/{id}/trial answers the leaderboard row of the trial with that number (a baseline too) or
+    at that rank (completed trials by validation loss, baselines unranked); no match is a 404 saying what was asked
+    and how many completed trials there are; neither or both selectors, or a rank of 0, is the one 422 shape; the
+    route is in the OpenAPI schema with both selectors and its 404."""
+    server: LiveServer = live()
+    with server.client() as api:
+        sid = api.post("/searches", json={"space": "tiny"}).json()["id"]
+        ids = _seed_trials(repo, sid)  # #0 the GLaM baseline (3.0), #1 2.8, #2 2.9, #3 pruned, #4 diverged
+        for params, expected in [
+            ({"rank": 1}, ids[1]),
+            ({"rank": 2}, ids[2]),
+            ({"number": 0}, ids[0]),
+            ({"number": 3}, ids[3]),
+        ]:
+            r = api.get(f"/searches/{sid}/trial", params=params)
+            assert r.status_code == 200 and r.json()["id"] == expected, (params, r.text)
+        assert (
+            api.get(f"/searches/{sid}/trial", params={"rank": 1}).json()
+            == api.get(f"/searches/{sid}/trials", params={"limit": 1}).json()["items"][0]
+        )
+        for params, message in [
+            ({"rank": 3}, f"search {sid} has 2 completed trial(s), not 3"),
+            ({"number": 9}, f"search {sid} has no trial #9 (it has 2 completed trial(s))"),
+        ]:
+            r = api.get(f"/searches/{sid}/trial", params=params)
+            assert r.status_code == 404 and r.json() == {"detail": message}, r.text
+        assert api.get("/searches/999/trial", params={"rank": 1}).json() == {"detail": "no search 999"}
+        for params, loc in [
+            ({}, ""),
+            ({"number": 1, "rank": 1}, ""),
+            ({"rank": 0}, "rank"),
+            ({"number": -1}, "number"),
+        ]:
+            detail = _is_one_shape(api.get(f"/searches/{sid}/trial", params=params))
+            assert [(p["in"], p["loc"]) for p in detail] == [("query", loc)], (params, detail)
+    route = httpx.get(f"{server.url}/openapi.json").json()["paths"]["/api/v1/searches/{search_id}/trial"]["get"]
+    assert {p["name"] for p in route["parameters"]} == {"search_id", "number", "rank"}
+    assert route["responses"]["404"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorOut")
+    assert route["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/TrialOut")
+
+
 def test_pytorch_and_safetensors_exports_and_the_scale_up_report(live: Any, repo: Repository, tmp_path: Path) -> None:
     """Pass: the pytorch export is a Python file defining build(); safetensors serves the kept weights byte for byte
     and 404s (with the reason) where none were kept; the scale-up report lists stored candidates and rejects an
@@ -155,8 +197,7 @@ def test_pytorch_and_safetensors_exports_and_the_scale_up_report(live: Any, repo
     from safetensors.torch import load
 
     from brainsearch import build_model
-    from brainsearch.export import save_weights
-    from brainsearch.store import RunStore, weights_metadata
+    from brainsearch.store import RunStore, save_weights, weights_metadata
 
     server: LiveServer = live()
     with server.client() as api:

@@ -14,8 +14,8 @@ import torch
 from brainsearch.arch import Architecture, MoESpec, cost, preset, scale
 from brainsearch.data import Corpus, load_corpus
 from brainsearch.errors import ArchitectureError, DataError, InputError
-from brainsearch.export import load_weights, save_weights
 from brainsearch.model import LanguageModel, MoE, build_model
+from brainsearch.store import load_weights, save_weights
 from brainsearch.train import TrainSettings, train
 from brainsearch.train.lifelong import (
     ExpansionReport,
@@ -259,6 +259,16 @@ def test_lifelong_forgets_less_than_plain_finetuning(code: Corpus, prose: Corpus
     assert lifelong.losses.old < gentle_old
 
     assert ExpansionReport.model_validate_json(report.model_dump_json()) == report
+
+
+# --- settings ------------------------------------------------------------------------------------------------------
+
+
+def test_expansion_settings_extend_the_training_settings_with_their_own_defaults() -> None:
+    settings = ExpansionSettings()
+    assert isinstance(settings, TrainSettings)
+    assert (settings.lr, settings.warmup_steps, settings.batch_size, settings.kl_weight) == (1e-3, 10, 8, 1.0)
+    assert settings.num_steps(64) == 200 and ExpansionSettings(tokens=1000, batch_size=2).num_steps(64) == 8
 
 
 # --- the entry point and bad input ---------------------------------------------------------------------------------
