@@ -1,4 +1,5 @@
-"""The proxy trainer: budgets, evaluation, step timing, MoE statistics, failures as results.
+"""Training: one loop (``loop``: step, budget, evaluation, hooks, failures as results) configured as the proxy
+trainer (``proxy``, what a trial or a scale-up rung runs) and as Lifelong-MoE expansion (``lifelong``).
 
 ``train`` (and ``Report``) import torch when first used, so settings and results can be imported by processes that
 never train - the API, the dashboard.

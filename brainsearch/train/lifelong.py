@@ -41,6 +41,9 @@ both corpora, plain fine-tuning at a third of the learning rate (expert choice, 
 expanded, frozen model forgets as much as plain fine-tuning (the shared layers drift, and the new experts end up
 with 35-60% of the assignments on both corpora alike: no specialisation by corpus after 100 steps).
 
+Both methods are configurations of the one training loop (:mod:`brainsearch.train.loop`), not copies of it: the
+distillation term is a loss-term hook, and freezing is a gradient mask around the loop plus an after-step hook.
+
 Freezing. AdamW's weight decay moves a parameter whose gradient is zero, so zeroing gradients is not enough: a
 gradient hook zeroes the frozen slices' gradients (so they add nothing to the clipped norm or to Adam's moments) and
 the slices are copied back from a snapshot after every optimiser step; they end bit-identical to the old model's.
@@ -66,9 +69,13 @@ from brainsearch.arch.cost import cost
 from brainsearch.arch.spec import Architecture, MoESpec
 from brainsearch.data import BatchSampler, Corpus, load_corpus
 from brainsearch.errors import DataError, InputError, Problem
-from brainsearch.export.weights import load_weights, save_weights
 from brainsearch.model import LanguageModel, MoE, TokenChoiceRouter, build_model
-from brainsearch.train.proxy import _device, _lr
+from brainsearch.store import load_weights, save_weights
+from brainsearch.train.budget import StepBudget
+from brainsearch.train.device import resolve_device
+from brainsearch.train.evaluate import evaluate
+from brainsearch.train.loop import Hooks, LossTerm, train_loop
+from brainsearch.train.result import Status
 from brainsearch.train.settings import TrainSettings
 
 __all__ = [
@@ -94,32 +101,29 @@ ExpertInit = Literal["copy", "random"]
 DEFAULT_STEPS = 200
 
 
-class ExpansionSettings(BaseModel):
-    """How both methods train on the new data (the same budget, batches, optimiser and schedule for each)."""
+class ExpansionSettings(TrainSettings):
+    """How both methods train on the new data (the same steps, batches, optimiser and schedule for each): the
+    training loop's settings with expansion's own defaults, budget and knobs.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    The budget is ``steps`` or ``tokens``, the corpora are :func:`expand`'s arguments, the expanded model keeps the
+    old model's router-loss weights and nothing is evaluated during training, so the inherited ``budget``, ``data``,
+    ``load_balance_weight``, ``z_loss_weight``, ``eval_interval`` and ``memory_limit_bytes`` are not read.
+    """
+
+    lr: float = Field(default=1e-3, gt=0, le=10)
+    warmup_steps: int = Field(default=10, ge=0, le=1_000_000, description="capped at 10% of the steps")
     steps: int | None = Field(
         default=None, ge=1, le=100_000_000, description=f"steps of each method; {DEFAULT_STEPS} if tokens is not given"
     )
     tokens: int | None = Field(
         default=None, ge=1, description="the budget in tokens instead: ceil(tokens / (batch_size * seq_len)) steps"
     )
-    batch_size: int = Field(default=8, ge=1, le=4096)
-    lr: float = Field(default=1e-3, gt=0, le=10)
-    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
-    schedule: Literal["cosine", "inverse_sqrt", "constant"] = "cosine"
-    warmup_steps: int = Field(default=10, ge=0, le=1_000_000, description="capped at 10% of the steps")
-    weight_decay: float = Field(default=0.1, ge=0, le=10)
-    grad_clip: float = Field(default=1.0, gt=0)
     kl_weight: float = Field(
         default=1.0, ge=0, le=1e4, description="lambda of the distillation term (not published; 0 turns it off)"
     )
     expert_init: ExpertInit = "copy"
     init_noise: float = Field(default=0.01, ge=0, le=10, description="noise on copied experts, x the weight's std")
     baseline: bool = Field(default=True, description="also fine-tune the un-expanded model plainly, for comparison")
-    eval_batches: int = Field(default=8, ge=1, le=10_000)
-    seed: int = Field(default=0, ge=0, le=2**32 - 1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @model_validator(mode="after")
     def _one_budget(self) -> Self:
@@ -132,21 +136,6 @@ class ExpansionSettings(BaseModel):
         if self.tokens is not None:
             return max(1, math.ceil(self.tokens / (self.batch_size * seq_len)))
         return self.steps if self.steps is not None else DEFAULT_STEPS
-
-    def train_settings(self) -> TrainSettings:
-        """The proxy trainer's settings with the same optimiser, schedule and evaluation (for its helpers)."""
-        return TrainSettings(
-            batch_size=self.batch_size,
-            seed=self.seed,
-            lr=self.lr,
-            min_lr_ratio=self.min_lr_ratio,
-            schedule=self.schedule,
-            warmup_steps=self.warmup_steps,
-            weight_decay=self.weight_decay,
-            grad_clip=self.grad_clip,
-            eval_batches=self.eval_batches,
-            device=self.device,
-        )
 
 
 class CorpusLosses(BaseModel):
@@ -161,7 +150,7 @@ class TrainLog(BaseModel):
     """How one training run on the new data went."""
 
     model_config = ConfigDict(frozen=True)
-    status: Literal["completed", "diverged"]
+    status: Status
     reason: str | None = None
     steps: int
     tokens: int
@@ -373,81 +362,6 @@ def _zero_slice_hook(dim: int, num_old: int) -> Callable[[Tensor], Tensor]:
 # --- training and evaluation ---------------------------------------------------------------------------------------
 
 
-def _train(
-    model: LanguageModel,
-    corpus: Corpus,
-    settings: ExpansionSettings,
-    device: torch.device,
-    teacher: LanguageModel | None = None,
-    frozen: FrozenExperts | None = None,
-) -> TrainLog:
-    """The loop both methods share; the proxy trainer's optimiser (AdamW, decay on matrices) and LR schedule."""
-    seq_len = model.arch.seq_len
-    total_steps = settings.num_steps(seq_len)
-    warmup = min(settings.warmup_steps, total_steps // 10)
-    schedule = settings.train_settings()
-    batches = BatchSampler(corpus.train, settings.batch_size, seq_len, settings.seed)
-    autocast = device.type == "cuda"
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": settings.weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
-    opt = torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
-    distill = teacher is not None and settings.kl_weight > 0
-    model.train()
-    start = time.perf_counter()
-    train_loss: float | None = None
-    kl_value: float | None = None
-    step = 0
-    while step < total_steps:
-        lr = _lr(schedule, step, step / total_steps, warmup)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        x, y = batches.next()
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            out = model(x)
-            logits_TV = out.logits.float().flatten(0, 1)
-            lm_loss = F.cross_entropy(logits_TV, y.flatten())
-            loss = lm_loss + out.aux_loss
-            if distill:
-                assert teacher is not None
-                with torch.no_grad():
-                    old_logits_TV = teacher(x).logits.float().flatten(0, 1)
-                # KL(p_old || p_new), averaged over tokens.
-                kl = F.kl_div(
-                    logits_TV.log_softmax(-1), old_logits_TV.log_softmax(-1), reduction="batchmean", log_target=True
-                )
-                loss = loss + settings.kl_weight * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
-        opt.step()
-        if frozen is not None:
-            frozen.restore()
-        step += 1
-        train_loss = lm_loss.item()
-        kl_value = kl.item() if distill else None
-        if not math.isfinite(train_loss):
-            return TrainLog(
-                status="diverged",
-                reason=f"training loss became {train_loss} at step {step}",
-                steps=step,
-                tokens=step * settings.batch_size * seq_len,
-                seconds=time.perf_counter() - start,
-                train_loss=None,
-            )
-    return TrainLog(
-        status="completed",
-        steps=step,
-        tokens=step * settings.batch_size * seq_len,
-        seconds=time.perf_counter() - start,
-        train_loss=train_loss,
-        kl=kl_value,
-    )
-
-
 def lifelong_train(
     expanded: LanguageModel,
     teacher: LanguageModel,
@@ -462,62 +376,53 @@ def lifelong_train(
     are moved to the settings' device.
     """
     settings = settings or ExpansionSettings()
-    device = _device(settings.train_settings())
+    device = resolve_device(settings)
     expanded.to(device)
     teacher.to(device).eval()
+    terms = [LossTerm("kl", settings.kl_weight, _distillation(teacher))] if settings.kl_weight > 0 else []
     with FrozenExperts(expanded, experts_before) as frozen:
-        return _train(expanded, corpus, settings, device, teacher=teacher, frozen=frozen)
+        return _train(expanded, corpus, settings, Hooks(loss_terms=terms, after_optimizer_step=[frozen.restore]))
 
 
 def finetune(model: LanguageModel, corpus: Corpus, settings: ExpansionSettings | None = None) -> TrainLog:
     """The baseline: train every parameter of ``model`` in place on ``corpus`` with ``L_LM + L_aux``."""
-    settings = settings or ExpansionSettings()
-    device = _device(settings.train_settings())
-    model.to(device)
-    return _train(model, corpus, settings, device)
+    return _train(model, corpus, settings or ExpansionSettings(), Hooks())
 
 
 def validation_loss(model: LanguageModel, corpus: Corpus, settings: ExpansionSettings | None = None) -> float:
     """Mean loss (nats per token) of ``model`` on ``settings.eval_batches`` validation batches of ``corpus``: the
     batches the report's losses use (the same for every model with the same settings)."""
-    settings = settings or ExpansionSettings()
-    device = next(model.parameters()).device
-    return _evaluate(model, corpus, settings, device)[0]
+    return evaluate(model, corpus, settings or ExpansionSettings()).loss
 
 
-@torch.no_grad()
-def _evaluate(
-    model: LanguageModel,
-    corpus: Corpus,
-    settings: ExpansionSettings,
-    device: torch.device,
-    experts_before: Sequence[int] | None = None,
-) -> tuple[float, float | None]:
-    """``(validation loss, share of routed assignments that went to the added experts)``.
+def _distillation(teacher: LanguageModel) -> Callable[[Tensor, Tensor], Tensor]:
+    """``KL(p_teacher || p_student)`` averaged over tokens, the teacher run on the student's batch."""
 
-    The same validation batches as the proxy trainer's evaluation (seed + 1), so every model sees the same tokens.
-    """
-    was_training = model.training
-    model.eval()
-    sampler = BatchSampler(
-        corpus.val, settings.batch_size, model.arch.seq_len, seed=settings.seed + 1, split="validation"
+    def kl(x_BS: Tensor, logits_TV: Tensor) -> Tensor:
+        with torch.no_grad():
+            old_logits_TV = teacher(x_BS).logits.float().flatten(0, 1)
+        return F.kl_div(
+            logits_TV.log_softmax(-1), old_logits_TV.log_softmax(-1), reduction="batchmean", log_target=True
+        )
+
+    return kl
+
+
+def _train(model: LanguageModel, corpus: Corpus, settings: ExpansionSettings, hooks: Hooks) -> TrainLog:
+    """Either method: the training loop for ``settings.num_steps`` steps, no evaluation inside it."""
+    seq_len = model.arch.seq_len
+    batches = BatchSampler(corpus.train, settings.batch_size, seq_len, settings.seed)
+    budget = StepBudget(steps=settings.num_steps(seq_len))
+    run = train_loop(lambda: model, batches, settings, budget, resolve_device(settings), hooks=hooks)
+    return TrainLog(
+        status=run.status,
+        reason=run.reason,
+        steps=run.steps,
+        tokens=run.tokens,
+        seconds=run.elapsed_s,
+        train_loss=run.train_loss,
+        kl=run.loss_terms.get("kl"),
     )
-    autocast = device.type == "cuda"
-    total = 0.0
-    added = routed = torch.zeros((), device=device)
-    for _ in range(settings.eval_batches):
-        x, y = sampler.next()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            out = model(x.to(device))
-        total += F.cross_entropy(out.logits.float().flatten(0, 1), y.to(device).flatten()).item()
-        if experts_before is not None:
-            for stats, num_old in zip(out.moe, experts_before, strict=True):
-                load_E = stats.tokens_per_expert.float()
-                added = added + load_E[num_old:].sum()
-                routed = routed + load_E.sum()
-    model.train(was_training)
-    share = float(added / routed) if experts_before is not None and float(routed) > 0 else None
-    return total / settings.eval_batches, share
 
 
 def _check_corpora(arch: Architecture, **corpora: Corpus) -> None:
@@ -558,7 +463,7 @@ def run_expansion(
     start = time.perf_counter()
     _check_expandable(model.arch, add_experts)
     _check_corpora(model.arch, old_data=old_corpus, new_data=new_corpus)
-    device = _device(settings.train_settings())
+    device = resolve_device(settings)
     experts_before = [moe.spec.experts for _, moe in _moe_layers(model)]
 
     expanded = expand_model(
@@ -569,9 +474,10 @@ def run_expansion(
     def losses(
         m: LanguageModel, counts: Sequence[int] | None = None
     ) -> tuple[CorpusLosses, float | None, float | None]:
-        old, share_old = _evaluate(m, old_corpus, settings, device, counts)
-        new, share_new = _evaluate(m, new_corpus, settings, device, counts)
-        return CorpusLosses(old=old, new=new), share_old, share_new
+        old, new = evaluate(m, old_corpus, settings), evaluate(m, new_corpus, settings)
+        if counts is None:
+            return CorpusLosses(old=old.loss, new=new.loss), None, None
+        return CorpusLosses(old=old.loss, new=new.loss), old.share_beyond(counts), new.share_beyond(counts)
 
     before, _, _ = losses(teacher)
     expanded_start, _, _ = losses(expanded, experts_before)

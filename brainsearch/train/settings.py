@@ -1,4 +1,5 @@
-"""Settings of one proxy training run (pydantic: strict, bounded, path-named errors)."""
+"""Settings of one training run (pydantic: strict, bounded, path-named errors): a proxy's, and the base that every
+other configuration of the training loop extends (expansion's ``ExpansionSettings``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from brainsearch.space.schema import Budget, Quantity
 
-__all__ = ["TrainSettings"]
+__all__ = ["Schedule", "TrainSettings"]
+
+Schedule = Literal["cosine", "inverse_sqrt", "constant"]
 
 
 class TrainSettings(BaseModel):
@@ -22,7 +25,7 @@ class TrainSettings(BaseModel):
     optimizer: Literal["adamw", "adafactor"] = "adamw"
     lr: float = Field(default=3e-3, gt=0, le=10)
     min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
-    schedule: Literal["cosine", "inverse_sqrt", "constant"] = "cosine"
+    schedule: Schedule = "cosine"
     warmup_steps: int = Field(default=20, ge=0, le=1_000_000, description="capped at 10% of a step budget")
     weight_decay: float = Field(default=0.1, ge=0, le=10)
     grad_clip: float = Field(default=1.0, gt=0)
