@@ -31,7 +31,8 @@ import optuna
 
 from brainsearch.data import load_corpus
 from brainsearch.search.baselines import baseline_architectures
-from brainsearch.search.driver import RunOptions, SearchDriver, create_search, trial_train_settings
+from brainsearch.search.driver import SearchDriver
+from brainsearch.search.submission import RunOptions, create_search, trial_train_settings
 from brainsearch.space import load_space, sample
 from brainsearch.storage import Repository, make_engine, migrate
 from brainsearch.train import train

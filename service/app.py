@@ -48,7 +48,6 @@ from brainsearch.storage import Repository, make_engine, migrate, schema_revisio
 from service import dashboard
 from service.routers import searches, spaces, trials
 from service.schemas import ERROR_RESPONSES
-from service.worker import Worker
 
 __all__ = ["AUTH_AND_ERRORS", "create_app", "problem_out", "request_problem_out", "unprocessable"]
 
@@ -207,9 +206,11 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         migrate(engine)
-        worker: Worker | None = None
+        worker: Any = None
         thread: threading.Thread | None = None
         if embedded_worker:
+            from service.worker import Worker  # the search driver (Optuna): only in a process that runs searches
+
             # The worker waits out outages for the default window, not the API's few seconds.
             worker = Worker(Repository(engine), database_url, data_dir=settings.data_dir)
             thread = threading.Thread(target=worker.run_forever, name="brainsearch-worker", daemon=True)

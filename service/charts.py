@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from brainsearch._format import fmt_count
-from brainsearch.search.driver import study_name
-from brainsearch.search.scaleup import ScaleUpReport
+from brainsearch.search.scaleup_report import ScaleUpReport
+from brainsearch.search.submission import study_name
 from brainsearch.storage import MetricPoint, Repository, Trial
 from service._ui_format import fmt_loss, fmt_ms
 from service.routers.searches import pareto_front
@@ -338,7 +338,7 @@ def _importance(database_url: str, search_id: int) -> tuple[list[tuple[str, floa
     """Optuna's parameter importance (fANOVA) over the completed trials, or ``([], why there is none)``."""
     import optuna
 
-    from brainsearch.search.trial import optuna_storage
+    from brainsearch.storage.optuna_storage import optuna_storage
 
     try:
         study = optuna.load_study(study_name=study_name(search_id), storage=optuna_storage(database_url))

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from brainsearch.errors import BrainsearchError
-from brainsearch.search.driver import Progress, SearchDriver, StopKind
+from brainsearch.search.driver import SearchDriver, StopKind
+from brainsearch.search.submission import Progress
 from brainsearch.storage import Repository, Search
 
 __all__ = ["Worker"]

@@ -15,6 +15,11 @@ sees every finished trial after a restart and optuna-dashboard can open the stud
 5. runs the scale-up stage when the search has one (:mod:`brainsearch.search.scaleup`): the top-k trials and the
    reference baseline trained again at each rung of the ladder, on the same executor slots; then completes it.
 
+Baselines, trials and scale-up runs all go through one loop and one executor (:mod:`brainsearch.search.executor`:
+local worker processes or Ray actors, chosen by the search's run options), whose workers train each job and record
+it (:mod:`brainsearch.search.runner`). A proposal that duplicates a trial in flight holds no worker: the driver keeps
+its Optuna number and tells it the original's result when that finishes.
+
 Trained proxy weights are kept in the run store (:mod:`brainsearch.store`: under the data directory, in a folder
 named by the database; ``search.keep_weights``: the best ``top_k`` and the baselines by default, pruned as the
 leaderboard changes), for the ``safetensors`` export and Lifelong-MoE expansion.
@@ -30,47 +35,44 @@ import math
 import os
 import re
 import socket
+import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal
 
 import optuna
 from optuna.trial import TrialState as OptunaState
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from brainsearch._validation import problems_from_validation_error
 from brainsearch.arch.cost import cost
 from brainsearch.arch.spec import Architecture
-from brainsearch.errors import ArchitectureError, ConflictError, Problem, SpaceError, StorageError
+from brainsearch.errors import ArchitectureError, StorageError
 from brainsearch.search.baselines import baseline_architectures
+from brainsearch.search.executor import Executor, Finished
+from brainsearch.search.jobs import BaselineRef, CandidateJob, Job, TrialJob
+from brainsearch.search.local import LocalExecutor
+from brainsearch.search.pruning import budget_fraction
+from brainsearch.search.runner import record_crash
 from brainsearch.search.samplers import make_sampler
-from brainsearch.search.scaleup import CandidateJob, planned_runs, record_crash, scale_up_jobs
-from brainsearch.search.trial import BaselineRef, TrialJob, TrialOutcome, budget_fraction, optuna_storage
+from brainsearch.search.scaleup import scale_up_jobs
+from brainsearch.search.submission import (
+    FAILED_STATES,
+    Progress,
+    RunOptions,
+    stored_space,
+    study_name,
+    trial_train_settings,
+)
 from brainsearch.space.constraints import violations
-from brainsearch.space.loader import validate_document
 from brainsearch.space.sample import sample
-from brainsearch.space.schema import Quantity, SearchSettings, SearchSpace
 from brainsearch.storage import Repository, Search, Trial
+from brainsearch.storage.optuna_storage import optuna_storage
 from brainsearch.store import RunStore, weights_metadata
 from brainsearch.train.result import CurvePoint
 from brainsearch.train.settings import TrainSettings
 
-if TYPE_CHECKING:
-    from brainsearch.search.local import Finished, LocalExecutor
-
-__all__ = [
-    "FAILED_STATES",
-    "Progress",
-    "RunOptions",
-    "SearchDriver",
-    "StopKind",
-    "create_search",
-    "stored_space",
-    "study_name",
-    "trial_train_settings",
-]
+__all__ = ["MAX_FRUITLESS_ASKS", "SearchDriver", "StopKind"]
 
 # Why a driver stops before the end: its search was cancelled, its worker shuts down (the search goes back to the
 # queue), or its worker lost the lease to another worker (which now owns the search: nothing is touched).
@@ -83,212 +85,8 @@ class _Stopped(Exception):
         self.kind = kind
 
 
-FAILED_STATES = frozenset({"diverged", "out_of_memory", "timed_out", "crashed"})
 # Proposals in a row that were all architectures already trained: past this the space is taken as exhausted.
 MAX_FRUITLESS_ASKS = 200
-
-
-def study_name(search_id: int) -> str:
-    """The Optuna study of a search."""
-    return f"brainsearch-{search_id}"
-
-
-class RunOptions(BaseModel):
-    """How a search's trials execute (not part of the space: the same space runs on a laptop or a cluster)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    executor: Literal["local", "ray"] = "local"
-    threads_per_trial: int | None = Field(default=None, ge=1, le=1024, description="default: cores / concurrency")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    ray_address: str | None = Field(default=None, max_length=1000, description="default: a local Ray on demand")
-    gpus_per_trial: float = Field(default=0.0, ge=0, le=64)
-    memory_per_trial: Quantity | None = Field(
-        default=None, description="bytes a local trial may allocate (estimate refused first, then a hard cap)"
-    )
-
-
-def create_search(
-    repo: Repository,
-    space: SearchSpace,
-    *,
-    name: str | None = None,
-    overrides: dict[str, Any] | None = None,
-    options: RunOptions | None = None,
-    idempotency_key: str | None = None,
-    request_hash: str | None = None,
-    problem_prefix: tuple[str, ...] = ("search",),
-) -> tuple[Search, bool]:
-    """Store a queued search of ``space`` with its ``search`` settings overridden by ``overrides`` (trials, sampler,
-    concurrency, seed, ...); bad overrides raise :class:`SpaceError` naming ``search.<field>`` (``problem_prefix``:
-    the API names the request's own fields instead)."""
-    settings = _settings_with(space.search, overrides or {}, problem_prefix)
-    options = options or RunOptions()
-    return repo.create_search(
-        name=name or space.name,
-        space_name=space.name,
-        space=space.model_dump(mode="json"),
-        settings={"search": settings.model_dump(mode="json"), "run": options.model_dump(mode="json")},
-        trials_requested=settings.trials,
-        idempotency_key=idempotency_key,
-        request_hash=request_hash,
-    )
-
-
-def add_scale_up(
-    repo: Repository,
-    search: Search,
-    scale_up: dict[str, Any],
-    *,
-    top_k: int | None = None,
-    prefix: tuple[str, ...] = (),
-) -> Search:
-    """Queue a finished search again to run a scale-up stage (``scale_up``: a ``search.scale_up`` document; ``top_k``
-    optional): its trials are kept and not trained again, a worker (or ``resume``) runs the stage. Bad settings
-    raise :class:`SpaceError` naming the field (under ``prefix``); a search still queued or running is a
-    ConflictError; one with no completed trial has nothing to scale up."""
-    if search.status in ("queued", "running"):
-        raise ConflictError(f"search {search.id} is {search.status}: wait for it to finish")
-    overrides: dict[str, Any] = {"scale_up": scale_up, **({"top_k": top_k} if top_k is not None else {})}
-    settings = _settings_with(stored_space(search).search, overrides, prefix)
-    if not repo.count_trials(search.id, is_baseline=False).get("completed"):
-        where = ".".join(prefix) or "search"
-        raise SpaceError([Problem(where, f"search {search.id} has no completed trial to scale up")])
-    return repo.reopen_search(search.id, {**search.settings, "search": settings.model_dump(mode="json")})
-
-
-def delete_search(repo: Repository, search_id: int, store: RunStore) -> Search:
-    """Delete a finished search: its rows (trials, curves, candidates), its Optuna study and its files in
-    ``store``. A queued or running search is a ConflictError (cancel it first)."""
-    deleted = repo.delete_search(search_id)
-    with contextlib.suppress(KeyError):  # a search deleted before it ran has no study
-        optuna.delete_study(study_name=study_name(search_id), storage=optuna_storage(repo_url(repo)))
-    store.remove_search(search_id)
-    return deleted
-
-
-def reference_baseline(search: Search) -> str:
-    """The baseline a search's trials are compared with (its space's ``constraints.baseline``)."""
-    return str(search.space.get("constraints", {}).get("baseline", "glam"))
-
-
-def repo_url(repo: Repository) -> str:
-    """The repository's database URL, password included (Optuna's storage connects with it)."""
-    return repo.engine.url.render_as_string(hide_password=False)
-
-
-def _settings_with(current: SearchSettings, overrides: dict[str, Any], prefix: tuple[str, ...]) -> SearchSettings:
-    try:
-        return SearchSettings.model_validate({**current.model_dump(), **overrides})
-    except ValidationError as exc:
-        raise SpaceError(problems_from_validation_error(exc, None, prefix=prefix)) from None
-
-
-def stored_space(search: Search) -> SearchSpace:
-    """A stored search's space with the search settings it was submitted with (overrides applied)."""
-    space = validate_document(search.space, f"search {search.id}")
-    return space.model_copy(update={"search": SearchSettings.model_validate(search.settings.get("search", {}))})
-
-
-def trial_train_settings(space: SearchSpace, seed: int = 0, device: str = "auto") -> TrainSettings:
-    """How a trial of ``space`` trains: its proxy settings and budget. Validation runs at the end, and also four
-    times along a token budget when an Optuna pruner (median, successive halving) needs intermediate values; the
-    paper's quarter-budget rule compares training losses and needs none."""
-    proxy = space.proxy
-    eval_interval = 1_000_000_000
-    if space.search.pruner in ("median", "successive_halving"):
-        eval_interval = 50
-        if proxy.budget.tokens is not None:
-            steps = math.ceil(proxy.budget.tokens / (proxy.batch_size * proxy.seq_len))
-            eval_interval = max(1, steps // 4)
-    return TrainSettings.model_validate(
-        {
-            "budget": proxy.budget,
-            "batch_size": proxy.batch_size,
-            "data": proxy.data,
-            "seed": seed,
-            "eval_interval": eval_interval,
-            "device": device,
-        }
-    )
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Where a search stands (baselines apart). ``failed`` counts diverged, out-of-memory and timed-out trials;
-    ``crashed`` ones (their worker died) do not count towards the requested number: another trial takes the place."""
-
-    requested: int
-    completed: int = 0
-    pruned: int = 0
-    failed: int = 0
-    crashed: int = 0
-    running: int = 0
-    baselines: dict[str, float | None] = field(default_factory=dict)
-    best_val_loss: float | None = None
-    best_number: int | None = None
-    stage: str | None = None  # after the trials: "scale-up 2/6" while the scale-up stage runs
-
-    @classmethod
-    def from_counts(cls, requested: int, counts: dict[str, int], **extra: Any) -> Progress:
-        """Progress from trials per state (``Repository.count_trials`` of the non-baseline trials)."""
-        return cls(
-            requested=requested,
-            completed=counts.get("completed", 0),
-            pruned=counts.get("pruned", 0),
-            failed=sum(counts.get(s, 0) for s in FAILED_STATES if s != "crashed"),
-            crashed=counts.get("crashed", 0),
-            running=counts.get("running", 0),
-            **extra,
-        )
-
-    @property
-    def done(self) -> int:
-        """Trials that count towards the requested number (crashed ones are retried)."""
-        return self.completed + self.pruned + self.failed
-
-    @classmethod
-    def of(cls, repo: Repository, search: Search) -> Progress:
-        """A stored search's progress as a reader (the API, a dashboard) sees it, with the stage it is in:
-        ``queued``, ``baselines``, ``trials``, ``scale-up i/n`` or its final status."""
-        counts = repo.count_trials(search.id, is_baseline=False)
-        base = repo.baselines(search.id)
-        best = repo.list_trials(search.id, state="completed", is_baseline=False, limit=1).items
-        progress = cls.from_counts(
-            search.trials_requested,
-            counts,
-            baselines={t.baseline_name or "?": t.val_loss for t in base if t.state != "crashed"},
-            best_val_loss=best[0].val_loss if best else None,
-            best_number=best[0].number if best else None,
-        )
-        stage: str = search.status
-        if search.status == "running":
-            space = stored_space(search)
-            settled = {t.baseline_name for t in base if t.state not in ("running", "crashed")}
-            if len(settled) < len(baseline_architectures(space)):
-                stage = "baselines"
-            elif progress.done < search.trials_requested or space.search.scale_up is None:
-                stage = "trials"
-            else:
-                runs, _ = planned_runs(repo, search.id, space)
-                recorded = {(c.trial_id, c.rung) for c in repo.list_candidates(search.id) if c.state != "crashed"}
-                stage = f"scale-up {len(recorded)}/{len(runs)}"
-        return replace(progress, stage=stage)
-
-
-class Executor(Protocol):
-    """What the driver needs from an executor (the local one; Ray drives its own loop)."""
-
-    @property
-    def free(self) -> int: ...
-
-    @property
-    def running(self) -> int: ...
-
-    def submit(self, job: TrialJob | CandidateJob) -> None: ...
-
-    def wait(self, timeout: float | None = None) -> list[Finished]: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -336,6 +134,8 @@ class SearchDriver:
         self._fruitless = 0
         self.max_fruitless_asks = max_fruitless_asks
         self._stage: str | None = None
+        self._running: dict[int, Job] = {}  # id(job) -> job, this search's jobs on the executor
+        self.resources = self.options.resources(self.settings.concurrency)
         if data_dir is None:
             from brainsearch.settings import get_settings
 
@@ -428,6 +228,7 @@ class SearchDriver:
             database_url=self.database_url,
             arch=trial.arch,
             settings=self.train_settings(),
+            resources=self.resources,
             baseline_name=baseline,
             study_name=self.study_name,
             optuna_trial_id=optuna_trial_id,
@@ -604,18 +405,17 @@ class SearchDriver:
 
     # --- the loop ----------------------------------------------------------------------------------------------------
     def run(self, executor: Executor | None = None) -> Search:
-        """Run (or resume) the search to the end with ``executor`` (default: local processes, or Ray when the
-        search's options say so). Ctrl-C marks the search cancelled after settling its running trials;
-        ``should_stop`` (polled between events) cancels it, requeues it, or drops it (lease lost)."""
-        own = executor is None and self.options.executor == "local"
-        if own:  # workers start (torch import, corpus load) while the driver sets up
-            local = self._local_executor()
-            local.prestart(self.space.proxy.data, self.space.proxy.vocab_size)
-            executor = local
+        """Run (or resume) the search to the end with ``executor`` (default: the one the search's run options name,
+        local processes or Ray actors, closed at the end). Ctrl-C marks the search cancelled after settling its
+        running trials; ``should_stop`` (polled between events) cancels it, requeues it, or drops it (lease lost)."""
+        own = executor is None
+        if executor is None:  # workers start (torch import, corpus load) while the driver sets up
+            executor = self._make_executor()
+            executor.prestart(self.space.proxy.data, self.space.proxy.vocab_size)
         try:
             self.check_data()
         except BaseException:
-            if own and executor is not None:
+            if own:
                 executor.close()
             raise
         self.repo.set_search_status(self.search.id, "running")
@@ -624,21 +424,17 @@ class SearchDriver:
         if retried:
             self.note(f"{retried} trial(s) left running by a stopped worker were marked crashed and will be retried")
         try:
-            if executor is None:
-                from brainsearch.search.ray_executor import run_with_ray
-
-                run_with_ray(self, study)  # the scale-up stage too
-                self._check_stop()
-            else:
-                try:
-                    self._run_baselines(executor)
-                    self._loop(study, executor)
-                    if not self.too_many_failures():
-                        self._scale_up(executor)
-                finally:
-                    if own:
-                        executor.close()
-        except _Stopped as stop:  # the executor has closed: its running trials were killed
+            try:
+                self._run_baselines(executor)
+                self._loop(study, executor)
+                if not self.too_many_failures():
+                    self._scale_up(executor)
+            finally:  # nothing of this search runs past here: a stopped or failed search's jobs are killed
+                if own:
+                    executor.close()
+                else:
+                    self._cancel_running(executor)
+        except _Stopped as stop:
             if stop.kind == "lost":
                 self.note("another worker took this search over (our lease expired); leaving it to that worker")
                 return self.repo.get_search(self.search.id) or self.search
@@ -668,72 +464,84 @@ class SearchDriver:
             )
         return self.repo.set_search_status(self.search.id, "completed")
 
-    def stop_requested(self) -> StopKind | None:
-        """Whether the search should stop now, and why (from the ``should_stop`` callback)."""
-        return self._should_stop() if self._should_stop is not None else None
+    def _make_executor(self) -> Executor:
+        """The executor the search's run options ask for, with ``concurrency`` workers of ``self.resources``."""
+        if self.options.executor == "ray":
+            from brainsearch.search.ray_executor import RayExecutor  # Ray: only when asked for
+
+            return RayExecutor(self.settings.concurrency, self.resources, self.options.ray_address)
+        memory = int(self.options.memory_per_trial) if self.options.memory_per_trial is not None else None
+        return LocalExecutor(self.settings.concurrency, self.resources.cpus, memory)
 
     def _check_stop(self) -> None:
-        kind = self.stop_requested()
+        kind = self._should_stop() if self._should_stop is not None else None
         if kind is not None:
             raise _Stopped(kind)
 
-    def _local_executor(self) -> LocalExecutor:
-        from brainsearch.search.local import LocalExecutor
+    def _cancel_running(self, executor: Executor, timeout: float = 30.0) -> None:
+        """Kill this search's jobs still running on an executor it does not own, and collect them, so none writes a
+        result after the search was settled."""
+        for job in list(self._running.values()):
+            executor.cancel(job)
+        deadline = time.monotonic() + timeout
+        while self._running and time.monotonic() < deadline:
+            self._collect(executor)
 
-        memory = int(self.options.memory_per_trial) if self.options.memory_per_trial is not None else None
-        return LocalExecutor(self.settings.concurrency, self.options.threads_per_trial, memory)
-
-    def _run_baselines(self, executor: Executor) -> None:
-        pending = self.baseline_jobs()
-        self.emit()
+    def _drain(self, executor: Executor, jobs: Sequence[Job]) -> Iterator[Finished]:
+        """Run ``jobs`` on the executor's free slots and yield each as it finishes (a stop request raises between
+        events)."""
+        pending = list(jobs)
         while pending or executor.running:
             self._check_stop()
             while pending and executor.free > 0:
-                executor.submit(pending.pop(0))
-            for fin in executor.wait(timeout=1.0):
-                trial = self._finished(fin)
-                if trial.state != "completed":
-                    self.note(f"baseline {trial.baseline_name} ended {trial.state}: {trial.reason}")
+                self._submit(executor, pending.pop(0))
+            yield from self._collect(executor)
+
+    def _submit(self, executor: Executor, job: Job) -> None:
+        executor.submit(job)
+        self._running[id(job)] = job
+
+    def _collect(self, executor: Executor) -> list[Finished]:
+        done = executor.wait(timeout=1.0)
+        for fin in done:
+            self._running.pop(id(fin.job), None)
+        return done
+
+    def _run_baselines(self, executor: Executor) -> None:
+        self.emit()
+        for fin in self._drain(executor, self.baseline_jobs()):
+            trial = self._finished(fin)
+            if trial.state != "completed":
+                self.note(f"baseline {trial.baseline_name} ended {trial.state}: {trial.reason}")
             self.emit()
         self.load_reference()
 
-    def scale_up_plan(self) -> list[CandidateJob]:
-        """The scale-up stage's runs not yet recorded (notes say what is left out and what will run)."""
-        pending, notes = scale_up_jobs(self.repo, self.search.id, self.space, self.database_url, self.options.device)
-        for text in notes:
-            self.note(f"scale-up: {text}")
-        if pending:
-            rungs = ", ".join(dict.fromkeys(j.rung for j in pending))
-            self.note(f"scale-up: {len(pending)} candidate run(s) on {rungs}")
-            self._stage = f"scale-up 0/{len(pending)}"
-            self.emit()
-        return pending
-
-    def candidate_done(self, job: CandidateJob, outcome: TrialOutcome | None, crash: str | None, count: str) -> None:
-        """Record a candidate run whose worker died, and say how a run ended."""
-        self._stage = f"scale-up {count}"
-        self.emit()
-        if outcome is None:
-            record_crash(self.repo, job, crash or "worker died")
-            what = f"crashed ({crash})"
-        elif outcome.val_loss is not None:
-            what = f"val_loss {outcome.val_loss:.4f}"
-        else:
-            what = f"{outcome.state}: {outcome.reason}"
-        self.note(f"scale-up {count}: trial {job.trial_id} at {job.rung}: {what}")
-
     def _scale_up(self, executor: Executor) -> None:
         """The scale-up stage on the executor's slots."""
-        pending = self.scale_up_plan()
-        total, finished = len(pending), 0
-        while pending or executor.running:
-            self._check_stop()
-            while pending and executor.free > 0:
-                executor.submit(pending.pop(0))
-            for fin in executor.wait(timeout=1.0):
-                assert isinstance(fin.job, CandidateJob)
-                finished += 1
-                self.candidate_done(fin.job, fin.outcome, fin.crash, f"{finished}/{total}")
+        pending, notes = scale_up_jobs(
+            self.repo, self.search.id, self.space, self.database_url, self.options.device, self.resources
+        )
+        for text in notes:
+            self.note(f"scale-up: {text}")
+        if not pending:
+            return
+        rungs = ", ".join(dict.fromkeys(j.rung for j in pending))
+        self.note(f"scale-up: {len(pending)} candidate run(s) on {rungs}")
+        self._stage = f"scale-up 0/{len(pending)}"
+        self.emit()
+        for finished, fin in enumerate(self._drain(executor, pending), start=1):
+            assert isinstance(fin.job, CandidateJob)
+            count = f"{finished}/{len(pending)}"
+            self._stage = f"scale-up {count}"
+            self.emit()
+            if fin.outcome is None:
+                record_crash(self.repo, fin.job, fin.crash or "worker died")
+                what = f"crashed ({fin.crash})"
+            elif fin.outcome.val_loss is not None:
+                what = f"val_loss {fin.outcome.val_loss:.4f}"
+            else:
+                what = f"{fin.outcome.state}: {fin.outcome.reason}"
+            self.note(f"scale-up {count}: {fin.job.label}: {what}")
 
     def _finished(self, fin: Finished) -> Trial:
         if fin.outcome is None:
@@ -752,14 +560,14 @@ class SearchDriver:
             while not stop and needed > 0 and executor.free > 0:
                 planned = self.plan(study, study.ask())
                 if planned.job is not None:
-                    executor.submit(planned.job)
+                    self._submit(executor, planned.job)
                     numbers[planned.job.trial_id] = planned.number
                 if planned.counted:
                     needed -= 1
                 stop = self.too_many_failures() or self.exhausted()
             if not executor.running:
                 break
-            for fin in executor.wait(timeout=1.0):
+            for fin in self._collect(executor):
                 self.settle(study, numbers.pop(fin.job.trial_id, None), self._finished(fin))
             self.emit()
         for digest, dups in self._waiting.items():  # duplicates of trials that never finished

@@ -1,4 +1,5 @@
-"""The local executor: trials run in long-lived worker processes, one trial per process at a time.
+"""The local executor (:class:`~brainsearch.search.executor.Executor`): jobs run in long-lived worker processes on
+this machine, one job per process at a time.
 
 A worker is a spawned process that imports torch once and then takes trials over a pipe, so process start-up is
 paid once per worker, not per trial. A worker that dies (a segfault, the kernel's OOM killer, ``kill -9``) fails
@@ -14,26 +15,16 @@ import ctypes
 import multiprocessing
 import os
 import signal
-from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-from brainsearch.search.scaleup import CandidateJob
-from brainsearch.search.trial import TrialJob, TrialOutcome
+from brainsearch.search.executor import Finished
+from brainsearch.search.jobs import Job, Resources, TrialJob
 
-__all__ = ["Finished", "LocalExecutor"]
+__all__ = ["LocalExecutor"]
 
 _PR_SET_PDEATHSIG = 1
-
-
-@dataclass(frozen=True)
-class Finished:
-    """A job (a trial, or a scale-up candidate run) the executor is done with: its outcome, or why its worker died."""
-
-    job: TrialJob | CandidateJob
-    outcome: TrialOutcome | None
-    crash: str | None = None
 
 
 def _die_with_parent() -> None:
@@ -65,15 +56,14 @@ def _cap_memory(extra_bytes: int | None) -> None:
 
 
 def _worker_main(conn: Connection, threads: int, parent_pid: int, memory_bytes: int | None = None) -> None:
-    """A worker process: run trials from ``conn`` until told to stop or the parent goes away."""
+    """A worker process: run jobs from ``conn`` until told to stop or the parent goes away."""
     _die_with_parent()
     if os.getppid() != parent_pid:  # the parent died before the death signal was armed
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the search's to handle
     import torch
 
-    from brainsearch.search.scaleup import run_candidate
-    from brainsearch.search.trial import run_trial
+    from brainsearch.search.runner import cached_corpus, run_job
     from brainsearch.storage import Repository, make_engine
 
     torch.set_num_threads(threads)
@@ -87,8 +77,6 @@ def _worker_main(conn: Connection, threads: int, parent_pid: int, memory_bytes: 
         if job is None:
             return
         if isinstance(job, tuple):  # ("preload", data, vocab): load the corpus while the search sets up
-            from brainsearch.search.trial import cached_corpus
-
             with contextlib.suppress(Exception):  # a bad corpus is reported by the trial that needs it
                 cached_corpus(job[1], job[2])
             continue
@@ -98,7 +86,9 @@ def _worker_main(conn: Connection, threads: int, parent_pid: int, memory_bytes: 
         if memory_bytes is not None:  # trials only (scale-up runs are larger by design), and not on a GPU
             on_gpu = job.settings.device == "cuda" or (job.settings.device == "auto" and torch.cuda.is_available())
             _cap_memory(memory_bytes if isinstance(job, TrialJob) and not on_gpu else None)
-        conn.send(run_candidate(job, repo) if isinstance(job, CandidateJob) else run_trial(job, repo))
+        if torch.get_num_threads() != job.resources.cpus:
+            torch.set_num_threads(job.resources.cpus)
+        conn.send(run_job(job, repo))
 
 
 def _exit_reason(code: int | None) -> str:
@@ -123,7 +113,7 @@ class _Worker:
         )
         self.process.start()
         child.close()
-        self.job: TrialJob | CandidateJob | None = None
+        self.job: Job | None = None
 
     def stop(self) -> None:
         # An idle worker has nothing unsaved (its trials are in the database): it may stop abruptly, sparing the
@@ -138,8 +128,9 @@ class _Worker:
 
 
 class LocalExecutor:
-    """Runs up to ``concurrency`` trials at once in worker processes with ``threads_per_trial`` torch threads each,
-    each trial allocating at most ``memory_per_trial`` bytes beyond what its process holds (None: no cap)."""
+    """Runs up to ``concurrency`` jobs at once in worker processes (``threads_per_trial`` torch threads each until a
+    job asks for another number), each trial allocating at most ``memory_per_trial`` bytes beyond what its process
+    holds (None: no cap)."""
 
     def __init__(
         self, concurrency: int = 1, threads_per_trial: int | None = None, memory_per_trial: int | None = None
@@ -147,18 +138,18 @@ class LocalExecutor:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.concurrency, self.memory_per_trial = concurrency, memory_per_trial
-        self.threads_per_trial = threads_per_trial or max(1, (os.cpu_count() or 1) // concurrency)
+        self.threads_per_trial = Resources.sharing(concurrency, threads_per_trial).cpus
         self._ctx = multiprocessing.get_context("spawn")
         self._workers: list[_Worker] = []
 
     @property
     def running(self) -> int:
-        """Trials in flight."""
+        """Jobs in flight."""
         return sum(w.job is not None for w in self._workers)
 
     @property
     def free(self) -> int:
-        """How many more trials can start now."""
+        """How many more jobs can start now."""
         return self.concurrency - self.running
 
     def prestart(self, data: str, vocab_size: int) -> None:
@@ -172,9 +163,11 @@ class LocalExecutor:
         """The process id of the worker training each trial in flight, by trial id."""
         return {w.job.trial_id: w.process.pid for w in self._workers if w.job is not None and w.process.pid}
 
-    def submit(self, job: TrialJob | CandidateJob) -> None:
+    def submit(self, job: Job) -> None:
         """Start ``job`` (a trial or a scale-up candidate run) on an idle worker (a new one if none is idle); raises
         when all are busy."""
+        if job.resources.workers != 1:
+            raise ValueError(f"{job.label} spans {job.resources.workers} workers: the local executor runs one")
         if self.free <= 0:
             raise RuntimeError("all workers are busy")
         worker = next((w for w in self._workers if w.job is None and w.process.is_alive()), None)
@@ -211,8 +204,16 @@ class LocalExecutor:
         self._workers = [w for w in self._workers if not w.conn.closed]
         return done
 
+    def cancel(self, job: Job) -> bool:
+        """Kill the worker running ``job`` (reported by :meth:`wait` as crashed); whether one was."""
+        for w in self._workers:
+            if w.job is job and w.process.is_alive():
+                w.process.kill()
+                return True
+        return False
+
     def close(self) -> None:
-        """Stop every worker (running trials are killed)."""
+        """Stop every worker (running jobs are killed)."""
         for w in self._workers:
             w.stop()
         self._workers = []

@@ -1,276 +1,218 @@
-"""The Ray executor: trials as Ray Tune trials, proposed by ``OptunaSearch`` on the search's own Optuna study.
+"""The Ray executor (:class:`~brainsearch.search.executor.Executor`): jobs run on long-lived Ray actors.
 
-Ray Tune runs the loop (``Tuner`` with ``OptunaSearch`` on the same RDB storage and sampler, a resource request per
-trial, ``max_concurrent_trials``, actor reuse); the search driver still decides what each proposal means: the
-define-by-run function hands the Optuna trial to :meth:`SearchDriver.plan` (sampling, constraints, deduplication)
-and the trial itself records its result in the database, like a local worker. Tune's experiment directory is a
-temporary folder, deleted afterwards: the database is the only state a resume needs. Intermediate results reach
-Optuna from the trial itself (its pruner runs there), so Tune's own per-result forwarding is switched off, and the
-final state is told by the driver (COMPLETE / PRUNED / FAIL from the recorded trial).
+Each actor is a worker process on some node of the cluster holding one run's resources (``num_cpus`` = its torch
+threads, ``num_gpus``); it imports torch and loads the corpus once, then runs jobs one at a time through
+:func:`brainsearch.search.runner.run_job`, which records each outcome in the database itself. The search driver's
+loop is the same as with the local executor: Ray only places the workers. An actor that dies (its node lost, the
+OOM killer) fails its own job, reported as crashed, and is replaced for the next one. A job asking for more CPUs or
+GPUs than the whole cluster has is refused at once instead of waiting forever to be placed.
 
-Baselines run first as plain Ray tasks with the same resources. A Ray cluster (``--ray-address``) needs brainsearch
-installed on its nodes and a database they can all reach (PostgreSQL; a SQLite file only on one machine).
+A run that spans several workers (``Resources.workers`` > 1, a sharded scale-up rung) is not run by an actor: that
+needs a gang of actors started together (Ray Train's ``TorchTrainer``), which sharded training will bring; until
+then such a job is refused with that reason.
+
+Ray is started here on demand (a local Ray for this search, shut down on :meth:`RayExecutor.close`) or reached at
+``ray_address``. A cluster needs brainsearch installed on its nodes and a database they can all reach (PostgreSQL; a
+SQLite file only on one machine).
 """
 
 from __future__ import annotations
 
-import math
-import os
-import shutil
-import tempfile
-import time
-import warnings
-from typing import TYPE_CHECKING, Any
-
-import optuna
+import contextlib
+from dataclasses import dataclass
+from typing import Any
 
 from brainsearch.errors import InputError, Problem
-from brainsearch.search.trial import TrialJob, TrialOutcome, optuna_storage
+from brainsearch.search.executor import Finished
+from brainsearch.search.jobs import Job, Resources, TrialOutcome
 
-if TYPE_CHECKING:
-    from brainsearch.search.driver import SearchDriver
-
-__all__ = ["run_with_ray"]
-
-_REPOS: dict[str, Any] = {}
+__all__ = ["RayExecutor"]
 
 
-def _repository(url: str) -> Any:
-    from brainsearch.storage import Repository, make_engine
+class _Worker:
+    """The actor: one worker process running jobs one at a time (made a Ray actor class in :func:`_actor_class`)."""
 
-    repo = _REPOS.get(url)
-    if repo is None:
-        repo = _REPOS[url] = Repository(make_engine(url))
-    return repo
+    def __init__(self, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self._repos: dict[str, Any] = {}
+
+    def preload(self, data: str, vocab_size: int) -> None:
+        """Load the corpus now, while the search sets up (a bad corpus is reported by the job that needs it)."""
+        from brainsearch.search.runner import cached_corpus
+
+        with contextlib.suppress(Exception):
+            cached_corpus(data, vocab_size)
+
+    def run(self, job: Job) -> TrialOutcome:
+        """Train ``job`` and record it (never raises for a failed run)."""
+        import torch
+
+        from brainsearch.search.runner import run_job
+        from brainsearch.storage import Repository, make_engine
+
+        if torch.get_num_threads() != job.resources.cpus:
+            torch.set_num_threads(job.resources.cpus)
+        repo = self._repos.get(job.database_url)
+        if repo is None:
+            repo = self._repos[job.database_url] = Repository(make_engine(job.database_url))
+        return run_job(job, repo)
 
 
-def _run_job(job_json: dict[str, Any], threads: int) -> dict[str, Any]:
-    """Train one job inside a Ray worker and record it (the worker writes the database itself)."""
-    import torch
-
-    from brainsearch.search.trial import run_trial
-
-    torch.set_num_threads(threads)
-    job = TrialJob.model_validate(job_json)
-    return run_trial(job, _repository(job.database_url)).model_dump(mode="json")
+_ACTOR_CLASS: Any = None
 
 
-def _run_candidate(job_json: dict[str, Any], threads: int) -> dict[str, Any]:
-    """Train one scale-up candidate run inside a Ray worker and record it."""
-    import torch
+def _actor_class() -> Any:
+    global _ACTOR_CLASS
+    if _ACTOR_CLASS is None:
+        import ray
 
-    from brainsearch.search.scaleup import CandidateJob, run_candidate
-
-    torch.set_num_threads(threads)
-    job = CandidateJob.model_validate(job_json)
-    return run_candidate(job, _repository(job.database_url)).model_dump(mode="json")
+        _ACTOR_CLASS = ray.remote(max_restarts=0, max_task_retries=0)(_Worker)
+    return _ACTOR_CLASS
 
 
-def _run_scale_up(driver: SearchDriver, threads: int, gpus: float) -> None:
-    """The scale-up stage as Ray tasks with a trial's resources (Ray schedules them by what the cluster has); a
-    stop request cancels the runs in flight (they are retried on resume)."""
-    import ray
+@dataclass
+class _Slot:
+    actor: Any
+    resources: Resources
+    job: Job | None = None
+    ref: Any = None
 
-    pending = driver.scale_up_plan()
-    remote = ray.remote(num_cpus=threads, num_gpus=gpus)(_run_candidate)
-    refs = {remote.remote(job.model_dump(mode="json"), threads): job for job in pending}
-    finished = 0
-    while refs:
-        if driver.stop_requested() is not None:
-            for ref in refs:
-                ray.cancel(ref, force=True)
-            return
-        done, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
-        for ref in done:
-            job = refs.pop(ref)
-            finished += 1
+
+class RayExecutor:
+    """Runs up to ``concurrency`` jobs at once on Ray actors; a job's actor holds ``job.resources`` (CPUs as torch
+    threads, GPUs). ``resources`` sizes the actors started ahead of the first jobs (default: one CPU each)."""
+
+    def __init__(
+        self,
+        concurrency: int = 1,
+        resources: Resources | None = None,
+        address: str | None = None,
+    ) -> None:
+        import ray
+
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.concurrency = concurrency
+        self.started = not ray.is_initialized()
+        if self.started:
             try:
-                outcome, crash = TrialOutcome.model_validate(ray.get(ref)), None
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                where = f"the Ray cluster at {address}" if address else "a local Ray"
+                raise InputError([Problem("ray_address", f"cannot start or reach {where}: {exc}")]) from None
+        self.default = resources or Resources()
+        self._slots: list[_Slot] = []
+
+    @property
+    def running(self) -> int:
+        """Jobs in flight."""
+        return sum(s.job is not None for s in self._slots)
+
+    @property
+    def free(self) -> int:
+        """How many more jobs can start now."""
+        return self.concurrency - self.running
+
+    def prestart(self, data: str, vocab_size: int) -> None:
+        """Start ``concurrency`` actors with the default resources and have each load the corpus."""
+        while len(self._slots) < self.concurrency:
+            slot = self._new_slot(self.default)
+            slot.actor.preload.remote(data, vocab_size)
+
+    def submit(self, job: Job) -> None:
+        """Start ``job`` on an idle actor with its resources (a new actor if none fits); raises when all are busy,
+        and an :class:`InputError` when the cluster could never place it."""
+        if self.free <= 0:
+            raise RuntimeError("all workers are busy")
+        if job.resources.workers != 1:
+            raise InputError(
+                [Problem("resources.workers", f"{job.label} spans {job.resources.workers} workers: not supported yet")]
+            )
+        self._check_fits(job)
+        slot = next((s for s in self._slots if s.job is None and s.resources == job.resources), None)
+        if slot is None:
+            idle = [s for s in self._slots if s.job is None]
+            if len(self._slots) >= self.concurrency and idle:  # an idle actor of another size makes room
+                self._drop(idle[0])
+            slot = self._new_slot(job.resources)
+        slot.job, slot.ref = job, slot.actor.run.remote(job)
+
+    def wait(self, timeout: float | None = None) -> list[Finished]:
+        """Jobs that finished (or whose actor died) within ``timeout`` seconds; empty if none did."""
+        import ray
+
+        busy = {s.ref: s for s in self._slots if s.job is not None}
+        if not busy:
+            return []
+        ready, _ = ray.wait(list(busy), num_returns=1, timeout=timeout)
+        if ready:  # and whatever else is done by now
+            ready, _ = ray.wait(list(busy), num_returns=len(busy), timeout=0)
+        done = []
+        for ref in ready:
+            slot = busy[ref]
+            assert slot.job is not None
+            try:
+                done.append(Finished(slot.job, ray.get(ref)))
+            except ray.exceptions.RayActorError as exc:
+                done.append(Finished(slot.job, None, f"Ray worker died: {_first_line(exc)}"))
+                self._drop(slot)
+                continue
             except ray.exceptions.RayError as exc:
-                outcome, crash = None, f"Ray task failed: {exc}"[:500]
-            driver.candidate_done(job, outcome, crash, f"{finished}/{len(pending)}")
+                done.append(Finished(slot.job, None, f"Ray task failed: {_first_line(exc)}"))
+            slot.job, slot.ref = None, None
+        return done
 
+    def cancel(self, job: Job) -> bool:
+        """Kill the actor running ``job`` (reported by :meth:`wait` as crashed); whether one was."""
+        import ray
 
-def _trainable(config: dict[str, Any]) -> None:
-    """A Tune trial: train a planned job, or wait for the trial it duplicates, then report once."""
-    from ray import tune
+        slot = next((s for s in self._slots if s.job is job), None)
+        if slot is None:
+            return False
+        ray.kill(slot.actor, no_restart=True)
+        return True
 
-    plan, metrics = config["plan"], config["metrics"]
-    result: dict[str, Any] = {name: math.nan for name in metrics}
-    if plan["kind"] == "job":
-        outcome = TrialOutcome.model_validate(_run_job(plan["job"], config["threads"]))
-        result.update(state=outcome.state, trial_id=outcome.trial_id, train_seconds=outcome.train_seconds)
-        if outcome.val_loss is not None:
-            result["val_loss"] = outcome.val_loss
-    elif plan["kind"] == "wait":  # a duplicate of a trial in flight: done when that trial is
-        repo = _repository(plan["database_url"])
-        while repo.find_trial(plan["search_id"], plan["digest"]) is None and repo.count_trials(plan["search_id"]).get(
-            "running", 0
-        ):
-            time.sleep(0.5)
-        result["state"] = "duplicate"
-    else:
-        result["state"] = "settled"
-    tune.report(result)
+    def close(self) -> None:
+        """Kill every actor (running jobs are killed) and stop the Ray this executor started."""
+        import ray
 
-
-def _resources(driver: SearchDriver) -> tuple[int, float]:
-    threads = driver.options.threads_per_trial or max(1, (os.cpu_count() or 1) // driver.settings.concurrency)
-    return threads, driver.options.gpus_per_trial
-
-
-def _run_baselines(driver: SearchDriver, threads: int, gpus: float) -> None:
-    import ray
-
-    jobs = driver.baseline_jobs()
-    remote = ray.remote(num_cpus=threads, num_gpus=gpus)(_run_job)
-    refs = {job.trial_id: remote.remote(job.model_dump(mode="json"), threads) for job in jobs}
-    driver.emit()
-    for trial_id, ref in refs.items():
-        try:
-            ray.get(ref)
-            trial = driver.repo.get_trial(trial_id)
-        except ray.exceptions.RayError as exc:
-            trial = driver.repo.finish_trial(trial_id, state="crashed", reason=f"Ray task failed: {exc}"[:500])
-        if trial is not None and trial.state != "completed":
-            driver.note(f"baseline {trial.baseline_name} ended {trial.state}: {trial.reason}")
-        driver.emit()
-    driver.load_reference()
-
-
-def _searcher_class() -> type:
-    from ray.tune.search import Searcher
-    from ray.tune.search.optuna import OptunaSearch
-
-    class DriverSearch(OptunaSearch):
-        """OptunaSearch whose proposals are planned, and whose outcomes are told, by the search driver."""
-
-        def __init__(self, driver: SearchDriver, study: optuna.Study, threads: int, **kwargs: Any) -> None:
-            self.driver, self.study, self.threads = driver, study, threads
-            self.plans: dict[str, dict[str, Any]] = {}
-            super().__init__(space=self._define, **kwargs)
-
-        def _define(self, trial: optuna.Trial) -> dict[str, Any]:
-            planned = self.driver.plan(self.study, trial)
-            d = self.driver
-            plan: dict[str, Any]
-            if planned.job is not None:
-                plan = {"kind": "job", "job": planned.job.model_dump(mode="json"), "number": planned.number}
-            elif planned.waits_for is not None:
-                plan = {
-                    "kind": "wait",
-                    "digest": planned.waits_for,
-                    "search_id": d.search.id,
-                    "database_url": d.database_url,
-                }
-            else:
-                plan = {"kind": "settled"}
-            return {"plan": plan, "metrics": list(d.settings.objectives), "threads": self.threads}
-
-        def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]  # FINISHED
-            d = self.driver
-            stopping = d.stop_requested() is not None  # running Ray trials finish; no new ones start
-            if stopping or d.too_many_failures() or d.exhausted() or d.remaining() - self._jobs_in_flight() <= 0:
-                # Wait for the trials in flight (a crashed one is replaced); finish when none is left.
-                return None if self.plans else Searcher.FINISHED
-            config = super().suggest(trial_id)
-            if config is not None:
-                self.plans[trial_id] = config["plan"]
-            d.emit()
-            return config
-
-        def _jobs_in_flight(self) -> int:
-            return sum(p["kind"] == "job" for p in self.plans.values())
-
-        def __getstate__(self) -> dict[str, Any]:
-            # Tune pickles its configuration (to restore an experiment); the driver, its database connections and
-            # the study are not picklable, and not needed: a search resumes from the database, not from Tune.
-            return {}
-
-        def __setstate__(self, state: dict[str, Any]) -> None:
-            self.__dict__.update(state)
-
-        def save(self, checkpoint_path: str) -> None:
-            """No searcher checkpoint: the database is the search's state."""
-
-        def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
-            """No searcher checkpoint: the database is the search's state."""
-
-        def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-            """The trial reports its intermediate values to Optuna itself."""
-
-        def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-            plan = self.plans.pop(trial_id, None)
-            self._completed_trials.add(trial_id)
-            if plan is None or plan["kind"] != "job":
-                return
-            job = TrialJob.model_validate(plan["job"])
-            trial = self.driver.repo.get_trial(job.trial_id)
-            if trial is not None and trial.state == "running":  # the Ray worker died before recording it
-                trial = self.driver.repo.finish_trial(
-                    job.trial_id, state="crashed", reason="the Ray trial failed before recording a result"
-                )
-            if trial is not None:
-                self.driver.settle(self.study, plan["number"], trial)
-            self.driver.emit()
-
-    return DriverSearch
-
-
-def run_with_ray(driver: SearchDriver, study: optuna.Study) -> None:
-    """Run the search's baselines, trials and scale-up stage on Ray (a local Ray started here, or
-    ``ray_address``)."""
-    import ray
-    from ray import tune
-
-    threads, gpus = _resources(driver)
-    started = not ray.is_initialized()
-    if started:
-        address = driver.options.ray_address
-        try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        except (ConnectionError, ValueError, RuntimeError) as exc:
-            where = f"the Ray cluster at {address}" if address else "a local Ray"
-            raise InputError([Problem("ray_address", f"cannot start or reach {where}: {exc}")]) from None
-    # Tune's console reporter would interleave with brainsearch's progress bar: keep Tune quiet.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    workdir = tempfile.mkdtemp(prefix="brainsearch-tune-")
-    try:
-        _run_baselines(driver, threads, gpus)
-        searcher_class = _searcher_class()
-        objectives = list(driver.settings.objectives)
-        # One Tuner run normally finishes the search; another starts only if Tune stopped early (a lost worker node).
-        for rounds in range(1, 4):
-            if driver.remaining() <= 0 or driver.too_many_failures() or driver.exhausted():
-                break
-            searcher = searcher_class(
-                driver,
-                study,
-                threads,
-                metric=objectives if len(objectives) > 1 else objectives[0],
-                mode=["min"] * len(objectives) if len(objectives) > 1 else "min",
-                sampler=study.sampler,
-                study_name=driver.study_name,
-                storage=optuna_storage(driver.database_url),
-            )
-            tuner = tune.Tuner(
-                tune.with_resources(_trainable, {"cpu": threads, "gpu": gpus}),
-                tune_config=tune.TuneConfig(
-                    search_alg=searcher,
-                    num_samples=-1,
-                    max_concurrent_trials=driver.settings.concurrency,
-                    reuse_actors=True,
-                ),
-                run_config=tune.RunConfig(
-                    name=f"{driver.study_name}-round{rounds}", storage_path=workdir, verbose=0, log_to_file=False
-                ),
-            )
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space` argument")
-                tuner.fit()
-        if driver.settings.scale_up is not None and not driver.too_many_failures() and not driver.stop_requested():
-            _run_scale_up(driver, threads, gpus)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-        if started:
+        for slot in self._slots:
+            ray.kill(slot.actor, no_restart=True)
+        self._slots = []
+        if self.started and ray.is_initialized():
             ray.shutdown()
+
+    def __enter__(self) -> RayExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _new_slot(self, resources: Resources) -> _Slot:
+        actor = _actor_class().options(num_cpus=resources.cpus, num_gpus=resources.gpus).remote(resources.cpus)
+        slot = _Slot(actor, resources)
+        self._slots.append(slot)
+        return slot
+
+    def _drop(self, slot: _Slot) -> None:
+        import ray
+
+        ray.kill(slot.actor, no_restart=True)
+        self._slots.remove(slot)
+
+    def _check_fits(self, job: Job) -> None:
+        import ray
+
+        total = ray.cluster_resources()  # type: ignore[no-untyped-call]
+        for name, asked in (("CPU", job.resources.cpus), ("GPU", job.resources.gpus)):
+            have = total.get(name, 0.0)
+            if asked > have:
+                why = f"{job.label} asks for {asked:g} {name}s; the Ray cluster has {have:g}"
+                raise InputError([Problem(f"resources.{name.lower()}s", why)])
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else exc.__class__.__name__)[:300]

@@ -1,4 +1,4 @@
-"""Optuna samplers by the names a space's ``search.sampler`` uses."""
+"""Optuna samplers by the names a space's ``search.sampler`` uses (``brainsearch.space.schema.SAMPLER_NAMES``)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import optuna
 from brainsearch.search.evolution import RegularizedEvolutionSampler
 from brainsearch.space.schema import SearchSettings
 
-__all__ = ["SAMPLER_NAMES", "make_sampler"]
-
-SAMPLER_NAMES = ("evolution", "random", "tpe", "nsga2")
+__all__ = ["make_sampler"]
 
 
 def make_sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:

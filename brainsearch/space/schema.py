@@ -8,7 +8,7 @@ the proxy model and its training budget, constraints on cost, and the search set
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import AllowInfNan, BaseModel, BeforeValidator, Field, Strict, field_validator, model_validator
 
@@ -26,6 +26,7 @@ __all__ = [
     "MAX_CONSTRAINT_PARAMS",
     "MAX_NUM_BLOCKS",
     "MAX_SLOTS",
+    "SAMPLER_NAMES",
     "AttentionParams",
     "BlockSpace",
     "Budget",
@@ -270,6 +271,8 @@ class EvolutionSettings(BaseModel):
 
 
 Objective = Literal["val_loss", "step_time", "params_activated", "flops_per_token"]
+SamplerName = Literal["evolution", "random", "tpe", "nsga2"]
+SAMPLER_NAMES: tuple[SamplerName, ...] = get_args(SamplerName)
 _DEFAULT_OBJECTIVES: tuple[Objective, ...] = ("val_loss",)
 
 
@@ -322,7 +325,7 @@ class SearchSettings(BaseModel):
     """How the search runs; every field has a default."""
 
     model_config = _STRICT
-    sampler: Literal["evolution", "random", "tpe", "nsga2"] = "evolution"
+    sampler: SamplerName = "evolution"
     trials: int = Field(default=100, ge=1, le=100_000)
     concurrency: int = Field(default=1, ge=1, le=1024)
     objectives: list[Objective] = Field(default_factory=lambda: list(_DEFAULT_OBJECTIVES), min_length=1, max_length=4)

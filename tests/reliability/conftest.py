@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from brainsearch.search.driver import create_search
+from brainsearch.search.submission import create_search
 from brainsearch.space import SearchSpace
 from brainsearch.storage import Repository
 from tests.search.conftest import fast_space

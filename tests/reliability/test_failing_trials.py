@@ -10,9 +10,12 @@ import time
 import torch
 
 from brainsearch.model.lm import LanguageModel, LMOutput
-from brainsearch.search.driver import SearchDriver, create_search
-from brainsearch.search.local import Finished, LocalExecutor
-from brainsearch.search.trial import TrialJob, run_trial
+from brainsearch.search.driver import SearchDriver
+from brainsearch.search.executor import Finished
+from brainsearch.search.jobs import TrialJob
+from brainsearch.search.local import LocalExecutor
+from brainsearch.search.runner import run_job
+from brainsearch.search.submission import create_search
 from brainsearch.storage import Repository
 from tests.reliability.conftest import slow_space
 from tests.search.conftest import fast_space
@@ -46,7 +49,7 @@ class _InProcess:
         if job.number in self.poisoned:
             LanguageModel.forward = nan_from_step_3  # type: ignore[method-assign]
         try:
-            self.finished.append(Finished(job, run_trial(job, self.repo)))
+            self.finished.append(Finished(job, run_job(job, self.repo)))
         finally:
             LanguageModel.forward = original  # type: ignore[method-assign]
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from brainsearch.arch import Architecture, preset, scale
-from brainsearch.search.driver import create_search
+from brainsearch.search.jobs import TrialJob
 from brainsearch.search.local import LocalExecutor
-from brainsearch.search.trial import TrialJob
+from brainsearch.search.submission import create_search
 from brainsearch.storage import Repository
 from brainsearch.train.settings import TrainSettings
 from tests.search.conftest import add_running_trial, fast_space

@@ -1,13 +1,56 @@
-"""Fixtures of the search tests: a repository per backend and a fast variant of the tiny space."""
+"""Fixtures of the search tests: a repository per backend, an executor per kind (local worker processes and Ray
+actors, on one Ray started for the session) and a fast variant of the tiny space."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from brainsearch.arch import Architecture
+import pytest
+
+from brainsearch.arch import Architecture, preset
+from brainsearch.arch.scale import scale
+from brainsearch.search.executor import Executor
+from brainsearch.search.jobs import Resources, TrialJob
+from brainsearch.search.local import LocalExecutor
 from brainsearch.space import SearchSpace, load_space
-from brainsearch.storage import Repository, Trial
+from brainsearch.space.schema import Budget
+from brainsearch.storage import Repository, Trial, make_engine, migrate
+from brainsearch.train import TrainSettings
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray for the session (executors find it running and leave it up); 4 logical CPUs so two one-thread
+    workers and a replacement fit on a 2-core machine."""
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(params=["local", pytest.param("ray", marks=pytest.mark.slow)])
+def executor_kind(request: pytest.FixtureRequest) -> str:
+    """Which executor a driver test runs on: every end-to-end driver test runs on both."""
+    if request.param == "ray":
+        request.getfixturevalue("ray_session")
+    return str(request.param)
+
+
+@pytest.fixture
+def executor(executor_kind: str) -> Iterator[Executor]:
+    """A live executor of ``executor_kind`` with two one-thread workers, closed after the test."""
+    live: Executor
+    if executor_kind == "ray":
+        from brainsearch.search.ray_executor import RayExecutor
+
+        live = RayExecutor(concurrency=2, resources=Resources(cpus=1))
+    else:
+        live = LocalExecutor(concurrency=2, threads_per_trial=1)
+    yield live
+    live.close()
 
 
 def fast_space(tokens: int = 4096, **changes: Any) -> SearchSpace:
@@ -42,9 +85,8 @@ def seed_scaled_search(repo: Repository, data_dir: Path) -> tuple[int, list[int]
 
     from brainsearch import build_model
     from brainsearch.arch import preset, scale
-    from brainsearch.export import save_weights
-    from brainsearch.search.driver import create_search
-    from brainsearch.store import RunStore, weights_metadata
+    from brainsearch.search.submission import create_search
+    from brainsearch.store import RunStore, save_weights, weights_metadata
 
     space = fast_space(search={"top_k": 2, "scale_up": {"ladder": ["cpu-tiny", "cpu-small"], "target": "1b-64e"}})
     search, _ = create_search(repo, space)
@@ -82,3 +124,28 @@ def seed_scaled_search(repo: Repository, data_dir: Path) -> tuple[int, list[int]
             )
     repo.set_search_status(search.id, "completed")
     return search.id, ids
+
+
+def trial_jobs(tmp_path: Path, budgets: list[int], resources: Resources) -> tuple[Repository, list[TrialJob]]:
+    """A SQLite database under ``tmp_path`` with one running trial (cpu-tiny GLaM) per budget, and their jobs."""
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    repo = Repository(engine)
+    s, _ = repo.create_search(name="t", space_name="tiny", space={}, settings={}, trials_requested=len(budgets))
+    arch = scale(preset("glam"), "cpu-tiny")
+    jobs = []
+    for n, tokens in enumerate(budgets):
+        t = add_running_trial(repo, s.id, n, arch)
+        settings = TrainSettings(budget=Budget(tokens=tokens), batch_size=8, device="cpu")
+        job = TrialJob(
+            search_id=s.id,
+            trial_id=t.id,
+            number=n,
+            database_url=url,
+            arch=arch.to_dict(),
+            settings=settings,
+            resources=resources,
+        )
+        jobs.append(job)
+    return repo, jobs

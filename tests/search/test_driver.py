@@ -1,11 +1,9 @@
-"""The search driver end to end on both backends: baselines first, trials to the requested number, the Optuna study
-in step with the leaderboard, constraint pruning before training, no architecture trained twice, and a search that
-fails only past its consecutive-failure limit."""
+"""The search driver end to end on both databases and both executors (local processes, Ray actors): baselines
+first, trials to the requested number, the Optuna study in step with the leaderboard, constraint pruning before
+training, no architecture trained twice, and a search that fails only past its consecutive-failure limit."""
 
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +12,14 @@ import pytest
 
 from brainsearch.arch import cost
 from brainsearch.errors import SpaceError
-from brainsearch.search.driver import RunOptions, SearchDriver, create_search, study_name
-from brainsearch.search.local import LocalExecutor
-from brainsearch.search.trial import TrialJob, optuna_storage
+from brainsearch.search.driver import SearchDriver
+from brainsearch.search.executor import Executor, Finished
+from brainsearch.search.jobs import Job
+from brainsearch.search.submission import RunOptions, create_search, study_name
 from brainsearch.space import SearchSpace, sample
 from brainsearch.space.sample import RandomSuggester
 from brainsearch.storage import Repository
+from brainsearch.storage.optuna_storage import optuna_storage
 from tests.search.conftest import fast_space
 
 
@@ -32,12 +32,12 @@ def _run(
     return done, notes
 
 
-@pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=pytest.mark.slow)])
 def test_search_trains_baselines_then_the_requested_trials(
-    repo: Repository, database_url: str, executor: str, tmp_path: Path
+    repo: Repository, database_url: str, executor_kind: str, tmp_path: Path
 ) -> None:
     """Pass: baselines first, then 5 distinct trials, the Optuna study agreeing with the leaderboard, and the
-    scale-up stage (the best trial and GLaM at one rung) run by the same executor."""
+    scale-up stage (the best trial and GLaM at one rung) run by the same executor, which the driver starts itself
+    from the search's run options."""
     search, _ = create_search(
         repo,
         fast_space(),
@@ -48,7 +48,7 @@ def test_search_trains_baselines_then_the_requested_trials(
             "top_k": 1,
             "scale_up": {"ladder": [{"preset": "cpu-tiny", "budget_tokens": 2048}]},
         },
-        options=RunOptions(executor=executor, threads_per_trial=1),  # type: ignore[arg-type]
+        options=RunOptions(executor=executor_kind, threads_per_trial=1),  # type: ignore[arg-type]
     )
     done = SearchDriver(repo, search.id, database_url, data_dir=tmp_path).run()
     assert done.status == "completed" and done.finished_at is not None
@@ -85,12 +85,12 @@ def test_search_trains_baselines_then_the_requested_trials(
     assert any(a0 < b1 and b0 < a1 for i, (a0, a1) in enumerate(spans) for b0, b1 in spans[i + 1 :])
 
 
-def test_constraints_prune_before_training(repo: Repository, database_url: str) -> None:
+def test_constraints_prune_before_training(repo: Repository, database_url: str, executor: Executor) -> None:
     space = fast_space()
     totals = sorted(cost(sample(space, RandomSuggester(seed)), batch_size=8).params_total for seed in range(40))
     limit = totals[len(totals) // 2]
     space = fast_space(constraints={"max_params_total": limit})
-    done, _ = _run(repo, database_url, space, trials=6, sampler="random", seed=3, pruner="none")
+    done, _ = _run(repo, database_url, space, executor, trials=6, sampler="random", seed=3, pruner="none")
     trials = [t for t in repo.list_trials(done.id, limit=100).items if not t.is_baseline]
     assert len(trials) == 6
     ruled_out = [t for t in trials if t.reason and "constraints" in t.reason]
@@ -103,7 +103,7 @@ def test_constraints_prune_before_training(repo: Repository, database_url: str) 
             assert t.state == "completed" and t.cost["params_total"] <= limit
 
 
-def test_an_architecture_is_never_trained_twice(repo: Repository, database_url: str) -> None:
+def test_an_architecture_is_never_trained_twice(repo: Repository, database_url: str, executor: Executor) -> None:
     # Two architectures in the whole space: d_model 32 or 48, everything else fixed.
     doc = fast_space().model_dump(mode="json")
     block = doc["block"]
@@ -116,7 +116,7 @@ def test_an_architecture_is_never_trained_twice(repo: Repository, database_url: 
     space = SearchSpace.model_validate(doc)
     search, _ = create_search(repo, space, overrides={"trials": 3, "sampler": "random", "pruner": "none"})
     notes: list[str] = []
-    done = SearchDriver(repo, search.id, database_url, on_note=notes.append, max_fruitless_asks=40).run()
+    done = SearchDriver(repo, search.id, database_url, on_note=notes.append, max_fruitless_asks=40).run(executor)
     candidates = [t for t in repo.list_trials(done.id, limit=100).items if not t.is_baseline]
     assert sorted(t.arch["d_model"] for t in candidates) == [32, 48]
     assert done.status == "completed" and any("already tried" in n for n in notes)
@@ -128,21 +128,47 @@ def test_an_architecture_is_never_trained_twice(repo: Repository, database_url: 
         assert ot.value == trained[ot.user_attrs["duplicate_of"]].val_loss
 
 
-class _KillingExecutor(LocalExecutor):
-    """Kills each trial's worker right after handing it the trial: every trial crashes for real."""
+class _Killing:
+    """An executor that runs one job at a time and kills its worker right after handing it the job (the executor's
+    own ``cancel``): every job crashes for real."""
 
-    def submit(self, job: TrialJob) -> None:
-        super().submit(job)
-        os.kill(self.busy_workers()[job.trial_id], signal.SIGKILL)
+    def __init__(self, inner: Executor) -> None:
+        self.inner = inner
+
+    @property
+    def free(self) -> int:
+        return min(1, self.inner.free) if not self.inner.running else 0
+
+    @property
+    def running(self) -> int:
+        return self.inner.running
+
+    def prestart(self, data: str, vocab_size: int) -> None:
+        self.inner.prestart(data, vocab_size)
+
+    def submit(self, job: Job) -> None:
+        self.inner.submit(job)
+        assert self.inner.cancel(job)
+
+    def wait(self, timeout: float | None = None) -> list[Finished]:
+        return self.inner.wait(timeout)
+
+    def cancel(self, job: Job) -> bool:
+        return self.inner.cancel(job)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
-def test_crashes_are_states_and_the_search_fails_past_the_failure_limit(repo: Repository, database_url: str) -> None:
+def test_crashes_are_states_and_the_search_fails_past_the_failure_limit(
+    repo: Repository, database_url: str, executor: Executor, executor_kind: str
+) -> None:
     space = fast_space(search={"max_consecutive_failures": 3})
-    with _KillingExecutor(concurrency=1, threads_per_trial=1) as executor:
-        done, notes = _run(repo, database_url, space, executor, trials=6, sampler="random")
+    done, notes = _run(repo, database_url, space, _Killing(executor), trials=6, sampler="random")
     assert done.status == "failed" and "3 trials failed in a row" in (done.error or "")
     trials = repo.list_trials(done.id, limit=100).items
-    assert all(t.state == "crashed" and "SIGKILL" in (t.reason or "") for t in trials)
+    why = "killed by SIGKILL" if executor_kind == "local" else "Ray worker died"
+    assert all(t.state == "crashed" and why in (t.reason or "") for t in trials)
     assert len([t for t in trials if not t.is_baseline]) == 3
     assert any("baseline glam ended crashed" in n for n in notes)
     assert any("pruning rules are off" in n for n in notes)
@@ -155,10 +181,9 @@ def test_bad_overrides_name_the_search_field(repo: Repository) -> None:
     assert paths == ["search.sampler", "search.trials"]
 
 
-def test_multi_objective_search_tells_both_objectives(repo: Repository, database_url: str) -> None:
-    done, _ = _run(
-        repo, database_url, fast_space(), trials=4, sampler="nsga2", objectives=["val_loss", "params_activated"]
-    )
+def test_multi_objective_search_tells_both_objectives(repo: Repository, database_url: str, executor: Executor) -> None:
+    objectives = ["val_loss", "params_activated"]
+    done, _ = _run(repo, database_url, fast_space(), executor, trials=4, sampler="nsga2", objectives=objectives)
     assert done.status == "completed"
     study = optuna.load_study(study_name=study_name(done.id), storage=optuna_storage(database_url))
     assert study.metric_names == ["val_loss", "params_activated"]
@@ -171,8 +196,11 @@ def test_multi_objective_search_tells_both_objectives(repo: Repository, database
     assert len(study.trials) == 4
 
 
-def test_median_pruner_sees_the_validation_losses_the_workers_report(repo: Repository, database_url: str) -> None:
-    done, _ = _run(repo, database_url, fast_space(tokens=16 * 512), trials=6, sampler="random", pruner="median")
+def test_median_pruner_sees_the_validation_losses_the_workers_report(
+    repo: Repository, database_url: str, executor: Executor
+) -> None:
+    space = fast_space(tokens=16 * 512)
+    done, _ = _run(repo, database_url, space, executor, trials=6, sampler="random", pruner="median")
     assert done.status == "completed"
     study = optuna.load_study(study_name=study_name(done.id), storage=optuna_storage(database_url))
     trials = {t.id: t for t in repo.list_trials(done.id, limit=100).items}

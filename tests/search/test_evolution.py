@@ -9,7 +9,7 @@ import warnings
 import optuna
 import pytest
 
-from brainsearch.search import RegularizedEvolutionSampler
+from brainsearch.search.evolution import RegularizedEvolutionSampler
 from brainsearch.space import load_space, sample
 
 SPACE = load_space("tiny")

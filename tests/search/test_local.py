@@ -6,27 +6,9 @@ import multiprocessing
 import os
 import signal
 
-from brainsearch.arch import preset
-from brainsearch.arch.scale import scale
+from brainsearch.search.jobs import Resources
 from brainsearch.search.local import LocalExecutor
-from brainsearch.search.trial import TrialJob
-from brainsearch.space.schema import Budget
-from brainsearch.storage import Repository
-from brainsearch.train import TrainSettings
-from tests.search.conftest import add_running_trial
-
-
-def _jobs(repo: Repository, url: str, budgets: list[int]) -> list[TrialJob]:
-    s, _ = repo.create_search(name="t", space_name="tiny", space={}, settings={}, trials_requested=len(budgets))
-    arch = scale(preset("glam"), "cpu-tiny")
-    jobs = []
-    for n, tokens in enumerate(budgets):
-        t = add_running_trial(repo, s.id, n, arch)
-        settings = TrainSettings(budget=Budget(tokens=tokens), batch_size=8, device="cpu")
-        jobs.append(
-            TrialJob(search_id=s.id, trial_id=t.id, number=n, database_url=url, arch=arch.to_dict(), settings=settings)
-        )
-    return jobs
+from tests.search.conftest import trial_jobs
 
 
 def _workers() -> list[multiprocessing.process.BaseProcess]:
@@ -34,13 +16,7 @@ def _workers() -> list[multiprocessing.process.BaseProcess]:
 
 
 def test_workers_are_reused_and_a_killed_worker_fails_only_its_trial(tmp_path) -> None:
-    url = f"sqlite:///{tmp_path / 'b.db'}"
-    from brainsearch.storage import make_engine, migrate
-
-    engine = make_engine(url)
-    migrate(engine)
-    repo = Repository(engine)
-    short, long, after = _jobs(repo, url, [4 * 512, 100_000 * 512, 4 * 512])
+    _, (short, long, after) = trial_jobs(tmp_path, [4 * 512, 100_000 * 512, 4 * 512], Resources(cpus=1))
     with LocalExecutor(concurrency=2, threads_per_trial=1) as ex:
         ex.submit(short)
         ex.submit(long)

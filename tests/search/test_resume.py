@@ -15,9 +15,9 @@ from pathlib import Path
 import optuna
 import yaml
 
-from brainsearch.search.driver import study_name
-from brainsearch.search.trial import optuna_storage
+from brainsearch.search.submission import study_name
 from brainsearch.storage import Repository
+from brainsearch.storage.optuna_storage import optuna_storage
 from tests.search.conftest import fast_space
 
 TRIALS = 5

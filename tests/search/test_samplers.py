@@ -6,9 +6,10 @@ import optuna
 import pytest
 
 from brainsearch.arch import cost
-from brainsearch.search import SAMPLER_NAMES, RegularizedEvolutionSampler, make_sampler
+from brainsearch.search.evolution import RegularizedEvolutionSampler
+from brainsearch.search.samplers import make_sampler
 from brainsearch.space import bundled_space_names, load_space, sample
-from brainsearch.space.schema import SearchSettings
+from brainsearch.space.schema import SAMPLER_NAMES, SearchSettings
 
 
 def _settings(name: str) -> SearchSettings:

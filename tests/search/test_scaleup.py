@@ -15,11 +15,13 @@ import torch
 from brainsearch import build_model
 from brainsearch.arch import Architecture
 from brainsearch.arch.scale import scale
-from brainsearch.export import export_document, load_weights, render_spec, standalone_source
-from brainsearch.search.driver import SearchDriver, create_search
-from brainsearch.search.scaleup import candidate_trials, scale_up_jobs, scale_up_report
+from brainsearch.export import export_document, render_spec, standalone_source
+from brainsearch.search.driver import SearchDriver
+from brainsearch.search.scaleup import candidate_trials, scale_up_jobs
+from brainsearch.search.scaleup_report import scale_up_report
+from brainsearch.search.submission import create_search
 from brainsearch.storage import Repository
-from brainsearch.store import RunStore
+from brainsearch.store import RunStore, load_weights
 from tests.search.conftest import fast_space
 
 LADDER = [{"preset": "cpu-tiny", "budget_tokens": 8192}, {"preset": "cpu-small", "budget_tokens": 16384}]

@@ -8,9 +8,12 @@ import pytest
 
 from brainsearch.arch import preset
 from brainsearch.arch.scale import scale
-from brainsearch.search.trial import BaselineRef, PruningJudge, TrialJob, budget_fraction, optuna_storage, run_trial
+from brainsearch.search.jobs import BaselineRef, TrialJob
+from brainsearch.search.pruning import PruningJudge, budget_fraction
+from brainsearch.search.runner import run_job
 from brainsearch.space.schema import Budget
 from brainsearch.storage import Repository
+from brainsearch.storage.optuna_storage import optuna_storage
 from brainsearch.train import CurvePoint, TrainSettings
 from tests.search.conftest import add_running_trial
 
@@ -98,13 +101,13 @@ def test_optuna_median_pruner_decides_from_reported_validation_losses(tmp_path) 
     assert study.trials[-1].intermediate_values == {10: 3.0}
 
 
-def test_run_trial_records_the_outcome_and_curve(repo: Repository, database_url: str) -> None:
+def test_run_job_records_the_outcome_and_curve(repo: Repository, database_url: str) -> None:
     s, _ = repo.create_search(name="t", space_name="tiny", space={}, settings={}, trials_requested=1)
     arch = scale(preset("glam"), "cpu-tiny")
     t = add_running_trial(repo, s.id, 0, arch)
     settings = TrainSettings(budget=Budget(tokens=6 * 8 * 64), batch_size=8, eval_interval=3, device="cpu")
     job = _job(trial_id=t.id, search_id=s.id, database_url=database_url, arch=arch.to_dict(), settings=settings)
-    outcome = run_trial(job, repo)
+    outcome = run_job(job, repo)
     stored = repo.get_trial(t.id)
     assert stored is not None and outcome.state == stored.state == "completed"
     assert outcome.val_loss == stored.val_loss and stored.val_loss is not None
@@ -124,7 +127,7 @@ def test_a_bug_inside_a_trial_is_recorded_as_crashed(repo: Repository, database_
         cost={},
         params_activated=1,
     )
-    outcome = run_trial(_job(trial_id=t.id, database_url=database_url, arch={"d_model": "wide"}), repo)
+    outcome = run_job(_job(trial_id=t.id, database_url=database_url, arch={"d_model": "wide"}), repo)
     stored = repo.get_trial(t.id)
     assert outcome.state == "crashed" and stored is not None and stored.state == "crashed"
     assert stored.reason is not None and "ArchitectureError" in stored.reason

@@ -1,0 +1,67 @@
+"""The executor protocol: how the search driver runs jobs, whatever runs them.
+
+The driver (:mod:`brainsearch.search.driver`) has one loop for baselines, trials and the scale-up stage; it hands
+jobs (:mod:`brainsearch.search.jobs`) to an executor and collects what finished. Two executors implement it:
+
+- :class:`~brainsearch.search.local.LocalExecutor`: long-lived worker processes on this machine;
+- :class:`~brainsearch.search.ray_executor.RayExecutor`: long-lived Ray actors on a Ray cluster (or a local Ray),
+  each holding its run's CPUs and GPUs.
+
+Both keep their workers between jobs (torch is imported once per worker) and have each worker run
+:func:`brainsearch.search.runner.run_job`, which trains the job and records it in the database itself. A worker that
+dies fails only its own job, reported as a :class:`Finished` without an outcome. Duplicate proposals never reach an
+executor: the driver holds them until the original finishes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from brainsearch.search.jobs import Job, TrialOutcome
+
+__all__ = ["Executor", "Finished"]
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A job the executor is done with: its outcome (recorded by the worker), or why its worker died."""
+
+    job: Job
+    outcome: TrialOutcome | None
+    crash: str | None = None
+
+
+class Executor(Protocol):
+    """Runs jobs on workers; at most :attr:`free` more can start now."""
+
+    @property
+    def free(self) -> int:
+        """How many more jobs can start now."""
+        ...
+
+    @property
+    def running(self) -> int:
+        """Jobs in flight."""
+        ...
+
+    def prestart(self, data: str, vocab_size: int) -> None:
+        """Start the workers now and have them load the corpus, while the driver does its own set-up."""
+        ...
+
+    def submit(self, job: Job) -> None:
+        """Start ``job`` on an idle worker; raises when none is free."""
+        ...
+
+    def wait(self, timeout: float | None = None) -> list[Finished]:
+        """Jobs that finished (or whose worker died) within ``timeout`` seconds; empty if none did."""
+        ...
+
+    def cancel(self, job: Job) -> bool:
+        """Stop ``job`` now (its worker is killed, and replaced for the next job); whether it was running. It is
+        reported by :meth:`wait` as crashed."""
+        ...
+
+    def close(self) -> None:
+        """Stop every worker; running jobs are killed."""
+        ...

@@ -1,0 +1,129 @@
+"""The pruning judge: the trainer's report callback that decides, point by point, whether a trial goes on.
+
+Rules applied while the model trains:
+
+- the step-time constraint: after a few timed steps, a candidate slower than ``max_step_time_ratio`` times the
+  reference baseline's step time (measured on the same hardware in the same search) is pruned;
+- the paper's early stopping (pruner ``baseline``): when a quarter of the budget is spent, a candidate whose training
+  loss (averaged over 20-25% of the budget) is worse than the baseline's over the same part of its budget is pruned;
+- Optuna's pruners (``median``, ``successive_halving``): the validation loss at each evaluation is reported to the
+  trial's Optuna study, whose pruner decides.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import optuna
+
+from brainsearch.search.jobs import PrunerName, TrialJob
+from brainsearch.space.schema import Budget
+from brainsearch.storage.optuna_storage import optuna_storage
+from brainsearch.train.result import CurvePoint
+
+__all__ = ["QUARTER", "PruningJudge", "budget_fraction", "make_pruner"]
+
+# The paper's early-stopping point, and the window of the budget whose losses are compared there.
+QUARTER = 0.25
+_WINDOW = (0.20, QUARTER)
+# Timed steps (after the trainer's warm-up) measured before the step-time constraint is checked.
+STEP_TIME_PROBE_STEPS = 5
+
+
+def budget_fraction(budget: Budget, point: CurvePoint, flops_per_token: int) -> float:
+    """How much of ``budget`` a run had spent at ``point``."""
+    if budget.tokens is not None:
+        return point.tokens / budget.tokens
+    if budget.flops is not None:
+        return point.tokens * flops_per_token / budget.flops
+    assert budget.seconds is not None
+    return point.elapsed_s / budget.seconds
+
+
+def make_pruner(name: PrunerName) -> optuna.pruners.BasePruner:
+    """Optuna's pruner for a ``search.pruner`` name (``none`` and ``baseline`` use no Optuna pruner)."""
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    return optuna.pruners.NopPruner()
+
+
+def _window_mean(curve: list[tuple[float, float]], low: float, high: float) -> float | None:
+    inside = [loss for frac, loss in curve if low <= frac <= high]
+    if inside:
+        return statistics.fmean(inside)
+    before = [(f, loss) for f, loss in curve if f <= high]
+    after = [(f, loss) for f, loss in curve if f >= high]
+    if not before or not after:
+        return None
+    (f0, l0), (f1, l1) = before[-1], after[0]
+    return l0 if f1 == f0 else l0 + (l1 - l0) * (high - f0) / (f1 - f0)
+
+
+class PruningJudge:
+    """The report callback: decides, point by point, whether the trial goes on."""
+
+    def __init__(self, job: TrialJob, flops_per_token: int) -> None:
+        self.job, self.flops_per_token = job, flops_per_token
+        self.points: list[tuple[float, float]] = []
+        self.durations: list[float] = []
+        self._last_elapsed = 0.0
+        self._speed_checked = job.reference is None or job.max_step_time_ratio is None
+        self._quarter_checked = job.pruner != "baseline" or job.reference is None
+        self._trial: optuna.Trial | None = None
+        if job.pruner in ("median", "successive_halving") and job.study_name and job.optuna_trial_id is not None:
+            study = optuna.load_study(
+                study_name=job.study_name, storage=optuna_storage(job.database_url), pruner=make_pruner(job.pruner)
+            )
+            if len(study.directions) == 1:  # Optuna's pruners judge single-objective studies only
+                self._trial = optuna.Trial(study, job.optuna_trial_id)
+
+    def __call__(self, point: CurvePoint) -> str | None:
+        fraction = budget_fraction(self.job.settings.budget, point, self.flops_per_token)
+        self.points.append((fraction, point.train_loss))
+        if point.val_loss is None:  # evaluation steps are slower: keep them out of the step-time probe
+            self.durations.append(point.elapsed_s - self._last_elapsed)
+        self._last_elapsed = point.elapsed_s
+        return self._speed() or self._quarter(fraction) or self._optuna(point)
+
+    def _speed(self) -> str | None:
+        warmup = self.job.settings.timing_warmup_steps
+        if self._speed_checked or len(self.durations) < warmup + STEP_TIME_PROBE_STEPS:
+            return None
+        self._speed_checked = True
+        ref, limit = self.job.reference, self.job.max_step_time_ratio
+        assert ref is not None and limit is not None
+        if not ref.step_time_s:
+            return None
+        measured = statistics.median(self.durations[warmup:])
+        ratio = measured / ref.step_time_s
+        if ratio <= limit:
+            return None
+        return (
+            f"step time {measured * 1e3:.1f} ms is {ratio:.2f}x the {ref.name} baseline's "
+            f"{ref.step_time_s * 1e3:.1f} ms (max_step_time_ratio {limit:g})"
+        )
+
+    def _quarter(self, fraction: float) -> str | None:
+        if self._quarter_checked or fraction < QUARTER:
+            return None
+        self._quarter_checked = True
+        assert self.job.reference is not None
+        mine = _window_mean(self.points, *_WINDOW)
+        theirs = _window_mean(self.job.reference.curve, *_WINDOW)
+        if mine is None or theirs is None or mine <= theirs:
+            return None
+        return (
+            f"training loss {mine:.4f} at a quarter of the budget is worse than the {self.job.reference.name} "
+            f"baseline's {theirs:.4f} at the same point (early stopping at 1/4 of the budget)"
+        )
+
+    def _optuna(self, point: CurvePoint) -> str | None:
+        if self._trial is None or point.val_loss is None or not math.isfinite(point.val_loss):
+            return None
+        self._trial.report(point.val_loss, point.step)
+        if self._trial.should_prune():
+            return f"{self.job.pruner} pruner stopped it at step {point.step} (validation loss {point.val_loss:.4f})"
+        return None

@@ -1,0 +1,154 @@
+"""What a worker runs: one job (a proxy trial or a scale-up candidate run), trained and recorded by the worker
+itself.
+
+:func:`run_job` is the single entry point every executor's workers call (a local worker process, a Ray actor). The
+worker records the outcome in the database before returning it, so a driver that dies mid-run loses nothing already
+finished; the driver only tells the sampler. A run never raises: a failed run is a result (diverged, out of memory,
+timed out, pruned) and an unexpected error is recorded as ``crashed`` with the exception as the reason, so one bad
+run cannot take a worker down. Torch is imported here only when a job trains (the driver imports this module for
+:func:`record_crash`).
+"""
+
+from __future__ import annotations
+
+import functools
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from brainsearch.arch.cost import cost
+from brainsearch.arch.spec import Architecture
+from brainsearch.search.jobs import CandidateJob, Job, TrialJob, TrialOutcome
+from brainsearch.search.scaleup import recorded_runs
+from brainsearch.storage import MetricPoint, Repository
+
+if TYPE_CHECKING:
+    from brainsearch.data import Corpus
+    from brainsearch.model import LanguageModel
+    from brainsearch.train.result import ProxyResult
+
+__all__ = ["cached_corpus", "crash_reason", "record_crash", "run_job"]
+
+
+@functools.cache
+def cached_corpus(data: str, vocab_size: int) -> Corpus:
+    """The corpus, loaded once per worker process."""
+    from brainsearch.data import load_corpus
+
+    return load_corpus(data, vocab_size)
+
+
+def crash_reason(exc: BaseException) -> str:
+    """An unexpected exception as a one-line reason: its type, message and where it was raised."""
+    last = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" at {last.filename.rsplit('/', 1)[-1]}:{last.lineno}" if last else ""
+    return f"{exc.__class__.__name__}: {str(exc)[:300]}{where}"
+
+
+def run_job(job: Job, repo: Repository) -> TrialOutcome:
+    """Train ``job`` and record its outcome in ``repo``; never raises for a failed run."""
+    try:
+        return _run_candidate(job, repo) if isinstance(job, CandidateJob) else _run_trial(job, repo)
+    except Exception as exc:  # a bug in one run must not take the worker down
+        reason = crash_reason(exc)
+        if isinstance(job, CandidateJob):
+            record_crash(repo, job, reason)
+        else:
+            repo.finish_trial(job.trial_id, state="crashed", reason=reason)
+        return TrialOutcome(trial_id=job.trial_id, state="crashed", reason=reason)
+
+
+def record_crash(repo: Repository, job: CandidateJob, reason: str) -> None:
+    """Record a candidate run whose worker died (it is retried when the search resumes); nothing when the worker had
+    recorded the run before it died."""
+    if (job.trial_id, job.rung) in recorded_runs(repo.list_candidates(job.search_id)):
+        return
+    _add_candidate(repo, job, state="crashed", reason=reason, metrics={}, val_loss=None)
+
+
+# --- a proxy trial -------------------------------------------------------------------------------------------------
+def _run_trial(job: TrialJob, repo: Repository) -> TrialOutcome:
+    from brainsearch.search.pruning import PruningJudge  # Optuna: only in the processes that train
+    from brainsearch.train.proxy import train  # torch: likewise
+
+    arch = Architecture.from_json(job.arch)
+    corpus = cached_corpus(job.settings.data, arch.vocab_size)
+    judge = PruningJudge(job, flops_per_token=cost(arch, batch_size=job.settings.batch_size).flops_per_token)
+    saved: dict[str, str] = {}
+    result = train(arch, job.settings, report=judge, corpus=corpus, on_completed=_keeper(job, arch, saved))
+    metrics = {**result.model_dump(exclude={"curve"}, mode="json"), **saved}
+    curve = [MetricPoint(p.step, p.tokens, p.elapsed_s, p.train_loss, p.val_loss, p.lr) for p in result.curve]
+    outcome = TrialOutcome.of(job.trial_id, result)
+    repo.finish_trial(
+        job.trial_id,
+        state=result.status,
+        reason=result.reason,
+        metrics=metrics,
+        val_loss=outcome.val_loss,
+        step_time_s=result.step_time_s,
+        curve=curve,
+    )
+    return outcome
+
+
+def _keeper(job: TrialJob, arch: Architecture, saved: dict[str, str]) -> Callable[[LanguageModel], None] | None:
+    """The trainer's ``on_completed``: write the trained weights where the job says. A failed write (a full disk, a
+    folder this node cannot reach) does not fail the trial: the error is kept in its metrics instead."""
+    if job.weights_path is None:
+        return None
+    path = Path(job.weights_path)
+
+    def keep(model: LanguageModel) -> None:
+        from brainsearch.store import save_weights
+
+        meta = {"search_id": str(job.search_id), "trial_id": str(job.trial_id), **job.weights_metadata}
+        meta["data"] = job.settings.data
+        try:
+            save_weights(model.state_dict(), arch, path, meta)
+        except OSError as exc:
+            saved["weights_error"] = f"{path}: {exc.strerror or exc}"
+
+    return keep
+
+
+# --- a scale-up candidate run --------------------------------------------------------------------------------------
+def _run_candidate(job: CandidateJob, repo: Repository) -> TrialOutcome:
+    from brainsearch.train.proxy import train  # torch: only in the processes that train
+
+    arch = Architecture.from_json(job.arch)
+    result = train(arch, job.settings, corpus=cached_corpus(job.settings.data, arch.vocab_size))
+    outcome = TrialOutcome.of(job.trial_id, result)
+    _add_candidate(
+        repo, job, state=result.status, reason=result.reason, metrics=_metrics(result), val_loss=outcome.val_loss
+    )
+    return outcome
+
+
+def _metrics(result: ProxyResult) -> dict[str, Any]:
+    doc = result.model_dump(mode="json", exclude={"curve"})
+    # The validation points only: what the convergence speed-up reads (a long run's every step would be large).
+    doc["val_curve"] = [[p.step, p.val_loss] for p in result.curve if p.val_loss is not None]
+    return doc
+
+
+def _add_candidate(
+    repo: Repository,
+    job: CandidateJob,
+    *,
+    state: str,
+    reason: str | None,
+    metrics: dict[str, Any],
+    val_loss: float | None,
+) -> None:
+    repo.add_candidate(
+        search_id=job.search_id,
+        trial_id=job.trial_id,
+        rung=job.rung,
+        state=state,
+        reason=reason,
+        arch=job.arch,
+        arch_digest=Architecture.from_json(job.arch).digest,
+        metrics=metrics,
+        val_loss=val_loss,
+    )
