@@ -1,7 +1,7 @@
-"""A small client of the brainsearch REST API (what ``submit``, ``status`` and ``leaderboard --server`` use).
+"""A small client of the brainsearch REST API (what the CLI's ``--server`` commands use).
 
-Errors a user can fix - an unreachable server, a refused token, a bad request - raise
-:class:`~brainsearch.errors.InputError` naming the option or the field, so the CLI exits 2 with one line each.
+Errors a user can fix - an unreachable server, a refused token, a bad request, a trial that a pick does not find -
+raise :class:`~brainsearch.errors.InputError` naming the option or the field, so the CLI exits 2 with one line each.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ class Client:
         self.server, self.timeout = server.rstrip("/"), timeout
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
-    def _call(self, method: str, path: str, *, raw: bool = False, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, *, raw: bool = False, not_found: str | None = None, **kwargs: Any) -> Any:
+        """The answer's JSON (its bytes with ``raw``); an error answer raises InputError, a 404 at the option
+        ``not_found`` names when given (the server's message says what was not found)."""
         try:  # a connection per call: the CLI makes few calls and must leave no socket open
             with httpx.Client(base_url=f"{self.server}/api/v1", headers=self._headers, timeout=self.timeout) as http:
                 r = http.request(method, path, **kwargs)
@@ -40,6 +42,8 @@ class Client:
             if isinstance(detail, list):
                 problems = [Problem(str(d.get("loc", "")), str(d.get("msg", d))) for d in detail if isinstance(d, dict)]
                 raise InputError(problems or [Problem("", str(detail))])
+            if r.status_code == 404 and not_found is not None:
+                raise InputError([Problem(not_found, str(detail))])
             raise InputError([Problem("", f"{r.status_code} from the server: {detail}")])
         return r.content if raw else r.json()
 
@@ -61,6 +65,15 @@ class Client:
     def trials(self, search_id: int, **params: Any) -> dict[str, Any]:
         """A page of the leaderboard."""
         result: dict[str, Any] = self._call("GET", f"/searches/{search_id}/trials", params=params)
+        return result
+
+    def pick_trial(self, search_id: int, *, number: int | None = None, rank: int | None = None) -> dict[str, Any]:
+        """The leaderboard row of the trial of a search with this number, or at this rank (1: the best completed
+        trial, baselines unranked); give exactly one. No such trial raises InputError at ``--number`` or ``--rank``
+        with the server's message: what was asked and how many completed trials the search has."""
+        params = {k: v for k, v in (("number", number), ("rank", rank)) if v is not None}
+        option = "--number" if number is not None else "--rank"
+        result: dict[str, Any] = self._call("GET", f"/searches/{search_id}/trial", params=params, not_found=option)
         return result
 
     def export(self, trial_id: int) -> dict[str, Any]:

@@ -27,6 +27,7 @@ __all__ = [
     "Problem",
     "SpaceError",
     "StorageError",
+    "TrialNotFound",
 ]
 
 
@@ -69,6 +70,16 @@ class ArchitectureError(InputError):
 
 class DataError(InputError):
     """Training data that cannot be used: missing path, empty corpus, too short for one batch, wrong dtype."""
+
+
+class TrialNotFound(InputError):
+    """No trial of a search matches a pick (:meth:`Repository.pick_trial`): one problem at the selector asked
+    (``trial_id``, ``number`` or ``rank``), whose message says what was asked and how many completed trials the
+    search has. The CLI names its option, the API answers 404."""
+
+    def __init__(self, selector: str, message: str) -> None:
+        super().__init__([Problem(selector, message)])
+        self.selector, self.message = selector, message
 
 
 class StorageError(BrainsearchError):

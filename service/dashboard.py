@@ -31,10 +31,10 @@ from pydantic import ValidationError
 
 from brainsearch._format import fmt_bytes, fmt_count, fmt_flops
 from brainsearch.errors import BrainsearchError, ConflictError
-from brainsearch.search.driver import Progress, RunOptions, create_search, stored_space
-from brainsearch.search.samplers import SAMPLER_NAMES
-from brainsearch.search.scaleup import scale_up_report
+from brainsearch.search.scaleup_report import scale_up_report
+from brainsearch.search.submission import Progress, RunOptions, create_search, reference_baseline, stored_space
 from brainsearch.space import SearchSpace, bundled_space_names, load_space
+from brainsearch.space.schema import SAMPLER_NAMES
 from brainsearch.storage import Repository, Search, Trial
 from brainsearch.train.result import HEADLINE_METRICS
 from service._ui_format import FILTERS, fmt_delta, fmt_duration
@@ -74,7 +74,7 @@ class SearchSummary:
     space: SearchSpace | None
     progress: Progress
     best: Trial | None
-    reference: str | None  # the space's reference baseline (constraints.baseline)
+    reference: str  # the baseline its trials are compared with (its space's constraints.baseline)
     reference_loss: float | None
     duration_s: float | None
     sampler: str
@@ -104,7 +104,7 @@ def _space_of(search: Search) -> SearchSpace | None:
         return None
 
 
-def _reference_loss(repo: Repository, search_id: int, reference: str | None) -> float | None:
+def _reference_loss(repo: Repository, search_id: int, reference: str) -> float | None:
     # The newest completed run of that baseline (a crashed baseline is followed by its re-run).
     for t in reversed(repo.baselines(search_id)):
         if t.baseline_name == reference and t.state == "completed" and t.val_loss is not None:
@@ -114,7 +114,7 @@ def _reference_loss(repo: Repository, search_id: int, reference: str | None) -> 
 
 def _summary(repo: Repository, search: Search, now: datetime | None = None) -> SearchSummary:
     space = _space_of(search)
-    reference = space.constraints.baseline if space else None
+    reference = reference_baseline(search)  # read from the stored document: known even where the space is not
     progress = Progress.from_counts(search.trials_requested, repo.count_trials(search.id, is_baseline=False))
     best = repo.list_trials(search.id, state="completed", is_baseline=False, sort="val_loss", limit=1).items
     duration = None

@@ -42,23 +42,23 @@ def test_validate_says_whether_a_space_scales_up(capsys: pytest.CaptureFixture[s
 def test_progress_text_counts_states_apart() -> None:
     """2 of 3 pruned reads "3/3 ... 1 completed, 2 pruned", never "3/3 completed"; the scale-up stage moves the
     bar on its own count."""
-    from brainsearch.cli import _bar_state
+    from brainsearch.cli.progress import bar_state
 
     p = {"completed": 1, "pruned": 2, "failed": 0, "crashed": 0, "running": 0, "requested": 3, "stage": "trials"}
-    done, total, text = _bar_state({**p, "baselines": {"glam": 2.5}, "best_val_loss": 2.4, "best_number": 3})
+    done, total, text = bar_state({**p, "baselines": {"glam": 2.5}, "best_val_loss": 2.4, "best_number": 3})
     assert (done, total) == (3, 3) and "1 completed, 2 pruned, 0 failed" in text and "glam 2.5000" in text
-    done, total, text = _bar_state({**p, "stage": "scale-up 2/6", "baselines": {}})
+    done, total, text = bar_state({**p, "stage": "scale-up 2/6", "baselines": {}})
     assert (done, total) == (2, 6) and "scale-up 2/6" in text
 
 
 def test_leaderboard_notes_are_cut_at_words() -> None:
-    from brainsearch.cli import _note
+    from brainsearch.cli.render import note
 
     reason = "training loss 2.9123 at a quarter of the budget is worse than the glam baseline's " * 3
-    shown = _note({"is_baseline": False, "reason": reason})
+    shown = note({"is_baseline": False, "reason": reason})
     assert len(shown) <= 100 and shown.endswith(" …")
     assert reason.startswith(shown.removesuffix(" …") + " ")  # the cut falls between words
-    assert _note({"is_baseline": True, "baseline_name": "dense", "reason": None}) == "dense baseline"
+    assert note({"is_baseline": True, "baseline_name": "dense", "reason": None}) == "dense baseline"
 
 
 def test_validate_json_reports_range(capsys: pytest.CaptureFixture[str]) -> None:

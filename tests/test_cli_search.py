@@ -62,6 +62,56 @@ def test_leaderboard_table_and_missing_search(tmp_path: Path, capsys: pytest.Cap
     assert code == 2 and "no search 7" in err
 
 
+def test_leaderboard_compares_with_the_space_reference_baseline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pass: a search whose space names dense as its reference (GLaM trained too, and better) heads the comparison
+    column "vs dense" and measures every delta against dense's loss, from the database and from a service alike."""
+    from brainsearch.search.baselines import baseline_architectures
+    from brainsearch.search.submission import create_search
+    from brainsearch.settings import Settings
+    from brainsearch.storage import migrate
+    from tests.service.conftest import LiveServer
+
+    db = f"sqlite:///{tmp_path / 'reference.db'}"
+    engine = make_engine(db)
+    migrate(engine)
+    repo = Repository(engine)
+    space = fast_space(constraints={"baseline": "dense"})
+    search, _ = create_search(repo, space, overrides={"trials": 1})
+    archs = baseline_architectures(space)
+    for number, (arch, loss, baseline) in enumerate(
+        [(archs["glam"], 3.2, "glam"), (archs["dense"], 3.4, "dense"), (archs["glam"], 3.3, None)]
+    ):
+        t = repo.add_trial(
+            search_id=search.id,
+            number=number,
+            arch=arch.to_dict(),
+            arch_digest=f"{number:016x}",
+            pattern=arch.pattern,
+            params={},
+            cost={},
+            params_activated=1,
+            is_baseline=baseline is not None,
+            baseline_name=baseline,
+        )
+        repo.finish_trial(t.id, state="completed", val_loss=loss, metrics={"val_loss": loss})
+    repo.set_search_status(search.id, "completed")
+    live = LiveServer(Settings(database_url=db, data_dir=tmp_path / "data"))
+    try:
+        for where in (["--db", db], ["--server", live.url]):
+            code, out, err = run(["leaderboard", str(search.id), *where], capsys)
+            assert code == 0, err
+            assert "vs dense" in out and "vs glam" not in out, out
+            deltas = {
+                loss: line for line in out.splitlines() for loss in ("3.2000", "3.3000", "3.4000") if loss in line
+            }
+            assert "-0.2000" in deltas["3.2000"] and "-0.1000" in deltas["3.3000"] and "+0.0000" in deltas["3.4000"]
+    finally:
+        live.stop()
+        engine.dispose()
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

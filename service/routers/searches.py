@@ -1,5 +1,5 @@
-"""Searches: submit (queued for a worker), list, read, cancel, delete; a search's leaderboard, Pareto fronts,
-scale-up stage (run it for a finished search, read its report) and candidates."""
+"""Searches: submit (queued for a worker), list, read, cancel, delete; a search's leaderboard, one trial picked by
+number or rank, Pareto fronts, scale-up stage (run it for a finished search, read its report) and candidates."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 
-from brainsearch.errors import ArchitectureError, ConflictError, InputError, Problem, SpaceError
-from brainsearch.search.driver import (
+from brainsearch.errors import ArchitectureError, ConflictError, InputError, Problem, SpaceError, TrialNotFound
+from brainsearch.search.scaleup_report import ScaleUpReport, scale_up_report
+from brainsearch.search.submission import (
     Progress,
     RunOptions,
     add_scale_up,
@@ -19,13 +20,12 @@ from brainsearch.search.driver import (
     reference_baseline,
     stored_space,
 )
-from brainsearch.search.scaleup import ScaleUpReport, scale_up_report
 from brainsearch.space import bundled_space_names, load_space
 from brainsearch.space.loader import validate_document
 from brainsearch.space.schema import SearchSpace
 from brainsearch.storage import TRIAL_SORT_KEYS, Repository, Search, Trial
-from service.deps import Offset, ReadAccess, Repo, SearchId, Store, WriteAccess
-from service.schemas import Page, ProgressOut, ScaleUpRequest, SearchCreate, SearchOut, TrialOut
+from service.deps import MAX_ID, Offset, ReadAccess, Repo, SearchId, Store, WriteAccess
+from service.schemas import ErrorOut, Page, ProgressOut, ScaleUpRequest, SearchCreate, SearchOut, TrialOut
 
 router = APIRouter(prefix="/searches", tags=["searches"])
 
@@ -193,6 +193,40 @@ def leaderboard(
         raise InputError([Problem("sort", f"must be one of {', '.join(TRIAL_SORT_KEYS)}, got {sort!r}", "query")])
     page = repo.list_trials(search_id, sort=sort, order=order, state=state, limit=limit, offset=offset)
     return Page(items=[trial_out(t) for t in page.items], total=page.total, limit=limit, offset=offset)
+
+
+@router.get(
+    "/{search_id}/trial",
+    dependencies=[ReadAccess],
+    responses={
+        404: {
+            "model": ErrorOut,
+            "description": "no such search, or no trial matches: the message says what was asked and how many "
+            "completed trials the search has",
+        }
+    },
+)
+def pick_trial(
+    search_id: SearchId,
+    repo: Repo,
+    number: Annotated[
+        int | None, Query(ge=0, le=MAX_ID, description="the trial's number in the search (the leaderboard's #)")
+    ] = None,
+    rank: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_ID, description="the N-th best completed trial by validation loss (baselines unranked)"),
+    ] = None,
+) -> TrialOut:
+    """One trial of a search, picked by its ``number`` or by its ``rank`` on the leaderboard (exactly one of them):
+    the leaderboard row of what ``brainsearch export --number N / --rank N`` exports, without paging through the
+    leaderboard. Neither or both selectors is a 422."""
+    _search_or_404(repo, search_id)
+    if (number is None) == (rank is None):
+        raise InputError([Problem("", "give exactly one of number and rank", "query")])
+    try:
+        return trial_out(repo.pick_trial(search_id, number=number, rank=rank))
+    except TrialNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, exc.message) from None
 
 
 def pareto_front(trials: list[Trial], key: Literal["step_time_s", "params_activated"]) -> list[Trial]:

@@ -11,7 +11,11 @@ import pytest
 import yaml
 
 from brainsearch.cli import main
+from brainsearch.client import Client
+from brainsearch.errors import InputError
+from brainsearch.storage import Repository
 from tests.search.conftest import fast_space
+from tests.service.test_api import _seed_trials
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -54,3 +58,19 @@ def test_client_errors_exit_2(live: Any, tmp_path: Path, capsys: pytest.CaptureF
     for args, expected in cases:
         code, _, err = run(args, capsys)
         assert code == 2 and expected in err and "Traceback" not in err, (args, err)
+
+
+def test_pick_trial_by_number_or_rank(live: Any, repo: Repository) -> None:
+    """Pass: Client.pick_trial answers the leaderboard row of the trial with a number or at a rank; no such trial
+    raises InputError at --number / --rank with the server's message (what was asked, how many completed)."""
+    client = Client(live().url)
+    sid = client.submit({"space": "tiny"})["id"]
+    ids = _seed_trials(repo, sid)  # #0 the GLaM baseline, #1 and #2 completed, #3 pruned, #4 diverged
+    assert client.pick_trial(sid, rank=2)["id"] == ids[2] and client.pick_trial(sid, number=0)["id"] == ids[0]
+    for kwargs, problem in [
+        ({"rank": 4}, f"--rank: search {sid} has 2 completed trial(s), not 4"),
+        ({"number": 9}, f"--number: search {sid} has no trial #9 (it has 2 completed trial(s))"),
+    ]:
+        with pytest.raises(InputError) as info:
+            client.pick_trial(sid, **kwargs)
+        assert str(info.value) == f"<input>: {problem}"

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from brainsearch import cost
 from brainsearch.arch import Architecture
 from brainsearch.search.baselines import baseline_architectures
-from brainsearch.search.driver import create_search, study_name
+from brainsearch.search.submission import create_search, study_name
 from brainsearch.settings import Settings
 from brainsearch.space import SearchSpace, sample
 from brainsearch.storage import MetricPoint, Repository, make_engine, migrate
@@ -130,7 +130,7 @@ def _seed_finished(repo: Repository, url: str, space: SearchSpace) -> tuple[int,
     parameter importance has something to say), one pruned before training and one diverged."""
     import optuna
 
-    from brainsearch.search.trial import optuna_storage
+    from brainsearch.storage.optuna_storage import optuna_storage
 
     search, _ = create_search(repo, space, overrides={"trials": 8, "sampler": "random", "seed": 7})
     repo.set_search_status(search.id, "running")
@@ -281,6 +281,34 @@ def test_searches_list_columns_and_reference_baseline(page: Page, site: Site) ->
     page.goto(f"{site.url}/searches/{site.dense_ref}")
     assert "vs dense" in page.inner_text("#leaderboard") and _settings(page)["reference baseline"] == "dense"
     assert page.inner_text("#vs-reference") == "-0.1000"
+
+
+def _vs_cells(html: str) -> dict[int, str]:
+    """The leaderboard's comparison cell of each trial row, by trial id, as text."""
+    rows = re.findall(r'<tr class="[^"]*" data-trial="(\d+)">(.*?)</tr>', html, re.S)
+    cells = {int(tid): re.search(r'<td class="vs">(.*?)</td>', row, re.S) for tid, row in rows}
+    return {tid: re.sub(r"<[^>]+>", "", m.group(1)).strip() for tid, m in cells.items() if m}
+
+
+def test_the_comparison_follows_the_reference_baseline_without_a_browser(site: Site) -> None:
+    """Pass: the HTML of a search whose space names dense as its reference (GLaM trained too, and better) heads the
+    comparison "vs dense" and measures every delta against dense's loss, on the search page and a trial's page; a
+    search whose stored space no longer loads still compares with the baseline its document names."""
+    trials = {t.number: t for t in site.repo.list_trials(site.dense_ref).items}
+    html = httpx.get(f"{site.url}/searches/{site.dense_ref}").text
+    assert '<th class="vs">vs dense</th>' in html and "vs glam" not in html and "best vs dense" in html
+    assert _vs_cells(html) == {trials[0].id: "-0.2000", trials[1].id: "", trials[2].id: "-0.1000"}
+    trial_html = httpx.get(f"{site.url}/trials/{trials[2].id}").text
+    assert "vs dense" in trial_html and "-0.1000" in trial_html
+    old, _ = site.repo.create_search(
+        name="older document",
+        space_name="older",
+        space={"name": "older", "constraints": {"baseline": "dense"}},
+        settings={},
+        trials_requested=1,
+    )
+    site.repo.set_search_status(old.id, "completed")  # not active: the list page of the other tests does not poll
+    assert '<th class="vs">vs dense</th>' in httpx.get(f"{site.url}/searches/{old.id}").text
 
 
 def test_trial_pages_formatted_with_empty_states(page: Page, site: Site) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from brainsearch.search.driver import create_search
+from brainsearch.search.submission import create_search
 from brainsearch.storage import Repository, make_engine
 from tests.search.conftest import fast_space
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from brainsearch.search.driver import create_search
+from brainsearch.search.submission import create_search
 from brainsearch.storage import Repository, Search
 from service.worker import Worker
 from tests.search.conftest import fast_space

@@ -1,0 +1,305 @@
+"""The search commands: ``search`` and ``resume`` run a search in the foreground; ``leaderboard``, ``scale-up``
+and ``delete`` read or change one, in a database (``--db``) or on a service (``--server``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from brainsearch.cli.common import (
+    DbOption,
+    SearchIdArgument,
+    ServerOption,
+    TokenOption,
+    err,
+    fail,
+    open_repository,
+    search_or_fail,
+)
+from brainsearch.cli.progress import follow, follow_remote
+from brainsearch.cli.render import print_leaderboard, print_scale_up
+from brainsearch.errors import ArchitectureError, Problem
+
+if TYPE_CHECKING:
+    from brainsearch.space import SearchSpace
+    from brainsearch.storage import Repository, Search
+
+__all__ = [
+    "LEADERBOARD_ROWS",
+    "delete_cmd",
+    "leaderboard_cmd",
+    "remote_reference",
+    "resume_cmd",
+    "scale_up_cmd",
+    "search_cmd",
+]
+
+LEADERBOARD_ROWS = 20  # what `leaderboard` shows by default, and `search` / `resume` at the end
+
+
+def search_cmd(
+    space_file: Annotated[str, typer.Argument(metavar="SPACE.yaml", help="A space file or a bundled space name.")],
+    trials: Annotated[int | None, typer.Option(help="Trials to run (default: the space's search.trials).")] = None,
+    sampler: Annotated[str | None, typer.Option(help="evolution, random, tpe or nsga2.")] = None,
+    executor: Annotated[str | None, typer.Option(help="local (processes) or ray.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Trials at once.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampler and training seed.")] = None,
+    pruner: Annotated[str | None, typer.Option(help="none, baseline, median or successive_halving.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch threads per trial (default: cores / concurrency).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    ray_address: Annotated[str | None, typer.Option(help="An existing Ray cluster (default: a local Ray).")] = None,
+    gpus_per_trial: Annotated[float, typer.Option(help="GPUs each Ray trial reserves.")] = 0.0,
+    memory_per_trial: Annotated[
+        str | None, typer.Option(help="Memory a local trial may allocate, e.g. 4GiB (past it: out_of_memory).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="A name for the search (default: the space's).")] = None,
+    top_k: Annotated[int | None, typer.Option(help="Candidates the scale-up stage trains again.")] = None,
+    scale_up: Annotated[
+        str | None,
+        typer.Option(
+            help="Scale-up ladder, e.g. cpu-tiny,cpu-small:100K (preset[:token budget], comma-separated); "
+            "default: the space's search.scale_up"
+        ),
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="Scale preset the scaling law predicts at.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Run a search in the foreground: baselines, then trials, with a progress bar; print the leaderboard (and the
+    scale-up stage's report when the search has one)."""
+    from pydantic import ValidationError
+
+    from brainsearch._validation import problems_from_validation_error
+    from brainsearch.search.submission import RunOptions, create_search
+    from brainsearch.settings import get_settings
+    from brainsearch.space import load_space
+
+    space = load_space(space_file)
+    overrides: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("trials", trials),
+            ("sampler", sampler),
+            ("concurrency", concurrency),
+            ("seed", seed),
+            ("pruner", pruner),
+            ("top_k", top_k),
+        )
+        if v is not None
+    }
+    if scale_up is not None or target is not None:
+        overrides["scale_up"] = _scale_up_option(space, scale_up, target)
+    try:
+        options = RunOptions(
+            executor=executor or get_settings().executor,
+            threads_per_trial=threads,
+            device=device,
+            ray_address=ray_address or get_settings().ray_address,
+            gpus_per_trial=gpus_per_trial,
+            memory_per_trial=memory_per_trial,
+        )
+    except ValidationError as exc:
+        raise fail(problems_from_validation_error(exc, "options")) from None
+    repo, url = open_repository(db)
+    search, _ = create_search(repo, space, name=name, overrides=overrides, options=options)
+    err.print(
+        f"search {search.id} of space {space.name}: stored in {repo.engine.url!r}; resume it with "
+        f"`brainsearch resume {search.id}`" + (f" --db {db}" if db else "")
+    )
+    _finish(repo, search.id, url)
+
+
+def resume_cmd(
+    search_id: Annotated[int, typer.Argument(metavar="SEARCH_ID", help="The search to resume.")],
+    db: DbOption = None,
+) -> None:
+    """Resume a stopped search from the database: finished trials are kept, interrupted ones retried."""
+    repo, url = open_repository(db)
+    search_or_fail(repo, search_id)
+    _finish(repo, search_id, url)
+
+
+def _scale_up_option(space: SearchSpace, ladder: str | None, target: str | None) -> dict[str, Any]:
+    """``--scale-up`` / ``--target`` over the space's own ``search.scale_up``."""
+    current = space.search.scale_up.model_dump(mode="json") if space.search.scale_up else {}
+    if ladder is not None:
+        current["ladder"] = _ladder_document(ladder, {})["ladder"]
+    if target is not None:
+        current["target"] = target
+    if "ladder" not in current:
+        raise fail([Problem("--target", "the space has no scale-up ladder: give --scale-up too")])
+    return current
+
+
+def _finish(repo: Repository, search_id: int, url: str) -> None:
+    """Run the search to its end, then print its leaderboard (and scale-up report); exit 1 unless it completed."""
+    from dataclasses import asdict
+
+    search = follow(repo, search_id, url)
+    page = repo.list_trials(search_id, limit=LEADERBOARD_ROWS)
+    print_leaderboard([asdict(t) for t in page.items], search_id, page.total, _repo_reference(repo, search))
+    if search.settings.get("search", {}).get("scale_up"):
+        print_scale_up(_repo_scale_up(repo, search_id))
+    if search.status != "completed":
+        err.print(f"search {search_id} {search.status}: {search.error}", markup=False)
+        raise typer.Exit(1)
+
+
+def _repo_reference(repo: Repository, search: Search) -> tuple[str, float | None]:
+    """The search's reference baseline (its space's ``constraints.baseline``) and that baseline's validation loss,
+    from the database, read as the API's search document has them (:func:`remote_reference`)."""
+    from brainsearch.search.submission import Progress, reference_baseline
+
+    name = reference_baseline(search)
+    return name, Progress.of(repo, search).baselines.get(name)
+
+
+def remote_reference(search: dict[str, Any]) -> tuple[str, float | None]:
+    """The search's reference baseline and its validation loss, from the API's search document."""
+    name = search["reference_baseline"]
+    return name, search["progress"]["baselines"].get(name)
+
+
+def leaderboard_cmd(
+    search_id: SearchIdArgument,
+    sort: Annotated[str, typer.Option(help="val_loss, step_time_s, params_activated, mfu, tokens_per_s, ...")] = (
+        "val_loss"
+    ),
+    limit: Annotated[int, typer.Option(min=1, max=500, help="Rows to show.")] = LEADERBOARD_ROWS,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the trials as JSON lines.")] = False,
+    db: DbOption = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
+) -> None:
+    """The ranked trials of a search (from a database, or a service with --server): completed by validation
+    loss, then pruned and failed ones."""
+    from brainsearch.storage import TRIAL_SORT_KEYS
+
+    if sort not in TRIAL_SORT_KEYS:
+        raise fail([Problem("--sort", f"must be one of {', '.join(TRIAL_SORT_KEYS)}, got {sort!r}")])
+    if server:
+        from brainsearch.client import Client
+
+        client = Client(server, token)
+        page = client.trials(search_id, sort=sort, limit=limit)
+        rows, total, reference = page["items"], page["total"], remote_reference(client.search(search_id))
+    else:
+        from dataclasses import asdict
+
+        repo, _ = open_repository(db)
+        search = search_or_fail(repo, search_id)
+        trial_page = repo.list_trials(search_id, sort=sort, limit=limit)
+        rows, total = [asdict(t) for t in trial_page.items], trial_page.total
+        reference = _repo_reference(repo, search)
+    if as_json:
+        for row in rows:
+            sys.stdout.write(json.dumps(row, default=str) + "\n")
+        return
+    print_leaderboard(rows, search_id, total, reference, sort)
+
+
+def _ladder_document(ladder: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A ``search.scale_up`` document from ``--ladder`` (``preset[:tokens],...``) and --target / --law / --scale-by."""
+    rungs: list[dict[str, Any]] = []
+    for item in ladder.split(","):
+        preset_name, _, tokens = item.strip().partition(":")
+        rungs.append({"preset": preset_name, **({"budget_tokens": tokens} if tokens else {})})
+    return {"ladder": rungs, **params}
+
+
+def _repo_scale_up(repo: Repository, search_id: int, **params: Any) -> dict[str, Any]:
+    """The scale-up report of a stored search, as the API's JSON; a bad --target exits 2."""
+    from brainsearch.search.scaleup_report import scale_up_report
+    from brainsearch.search.submission import stored_space
+
+    search = search_or_fail(repo, search_id)
+    try:
+        return scale_up_report(repo, search_id, stored_space(search), **params).model_dump(mode="json")
+    except ArchitectureError as exc:
+        raise fail([Problem("--target", p.message) for p in exc.problems]) from None
+
+
+def scale_up_cmd(
+    search_id: SearchIdArgument,
+    target: Annotated[str | None, typer.Option(help="Scale preset to predict at (default: the search's).")] = None,
+    law: Annotated[str | None, typer.Option(help="kaplan | chinchilla (default: the search's).")] = None,
+    scale_by: Annotated[str | None, typer.Option(help="params_activated | compute (default: the search's).")] = None,
+    ladder: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the stage first, for a finished search: a ladder such as cpu-tiny,cpu-small:100K "
+            "(preset[:token budget], comma-separated); trials are kept, recorded runs not trained again"
+        ),
+    ] = None,
+    top_k: Annotated[int | None, typer.Option(min=0, max=100, help="With --ladder: candidates to scale up.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    db: DbOption = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
+) -> None:
+    """The scale-up stage of a search: candidates per rung with their speed-up over the baseline, proxy fidelity
+    (Kendall tau) and the scaling-law prediction of each at the target scale. With --ladder, run the stage first
+    (in the foreground on --db, or queued on --server and followed)."""
+    if law not in (None, "kaplan", "chinchilla"):
+        raise fail([Problem("--law", f"must be kaplan or chinchilla, got {law!r}")])
+    if scale_by not in (None, "params_activated", "compute"):
+        raise fail([Problem("--scale-by", f"must be params_activated or compute, got {scale_by!r}")])
+    if top_k is not None and ladder is None:
+        raise fail([Problem("--top-k", "only with --ladder (the stage it runs)")])
+    params = {k: v for k, v in {"target": target, "law": law, "scale_by": scale_by}.items() if v is not None}
+    if server:
+        from brainsearch.client import Client
+
+        client = Client(server, token)
+        if ladder is not None:
+            stage = _ladder_document(ladder, params)
+            client.add_scale_up(search_id, {"scale_up": stage, **({"top_k": top_k} if top_k is not None else {})})
+            follow_remote(client, search_id, interval=1.0)
+        report = client.scale_up(search_id, **params)
+    else:
+        repo, url = open_repository(db)
+        if ladder is not None:
+            from brainsearch.search.submission import add_scale_up
+
+            search = search_or_fail(repo, search_id)
+            add_scale_up(repo, search, _ladder_document(ladder, params), top_k=top_k, prefix=("--ladder",))
+            follow(repo, search_id, url)
+        report = _repo_scale_up(repo, search_id, **params)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    print_scale_up(report)
+
+
+def delete_cmd(
+    search_id: SearchIdArgument,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    db: DbOption = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Delete a finished search: its trials, curves, scale-up candidates, Optuna study and kept files (weights,
+    exports). A queued or running search must be cancelled first."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise fail([Problem("--yes", "deleting a search needs --yes when not run from a terminal")])
+        typer.confirm(f"delete search {search_id} with its trials and files?", abort=True)
+    if server:
+        from brainsearch.client import Client
+
+        Client(server, token).delete(search_id)
+    else:
+        from brainsearch.errors import ConflictError
+        from brainsearch.search.submission import delete_search
+        from brainsearch.settings import get_settings
+        from brainsearch.store import RunStore
+
+        repo, _ = open_repository(db)
+        search_or_fail(repo, search_id)
+        try:
+            delete_search(repo, search_id, RunStore(get_settings().data_dir, repo.database_id()))
+        except ConflictError as exc:
+            raise fail([Problem("SEARCH_ID", str(exc))]) from None
+    err.print(f"search {search_id} deleted")

@@ -1,0 +1,173 @@
+"""The spec commands, ``validate``, ``sample`` and ``cost``: they read a space or an architecture and never import
+torch (tests/test_layering.py checks it)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from brainsearch._format import fmt_bytes, fmt_count, fmt_flops
+from brainsearch.arch import Architecture, Cost, cost, preset, preset_names
+from brainsearch.cli.common import fail, out
+from brainsearch.errors import ArchitectureError, Problem
+
+if TYPE_CHECKING:
+    from brainsearch.space import SearchSpace
+
+__all__ = ["cost_cmd", "read_architecture", "sample_cmd", "validate_cmd"]
+
+SpaceArgument = Annotated[str, typer.Argument(metavar="SPACE.yaml", help="A space file or a bundled space name.")]
+
+
+def validate_cmd(
+    space_file: SpaceArgument,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Check a search-space file; print its dimensions, size and cost range (exit 2 on problems)."""
+    from brainsearch.space import bounds, dimensions, load_space, space_size
+
+    space = load_space(space_file)
+    extremes = bounds(space)
+    assert extremes is not None, "load_space rejects spaces without a feasible assignment"
+    batch = space.proxy.batch_size
+    small_total, large_total, small_act, large_act = extremes.cost_range(batch)
+    dims = dimensions(space)
+    size = space_size(space)
+    if as_json:
+        summary: dict[str, Any] = {
+            "file": space_file,
+            "name": space.name,
+            "dimensions": dims,
+            "size": size,
+            "params_total": [small_total.params_total, large_total.params_total],
+            "params_activated": [small_act.params_activated, large_act.params_activated],
+            "flops_per_token": [small_act.flops_per_token, large_act.flops_per_token],
+            "memory_bytes": [small_total.memory_bytes, large_total.memory_bytes],
+            "smallest": extremes.smallest_total.to_dict(),
+            "largest": extremes.largest_total.to_dict(),
+        }
+        out.print_json(json.dumps(summary))
+        return
+    out.print(f"[bold green]OK[/] {space_file}: space [bold]{space.name}[/]  {space.description}")
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("dimensions", f"{len(dims)} free parameters")
+    table.add_row("size", "continuous" if size is None else f"{size:,} architectures (before constraints)")
+    table.add_row(
+        "params (total)",
+        f"{fmt_count(small_total.params_total)} .. {fmt_count(large_total.params_total)}  (no embeddings)",
+    )
+    table.add_row(
+        "params (activated)",
+        f"{fmt_count(small_act.params_activated)} .. {fmt_count(large_act.params_activated)}",
+    )
+    table.add_row(
+        "training FLOPs/token",
+        f"{fmt_flops(small_act.flops_per_token)} .. {fmt_flops(large_act.flops_per_token)}",
+    )
+    table.add_row(
+        f"memory (batch {batch})",
+        f"{fmt_bytes(small_total.memory_bytes)} .. {fmt_bytes(large_total.memory_bytes)}",
+    )
+    table.add_row("smallest", f"{extremes.smallest_total.pattern}  d_model {extremes.smallest_total.d_model}")
+    table.add_row("largest", f"{extremes.largest_total.pattern}  d_model {extremes.largest_total.d_model}")
+    for name, value in _settings_rows(space):
+        table.add_row(name, value)
+    out.print(table)
+
+
+def _settings_rows(space: SearchSpace) -> list[tuple[str, str]]:
+    """The proxy and search settings of a space, and what its scale-up stage (if any) will do."""
+    p, s = space.proxy, space.search
+    budget = next(f"{fmt_count(v)} {k}" for k, v in p.budget.model_dump().items() if v is not None)
+    if s.scale_up is None:
+        stage = "no scale-up stage (add search.scale_up, or run one later: brainsearch scale-up ID --ladder ...)"
+    else:
+        rungs = " -> ".join(r.preset for r in s.scale_up.ladder)
+        stage = f"top-{s.top_k} and {space.constraints.baseline} scaled up over {rungs}"
+        stage += f", predicted at {s.scale_up.target}"
+    return [
+        (
+            "proxy",
+            f"{p.num_blocks} x block, seq_len {p.seq_len}, vocab {p.vocab_size}, batch {p.batch_size},"
+            f" budget {budget}, data {p.data}",
+        ),
+        ("search", f"{s.sampler}, {s.trials} trials, objectives {', '.join(s.objectives)}; {stage}"),
+    ]
+
+
+def sample_cmd(
+    space_file: SpaceArgument,
+    n: Annotated[int, typer.Option("-n", min=1, max=100_000, help="How many architectures.")] = 1,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed.")] = 0,
+) -> None:
+    """Print architectures sampled uniformly from a space as JSON, one per line."""
+    from brainsearch.space import RandomSuggester, load_space, sample
+
+    space = load_space(space_file)
+    suggester = RandomSuggester(seed)
+    for _ in range(n):
+        sys.stdout.write(sample(space, suggester).to_json() + "\n")
+
+
+def read_architecture(arch_file: str) -> Architecture:
+    """An Architecture from a JSON file (``-``: stdin), or from an export document, which carries it under
+    ``architecture``; what cannot be read is an ArchitectureError naming the file."""
+    source = "<stdin>" if arch_file == "-" else arch_file
+    try:
+        text = sys.stdin.read() if arch_file == "-" else Path(arch_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ArchitectureError([Problem("", f"cannot read: {reason}", source)]) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ArchitectureError([Problem("", f"not valid JSON: {exc}", source)]) from None
+    if isinstance(data, dict) and isinstance(data.get("architecture"), dict):
+        data = data["architecture"]
+    return Architecture.from_json(data, source=source)
+
+
+def cost_cmd(
+    arch_file: Annotated[
+        str | None, typer.Argument(metavar="ARCH.json", help="Architecture JSON ('-': stdin).")
+    ] = None,
+    preset_name: Annotated[str | None, typer.Option("--preset", help=f"One of: {', '.join(preset_names())}.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=1 << 20, help="For the memory estimate.")] = 8,
+    precision: Annotated[str, typer.Option("--precision", help="Activation precision: fp32 or bf16.")] = "fp32",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the cost as JSON.")] = False,
+) -> None:
+    """Parameters (total, activated, embedding), training FLOPs per token and a training-memory estimate."""
+    if (arch_file is None) == (preset_name is None):
+        raise fail([Problem("", "give exactly one of ARCH.json or --preset NAME", "cost")])
+    if precision not in ("fp32", "bf16"):
+        raise fail([Problem("--precision", f"expected fp32 or bf16, got {precision!r}", "cost")])
+    arch = preset(preset_name) if preset_name else read_architecture(str(arch_file))
+    result = cost(arch, batch_size=batch_size, precision="bf16" if precision == "bf16" else "fp32")
+    if as_json:
+        sys.stdout.write(json.dumps({**result.model_dump(), "pattern": arch.pattern, "digest": arch.digest}) + "\n")
+        return
+    _print_cost(arch, result)
+
+
+def _print_cost(arch: Architecture, c: Cost) -> None:
+    table = Table(title=f"{arch.pattern} x {arch.num_blocks}  (d_model {arch.d_model}, digest {arch.digest})")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_column("exact", justify="right")
+    table.add_row("params total (no embeddings)", fmt_count(c.params_total), f"{c.params_total:,}")
+    table.add_row("params activated per token", fmt_count(c.params_activated), f"{c.params_activated:,}")
+    table.add_row("params embedding", fmt_count(c.params_embedding), f"{c.params_embedding:,}")
+    table.add_row("training FLOPs / token", fmt_flops(c.flops_per_token), f"{c.flops_per_token:,}")
+    table.add_row("  with capacity padding", fmt_flops(c.flops_per_token_padded), f"{c.flops_per_token_padded:,}")
+    table.add_row(
+        f"training memory (batch {c.batch_size}, {c.precision})",
+        fmt_bytes(c.memory_bytes),
+        f"{c.memory_bytes:,}",
+    )
+    table.add_row("layers attention / ffn / moe", f"{c.num_attention} / {c.num_ffn} / {c.num_moe}", "")
+    out.print(table)

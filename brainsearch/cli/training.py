@@ -1,0 +1,256 @@
+"""The training commands: ``train`` (one proxy run under a budget) and ``expand`` (Lifelong-MoE on a trained
+model). torch is imported inside them, when they run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from brainsearch._format import fmt_count
+from brainsearch.arch import Architecture, preset, preset_names
+from brainsearch.cli.common import DbOption, check_writable, err, fail, open_repository, out
+from brainsearch.cli.render import print_wide
+from brainsearch.cli.spec import read_architecture
+from brainsearch.errors import Problem
+
+if TYPE_CHECKING:
+    from brainsearch.train import ProxyResult, TrainSettings
+    from brainsearch.train.lifelong import ExpansionReport
+
+__all__ = ["expand_cmd", "train_cmd"]
+
+
+def _resolve_architecture(arch: str) -> Architecture:
+    """A JSON file, '-' for stdin, or the name of an architecture preset (``glam``, ``brainformer-1`` ...)."""
+    if arch != "-" and not Path(arch).exists() and arch in preset_names():
+        return preset(arch)
+    return read_architecture(arch)
+
+
+def train_cmd(
+    arch_file: Annotated[str, typer.Argument(metavar="ARCH", help="Architecture JSON, '-' (stdin) or a preset name.")],
+    scale_name: Annotated[
+        str | None, typer.Option("--preset", help="Scale preset: cpu-tiny, cpu-small, 100m-32e, 1b-64e, 8b-64e.")
+    ] = None,
+    budget_tokens: Annotated[str | None, typer.Option("--budget-tokens", help="Tokens to train on (64K, 1e6).")] = None,
+    budget_flops: Annotated[str | None, typer.Option("--budget-flops", help="Training FLOPs (2e12).")] = None,
+    budget_seconds: Annotated[str | None, typer.Option("--budget-seconds", help="Wall-clock seconds.")] = None,
+    data: Annotated[
+        str, typer.Option("--data", help="'default', a text file or folder, .jsonl, .npy/.bin.")
+    ] = "default",
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, max=4096)] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
+    lr: Annotated[float | None, typer.Option("--lr", min=0.0, help="Peak learning rate.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    time_limit: Annotated[float | None, typer.Option("--time-limit", min=0.0, help="Hard limit, seconds.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Train one proxy model under a budget; exit 0 if it completed, 1 if it diverged, ran out of memory or time."""
+    from brainsearch.arch.scale import scale, scale_preset
+
+    arch = _resolve_architecture(arch_file)
+    given = {k: v for k, v in (("tokens", budget_tokens), ("flops", budget_flops), ("seconds", budget_seconds)) if v}
+    if len(given) > 1:
+        raise fail(
+            [Problem("--budget-*", "give at most one of --budget-tokens, --budget-flops, --budget-seconds", "train")]
+        )
+    options: dict[str, Any] = {"data": data, "seed": seed, "device": device}
+    if scale_name:
+        p = scale_preset(scale_name)
+        arch = scale(arch, p)
+        options["batch_size"] = p.batch_size
+        options["budget"] = {"tokens": p.budget_tokens}
+    if given:
+        options["budget"] = given
+    for key, value in (("batch_size", batch_size), ("lr", lr), ("time_limit_s", time_limit)):
+        if value is not None:
+            options[key] = value
+    result = _train_with_bar(arch, _train_settings(options), transient=as_json)
+    if as_json:
+        sys.stdout.write(result.model_dump_json() + "\n")
+    else:
+        _print_train_result(arch, result)
+    if result.status != "completed":
+        raise typer.Exit(1)
+
+
+def _train_settings(options: dict[str, Any]) -> TrainSettings:
+    """The options as TrainSettings; invalid ones exit 2 naming the field."""
+    from pydantic import ValidationError
+
+    from brainsearch._validation import problems_from_validation_error
+    from brainsearch.train import TrainSettings
+
+    try:
+        return TrainSettings.model_validate(options)
+    except ValidationError as exc:
+        raise fail(problems_from_validation_error(exc, "train")) from None
+
+
+def _train_with_bar(arch: Architecture, settings: TrainSettings, *, transient: bool) -> ProxyResult:
+    """Train with a progress bar on stderr (steps, when the budget counts tokens; the latest losses)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from brainsearch.train import CurvePoint, train
+
+    total = None
+    if settings.budget.tokens is not None:
+        total = max(1, -(-int(settings.budget.tokens) // (settings.batch_size * arch.seq_len)))
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=transient,
+    ) as progress:
+        task = progress.add_task(f"{arch.pattern} x{arch.num_blocks}", total=total, status="")
+
+        def report(point: CurvePoint) -> None:
+            shown = f"step {point.step}  loss {point.train_loss:.3f}"
+            if point.val_loss is not None:
+                shown += f"  val {point.val_loss:.3f}"
+            progress.update(task, completed=point.step, status=shown)
+
+        return train(arch, settings, report=report)
+
+
+def _print_train_result(arch: Architecture, result: ProxyResult) -> None:
+    from brainsearch.train.result import HEADLINE_METRICS
+
+    table = Table(title=f"{arch.pattern} x {arch.num_blocks}: {result.status}", show_header=False)
+    for key in ("reason", *HEADLINE_METRICS):
+        value = getattr(result, key)
+        if value is not None:
+            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    if result.moe is not None:
+        table.add_row("moe load cv / dropped", f"{result.moe.load_cv:.3f} / {result.moe.dropped_fraction:.3f}")
+    out.print(table)
+
+
+def _weights_source(source: str, db: str | None) -> Path:
+    """``TRIAL_OR_WEIGHTS``: a ``.safetensors`` file, ``SEARCH_ID:NUMBER`` (the leaderboard's #) or a trial id, whose
+    kept proxy weights are read from the data directory."""
+    path = Path(source).expanduser()
+    if path.suffix == ".safetensors" or path.exists():
+        if not path.is_file():
+            raise fail([Problem("TRIAL_OR_WEIGHTS", f"no such weights file: {path}")])
+        return path
+    from brainsearch.export import WeightsNotKept, kept_weights
+    from brainsearch.settings import get_settings
+    from brainsearch.store import RunStore
+
+    search_part, colon, number_part = source.partition(":")
+    if not (search_part.isdigit() and (not colon or number_part.isdigit())):
+        raise fail(
+            [
+                Problem(
+                    "TRIAL_OR_WEIGHTS", f"expected a .safetensors file, SEARCH_ID:NUMBER or a trial id, got {source!r}"
+                )
+            ]
+        )
+    repo, _ = open_repository(db)
+    found = repo.trial_by_number(int(search_part), int(number_part)) if colon else repo.get_trial(int(search_part))
+    if found is None:
+        raise fail([Problem("TRIAL_OR_WEIGHTS", f"no trial {source} in {repo.engine.url!r}")])
+    try:
+        return kept_weights(found, RunStore(get_settings().data_dir, repo.database_id()))
+    except WeightsNotKept as exc:
+        raise fail([Problem("TRIAL_OR_WEIGHTS", str(exc))]) from None
+
+
+def expand_cmd(
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="TRIAL_OR_WEIGHTS", help="A .safetensors file, SEARCH_ID:NUMBER (leaderboard #) or a trial id."
+        ),
+    ],
+    add_experts: Annotated[int, typer.Option(min=1, help="Experts added to every MoE layer.")],
+    data: Annotated[str, typer.Option("--data", help="The new data: a text file or folder, .jsonl, .npy / .bin.")],
+    old_data: Annotated[str, typer.Option(help="The data the model was trained on (forgetting is measured on it).")] = (
+        "default"
+    ),
+    steps: Annotated[int | None, typer.Option(min=1, help="Training steps of each method (default 200).")] = None,
+    tokens: Annotated[int | None, typer.Option(min=1, help="Or a token budget instead of steps.")] = None,
+    kl_weight: Annotated[float, typer.Option(min=0, help="Lambda of the distillation term KL(p_old || p_new).")] = 1.0,
+    lr: Annotated[float, typer.Option(min=0, help="Peak learning rate.")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(min=1, help="Sequences per step.")] = 8,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the new experts' noise and of the batches.")] = 0,
+    baseline: Annotated[bool, typer.Option(help="Also fine-tune the old model plainly, for comparison.")] = True,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Save the expanded model (.safetensors).")] = (
+        None
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Lifelong-MoE (arXiv 2305.12281): add experts to every MoE layer of a trained model (compute per token
+    unchanged), freeze the old experts and their router rows, train on new data with a distillation term toward the
+    old model, and report the loss on the old and the new data before and after, against plain fine-tuning."""
+    from pydantic import ValidationError
+
+    from brainsearch._validation import problems_from_validation_error
+    from brainsearch.train.lifelong import ExpansionSettings, expand
+
+    try:
+        settings = ExpansionSettings(
+            steps=steps,
+            tokens=tokens,
+            kl_weight=kl_weight,
+            lr=lr,
+            batch_size=batch_size,
+            seed=seed,
+            baseline=baseline,
+            device=device,
+        )
+    except ValidationError as exc:
+        raise fail(problems_from_validation_error(exc, "options")) from None
+    weights = _weights_source(source, db)
+    if output is not None:
+        check_writable(output, ".safetensors")
+    try:
+        with err.status(f"expanding {weights.name}: +{add_experts} experts per MoE layer, training on {data}"):
+            report = expand(weights, add_experts, data, old_data, settings, output=output)
+    except OSError as exc:  # the weights could not be written after all (a full disk, say)
+        raise fail([Problem("--output", f"cannot write {output}: {exc.strerror or exc}")]) from None
+    if as_json:
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+        return
+    _print_expansion(report, output)
+
+
+def _print_expansion(report: ExpansionReport, output: Path | None) -> None:
+    """Losses on the old and the new data before and after each method, then the parameter counts."""
+    table = Table(
+        title=f"Lifelong-MoE: experts {report.experts_before} -> {report.experts_after}, {report.steps} steps"
+    )
+    for column in ("model", "old data loss", "new data loss", "forgetting", "new-data gain"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    table.add_row("before", f"{report.before.old:.4f}", f"{report.before.new:.4f}", "", "")
+    for method in (report.lifelong, report.plain):
+        if method is None:
+            continue
+        name = f"lifelong (lambda {report.kl_weight:g})" if method.method == "lifelong" else "plain fine-tuning"
+        if method.losses is None:
+            table.add_row(name, "", "", "", method.log.reason or method.log.status)
+            continue
+        table.add_row(
+            name,
+            f"{method.losses.old:.4f}",
+            f"{method.losses.new:.4f}",
+            f"{method.forgetting:+.4f}" if method.forgetting is not None else "",
+            f"{method.new_gain:+.4f}" if method.new_gain is not None else "",
+        )
+    print_wide(table)
+    out.print(
+        f"activated parameters {fmt_count(report.params_activated_before)} -> "
+        f"{fmt_count(report.params_activated_after)}, total {fmt_count(report.params_total_before)} -> "
+        f"{fmt_count(report.params_total_after)}"
+        + (f"; expanded weights saved to {output}" if output is not None else ""),
+        markup=False,
+    )
