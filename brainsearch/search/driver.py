@@ -47,7 +47,7 @@ from optuna.trial import TrialState as OptunaState
 
 from brainsearch.arch.cost import cost
 from brainsearch.arch.spec import Architecture
-from brainsearch.errors import ArchitectureError, StorageError
+from brainsearch.errors import ArchitectureError, InputError, StorageError
 from brainsearch.search.baselines import baseline_architectures
 from brainsearch.search.executor import Executor, Finished
 from brainsearch.search.jobs import BaselineRef, CandidateJob, Job, TrialJob
@@ -91,12 +91,11 @@ MAX_FRUITLESS_ASKS = 200
 
 @dataclass(frozen=True)
 class Planned:
-    """What asking the sampler produced: a job to train, or a trial settled without training."""
+    """What asking the sampler produced: a job to train, or nothing to run (the trial was settled without training:
+    pruned by a constraint or a duplicate of a trained one; or it waits for the trial in flight it duplicates)."""
 
     number: int  # the Optuna trial number
     job: TrialJob | None = None
-    settled: Trial | None = None  # pruned by a constraint, or the earlier trial this one duplicates
-    waits_for: str | None = None  # digest of an architecture being trained right now
     counted: bool = False  # a new brainsearch trial that counts towards the requested number
 
 
@@ -145,7 +144,7 @@ class SearchDriver:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     # --- set-up ------------------------------------------------------------------------------------------------------
-    def open_study(self) -> optuna.Study:
+    def _open_study(self) -> optuna.Study:
         """The search's Optuna study (created on first use); the sampler is re-seeded past the trials it has, so a
         resumed random or evolutionary search does not replay the proposals it already made."""
         storage = optuna_storage(self.database_url)
@@ -163,27 +162,27 @@ class SearchDriver:
         study.sampler = make_sampler(self.settings.model_copy(update={"seed": self.settings.seed + seen}))
         return study
 
-    def train_settings(self) -> TrainSettings:
+    def _train_settings(self) -> TrainSettings:
         """How every trial of this search trains."""
         settings = trial_train_settings(self.space, self.settings.seed, self.options.device)
         if self.options.memory_per_trial is not None:
             settings = settings.model_copy(update={"memory_limit_bytes": self.options.memory_per_trial})
         return settings
 
-    def check_data(self) -> None:
+    def _check_data(self) -> None:
         """Load the corpus once here, so bad data is one clear error and workers find the tokenised cache."""
         from brainsearch.data import load_corpus
 
         load_corpus(self.space.proxy.data, self.space.proxy.vocab_size)
 
-    def reconcile(self, study: optuna.Study, reason: str = "worker stopped while the trial ran") -> int:
+    def _reconcile(self, study: optuna.Study, reason: str = "worker stopped while the trial ran") -> int:
         """Settle what a dead (or interrupted) process left running; returns how many trials were retried."""
         orphans = self.repo.mark_orphans_crashed(self.search.id, reason)
         for ot in study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,)):
             ref = ot.user_attrs.get("bs_trial_id", ot.user_attrs.get("duplicate_of"))
             trial = self.repo.get_trial(int(ref)) if ref is not None else None
             if trial is not None and trial.state not in ("running", "crashed"):
-                self.tell(study, ot.number, trial)
+                self._tell(study, ot.number, trial)
             else:
                 study.tell(ot.number, state=OptunaState.FAIL)
         retried = 0
@@ -196,7 +195,7 @@ class SearchDriver:
         return retried
 
     # --- sampler <-> storage -----------------------------------------------------------------------------------------
-    def values(self, trial: Trial) -> list[float] | None:
+    def _values(self, trial: Trial) -> list[float] | None:
         """The trial's objective values, in the order of ``objectives`` (None when one is missing)."""
         found = {
             "val_loss": trial.val_loss,
@@ -209,9 +208,9 @@ class SearchDriver:
             return None
         return [float(v) for v in values if v is not None]
 
-    def tell(self, study: optuna.Study, number: int, trial: Trial) -> None:
+    def _tell(self, study: optuna.Study, number: int, trial: Trial) -> None:
         """Tell the sampler how the trial (or the trial it duplicates) went."""
-        values = self.values(trial) if trial.state == "completed" else None
+        values = self._values(trial) if trial.state == "completed" else None
         if values is not None:
             study.tell(number, values, skip_if_finished=True)
         elif trial.state == "pruned":
@@ -219,7 +218,7 @@ class SearchDriver:
         else:
             study.tell(number, state=OptunaState.FAIL, skip_if_finished=True)
 
-    def job(self, trial: Trial, *, baseline: str | None = None, optuna_trial_id: int | None = None) -> TrialJob:
+    def _job(self, trial: Trial, *, baseline: str | None = None, optuna_trial_id: int | None = None) -> TrialJob:
         """The job that trains ``trial``."""
         return TrialJob(
             search_id=self.search.id,
@@ -227,7 +226,7 @@ class SearchDriver:
             number=trial.number,
             database_url=self.database_url,
             arch=trial.arch,
-            settings=self.train_settings(),
+            settings=self._train_settings(),
             resources=self.resources,
             baseline_name=baseline,
             study_name=self.study_name,
@@ -241,7 +240,7 @@ class SearchDriver:
             weights_metadata=weights_metadata(self.store.database_id, self.search.id, trial.id),
         )
 
-    def prune_weights(self) -> None:
+    def _prune_weights(self) -> None:
         """With ``keep_weights: top_k``, delete the weights of completed trials no longer among the best ``top_k``
         (at least the best one is kept, and the baselines'). A file whose trial is not recorded completed yet (its
         worker writes the weights, then the result) is left alone."""
@@ -283,7 +282,7 @@ class SearchDriver:
             worker=self.worker,
         )
 
-    def plan(self, study: optuna.Study, trial: optuna.Trial) -> Planned:
+    def _plan(self, study: optuna.Study, trial: optuna.Trial) -> Planned:
         """Turn an asked Optuna trial into work: sample its architecture, settle it without training when a
         constraint rules it out or it was trained before, else make the job that trains it."""
         try:
@@ -292,20 +291,20 @@ class SearchDriver:
             trial.set_user_attr("invalid", str(exc)[:500])
             study.tell(trial.number, state=OptunaState.FAIL)
             self._fruitless += 1
-            self.note(f"the sampler proposed an invalid architecture: {exc}")
+            self._note(f"the sampler proposed an invalid architecture: {exc}")
             return Planned(trial.number)
         digest = arch.digest
         earlier = self.repo.find_trial(self.search.id, digest)
         if earlier is not None:
             trial.set_user_attr("duplicate_of", earlier.id)
-            self.tell(study, trial.number, earlier)
+            self._tell(study, trial.number, earlier)
             self._fruitless += 1
-            return Planned(trial.number, settled=earlier)
+            return Planned(trial.number)
         if digest in self._inflight:
             trial.set_user_attr("duplicate_of", self._inflight[digest])
             self._waiting.setdefault(digest, []).append(trial.number)
             self._fruitless += 1
-            return Planned(trial.number, waits_for=digest)
+            return Planned(trial.number)
         self._fruitless = 0
         record = self._add_trial(arch, dict(trial.params))
         trial.set_user_attr("bs_trial_id", record.id)
@@ -314,27 +313,27 @@ class SearchDriver:
             record = self.repo.finish_trial(
                 record.id, state="pruned", reason="breaks the space's constraints: " + "; ".join(reasons)
             )
-            self.tell(study, trial.number, record)
-            return Planned(trial.number, settled=record, counted=True)
+            self._tell(study, trial.number, record)
+            return Planned(trial.number, counted=True)
         self._inflight[digest] = record.id
-        return Planned(trial.number, job=self.job(record, optuna_trial_id=trial._trial_id), counted=True)
+        return Planned(trial.number, job=self._job(record, optuna_trial_id=trial._trial_id), counted=True)
 
-    def settle(self, study: optuna.Study, number: int | None, trial: Trial) -> None:
+    def _settle(self, study: optuna.Study, number: int | None, trial: Trial) -> None:
         """A trained trial finished (its worker recorded it): tell the sampler, and its waiting duplicates."""
         if number is not None:
-            self.tell(study, number, trial)
+            self._tell(study, number, trial)
         self._inflight.pop(trial.arch_digest, None)
         for dup in self._waiting.pop(trial.arch_digest, []):
-            self.tell(study, dup, trial)
+            self._tell(study, dup, trial)
         if trial.state in FAILED_STATES:
             self._consecutive_failures += 1
         else:
             self._consecutive_failures = 0
         if trial.state == "completed":
-            self.prune_weights()
+            self._prune_weights()
 
     # --- progress ----------------------------------------------------------------------------------------------------
-    def progress(self) -> Progress:
+    def _progress(self) -> Progress:
         """Counts of the search's trials (baselines apart) and the best validation loss so far."""
         counts = self.repo.count_trials(self.search.id, is_baseline=False)
         best = self.repo.list_trials(self.search.id, state="completed", is_baseline=False, limit=1).items
@@ -348,48 +347,48 @@ class SearchDriver:
             stage=self._stage,
         )
 
-    def emit(self) -> None:
+    def _emit(self) -> None:
         """Tell the progress callback where the search stands."""
         if self._on_progress is not None:
-            self._on_progress(self.progress())
+            self._on_progress(self._progress())
 
-    def note(self, text: str) -> None:
+    def _note(self, text: str) -> None:
         """Pass a remark about the search (a baseline that failed, an exhausted space) to the note callback."""
         if self._on_note is not None:
             self._on_note(text)
 
-    def remaining(self) -> int:
+    def _remaining(self) -> int:
         """Trials still to finish before the requested number is reached."""
         # Only the counts: this runs before every proposal, the best trial and baselines are not needed here.
         counts = self.repo.count_trials(self.search.id, is_baseline=False)
         return max(0, self.settings.trials - Progress.from_counts(self.settings.trials, counts).done)
 
-    def too_many_failures(self) -> bool:
+    def _too_many_failures(self) -> bool:
         """Whether the consecutive-failure limit was reached."""
         return self._consecutive_failures >= self.settings.max_consecutive_failures
 
-    def exhausted(self) -> bool:
+    def _exhausted(self) -> bool:
         """Whether the sampler keeps proposing architectures already trained."""
         return self._fruitless >= self.max_fruitless_asks
 
     # --- baselines ---------------------------------------------------------------------------------------------------
-    def baseline_jobs(self) -> list[TrialJob]:
+    def _baseline_jobs(self) -> list[TrialJob]:
         """Jobs for the baselines not yet trained (a crashed one is trained again)."""
         done = {t.baseline_name for t in self.repo.baselines(self.search.id) if t.state not in ("running", "crashed")}
         jobs = []
         for name, arch in baseline_architectures(self.space).items():
             if name not in done:
-                jobs.append(self.job(self._add_trial(arch, {}, baseline=name), baseline=name))
+                jobs.append(self._job(self._add_trial(arch, {}, baseline=name), baseline=name))
         return jobs
 
-    def load_reference(self) -> None:
+    def _load_reference(self) -> None:
         """The baseline the candidates are compared with (``constraints.baseline``), once it has trained."""
         name = self.space.constraints.baseline
         trial = next((t for t in self.repo.baselines(self.search.id) if t.baseline_name == name), None)
         if trial is None or trial.state != "completed":
             if self.settings.pruner == "baseline" or self.space.constraints.max_step_time_ratio is not None:
                 why = f"it ended {trial.state}: {trial.reason}" if trial is not None else "the space has no MoE layers"
-                self.note(f"no {name} baseline to compare with ({why}); its pruning rules are off for this search")
+                self._note(f"no {name} baseline to compare with ({why}); its pruning rules are off for this search")
             self.reference = None
             return
         flops = int(trial.cost.get("flops_per_token", 0))
@@ -410,24 +409,28 @@ class SearchDriver:
         running trials; ``should_stop`` (polled between events) cancels it, requeues it, or drops it (lease lost)."""
         own = executor is None
         if executor is None:  # workers start (torch import, corpus load) while the driver sets up
-            executor = self._make_executor()
+            try:
+                executor = self._make_executor()
+            except InputError as exc:  # Ray cannot be started or reached: the search cannot run as submitted
+                self.repo.set_search_status(self.search.id, "failed", error=str(exc)[:2000])
+                raise
             executor.prestart(self.space.proxy.data, self.space.proxy.vocab_size)
         try:
-            self.check_data()
+            self._check_data()
         except BaseException:
             if own:
                 executor.close()
             raise
         self.repo.set_search_status(self.search.id, "running")
-        study = self.open_study()
-        retried = self.reconcile(study)
+        study = self._open_study()
+        retried = self._reconcile(study)
         if retried:
-            self.note(f"{retried} trial(s) left running by a stopped worker were marked crashed and will be retried")
+            self._note(f"{retried} trial(s) left running by a stopped worker were marked crashed and will be retried")
         try:
             try:
                 self._run_baselines(executor)
                 self._loop(study, executor)
-                if not self.too_many_failures():
+                if not self._too_many_failures():
                     self._scale_up(executor)
             finally:  # nothing of this search runs past here: a stopped or failed search's jobs are killed
                 if own:
@@ -436,30 +439,30 @@ class SearchDriver:
                     self._cancel_running(executor)
         except _Stopped as stop:
             if stop.kind == "lost":
-                self.note("another worker took this search over (our lease expired); leaving it to that worker")
+                self._note("another worker took this search over (our lease expired); leaving it to that worker")
                 return self.repo.get_search(self.search.id) or self.search
             if stop.kind == "cancel":
-                self.reconcile(study, reason="the search was cancelled while the trial ran")
+                self._reconcile(study, reason="the search was cancelled while the trial ran")
                 return self.repo.set_search_status(self.search.id, "cancelled", error="cancelled by a user")
-            self.reconcile(study, reason="the worker shut down while the trial ran; it will be retried")
+            self._reconcile(study, reason="the worker shut down while the trial ran; it will be retried")
             return self.repo.set_search_status(self.search.id, "queued")
         except KeyboardInterrupt:
-            self.reconcile(study, reason="the search was interrupted while the trial ran")
+            self._reconcile(study, reason="the search was interrupted while the trial ran")
             self.repo.set_search_status(self.search.id, "cancelled", error="interrupted")
             raise
         except BaseException as exc:
-            self.reconcile(study, reason=f"the search stopped: {exc.__class__.__name__}")
+            self._reconcile(study, reason=f"the search stopped: {exc.__class__.__name__}")
             self.repo.set_search_status(self.search.id, "failed", error=f"{exc.__class__.__name__}: {exc}"[:2000])
             raise
-        return self.finish()
+        return self._finish()
 
-    def finish(self) -> Search:
+    def _finish(self) -> Search:
         """Mark the search completed or failed from how its trials went."""
-        if self.too_many_failures():
+        if self._too_many_failures():
             error = f"{self._consecutive_failures} trials failed in a row (max_consecutive_failures)"
             return self.repo.set_search_status(self.search.id, "failed", error=error)
-        if self.exhausted():
-            self.note(
+        if self._exhausted():
+            self._note(
                 f"stopped early: the last {self.max_fruitless_asks} proposals were all architectures already tried"
             )
         return self.repo.set_search_status(self.search.id, "completed")
@@ -508,13 +511,13 @@ class SearchDriver:
         return done
 
     def _run_baselines(self, executor: Executor) -> None:
-        self.emit()
-        for fin in self._drain(executor, self.baseline_jobs()):
+        self._emit()
+        for fin in self._drain(executor, self._baseline_jobs()):
             trial = self._finished(fin)
             if trial.state != "completed":
-                self.note(f"baseline {trial.baseline_name} ended {trial.state}: {trial.reason}")
-            self.emit()
-        self.load_reference()
+                self._note(f"baseline {trial.baseline_name} ended {trial.state}: {trial.reason}")
+            self._emit()
+        self._load_reference()
 
     def _scale_up(self, executor: Executor) -> None:
         """The scale-up stage on the executor's slots."""
@@ -522,18 +525,18 @@ class SearchDriver:
             self.repo, self.search.id, self.space, self.database_url, self.options.device, self.resources
         )
         for text in notes:
-            self.note(f"scale-up: {text}")
+            self._note(f"scale-up: {text}")
         if not pending:
             return
         rungs = ", ".join(dict.fromkeys(j.rung for j in pending))
-        self.note(f"scale-up: {len(pending)} candidate run(s) on {rungs}")
+        self._note(f"scale-up: {len(pending)} candidate run(s) on {rungs}")
         self._stage = f"scale-up 0/{len(pending)}"
-        self.emit()
+        self._emit()
         for finished, fin in enumerate(self._drain(executor, pending), start=1):
             assert isinstance(fin.job, CandidateJob)
             count = f"{finished}/{len(pending)}"
             self._stage = f"scale-up {count}"
-            self.emit()
+            self._emit()
             if fin.outcome is None:
                 record_crash(self.repo, fin.job, fin.crash or "worker died")
                 what = f"crashed ({fin.crash})"
@@ -541,7 +544,7 @@ class SearchDriver:
                 what = f"val_loss {fin.outcome.val_loss:.4f}"
             else:
                 what = f"{fin.outcome.state}: {fin.outcome.reason}"
-            self.note(f"scale-up {count}: {fin.job.label}: {what}")
+            self._note(f"scale-up {count}: {fin.job.label}: {what}")
 
     def _finished(self, fin: Finished) -> Trial:
         if fin.outcome is None:
@@ -555,24 +558,24 @@ class SearchDriver:
         numbers: dict[int, int] = {}  # brainsearch trial id -> Optuna number, for trials in flight
         while True:
             self._check_stop()
-            stop = self.too_many_failures() or self.exhausted()
-            needed = self.remaining() - executor.running
+            stop = self._too_many_failures() or self._exhausted()
+            needed = self._remaining() - executor.running
             while not stop and needed > 0 and executor.free > 0:
-                planned = self.plan(study, study.ask())
+                planned = self._plan(study, study.ask())
                 if planned.job is not None:
                     self._submit(executor, planned.job)
                     numbers[planned.job.trial_id] = planned.number
                 if planned.counted:
                     needed -= 1
-                stop = self.too_many_failures() or self.exhausted()
+                stop = self._too_many_failures() or self._exhausted()
             if not executor.running:
                 break
             for fin in self._collect(executor):
-                self.settle(study, numbers.pop(fin.job.trial_id, None), self._finished(fin))
-            self.emit()
+                self._settle(study, numbers.pop(fin.job.trial_id, None), self._finished(fin))
+            self._emit()
         for digest, dups in self._waiting.items():  # duplicates of trials that never finished
             for number in dups:
                 study.tell(number, state=OptunaState.FAIL, skip_if_finished=True)
-            self.note(f"{len(dups)} duplicate proposal(s) of {digest} were failed: the original did not finish")
+            self._note(f"{len(dups)} duplicate proposal(s) of {digest} were failed: the original did not finish")
         self._waiting.clear()
-        self.emit()
+        self._emit()

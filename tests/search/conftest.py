@@ -20,10 +20,11 @@ from brainsearch.storage import Repository, Trial, make_engine, migrate
 from brainsearch.train import TrainSettings
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_session() -> Iterator[None]:
-    """One local Ray for the session (executors find it running and leave it up); 4 logical CPUs so two one-thread
-    workers and a replacement fit on a 2-core machine."""
+    """One local Ray for the search tests (executors find it running and leave it up), shut down after them so that
+    no later test meets it (a test that runs ``ray stop`` would end this process with it); 4 logical CPUs so two
+    one-thread workers and a replacement fit on a 2-core machine."""
     import ray
 
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
