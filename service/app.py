@@ -26,7 +26,7 @@ import threading
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastapi_offline
 from fastapi import FastAPI, Request, Response, status
@@ -48,6 +48,9 @@ from brainsearch.storage import Repository, make_engine, migrate, schema_revisio
 from service import dashboard
 from service.routers import searches, spaces, trials
 from service.schemas import ERROR_RESPONSES
+
+if TYPE_CHECKING:
+    from service.worker import Worker
 
 __all__ = ["AUTH_AND_ERRORS", "create_app", "problem_out", "request_problem_out", "unprocessable"]
 
@@ -206,7 +209,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         migrate(engine)
-        worker: Any = None
+        worker: Worker | None = None
         thread: threading.Thread | None = None
         if embedded_worker:
             from service.worker import Worker  # the search driver (Optuna): only in a process that runs searches
