@@ -1,19 +1,31 @@
-"""The MoE sub-layer: a router, a bank of experts, and dispatch / combine without a Python loop over experts and
-without a one-hot dispatch tensor.
+"""The MoE sub-layer: a router, a bank of experts, and dispatch / combine without a Python loop over experts,
+without a one-hot dispatch tensor, and without a host sync (every shape is static: see
+:mod:`brainsearch.model.routing`).
 
-Shape legend: B batch, S sequence, T tokens, D model dim, E experts, C slots per expert, N routed assignments.
+Shape legend: B batch, S sequence, T tokens, D model dim, E experts, C slots per expert (the capacity), K top-k,
+N routed assignments (``T * K`` for token choice).
+
+Token choice keeps its ``T * K`` assignments in (token, choice) order and the router's stable sort of them by
+expert (``order_N``). Dispatch gathers each assignment's token row into expert order; combine gathers the expert
+outputs back into ``[T, K, D]`` and sums over K with the gates (dropped assignments have gate 0). Both gathers are
+written as a scatter to distinct rows (:func:`_place_rows`), whose backward is a gather (by the same index, then a
+sum over K): no scatter-add, so no atomics on a GPU, in either direction (``x[index]`` would backpropagate
+through an accumulating ``index_put``, sort-based on CUDA).
 
 Dispatch paths (same maths, tested against a per-expert reference in tests/model):
 
-- ``padded``: scatter the routed tokens into an ``[E, C, D]`` buffer at their slot, run every expert with one
-  ``torch.bmm`` per matrix, gather the outputs back. C is the largest number of tokens any expert received in this
-  forward (at most the capacity). Expert choice fills every buffer exactly, so this is its path.
-- ``grouped``: sort the assignments by expert and run ``torch.nn.functional.grouped_mm`` on the packed ``[N, D]``
-  tokens with per-expert offsets (no padding at all; a fused kernel on Hopper GPUs; on CUDA it needs bf16 and
-  16-aligned widths).
+- ``padded``: the tokens go into an ``[E, C, D]`` buffer at their slot (C the static capacity; assignments past it
+  are dropped, empty slots read zeros), every expert runs with one ``torch.bmm`` per matrix. Expert choice fills
+  every buffer exactly, so this is its path.
+- ``grouped``: the ``T * K`` assignments sorted by expert run through ``torch.nn.functional.grouped_mm`` with
+  per-expert offsets (no padding at all; dropped assignments are computed and weighted 0, which keeps the shape
+  static; a fused kernel on Hopper GPUs; on CUDA it needs bf16 and 16-aligned widths).
 - ``auto``: ``padded`` for expert choice; ``grouped`` for token choice where grouped_mm exists (on CUDA also
   16-aligned widths; under ``torch.compile`` only in bf16), else ``padded``. The choice follows the measurements
   in ``benchmarks/moe_dispatch.py``.
+
+Expert choice gives a token any number of experts, so its combine (and the backward of its dispatch) is a
+scatter-add, ``index_add``, which uses atomics on a GPU.
 """
 
 from __future__ import annotations
@@ -52,6 +64,25 @@ def _grouped_mm_fn() -> Callable[..., Tensor] | None:
     """``torch.nn.functional.grouped_mm`` (public since torch 2.10), else ``torch._grouped_mm``, else None."""
     fn = getattr(torch.nn.functional, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
     return cast("Callable[..., Tensor] | None", fn)
+
+
+def _take(x_RD: Tensor, index_I: Tensor) -> Tensor:
+    """``x[index]`` along dim 0, where index ``R`` (one past the last row) reads a zero row."""
+    return torch.cat([x_RD, x_RD.new_zeros(1, x_RD.shape[-1])]).index_select(0, index_I)
+
+
+def _place_rows(values: Tensor, dest: Tensor, num_rows: int, trash: bool = False, complete: bool = False) -> Tensor:
+    """A ``[num_rows, D]`` tensor whose row ``dest[i]`` is ``values[i]``; rows nothing lands on are zeros.
+
+    Destinations are distinct (except ``num_rows`` itself, a trash row cut off at the end, with ``trash``), so this
+    is a plain scatter whose backward is a gather, ``grad[dest]``: no scatter-add, hence no atomics on a GPU, in
+    either direction. ``values`` may broadcast over ``dest``'s last dim (a token placed at its K slots), and the
+    backward then sums over it. ``complete`` says every row is written (skip the zero fill).
+    """
+    rows = num_rows + int(trash)
+    out = values.new_empty(rows, values.shape[-1]) if complete else values.new_zeros(rows, values.shape[-1])
+    out.index_put_((dest,), values)
+    return out[:num_rows] if trash else out
 
 
 class MoE(nn.Module):
@@ -100,13 +131,11 @@ class MoE(nn.Module):
         B, S, D = x_BSD.shape
         routing = self.router(x_BSD)
         x_TD = x_BSD.reshape(B * S, D)
-        if self._path(x_BSD) == "grouped":
-            y_ND, token_N, gate_N = self._grouped(x_TD, routing)
+        grouped = self._path(x_BSD) == "grouped"
+        if routing.top_k is not None and routing.order_N is not None and routing.count_E is not None:
+            out_TD = self._token_choice(x_TD, routing, routing.top_k, routing.order_N, routing.count_E, grouped)
         else:
-            y_ND, token_N, gate_N = self._padded(x_TD, routing)
-        contrib_ND = y_ND * gate_N.unsqueeze(-1).to(y_ND.dtype)
-        out_TD = torch.zeros(B * S, D, dtype=contrib_ND.dtype, device=x_BSD.device)
-        out_TD.index_add_(0, token_N, contrib_ND)
+            out_TD = self._expert_choice(x_TD, routing, grouped)
         stats = MoEStats(
             tokens_per_expert=routing.tokens_per_expert_E,
             dropped_fraction=routing.dropped_fraction,
@@ -119,31 +148,58 @@ class MoE(nn.Module):
         )
         return out_TD.view(B, S, D).to(x_BSD.dtype), stats
 
-    def _padded(self, x_TD: Tensor, r: Routing) -> tuple[Tensor, Tensor, Tensor]:
-        E, D = self.spec.experts, x_TD.shape[-1]
-        if self.spec.top_k is None:
-            used = r.capacity  # expert choice fills every slot
+    def _token_choice(
+        self, x_TD: Tensor, r: Routing, K: int, order_N: Tensor, count_E: Tensor, grouped: bool
+    ) -> Tensor:
+        T, D = x_TD.shape
+        E, N, device = self.spec.experts, x_TD.shape[0] * K, x_TD.device
+        if grouped:
+            inverse_N = torch.empty_like(order_N).scatter_(0, order_N, torch.arange(N, device=device))
+            x_ND = _place_rows(x_TD.unsqueeze(1), inverse_N.view(T, K), N, complete=True)
+            y_ND = self.experts(x_ND, self._grouped_mm(x_TD, torch.cumsum(count_E, 0)))
+            y_ND = _place_rows(y_ND, order_N, N, complete=True)
         else:
-            # Slots actually used: one host sync, repaid by not multiplying empty capacity.
-            used = int(r.position_N.max().item()) + 1 if r.position_N.numel() else 1
-        buf_ECD = x_TD.new_zeros(E, used, D)
-        buf_ECD[r.expert_idx_N, r.position_N] = x_TD[r.token_idx_N]
-        out_ECD = self.experts(buf_ECD)
-        return out_ECD[r.expert_idx_N, r.position_N], r.token_idx_N, r.gate_N
+            C = r.capacity
+            # Slot (e, c) holds expert e's c-th assignment in priority order (its kept ones come first), or stays
+            # zeros (assignment index N: the trash row) when fewer came; a dropped assignment goes to the trash.
+            start_E = torch.cumsum(count_E, 0) - count_E
+            c_C = torch.arange(C, device=device)
+            sorted_EC = (start_E.view(E, 1) + c_C).clamp(max=N - 1)
+            assign_EC = torch.where(c_C < count_E.view(E, 1), order_N.index_select(0, sorted_EC.view(-1)).view(E, C), N)
+            slot_N = torch.where(r.kept_N, r.expert_idx_N * C + r.position_N, E * C)
+            x_ECD = _place_rows(x_TD.unsqueeze(1), slot_N.view(T, K), E * C, trash=True).view(E, C, D)
+            y_ECD = self.experts(x_ECD)
+            y_ND = _place_rows(y_ECD.view(E * C, D), assign_EC.view(-1), N, trash=True)
+        y_TKD = y_ND.view(T, K, D)
+        gate_TK1 = r.gate_N.view(T, K, 1).to(y_TKD.dtype)
+        return (y_TKD[:, 0] * gate_TK1[:, 0]) if K == 1 else (y_TKD * gate_TK1).sum(1)
 
-    def _grouped(self, x_TD: Tensor, r: Routing) -> tuple[Tensor, Tensor, Tensor]:
-        order_N = torch.argsort(r.expert_idx_N, stable=True)
-        counts_E = torch.bincount(r.expert_idx_N, minlength=self.spec.experts)
-        offs_E = torch.cumsum(counts_E, 0).to(torch.int32)
-        token_N = r.token_idx_N[order_N]
-        x_ND = x_TD[token_N]
-        dtype = torch.get_autocast_dtype("cuda") if x_TD.is_cuda and torch.is_autocast_enabled("cuda") else x_TD.dtype
+    def _expert_choice(self, x_TD: Tensor, r: Routing, grouped: bool) -> Tensor:
+        T, D = x_TD.shape
+        E, C, N, device = self.spec.experts, r.capacity, r.token_idx_N.numel(), x_TD.device
+        # Slot e * C + position; a slot no assignment fills reads zeros (index T) and is read by nobody.
+        slot_N = r.expert_idx_N * C + r.position_N
+        token_S = torch.full((E * C,), T, device=device).scatter_(0, slot_N, r.token_idx_N)
+        assign_S = torch.full((E * C,), N, device=device).scatter_(0, slot_N, torch.arange(N, device=device))
+        x_SD = _take(x_TD, token_S)  # backward: a scatter-add over a varying number of experts per token
+        if grouped:
+            offs_E = torch.arange(1, E + 1, device=device) * C
+            y_SD = self.experts(x_SD, self._grouped_mm(x_TD, offs_E))
+        else:
+            y_SD = self.experts(x_SD.view(E, C, D)).view(E * C, D)
+        y_ND = _place_rows(y_SD, assign_S, N, trash=True)
+        contrib_ND = y_ND * r.gate_N.unsqueeze(-1).to(y_ND.dtype)
+        return torch.zeros(T, D, dtype=contrib_ND.dtype, device=device).index_add_(0, r.token_idx_N, contrib_ND)
 
+    def _grouped_mm(self, x_TD: Tensor, ends_E: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+        """The grouped matmul over row groups ending at ``ends_E`` (in the autocast dtype on CUDA)."""
         grouped_mm = _grouped_mm_fn()
         if grouped_mm is None:
             raise RuntimeError("this torch has no grouped_mm; use dispatch='padded'")
+        dtype = torch.get_autocast_dtype("cuda") if x_TD.is_cuda and torch.is_autocast_enabled("cuda") else x_TD.dtype
+        offs_E = ends_E.to(torch.int32)
 
         def mm(a: Tensor, w: Tensor) -> Tensor:
             return grouped_mm(a.to(dtype), w.to(dtype), offs=offs_E)
 
-        return self.experts(x_ND, mm), token_N, r.gate_N[order_N]
+        return mm

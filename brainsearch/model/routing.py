@@ -4,6 +4,11 @@ a typed result, :class:`Routing`, carrying the dispatch data, the auxiliary loss
 Shape legend: B batch, S sequence, T = B * S tokens, D model dim, E experts, K top-k (or tokens per expert and
 position for expert choice), N routed (token, expert) assignments.
 
+No host synchronisation: every shape is known from the input's shape and the config (token choice lists all
+``T * K`` assignments, dropped ones included; expert choice fills ``E`` buffers of ``capacity`` slots), and counts
+are taken by sorting or scattering, never by ``bincount`` (which reads its input's maximum back on CUDA) or a
+boolean mask.
+
 Causality. A causal LM's logits at position t must not depend on any token after t. Capacity-based routing couples
 tokens (one token's assignment can take the slot another would get), so the coupling must only run forward in time:
 
@@ -32,15 +37,23 @@ from torch import Tensor, nn
 
 from brainsearch.arch.spec import expert_choice_k
 
-__all__ = ["ExpertChoiceRouter", "Router", "Routing", "TokenChoiceRouter", "positions_in_expert"]
+__all__ = ["ExpertChoiceRouter", "Router", "Routing", "TokenChoiceRouter", "positions_in_expert", "sort_by_expert"]
 
 
 @dataclass
 class Routing:
     """Which token goes to which expert slot, with what gate, and what the routing cost.
 
-    ``position_N`` is the slot of the assignment inside its expert's buffer (``< capacity``); assignments dropped
-    for capacity are not listed. ``aux_loss`` is already weighted. Statistics are detached.
+    ``position_N`` is the rank of the assignment among those sent to its expert; the assignment is kept when it is
+    ``< capacity`` (its slot in the expert's buffer) and dropped otherwise, in which case its gate is 0 (the mask
+    multiplies the gate, so neither the expert nor the router gets gradient through it). Token choice lists all
+    ``T * K`` assignments in (token, choice) order (``token_idx_N = n // K``); expert choice lists exactly the
+    assignments that fill the buffers. ``aux_loss`` is already weighted. Statistics are detached.
+
+    Token choice also fills ``top_k``, ``order_N`` (the assignments sorted by expert, each expert's in priority
+    order, so its first ``capacity`` are its kept ones) and ``count_E`` (assignments per expert, dropped ones
+    included); a router that leaves them ``None`` is dispatched as expert choice (fixed slots, any number of
+    experts per token).
     """
 
     token_idx_N: Tensor
@@ -56,6 +69,30 @@ class Routing:
     dropped_fraction: Tensor
     router_entropy: Tensor
     capacity_factor_effective: float
+    top_k: int | None = None
+    order_N: Tensor | None = None
+    count_E: Tensor | None = None
+
+    @property
+    def kept_N(self) -> Tensor:
+        """Boolean ``[N]``: the assignment got a slot (it is within its expert's capacity)."""
+        return self.position_N < self.capacity
+
+
+def sort_by_expert(expert_idx_N: Tensor, num_experts: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Stable sort of the assignments by expert: ``(order_N, count_E, position_N)``.
+
+    ``order_N`` lists the assignment indices expert by expert (each expert's in the given order), ``count_E`` how
+    many each expert got, ``position_N`` the rank of each assignment among its expert's. No one-hot, no host sync:
+    counts come from ``searchsorted`` on the sorted experts.
+    """
+    n, device = expert_idx_N.numel(), expert_idx_N.device
+    sorted_N, order_N = torch.sort(expert_idx_N, stable=True)
+    bounds_E1 = torch.searchsorted(sorted_N, torch.arange(num_experts + 1, device=device, dtype=sorted_N.dtype))
+    count_E = bounds_E1.diff()
+    rank_sorted_N = torch.arange(n, device=device) - bounds_E1.index_select(0, sorted_N)
+    position_N = torch.empty_like(expert_idx_N).scatter_(0, order_N, rank_sorted_N)
+    return order_N, count_E, position_N
 
 
 def positions_in_expert(expert_idx_N: Tensor, num_experts: int) -> tuple[Tensor, Tensor]:
@@ -63,14 +100,13 @@ def positions_in_expert(expert_idx_N: Tensor, num_experts: int) -> tuple[Tensor,
 
     Returns ``(position_N, count_E)``.
     """
-    n = expert_idx_N.numel()
-    order_N = torch.argsort(expert_idx_N, stable=True)
-    count_E = torch.bincount(expert_idx_N, minlength=num_experts)
-    start_E = torch.cumsum(count_E, 0) - count_E
-    rank_sorted_N = torch.arange(n, device=expert_idx_N.device) - start_E[expert_idx_N[order_N]]
-    position_N = torch.empty_like(expert_idx_N)
-    position_N[order_N] = rank_sorted_N
+    _, count_E, position_N = sort_by_expert(expert_idx_N, num_experts)
     return position_N, count_E
+
+
+def _count(index_N: Tensor, size: int) -> Tensor:
+    """How often each value in ``[0, size)`` occurs (``bincount`` without its host sync on CUDA)."""
+    return torch.zeros(size, dtype=torch.long, device=index_N.device).scatter_add_(0, index_N, torch.ones_like(index_N))
 
 
 class Router(nn.Module):
@@ -124,40 +160,39 @@ class TokenChoiceRouter(Router):
         self.top_k, self.load_balance_weight = top_k, load_balance_weight
 
     def forward(self, x_BSD: Tensor) -> Routing:
-        """Route ``[B, S, D]`` tokens (token index ``t = b * S + s``)."""
+        """Route ``[B, S, D]`` tokens (token index ``t = b * S + s``); assignment ``n = t * K + choice``."""
         B, S, _ = x_BSD.shape
         E, K, T = self.num_experts, self.top_k, B * S
+        device = x_BSD.device
         logits_BSE, probs_BSE = self.probabilities(x_BSD)
         gate_BSK, expert_BSK = probs_BSE.topk(K, dim=-1)
         if K > 1:
             gate_BSK = gate_BSK / gate_BSK.sum(dim=-1, keepdim=True)
         capacity = min(T, math.ceil(self.capacity_factor * T * K / E))
 
-        # Priority order (position, choice rank, batch row): causal, and first choices before second choices.
-        expert_N = expert_BSK.permute(1, 2, 0).reshape(-1)
-        gate_N = gate_BSK.permute(1, 2, 0).reshape(-1)
-        token_SKB = (torch.arange(B, device=x_BSD.device) * S).view(1, 1, B) + torch.arange(
-            S, device=x_BSD.device
-        ).view(S, 1, 1)
-        token_N = token_SKB.expand(S, K, B).reshape(-1)
-        position_N, _ = positions_in_expert(expert_N, E)
+        # Rank the assignments in priority order (position, choice rank, batch row): causal, and first choices
+        # before second choices. n_P maps each priority slot back to its (token, choice) index.
+        n_P = torch.arange(T * K, device=device).view(B, S, K).permute(1, 2, 0).reshape(-1)
+        order_P, count_E, position_P = sort_by_expert(expert_BSK.permute(1, 2, 0).reshape(-1), E)
+        order_N = n_P.index_select(0, order_P)
+        position_N = torch.empty_like(position_P).scatter_(0, n_P, position_P)
         keep_N = position_N < capacity
-        kept_expert = expert_N[keep_N]
+        gate_N = gate_BSK.reshape(-1) * keep_N
 
         probs_TE = probs_BSE.reshape(T, E)
-        top1_fraction_E = torch.bincount(expert_BSK[..., 0].reshape(-1), minlength=E).float() / T
+        top1_fraction_E = _count(expert_BSK[..., 0].reshape(-1), E).float() / T
         load_balance = E * (top1_fraction_E * probs_TE.mean(0)).sum()
         z_loss = self._z_loss(logits_BSE)
         aux = self.load_balance_weight * load_balance + self.z_loss_weight * z_loss
         with torch.no_grad():
-            tokens_per_expert = torch.bincount(kept_expert, minlength=E)
+            tokens_per_expert = count_E.clamp(max=capacity)  # the kept ones: each expert's first `capacity`
             dropped = 1.0 - keep_N.float().mean()
             entropy = self._entropy(probs_TE)
         return Routing(
-            token_idx_N=token_N[keep_N],
-            expert_idx_N=kept_expert,
-            position_N=position_N[keep_N],
-            gate_N=gate_N[keep_N],
+            token_idx_N=torch.arange(T * K, device=device) // K,
+            expert_idx_N=expert_BSK.reshape(-1),
+            position_N=position_N,
+            gate_N=gate_N,
             capacity=capacity,
             num_tokens=T,
             aux_loss=aux,
@@ -167,6 +202,9 @@ class TokenChoiceRouter(Router):
             dropped_fraction=dropped,
             router_entropy=entropy,
             capacity_factor_effective=capacity * E / (T * K),
+            top_k=K,
+            order_N=order_N,
+            count_E=count_E,
         )
 
 
@@ -193,7 +231,7 @@ class ExpertChoiceRouter(Router):
         z_loss = self._z_loss(logits_BSE)
         aux = self.z_loss_weight * z_loss
         with torch.no_grad():
-            covered_T = torch.bincount(token_N, minlength=T) > 0
+            covered_T = _count(token_N, T) > 0
             entropy = self._entropy(probs_BSE.reshape(T, E))
         return Routing(
             token_idx_N=token_N,

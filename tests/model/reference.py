@@ -22,13 +22,14 @@ def ffn_one_group(ffn: FeedForward, g: int, x_CD: Tensor) -> Tensor:
 
 
 def moe_per_expert_loop(moe: MoE, x_BSD: Tensor) -> Tensor:
-    """The MoE layer with the same routing but a Python loop over experts and boolean masks."""
+    """The MoE layer with the same routing but a Python loop over experts and boolean masks (kept assignments only,
+    combined by ``index_add``)."""
     B, S, D = x_BSD.shape
     r = moe.router(x_BSD)
     x_TD = x_BSD.reshape(B * S, D)
     out_TD = torch.zeros_like(x_TD)
     for e in range(moe.spec.experts):
-        mask = r.expert_idx_N == e
+        mask = (r.expert_idx_N == e) & r.kept_N
         tokens = r.token_idx_N[mask]
         if tokens.numel() == 0:
             continue

@@ -8,13 +8,47 @@ import pytest
 import torch
 
 from brainsearch.arch.spec import MoESpec
-from brainsearch.model.routing import ExpertChoiceRouter, TokenChoiceRouter, positions_in_expert
+from brainsearch.model.routing import ExpertChoiceRouter, TokenChoiceRouter, positions_in_expert, sort_by_expert
 
 
 def test_positions_in_expert_ranks_in_order() -> None:
     position, count = positions_in_expert(torch.tensor([2, 0, 2, 2, 1, 0]), 4)
     assert position.tolist() == [0, 0, 1, 2, 0, 1]
     assert count.tolist() == [2, 1, 3, 0]
+
+
+def test_sort_by_expert_is_stable_and_counts() -> None:
+    order, count, position = sort_by_expert(torch.tensor([2, 0, 2, 2, 1, 0]), 4)
+    assert order.tolist() == [1, 5, 4, 0, 2, 3]
+    assert count.tolist() == [2, 1, 3, 0]
+    assert position.tolist() == [0, 0, 1, 2, 0, 1]
+
+
+@pytest.mark.parametrize(("top_k", "capacity_factor"), [(1, 0.5), (2, 0.5), (2, 2.0)])
+def test_token_choice_lists_every_assignment_in_token_order(top_k: int, capacity_factor: float) -> None:
+    """All T * K assignments, (token, choice) order; the kept ones are each expert's first `capacity` in priority
+    order, the statistics count only those."""
+    torch.manual_seed(0)
+    router = TokenChoiceRouter(4, 4, top_k=top_k, capacity_factor=capacity_factor)
+    x = torch.randn(3, 5, 4)
+    r = router(x)
+    T = 15
+    assert r.top_k == top_k and r.token_idx_N.tolist() == [n // top_k for n in range(T * top_k)]
+    _, probs = router.probabilities(x)
+    torch.testing.assert_close(r.expert_idx_N, probs.topk(top_k, -1).indices.reshape(-1))
+    assert r.order_N is not None and r.count_E is not None
+    assert r.expert_idx_N[r.order_N].tolist() == sorted(r.expert_idx_N.tolist())
+    torch.testing.assert_close(r.count_E, torch.bincount(r.expert_idx_N, minlength=4))
+    kept = r.kept_N
+    torch.testing.assert_close(r.tokens_per_expert_E, torch.bincount(r.expert_idx_N[kept], minlength=4))
+    assert r.dropped_fraction.item() == pytest.approx(1 - kept.float().mean().item())
+    assert (r.gate_N[~kept] == 0).all() and (r.gate_N[kept] > 0).all()
+    # Priority (position, choice, batch row): a kept assignment never ranks after a dropped one of its expert.
+    priority = (r.token_idx_N % 5) * 10 * top_k + (torch.arange(T * top_k) % top_k) * 10 + r.token_idx_N // 5
+    for e in range(4):
+        mine = r.expert_idx_N == e
+        ranked = priority[mine].argsort().argsort()
+        assert r.position_N[mine].tolist() == ranked.tolist()
 
 
 def _uniform_router(cls, **kw):
@@ -80,9 +114,11 @@ def test_second_choices_yield_to_first_choices_at_the_same_position() -> None:
     x = torch.tensor([[[5.0, 4.0, 0.0]], [[4.0, 5.0, 0.0]]])
     r = router(x)
     assert r.capacity == 1
-    kept = sorted(zip(r.token_idx_N.tolist(), r.expert_idx_N.tolist(), strict=True))
+    kept = sorted(zip(r.token_idx_N[r.kept_N].tolist(), r.expert_idx_N[r.kept_N].tolist(), strict=True))
     assert kept == [(0, 0), (1, 1)]  # both first choices kept, both second choices dropped
     assert r.dropped_fraction.item() == pytest.approx(0.5)
+    assert r.gate_N[~r.kept_N].tolist() == [0.0, 0.0]  # dropped assignments weigh nothing
+    assert r.tokens_per_expert_E.tolist() == [1, 1, 0]
 
 
 def test_expert_choice_is_balanced_per_position() -> None:
