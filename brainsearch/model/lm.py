@@ -5,6 +5,12 @@ Shape legend: B batch, S sequence, D model dim, V vocabulary.
 
 The output head is tied to the token embedding when ``arch.tie_embeddings`` (the default), else a separate
 ``D x V`` matrix; either way its parameters are counted in ``cost(arch).params_embedding``.
+
+Activation checkpointing (``model.activation_checkpointing = True``) runs each repeated block under non-reentrant
+``torch.utils.checkpoint``: the backward keeps only every block's input and recomputes one block at a time. Loss,
+gradients and MoE statistics are the same as without (routing is deterministic given its input); the memory it saves
+is what ``cost(arch, checkpointing=True)`` estimates and :func:`brainsearch.train.memory.count_training_memory`
+counts.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from brainsearch.arch.spec import Architecture, AttentionSpec, FFNSpec, MoESpec
@@ -37,7 +44,13 @@ class LMOutput:
 
 
 class LanguageModel(nn.Module):
-    """A causal LM built from an :class:`~brainsearch.arch.Architecture`; use :func:`build_model`."""
+    """A causal LM built from an :class:`~brainsearch.arch.Architecture`; use :func:`build_model`.
+
+    ``activation_checkpointing`` (settable at any time) recomputes each block in the backward instead of keeping its
+    activations; it applies only while training with gradients enabled.
+    """
+
+    activation_checkpointing: bool
 
     def __init__(
         self,
@@ -48,6 +61,7 @@ class LanguageModel(nn.Module):
     ) -> None:
         super().__init__()
         self.arch = arch
+        self.activation_checkpointing = False
         d = arch.d_model
         layers = arch.layers
         # GPT-2 style: residual-branch output projections scaled down with depth.
@@ -76,7 +90,27 @@ class LanguageModel(nn.Module):
         x_BSD = self.embed(ids_BS)
         aux = torch.zeros((), device=ids_BS.device)
         moe_stats: list[MoEStats] = []
-        for norm, layer in zip(self.norms, self.layers, strict=True):
+        checkpointing = self.activation_checkpointing and self.training and torch.is_grad_enabled()
+        for index in range(self.arch.num_blocks):
+            if checkpointing:
+                x_BSD, aux, stats = torch.utils.checkpoint.checkpoint(
+                    self._block, index, x_BSD, aux, use_reentrant=False
+                )
+            else:
+                x_BSD, aux, stats = self._block(index, x_BSD, aux)
+            moe_stats.extend(stats)
+        h_BSD = self.final_norm(x_BSD)
+        weight_VD = self.embed.weight if self.head is None else self.head.weight
+        logits_BSV = h_BSD @ weight_VD.t()
+        return LMOutput(logits=logits_BSV, aux_loss=aux, moe=moe_stats)
+
+    def _block(self, index: int, x_BSD: Tensor, aux: Tensor) -> tuple[Tensor, Tensor, list[MoEStats]]:
+        """Block ``index`` (``len(arch.block)`` pre-norm residual sub-layers): the residual stream ``[B, S, D]``
+        after it, ``aux`` plus its MoE layers' auxiliary losses, and their statistics."""
+        moe_stats: list[MoEStats] = []
+        first = index * len(self.arch.block)
+        for i in range(first, first + len(self.arch.block)):
+            norm, layer = self.norms[i], self.layers[i]
             if isinstance(layer, MoE):
                 y_BSD, stats = layer(norm(x_BSD))
                 aux = aux + stats.aux_loss
@@ -84,10 +118,7 @@ class LanguageModel(nn.Module):
             else:
                 y_BSD = layer(norm(x_BSD))
             x_BSD = x_BSD + y_BSD
-        h_BSD = self.final_norm(x_BSD)
-        weight_VD = self.embed.weight if self.head is None else self.head.weight
-        logits_BSV = h_BSD @ weight_VD.t()
-        return LMOutput(logits=logits_BSV, aux_loss=aux, moe=moe_stats)
+        return x_BSD, aux, moe_stats
 
     def num_params(self) -> int:
         """Every parameter (embeddings included); equals ``cost(arch).params_total + params_embedding``."""
