@@ -165,9 +165,11 @@ class SearchDriver:
     def _train_settings(self) -> TrainSettings:
         """How every trial of this search trains."""
         settings = trial_train_settings(self.space, self.settings.seed, self.options.device)
-        if self.options.memory_per_trial is not None:
-            settings = settings.model_copy(update={"memory_limit_bytes": self.options.memory_per_trial})
-        return settings
+        limits = [x for x in (settings.memory_limit_bytes, self.options.memory_per_trial) if x is not None]
+        update: dict[str, Any] = {"compile": self.options.compile}
+        if limits:
+            update["memory_limit_bytes"] = min(limits)
+        return settings.model_copy(update=update)
 
     def _check_data(self) -> None:
         """Load the corpus once here, so bad data is one clear error and workers find the tokenised cache."""

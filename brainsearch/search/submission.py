@@ -61,6 +61,9 @@ class RunOptions(BaseModel):
     memory_per_trial: Quantity | None = Field(
         default=None, description="bytes a local trial may allocate (estimate refused first, then a hard cap)"
     )
+    compile: bool | None = Field(
+        default=None, description="torch.compile each run (default: on CUDA only; its time is never charged)"
+    )
 
     def resources(self, concurrency: int) -> Resources:
         """What each of ``concurrency`` runs holds: ``threads_per_trial`` (default: the cores split evenly) and
@@ -155,9 +158,9 @@ def stored_space(search: Search) -> SearchSpace:
 
 
 def trial_train_settings(space: SearchSpace, seed: int = 0, device: str = "auto") -> TrainSettings:
-    """How a trial of ``space`` trains: its proxy settings and budget. Validation runs at the end, and also four
-    times along a token budget when an Optuna pruner (median, successive halving) needs intermediate values; the
-    paper's quarter-budget rule compares training losses and needs none."""
+    """How a trial of ``space`` trains: its proxy settings, budget and memory limit per device. Validation runs at
+    the end, and also four times along a token budget when an Optuna pruner (median, successive halving) needs
+    intermediate values; the paper's quarter-budget rule compares training losses and needs none."""
     proxy = space.proxy
     eval_interval = 1_000_000_000
     if space.search.pruner in ("median", "successive_halving"):
@@ -173,6 +176,8 @@ def trial_train_settings(space: SearchSpace, seed: int = 0, device: str = "auto"
             "seed": seed,
             "eval_interval": eval_interval,
             "device": device,
+            # The space's limit is memory per device: the trainer picks the micro-batch (and checkpointing) to fit it.
+            "memory_limit_bytes": space.constraints.max_memory_bytes,
         }
     )
 

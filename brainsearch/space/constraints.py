@@ -4,15 +4,24 @@ from __future__ import annotations
 
 from brainsearch._format import fmt_bytes, fmt_count
 from brainsearch.arch.cost import cost
+from brainsearch.arch.plan import min_memory_bytes
 from brainsearch.arch.spec import Architecture
 from brainsearch.space.schema import SearchSpace
 
-__all__ = ["violations"]
+__all__ = ["memory_floor", "violations"]
+
+
+def memory_floor(space: SearchSpace, arch: Architecture) -> int:
+    """The least training memory per device ``arch`` needs at the space's batch: its smallest memory plan (one
+    sequence per forward, activations recomputed per block). Estimated in fp32, the larger precision, since the
+    trial's device is not known here; weights, gradients and optimizer state dominate it either way."""
+    return min_memory_bytes(arch, space.proxy.batch_size, "fp32")
 
 
 def violations(space: SearchSpace, arch: Architecture) -> list[str]:
     """Why ``arch`` breaks ``space.constraints`` (empty when it does not); the step-time limit needs a measurement
-    and is checked by the search driver."""
+    and is checked by the search driver. ``max_memory_bytes`` is memory per device at the micro-batch the trainer
+    picks, so only a block that fits at no plan breaks it."""
     c = space.constraints
     k = cost(arch, batch_size=space.proxy.batch_size)
     reasons = []
@@ -23,8 +32,11 @@ def violations(space: SearchSpace, arch: Architecture) -> list[str]:
             f"params_activated {fmt_count(k.params_activated)} > max_params_activated "
             f"{fmt_count(c.max_params_activated)}"
         )
-    if c.max_memory_bytes is not None and k.memory_bytes > c.max_memory_bytes:
-        reasons.append(f"memory {fmt_bytes(k.memory_bytes)} > max_memory_bytes {fmt_bytes(c.max_memory_bytes)}")
+    if c.max_memory_bytes is not None and (floor := memory_floor(space, arch)) > c.max_memory_bytes:
+        reasons.append(
+            f"memory {fmt_bytes(floor)} at the smallest plan (micro-batch 1, checkpointing) > max_memory_bytes "
+            f"{fmt_bytes(c.max_memory_bytes)}"
+        )
     for layer_type, minimum in c.min_layers.items():
         have = sum(layer.type == layer_type for layer in arch.block)
         if have < minimum:

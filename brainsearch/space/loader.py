@@ -22,6 +22,7 @@ from brainsearch._format import fmt_bytes, fmt_count
 from brainsearch._validation import dotted, in_document_order, problems_from_validation_error
 from brainsearch.errors import Problem, SpaceError
 from brainsearch.settings import get_settings
+from brainsearch.space.constraints import memory_floor
 from brainsearch.space.params import Categorical, Fixed, FloatRange, IntRange
 from brainsearch.space.sample import bounds
 from brainsearch.space.schema import DOMAINS, LAYER_TYPES, SearchSpace
@@ -409,7 +410,13 @@ def _check_fits(space: SearchSpace, source: str | None, lines: _Lines | None) ->
             fmt_count,
             "activated parameters",
         ),
-        ("max_memory_bytes", c.max_memory_bytes, small_total.memory_bytes, fmt_bytes, "of training memory"),
+        (
+            "max_memory_bytes",
+            c.max_memory_bytes,
+            memory_floor(space, extremes.smallest_total),
+            fmt_bytes,
+            "of training memory at its smallest plan",
+        ),
     ]
     for field, limit, smallest, fmt, what in checks:
         if limit is not None and smallest > limit:

@@ -1,7 +1,7 @@
 """Where a run trains: the device its settings ask for, the memory free on it, and what running out of it looks like.
 
-The memory plan (micro-batch, activation checkpointing, precision, shards chosen from the cost model and the free
-memory) belongs next to these.
+The memory plan (micro-batch and activation checkpointing chosen from the cost model and the free memory) is
+:mod:`brainsearch.arch.plan`, taken by :func:`brainsearch.train.loop.memory_plan` from these.
 """
 
 from __future__ import annotations

@@ -107,7 +107,8 @@ class ExpansionSettings(TrainSettings):
 
     The budget is ``steps`` or ``tokens``, the corpora are :func:`expand`'s arguments, the expanded model keeps the
     old model's router-loss weights and nothing is evaluated during training, so the inherited ``budget``, ``data``,
-    ``load_balance_weight``, ``z_loss_weight``, ``eval_interval`` and ``memory_limit_bytes`` are not read.
+    ``load_balance_weight``, ``z_loss_weight`` and ``eval_interval`` are not read. The memory plan (``micro_batch``,
+    ``activation_checkpointing``, ``memory_limit_bytes``) and ``compile`` apply as in every run of the loop.
     """
 
     lr: float = Field(default=1e-3, gt=0, le=10)

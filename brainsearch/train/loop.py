@@ -2,26 +2,33 @@
 configuration (settings, a step budget, the batches, an optional validation corpus) and :class:`Hooks`; nothing else
 steps an optimiser.
 
-What it owns, in the order of a run: building the model and placing it on its device (:func:`prepare`); the
-optimiser and the LR schedule (:mod:`brainsearch.train.optim`); one :func:`train_step` (forward under bf16 autocast
-on CUDA, LM loss + the model's weighted router losses + the hooks' extra terms, backward, gradient clipping,
-optimiser step, the after-step hooks); budget accounting (:mod:`brainsearch.train.budget`); evaluation every
-``eval_interval`` steps and at the end (:mod:`brainsearch.train.evaluate`); the learning curve; step timing
-(CUDA-synchronised, evaluation left out); MoE statistics. Failures end a run with a status and a reason, never an
-exception: a non-finite loss is ``diverged``, an allocation failure ``out_of_memory``, passing ``time_limit_s``
-``timed_out``, the ``report`` hook saying stop ``pruned``. Each configuration turns the :class:`LoopResult` into its
-own report (``ProxyResult``, expansion's ``TrainLog``).
+What it owns, in the order of a run: building the model; :func:`prepare`, which takes the memory plan
+(:func:`memory_plan`, from :mod:`brainsearch.arch.plan`: micro-batch and activation checkpointing chosen from the
+cost model's peak-memory estimate and the device's memory, the global batch unchanged), sets the model's
+``activation_checkpointing``, places it on its device and compiles it (by default on CUDA only); the optimiser and the
+LR schedule (:mod:`brainsearch.train.optim`); one :func:`train_step` (gradient accumulation over the plan's
+micro-batches: each forward under bf16 autocast on CUDA, LM loss + the model's weighted router losses + the hooks'
+extra terms, scaled so the accumulated gradient is the global batch's mean; then gradient clipping, one optimiser
+step, the after-step hooks); budget accounting (:class:`brainsearch.train.budget.BudgetClock`: only training steps
+after the first are charged to a seconds budget); evaluation every ``eval_interval`` steps and at the end
+(:mod:`brainsearch.train.evaluate`); the learning curve; step timing (CUDA-synchronised, per global batch,
+evaluation left out); set-up and compilation time; the measured peak memory (CUDA); MoE statistics of every
+micro-batch. Failures end a run with a status and a reason, never an exception: a non-finite loss is ``diverged``,
+no memory plan that fits or an allocation failure ``out_of_memory``, passing ``time_limit_s`` (wall-clock, set-up
+included) ``timed_out``, the ``report`` hook saying stop ``pruned``. Each configuration turns the
+:class:`LoopResult` into its own report (``ProxyResult``, expansion's ``TrainLog``).
 
-So that every configuration gets them, these go here and nowhere else: micro-batches (gradient accumulation) inside
-:func:`train_step`; activation checkpointing, compile options, the memory plan and FSDP2 sharding in :func:`prepare`.
+Micro-batches are what every gradient-accumulating MoE trainer does: routing, expert capacity and the load-balancing
+and z-losses are computed per micro-batch (the plan keeps expert choice's effective capacity factor where it can), so
+only a dense model, or an MoE one that drops nothing and has no auxiliary losses, gets exactly the full batch's
+gradient.
 
-Shapes: B batch, S sequence, T = B * S tokens, V vocabulary.
+Shapes: B batch, M micro-batch, S sequence, T = M * S tokens of a forward, V vocabulary.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,17 +37,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from brainsearch.arch.plan import MemoryPlan, NoPlanFits, plan_memory
+from brainsearch.arch.spec import Architecture
 from brainsearch.data import BatchSampler, Corpus
 from brainsearch.model import LanguageModel, LMOutput, MoEStats
-from brainsearch.train.budget import StepBudget
-from brainsearch.train.device import is_out_of_memory
+from brainsearch.train.budget import BudgetClock, StepBudget
+from brainsearch.train.device import free_memory_bytes, is_out_of_memory
 from brainsearch.train.evaluate import Evaluation, evaluate
 from brainsearch.train.moe_stats import MoEAccumulator
 from brainsearch.train.optim import LRSchedule, build_optimizer, set_lr
 from brainsearch.train.result import CurvePoint, MoESummary, Status
 from brainsearch.train.settings import TrainSettings
 
-__all__ = ["Hooks", "LoopResult", "LossTerm", "Report", "StepOutput", "prepare", "train_loop", "train_step"]
+__all__ = [
+    "Hooks",
+    "LoopResult",
+    "LossTerm",
+    "Prepared",
+    "Report",
+    "StepOutput",
+    "memory_plan",
+    "prepare",
+    "train_loop",
+    "train_step",
+]
 
 # Called after every step with the newest point; returning False, or a string saying why, stops the run ("pruned").
 Report = Callable[[CurvePoint], bool | str | None]
@@ -48,8 +68,9 @@ Report = Callable[[CurvePoint], bool | str | None]
 
 @dataclass(frozen=True)
 class LossTerm:
-    """An extra term of the training loss, ``weight * fn(x_BS, logits_TV)`` (a scalar); its unweighted value at the
-    last step is reported under ``name``. ``fn`` runs inside the step's autocast region."""
+    """An extra term of the training loss, ``weight * fn(x_MS, logits_TV)`` (a scalar) for each micro-batch; its
+    unweighted value at the last step (the mean over its micro-batches) is reported under ``name``. ``fn`` runs
+    inside the step's autocast region."""
 
     name: str
     weight: float
@@ -73,18 +94,23 @@ class Hooks:
 
 @dataclass(frozen=True)
 class StepOutput:
-    """One step's losses (device scalars, not yet read back) and its routing statistics."""
+    """One step's losses (device scalars, not yet read back, each the mean over the step's micro-batches) and its
+    routing statistics, one list (per MoE sub-layer) for each micro-batch."""
 
     lm_loss: Tensor
     terms: dict[str, Tensor]
-    moe: list[MoEStats]
+    moe: list[list[MoEStats]]
 
 
 @dataclass(frozen=True)
 class LoopResult:
-    """How a run went. ``elapsed_s`` includes set-up and evaluation; ``steps_s`` is the time inside training steps,
-    ``step_time_s`` their median after ``timing_warmup_steps`` and ``tokens_per_s`` the throughput at that median.
-    ``train_loss`` (the last step's LM loss) is None when it was not finite; ``loss_terms`` holds each
+    """How a run went. ``elapsed_s`` is wall-clock, set-up and evaluation included; ``steps_s`` the time charged to
+    the budget (training steps after the first); ``step_time_s`` their median after ``timing_warmup_steps`` and
+    ``tokens_per_s`` the throughput at that median, per global batch. ``setup_s``: building, preparing (compiling)
+    and the first step, None when the run never got through one; ``compile_s``: the first step's time beyond the
+    median when the model was compiled (compilation happens there), else None. ``plan``: the memory plan (None when
+    none fitted or the build failed). ``memory_peak_bytes``: the device's peak allocation during training (CUDA; None
+    on the CPU). ``train_loss`` (the last step's LM loss) is None when it was not finite; ``loss_terms`` holds each
     :class:`LossTerm`'s unweighted value at the last finite step; ``evaluation`` is the last one (None without a
     validation corpus)."""
 
@@ -101,6 +127,19 @@ class LoopResult:
     evaluation: Evaluation | None
     curve: list[CurvePoint]
     moe: MoESummary | None
+    setup_s: float | None = None
+    compile_s: float | None = None
+    plan: MemoryPlan | None = None
+    memory_peak_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A model ready to train: the callable the steps run (compiled or the model), the memory plan it follows."""
+
+    forward: Callable[[Tensor], LMOutput]
+    plan: MemoryPlan
+    compiled: bool
 
 
 class _Stop(Exception):
@@ -109,12 +148,36 @@ class _Stop(Exception):
         self.status, self.reason = status, reason
 
 
-def prepare(model: LanguageModel, settings: TrainSettings, device: torch.device) -> Callable[[Tensor], LMOutput]:
-    """Move ``model`` to ``device`` in train mode; return the callable the steps run (compiled when asked)."""
+def memory_plan(arch: Architecture, settings: TrainSettings, device: torch.device) -> MemoryPlan:
+    """The memory plan of training ``arch`` with ``settings`` on ``device`` (bf16 activations on CUDA, fp32 on the
+    CPU), within 90% of the device's free memory and ``settings.memory_limit_bytes`` (a search space's memory per
+    device) when set. Pure arithmetic: nothing is allocated. Raises :class:`~brainsearch.arch.plan.NoPlanFits` when
+    no plan fits."""
+    limit = 0.9 * free_memory_bytes(device)
+    if settings.memory_limit_bytes is not None:
+        limit = min(limit, settings.memory_limit_bytes)
+    return plan_memory(
+        arch,
+        settings.batch_size,
+        "bf16" if device.type == "cuda" else "fp32",
+        int(limit),
+        checkpointing=settings.activation_checkpointing,
+        micro_batch=settings.micro_batch,
+    )
+
+
+def prepare(
+    model: LanguageModel, settings: TrainSettings, device: torch.device, plan: MemoryPlan | None = None
+) -> Prepared:
+    """Follow ``plan`` (default: :func:`memory_plan` for the model's architecture; raises
+    :class:`~brainsearch.arch.plan.NoPlanFits`): set the model's activation checkpointing, move it to ``device`` in
+    train mode, and compile it when ``settings.compile`` says so (default: on CUDA only)."""
+    plan = plan or memory_plan(model.arch, settings, device)
+    model.activation_checkpointing = plan.checkpointing
     model.to(device).train()
-    if settings.compile:
-        return torch.compile(model)
-    return model
+    compiled = settings.compile if settings.compile is not None else device.type == "cuda"
+    forward: Callable[[Tensor], LMOutput] = torch.compile(model) if compiled else model
+    return Prepared(forward=forward, plan=plan, compiled=compiled)
 
 
 def train_step(
@@ -125,25 +188,40 @@ def train_step(
     y_BS: Tensor,
     settings: TrainSettings,
     hooks: Hooks,
+    micro_batch: int | None = None,
 ) -> StepOutput:
-    """One optimiser step on the batch ``x_BS -> y_BS`` (already on the model's device)."""
+    """One optimiser step on the global batch ``x_BS -> y_BS`` (already on the model's device), as forwards and
+    backwards of ``micro_batch`` sequences (default: the whole batch; it must divide B). Each micro-batch's loss is
+    divided by their number, so the accumulated gradient is the mean over the global batch."""
+    batch = x_BS.shape[0]
+    micro = micro_batch or batch
+    if batch % micro:
+        raise ValueError(f"micro_batch {micro} does not divide the batch of {batch}")
+    num_micro = batch // micro
     device_type = x_BS.device.type
-    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda"):
-        out = forward(x_BS)
-        logits_TV = out.logits.float().flatten(0, 1)
-        lm_loss = F.cross_entropy(logits_TV, y_BS.flatten())
-        loss = lm_loss + out.aux_loss
-        terms: dict[str, Tensor] = {}
-        for term in hooks.loss_terms:
-            terms[term.name] = value = term.fn(x_BS, logits_TV)
-            loss = loss + term.weight * value
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()  # type: ignore[no-untyped-call]
+    lm_sum = torch.zeros((), device=x_BS.device)
+    term_sums: dict[str, Tensor] = {}
+    moe: list[list[MoEStats]] = []
+    for x_MS, y_MS in zip(torch.split(x_BS, micro), torch.split(y_BS, micro), strict=True):
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda"):
+            out = forward(x_MS)
+            logits_TV = out.logits.float().flatten(0, 1)
+            lm_loss = F.cross_entropy(logits_TV, y_MS.flatten())
+            loss = lm_loss + out.aux_loss
+            for term in hooks.loss_terms:
+                value = term.fn(x_MS, logits_TV)
+                loss = loss + term.weight * value
+                term_sums[term.name] = term_sums.get(term.name, 0) + value.detach()
+        (loss / num_micro).backward()  # type: ignore[no-untyped-call]
+        lm_sum = lm_sum + lm_loss.detach()
+        moe.append(out.moe)
     torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
     optimizer.step()
     for hook in hooks.after_optimizer_step:
         hook()
-    return StepOutput(lm_loss=lm_loss, terms=terms, moe=out.moe)
+    terms = {name: value / num_micro for name, value in term_sums.items()}
+    return StepOutput(lm_loss=lm_sum / num_micro, terms=terms, moe=moe)
 
 
 def train_loop(
@@ -155,11 +233,14 @@ def train_loop(
     *,
     validation: Corpus | None = None,
     hooks: Hooks | None = None,
+    plan: MemoryPlan | None = None,
 ) -> LoopResult:
     """Build the model (inside the run: an allocation failure there is ``out_of_memory`` too) and train it on
-    ``batches`` until ``budget`` is spent or the run fails; with ``validation``, evaluate on that corpus every
+    ``batches`` following ``plan`` (default: :func:`memory_plan` of the built model; none fitting is
+    ``out_of_memory``) until ``budget`` is spent or the run fails; with ``validation``, evaluate on that corpus every
     ``settings.eval_interval`` steps and after the last step. The model is trained in place."""
-    return _Loop(batches, settings, budget, device, validation, hooks or Hooks()).run(build)
+    clock = BudgetClock(budget, settings.timing_warmup_steps)
+    return _Loop(batches, settings, budget, device, validation, hooks or Hooks(), clock).run(build, plan)
 
 
 @dataclass
@@ -172,23 +253,28 @@ class _Loop:
     device: torch.device
     validation: Corpus | None
     hooks: Hooks
+    clock: BudgetClock
     start: float = field(default_factory=time.perf_counter)
     step: int = 0
-    step_times: list[float] = field(default_factory=list)
+    before_first_step_s: float | None = None
+    compiled: bool = False
+    plan: MemoryPlan | None = None
     train_loss: float | None = None
     loss_terms: dict[str, float] = field(default_factory=dict)
     evaluation: Evaluation | None = None
     curve: list[CurvePoint] = field(default_factory=list)
     moe: MoEAccumulator = field(default_factory=MoEAccumulator)
 
-    def run(self, build: Callable[[], LanguageModel]) -> LoopResult:
+    def run(self, build: Callable[[], LanguageModel], plan: MemoryPlan | None) -> LoopResult:
         try:
             model = build()
-            self._train(model)
+            self._train(model, plan)
             if self.hooks.on_completed is not None:
                 self.hooks.on_completed(model)
         except _Stop as stop:
             return self._result(stop.status, stop.reason)
+        except NoPlanFits as exc:
+            return self._result("out_of_memory", str(exc))
         except (RuntimeError, MemoryError) as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -199,22 +285,26 @@ class _Loop:
                 torch.cuda.empty_cache()
         return self._result("completed", None)
 
-    def _train(self, model: LanguageModel) -> None:
-        forward = prepare(model, self.settings, self.device)
+    def _train(self, model: LanguageModel, plan: MemoryPlan | None) -> None:
+        prepared = prepare(model, self.settings, self.device, plan)
+        self.plan, self.compiled = prepared.plan, prepared.compiled
         optimizer = build_optimizer(model, self.settings, self.device)
         schedule = LRSchedule.of(self.settings, self.budget)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.before_first_step_s = self._elapsed()
         limit = self.settings.time_limit_s
-        while not self.budget.spent(self.step, elapsed := time.perf_counter() - self.start):
-            if limit is not None and elapsed > limit:
+        while not self.clock.spent():
+            if limit is not None and self._elapsed() > limit:
                 raise _Stop("timed_out", f"time limit {limit:g} s passed at step {self.step}")
-            lr = schedule(self.step, self.budget.progress(self.step, elapsed))
+            lr = schedule(self.step, self.clock.progress())
             set_lr(optimizer, lr)
-            train_loss = self._timed_step(model, forward, optimizer)
+            train_loss = self._timed_step(model, prepared.forward, optimizer)
             val_loss = self._evaluate(model) if self._evaluation_due() else None
             point = CurvePoint(
                 step=self.step,
                 tokens=self._tokens(),
-                elapsed_s=self._elapsed(),
+                elapsed_s=self.clock.charged_s,
                 train_loss=train_loss,
                 val_loss=val_loss,
                 lr=lr,
@@ -229,27 +319,29 @@ class _Loop:
         self, model: LanguageModel, forward: Callable[[Tensor], LMOutput], optimizer: torch.optim.Optimizer
     ) -> float:
         """One step, timed; its LM loss (finite: a non-finite one ends the run)."""
+        assert self.plan is not None
         start = time.perf_counter()
         x_BS, y_BS = self.batches.next()
         x_BS, y_BS = x_BS.to(self.device, non_blocking=True), y_BS.to(self.device, non_blocking=True)
-        out = train_step(model, forward, optimizer, x_BS, y_BS, self.settings, self.hooks)
+        out = train_step(model, forward, optimizer, x_BS, y_BS, self.settings, self.hooks, self.plan.micro_batch)
         train_loss = out.lm_loss.item()  # the host sync; also what the curve needs
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        self.step_times.append(time.perf_counter() - start)
+        self.clock.record(time.perf_counter() - start)
         self.step += 1
         if not math.isfinite(train_loss):
             self.train_loss = None
             raise _Stop("diverged", f"training loss became {train_loss} at step {self.step}")
         self.train_loss = train_loss
         self.loss_terms = {name: value.item() for name, value in out.terms.items()}
-        self.moe.add(out.moe)
+        for stats in out.moe:
+            self.moe.add(stats)
         return train_loss
 
     def _evaluation_due(self) -> bool:
         if self.validation is None:
             return False
-        return self.step % self.settings.eval_interval == 0 or self.budget.is_last(self.step)
+        return self.step % self.settings.eval_interval == 0 or self.clock.is_last()
 
     def _evaluate(self, model: LanguageModel) -> float:
         assert self.validation is not None
@@ -274,15 +366,18 @@ class _Loop:
         return time.perf_counter() - self.start
 
     def _result(self, status: Status, reason: str | None) -> LoopResult:
-        timed = self.step_times[self.settings.timing_warmup_steps :] or self.step_times
-        step_time = statistics.median(timed) if timed else None
+        step_time = self.clock.median_step_s()
+        first = self.clock.first_step_s
+        setup = None if first is None or self.before_first_step_s is None else self.before_first_step_s + first
+        compile_s = max(0.0, first - step_time) if self.compiled and first is not None and step_time else None
+        peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" and self.plan else None
         return LoopResult(
             status=status,
             reason=reason,
             steps=self.step,
             tokens=self._tokens(),
             elapsed_s=self._elapsed(),
-            steps_s=sum(self.step_times),
+            steps_s=self.clock.charged_s,
             step_time_s=step_time,
             tokens_per_s=self._tokens_per_step() / step_time if step_time else None,
             train_loss=self.train_loss,
@@ -290,4 +385,8 @@ class _Loop:
             evaluation=self.evaluation,
             curve=self.curve,
             moe=self.moe.summary(),
+            setup_s=setup,
+            compile_s=compile_s,
+            plan=self.plan,
+            memory_peak_bytes=peak,
         )

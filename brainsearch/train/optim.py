@@ -3,8 +3,9 @@
 AdamW (betas 0.9 / 0.95, fused on CUDA) or Adafactor, over the parameters that train. Weight decay applies to
 matrices (``ndim >= 2``: projections, experts, embeddings), never to norms and biases. The schedule warms up linearly
 (capped at a tenth of a step budget, so short proxies spend most steps at full rate), then follows a cosine down to
-``min_lr_ratio * lr`` over the budget's progress (steps, or wall-clock time for a time budget), an inverse square
-root, or stays constant.
+``min_lr_ratio * lr`` over the budget's progress (:class:`brainsearch.train.budget.BudgetClock`: steps over the
+budget's steps, or over the steps planned from the measured step time for a seconds budget), an inverse square root,
+or stays constant.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["HEADLINE_METRICS", "CurvePoint", "MoESummary", "ProxyResult", "Status"]
 
@@ -20,12 +20,23 @@ HEADLINE_METRICS = (
     "step_time_s",
     "tokens_per_s",
     "mfu",
+    "peak_flops_label",
+    "matmul_flops_per_s",
+    "micro_batch",
+    "activation_checkpointing",
+    "memory_estimate_bytes",
+    "memory_peak_bytes",
     "elapsed_s",
+    "setup_s",
+    "compile_s",
 )
 
 
 class CurvePoint(BaseModel):
-    """One point of the learning curve (``val_loss`` only at evaluation steps), nats per token."""
+    """One point of the learning curve (``val_loss`` only at evaluation steps), nats per token. ``elapsed_s`` is
+    the training time charged to the budget up to this point (steps after the first; set-up, compilation and
+    evaluation excluded), so curves of runs with different set-up times line up, and a seconds budget's fraction
+    is ``elapsed_s / seconds``."""
 
     model_config = ConfigDict(frozen=True)
     step: int
@@ -55,7 +66,18 @@ class MoESummary(BaseModel):
 
 
 class ProxyResult(BaseModel):
-    """Outcome of one proxy run. A failure is a status with a reason, never an exception to the caller."""
+    """Outcome of one proxy run. A failure is a status with a reason, never an exception to the caller.
+
+    Throughput is per global batch (all micro-batches of a step). ``mfu`` is model FLOP/s (``flops_per_token`` x
+    ``tokens_per_s``, see :mod:`brainsearch.train.proxy` for the convention) over ``peak_flops_per_s``, the
+    datasheet's dense peak when ``peak_flops_source`` is ``datasheet`` (``peak_flops_label`` says which); it is never
+    above 1 - a model faster than the peak means a wrong FLOP count or peak, so the MFU is withheld and ``notes``
+    says why. ``matmul_flops_per_s`` is what one large matmul reaches on the device. The memory plan: ``micro_batch``
+    sequences per forward, ``activation_checkpointing``, ``memory_estimate_bytes`` the cost model's peak estimate,
+    ``memory_peak_bytes`` the measured peak (CUDA only). ``setup_s`` (model build, compilation, the first step, the
+    peak measurement) and ``compile_s`` (its compilation part, estimated) are not charged to a seconds budget.
+    Fields added after the first version are optional, so stored results still read.
+    """
 
     model_config = ConfigDict(frozen=True)
     status: Status
@@ -77,8 +99,18 @@ class ProxyResult(BaseModel):
     flops_per_token: int
     model_flops_per_s: float | None = None
     peak_flops_per_s: float | None = None
-    mfu: float | None = None
+    mfu: float | None = Field(default=None, ge=0, le=1)
+    peak_flops_source: Literal["datasheet", "measured"] | None = None
+    peak_flops_label: str | None = None
+    matmul_flops_per_s: float | None = None
     params_total: int
     params_activated: int
     curve: list[CurvePoint] = []
     moe: MoESummary | None = None
+    micro_batch: int | None = None
+    activation_checkpointing: bool | None = None
+    memory_estimate_bytes: int | None = None
+    memory_peak_bytes: int | None = None
+    setup_s: float | None = None
+    compile_s: float | None = None
+    notes: list[str] = []

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from brainsearch.arch.plan import CheckpointingPolicy
 from brainsearch.space.schema import Budget, Quantity
 
 __all__ = ["Schedule", "TrainSettings"]
@@ -15,7 +16,11 @@ Schedule = Literal["cosine", "inverse_sqrt", "constant"]
 
 
 class TrainSettings(BaseModel):
-    """How a proxy trains: budget, data, optimiser and schedule, evaluation, limits."""
+    """How a proxy trains: budget, data, optimiser and schedule, evaluation, memory plan, limits.
+
+    ``micro_batch`` and ``activation_checkpointing`` constrain the memory plan (:mod:`brainsearch.arch.plan`); the
+    global batch is always ``batch_size``.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     budget: Budget = Field(default_factory=lambda: Budget(tokens=65_536))
@@ -35,8 +40,24 @@ class TrainSettings(BaseModel):
     eval_batches: int = Field(default=8, ge=1, le=10_000)
     timing_warmup_steps: int = Field(default=3, ge=0, description="steps left out of the median step time")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    compile: bool = False
+    compile: bool | None = Field(default=None, description="torch.compile the model; default: on CUDA only")
+    micro_batch: int | None = Field(
+        default=None, ge=1, le=4096, description="sequences per forward (divides batch_size); default: the plan's"
+    )
+    activation_checkpointing: CheckpointingPolicy = Field(
+        default="auto", description="recompute blocks in the backward: off, on, or auto (only when nothing else fits)"
+    )
     time_limit_s: float | None = Field(default=None, gt=0, description="hard limit: past it the run is timed_out")
     memory_limit_bytes: Quantity | None = Field(
-        default=None, description="default: 90% of the device's free memory; a larger estimate is out_of_memory"
+        default=None,
+        description="training memory per device the plan must fit (it also fits 90% of the free memory); when no "
+        "micro-batch fits, the run is out_of_memory before anything is allocated",
     )
+
+    @field_validator("micro_batch")
+    @classmethod
+    def _micro_batch_divides_the_batch(cls, value: int | None, info: ValidationInfo) -> int | None:
+        batch_size = info.data.get("batch_size")
+        if value is not None and batch_size is not None and batch_size % value:
+            raise ValueError(f"micro_batch {value} must divide batch_size {batch_size}")
+        return value

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from brainsearch.arch import Architecture, cost
+from brainsearch.arch.plan import plan_memory
 from brainsearch.space import (
     RandomSuggester,
     bounds,
@@ -56,8 +57,34 @@ def test_cpu_spaces_sample_only_architectures_that_fit_their_size_limits(name: s
 
 def test_violations_name_the_broken_limit() -> None:
     space = SPACES["brainformer"]
-    big = max((sample(space, RandomSuggester(s)) for s in range(30)), key=lambda a: cost(a, 64).memory_bytes)
-    assert any(r.startswith("memory ") and "> max_memory_bytes 80.00 GiB" in r for r in violations(space, big))
+    big = max((sample(space, RandomSuggester(s)) for s in range(30)), key=lambda a: cost(a, 64).params_all)
+    tight = space.model_copy(
+        update={"constraints": space.constraints.model_copy(update={"max_memory_bytes": 8 * 2**30})}
+    )
+    reasons = violations(tight, big)
+    assert any(
+        r.startswith("memory ") and "at the smallest plan" in r and "> max_memory_bytes 8.00 GiB" in r for r in reasons
+    )
+
+
+def test_the_paper_space_prunes_for_memory_only_blocks_no_plan_fits_on_an_80gb_device() -> None:
+    """``max_memory_bytes`` is memory per device at the chosen micro-batch: a block is pruned only when even one
+    sequence per forward with checkpointing cannot fit, i.e. when its weights, gradients and optimizer state alone
+    are about the limit (such blocks need the optimizer state sharded, not a smaller batch)."""
+    space = SPACES["brainformer"]
+    limit = space.constraints.max_memory_bytes
+    assert limit == 80 * 2**30
+    pruned = []
+    for seed in range(200):
+        arch = sample(space, RandomSuggester(seed))
+        if any(r.startswith("memory ") for r in violations(space, arch)):
+            pruned.append(arch)
+            c = cost(arch, space.proxy.batch_size, micro_batch=1, checkpointing=True)
+            assert c.memory_state_bytes > 0.85 * limit, (arch.pattern, c.memory_state_bytes / 2**30)
+        else:
+            # the full batch at once need not fit, but some plan must
+            plan_memory(arch, space.proxy.batch_size, "bf16", limit)
+    assert len(pruned) <= 10, [a.pattern for a in pruned]  # at most 5% of draws, all of them state-bound
 
 
 def test_same_seed_same_architectures() -> None:

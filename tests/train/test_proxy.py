@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from brainsearch.arch import Architecture, cost, preset, scale
 from brainsearch.data import load_corpus
 from brainsearch.model import build_model
-from brainsearch.train import CurvePoint, TrainSettings, train
+from brainsearch.train import CurvePoint, ProxyResult, TrainSettings, proxy, train
+from brainsearch.train.peak import DevicePeak
 
 HERE = Path(__file__).parent
 GOLDEN = HERE / "golden_curve.json"
@@ -72,16 +74,22 @@ def test_result_reports_timing_throughput_and_moe(golden_corpus) -> None:
     assert all(sum(shares) == pytest.approx(1.0) for shares in r.moe.expert_load)
     assert r.moe.load_cv >= 0 and r.moe.max_load_ratio >= 1
     assert [p.val_loss is not None for p in r.curve] == [i in (5, 11) for i in range(12)]
+    # The memory plan (the whole batch fits: one forward per step), set-up, and where the peak came from.
+    assert (r.micro_batch, r.activation_checkpointing) == (8, False) and r.memory_estimate_bytes
+    assert r.memory_peak_bytes is None and r.compile_s is None and r.setup_s and r.setup_s > 0
+    assert r.peak_flops_source == "measured" and r.peak_flops_label == "measured: 2048x2048 fp32 matmul on cpu"
+    assert r.matmul_flops_per_s == r.peak_flops_per_s and r.notes == []
+    assert r.steps_seconds < r.elapsed_s - r.setup_s + 1e-9
 
 
 def test_flops_budget_gives_cheaper_architectures_more_tokens(golden_corpus) -> None:
-    s = TrainSettings(budget={"flops": 2e10}, batch_size=8, eval_interval=1000, device="cpu")
+    s = TrainSettings(budget={"flops": 4e9}, batch_size=8, eval_interval=1000, eval_batches=1, device="cpu")
     dense, bf1 = _tiny("dense"), _tiny("brainformer-1")
     assert cost(bf1).flops_per_token < cost(dense).flops_per_token
     r_dense, r_bf1 = train(dense, s, corpus=golden_corpus), train(bf1, s, corpus=golden_corpus)
     assert r_bf1.tokens > r_dense.tokens
     for arch, r in ((dense, r_dense), (bf1, r_bf1)):
-        assert r.steps == math.ceil(2e10 / cost(arch).flops_per_token / (8 * 64))
+        assert r.steps == math.ceil(4e9 / cost(arch).flops_per_token / (8 * 64))
 
 
 def test_seconds_budget_stops_on_time(golden_corpus) -> None:
@@ -103,6 +111,35 @@ def test_other_optimisers_and_schedules(golden_corpus, optimizer: str, schedule:
     )
     r = train(_tiny("brainformer-2"), s, corpus=golden_corpus)
     assert r.status == "completed" and r.val_loss is not None and r.curve[-1].val_loss < r.curve[4].val_loss + 0.5
+
+
+def test_an_mfu_above_one_cannot_be_reported(golden_corpus, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValidationError, match="mfu"):
+        ProxyResult(
+            status="completed",
+            arch_digest="x",
+            device="cpu",
+            flops_per_token=1,
+            params_total=1,
+            params_activated=1,
+            mfu=1.5,
+        )
+    monkeypatch.setattr(proxy, "device_peak", lambda device, dtype: DevicePeak(1e3, "datasheet", "datasheet: toy"))
+    settings = TrainSettings(budget={"tokens": 2 * 8 * 64}, eval_batches=1, device="cpu")
+    r = train(_tiny(), settings, corpus=golden_corpus)
+    assert r.status == "completed" and r.model_flops_per_s and r.model_flops_per_s > 1e3
+    assert r.mfu is None and r.peak_flops_per_s == 1e3 and r.peak_flops_source == "datasheet"
+    assert len(r.notes) == 1 and r.notes[0].startswith("MFU withheld") and "datasheet: toy" in r.notes[0]
+
+
+def test_a_fixed_micro_batch_and_checkpointing_are_followed(golden_corpus) -> None:
+    s = TrainSettings(
+        budget={"tokens": 2 * 8 * 64}, micro_batch=2, activation_checkpointing="on", eval_batches=1, device="cpu"
+    )
+    r = train(_tiny(), s, corpus=golden_corpus)
+    assert r.status == "completed" and r.tokens == 2 * 8 * 64
+    assert (r.micro_batch, r.activation_checkpointing) == (2, True)
+    assert r.memory_estimate_bytes == cost(_tiny(), 8, "fp32", micro_batch=2, checkpointing=True).memory_bytes
 
 
 # --- failures are results ------------------------------------------------------------------------------------------
@@ -134,7 +171,8 @@ def test_impossible_memory_request_fails_alone_without_allocating(golden_corpus)
 def test_memory_limit_setting(golden_corpus) -> None:
     r = train(_tiny(), TrainSettings(memory_limit_bytes="1MiB", device="cpu"), corpus=golden_corpus)
     assert r.status == "out_of_memory" and "1.00 MiB" not in (r.reason or "x")  # reported in GiB
-    assert r.reason is not None and r.reason.endswith("GiB exceeds the limit 0.00 GiB")
+    assert r.reason is not None and r.reason.endswith(" exceeds the limit 0.00 GiB")
+    assert "(the smallest plan: micro-batch 1" in r.reason and r.steps == 0 and r.memory_estimate_bytes
 
 
 def test_tiny_time_limit_is_timed_out(golden_corpus) -> None:

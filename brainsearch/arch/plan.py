@@ -1,0 +1,135 @@
+"""The memory plan of a training run: how the global batch is cut into micro-batches and whether blocks are
+recomputed in the backward (activation checkpointing), chosen from the cost model's peak-memory estimate so that
+any architecture fits the device's memory before anything is allocated. The global batch never changes.
+
+Candidates are the micro-batches that divide the batch, largest first (fewer, larger forwards are faster). The
+checkpointing policy ``auto`` takes the largest micro-batch that fits without checkpointing and checkpoints (about a
+third more compute) only when none does; ``off`` never checkpoints, ``on`` always.
+
+Causal expert choice routes per micro-batch: every expert takes ``k = ceil(m * cf / E)`` of the ``m`` rows at each
+position (:func:`brainsearch.arch.spec.expert_choice_k`), so a micro-batch can change a layer's effective capacity
+factor ``E * k / m`` - the model trained would not be the one the full batch trains. Micro-batches that keep every
+expert-choice layer's effective capacity factor equal to the full batch's are preferred; the others are taken only
+when none of those fits, and the plan says so (``capacity_preserved``).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from brainsearch.arch.cost import Precision, cost
+from brainsearch.arch.spec import Architecture, MoESpec
+
+__all__ = [
+    "CheckpointingPolicy",
+    "MemoryPlan",
+    "NoPlanFits",
+    "effective_capacity_factors",
+    "min_memory_bytes",
+    "plan_memory",
+]
+
+CheckpointingPolicy = Literal["off", "auto", "on"]
+
+
+class NoPlanFits(ValueError):
+    """No micro-batch (with the allowed checkpointing) brings the estimated training memory under the limit."""
+
+    def __init__(self, smallest: int, limit_bytes: int, micro_batch: int, checkpointing: bool) -> None:
+        how = f"micro-batch {micro_batch}" + (", activation checkpointing" if checkpointing else "")
+        super().__init__(
+            f"estimated training memory {smallest / 2**30:.2f} GiB (the smallest plan: {how}) "
+            f"exceeds the limit {limit_bytes / 2**30:.2f} GiB"
+        )
+        self.smallest_bytes, self.limit_bytes = smallest, limit_bytes
+
+
+class MemoryPlan(BaseModel):
+    """How one step of ``batch_size`` sequences runs: ``batch_size // micro_batch`` forwards and backwards of
+    ``micro_batch`` sequences, blocks recomputed when ``checkpointing``; ``memory_bytes`` is the cost model's peak
+    estimate for it, ``limit_bytes`` what it had to fit. ``capacity_preserved``: every expert-choice layer routes
+    with the full batch's effective capacity factor (always true without expert choice)."""
+
+    model_config = ConfigDict(frozen=True)
+    batch_size: int
+    micro_batch: int
+    checkpointing: bool
+    precision: Precision
+    memory_bytes: int
+    limit_bytes: int
+    capacity_preserved: bool = True
+
+    @property
+    def num_micro_batches(self) -> int:
+        """Forwards per optimiser step (gradient accumulation)."""
+        return self.batch_size // self.micro_batch
+
+
+def effective_capacity_factors(arch: Architecture, batch: int) -> tuple[Fraction, ...]:
+    """Each expert-choice layer's effective capacity factor ``E * k / batch`` when routing ``batch`` sequences
+    (exact fractions, so equal factors compare equal); empty without expert choice."""
+    return tuple(
+        Fraction(layer.experts * layer.expert_choice_k(batch), batch)
+        for layer in arch.block
+        if isinstance(layer, MoESpec) and layer.top_k is None
+    )
+
+
+def _divisors_descending(n: int) -> list[int]:
+    return [m for m in range(n, 0, -1) if n % m == 0]
+
+
+def plan_memory(
+    arch: Architecture,
+    batch_size: int,
+    precision: Precision,
+    limit_bytes: int,
+    *,
+    checkpointing: CheckpointingPolicy = "auto",
+    micro_batch: int | None = None,
+) -> MemoryPlan:
+    """The fastest plan whose estimated peak memory is at most ``limit_bytes``: see the module docstring for the
+    order. A given ``micro_batch`` (which must divide ``batch_size``) is the only candidate.
+
+    Raises :class:`NoPlanFits` when nothing fits, ``ValueError`` for a micro-batch that does not divide the batch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if micro_batch is not None and (micro_batch < 1 or batch_size % micro_batch):
+        raise ValueError(f"micro_batch {micro_batch} does not divide batch_size {batch_size}")
+    sizes = [micro_batch] if micro_batch is not None else _divisors_descending(batch_size)
+    full = effective_capacity_factors(arch, batch_size)
+    preserving = [m for m in sizes if effective_capacity_factors(arch, m) == full]
+    others = [m for m in sizes if m not in preserving]
+    modes = {"off": [False], "auto": [False, True], "on": [True]}[checkpointing]
+    smallest: tuple[int, int, bool] | None = None
+    for group in (preserving, others):
+        for ckpt in modes:
+            for m in group:
+                estimate = cost(arch, batch_size, precision, micro_batch=m, checkpointing=ckpt).memory_bytes
+                smallest = min(smallest or (estimate, m, ckpt), (estimate, m, ckpt))
+                if estimate <= limit_bytes:
+                    return MemoryPlan(
+                        batch_size=batch_size,
+                        micro_batch=m,
+                        checkpointing=ckpt,
+                        precision=precision,
+                        memory_bytes=estimate,
+                        limit_bytes=int(limit_bytes),
+                        capacity_preserved=group is preserving,
+                    )
+    assert smallest is not None
+    raise NoPlanFits(smallest[0], int(limit_bytes), smallest[1], smallest[2])
+
+
+def min_memory_bytes(arch: Architecture, batch_size: int, precision: Precision) -> int:
+    """The estimated peak memory of the smallest plan (activation checkpointing, usually micro-batch 1; expert
+    choice can make a larger micro-batch no bigger): a device with less memory cannot train ``arch`` at all, which
+    is what the space's constraint checker asks."""
+    return min(
+        cost(arch, batch_size, precision, micro_batch=m, checkpointing=True).memory_bytes
+        for m in _divisors_descending(batch_size)
+    )
