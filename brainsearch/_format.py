@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["fmt_bytes", "fmt_count", "fmt_flops"]
+__all__ = ["fmt_bytes", "fmt_count", "fmt_flops", "fmt_memory_plan"]
 
 
 def fmt_count(n: float) -> str:
@@ -27,3 +27,11 @@ def fmt_flops(n: float) -> str:
         if abs(n) >= size:
             return f"{n / size:.3g} {unit}"
     return f"{round(n)} FLOP"
+
+
+def fmt_memory_plan(micro_batch: int | None, checkpointing: bool | None) -> str:
+    """How a run fitted its batch in memory: ``(16, True)`` -> ``"16 ckpt"`` (sequences per forward, activations
+    recomputed per block); empty when the run recorded no plan (it did not train, or predates plans)."""
+    if micro_batch is None:
+        return ""
+    return f"{micro_batch} ckpt" if checkpointing else str(micro_batch)

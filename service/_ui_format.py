@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from brainsearch._format import fmt_bytes, fmt_count, fmt_flops
+from brainsearch._format import fmt_bytes, fmt_count, fmt_flops, fmt_memory_plan
 
 __all__ = [
     "FILTERS",
@@ -136,14 +136,32 @@ _METRICS: dict[str, tuple[str, Callable[[Any], str]]] = {
     "mfu": ("MFU", _fraction),
     "elapsed_s": ("wall-clock time", fmt_duration),
     "model_flops_per_s": ("model FLOP/s", _flops_per_s),
-    "peak_flops_per_s": ("device peak FLOP/s", _flops_per_s),
+    "peak_flops_per_s": ("device peak FLOP/s (the MFU's denominator)", _flops_per_s),
+    "peak_flops_source": ("peak FLOP/s from", lambda x: MISSING if x is None else str(x)),
+    "peak_flops_label": ("MFU measured against", lambda x: MISSING if x is None else str(x)),
+    "matmul_flops_per_s": ("measured matmul FLOP/s", _flops_per_s),
+    "micro_batch": ("micro-batch (sequences per forward)", _number),
+    "activation_checkpointing": (
+        "activation checkpointing",
+        lambda x: MISSING if x is None else ("on" if x else "off"),
+    ),
+    "memory_estimate_bytes": ("training memory (estimated peak)", _unit(fmt_bytes)),
+    "memory_peak_bytes": ("training memory (measured peak)", _unit(fmt_bytes)),
+    "memory_state_bytes": ("weights, gradients, optimizer state", _unit(fmt_bytes)),
+    "memory_activation_bytes": ("activations and logits (estimate)", _unit(fmt_bytes)),
+    "setup_s": ("set-up (not charged to the budget)", fmt_duration),
+    "compile_s": ("compilation (not charged)", fmt_duration),
     "params_total": ("parameters (total)", _unit(fmt_count)),
     "params_activated": ("parameters (activated per token)", _unit(fmt_count)),
     "params_embedding": ("embedding parameters", _unit(fmt_count)),
     "params_with_embedding": ("parameters incl. embeddings", _unit(fmt_count)),
     "flops_per_token": ("training FLOPs per token", _unit(fmt_flops)),
     "flops_per_token_padded": ("training FLOPs per token (capacity slots)", _unit(fmt_flops)),
-    "memory_bytes": ("training memory (estimate)", _unit(fmt_bytes)),
+    "memory_bytes": ("training memory (estimated peak per device)", _unit(fmt_bytes)),
+    "checkpointing": (
+        "activation checkpointing of the estimate",
+        lambda x: MISSING if x is None else ("on" if x else "off"),
+    ),
     "num_layers": ("MoE layers", _number),
     "load_cv": ("expert load CV (0: balanced)", _fixed(3)),
     "max_load_ratio": ("busiest expert / mean load", _ratio),
@@ -186,4 +204,5 @@ FILTERS: dict[str, Callable[..., str]] = {
     "metric": lambda value, name: fmt_metric(name, value),
     "label": metric_label,
     "number": _number,
+    "memory_plan": lambda metrics: fmt_memory_plan(metrics.get("micro_batch"), metrics.get("activation_checkpointing")),
 }

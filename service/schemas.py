@@ -104,8 +104,15 @@ class TrialOut(BaseModel):
     val_loss: float | None
     step_time_s: float | None
     params_activated: int
+    micro_batch: int | None = Field(default=None, description="sequences per forward (the global batch in chunks)")
+    activation_checkpointing: bool | None = Field(default=None, description="activations recomputed per block")
     created_at: datetime
     finished_at: datetime | None
+
+    @staticmethod
+    def memory_plan(metrics: dict[str, Any]) -> dict[str, Any]:
+        """The memory-plan fields of a row, read from the trial's stored metrics (absent when it did not train)."""
+        return {k: metrics.get(k) for k in ("micro_batch", "activation_checkpointing")}
 
 
 class TrialDetail(TrialOut):

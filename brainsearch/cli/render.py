@@ -9,10 +9,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from brainsearch._format import fmt_count
+from brainsearch._format import fmt_count, fmt_memory_plan
 from brainsearch.cli.common import out
 
-__all__ = ["note", "print_leaderboard", "print_scale_up", "print_wide"]
+__all__ = ["memory_plan", "note", "print_leaderboard", "print_scale_up", "print_wide"]
 
 
 def print_wide(table: Table) -> None:
@@ -32,7 +32,8 @@ def print_leaderboard(
     exports the row ranked N."""
     name, reference_loss = reference
     table = Table(title=f"search {search_id}: {total} trials (baselines included), by {sort}")
-    for column in ("rank", "#", "block", "state", "val loss", f"vs {name}", "step ms", "activated", "note"):
+    columns = ("rank", "#", "block", "state", "val loss", f"vs {name}", "step ms", "activated", "micro-batch", "note")
+    for column in columns:
         table.add_column(column, justify="right" if column not in ("block", "state", "note") else "left")
     rank = 0
     for r in rows:
@@ -49,11 +50,19 @@ def print_leaderboard(
             vs,
             f"{step * 1e3:.1f}" if step is not None else "",
             fmt_count(r["params_activated"]),
+            memory_plan(r),
             note(r),
         )
     print_wide(table)
     if total > len(rows):
         out.print(f"({total - len(rows)} more: brainsearch leaderboard {search_id} --limit N)")
+
+
+def memory_plan(row: dict[str, Any]) -> str:
+    """The micro-batch (and ``ckpt`` when activations were recomputed) a row's run trained with: an API row carries
+    the fields, a repository row has them in its metrics."""
+    fields = row if "micro_batch" in row else row.get("metrics") or {}
+    return fmt_memory_plan(fields.get("micro_batch"), fields.get("activation_checkpointing"))
 
 
 def note(row: dict[str, Any], width: int = 100) -> str:

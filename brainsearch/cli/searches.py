@@ -55,6 +55,10 @@ def search_cmd(
     memory_per_trial: Annotated[
         str | None, typer.Option(help="Memory a local trial may allocate, e.g. 4GiB (past it: out_of_memory).")
     ] = None,
+    compile_runs: Annotated[
+        bool | None,
+        typer.Option("--compile/--no-compile", help="torch.compile every run (default: on CUDA); never charged."),
+    ] = None,
     name: Annotated[str | None, typer.Option(help="A name for the search (default: the space's).")] = None,
     top_k: Annotated[int | None, typer.Option(help="Candidates the scale-up stage trains again.")] = None,
     scale_up: Annotated[
@@ -99,6 +103,7 @@ def search_cmd(
             ray_address=ray_address or get_settings().ray_address,
             gpus_per_trial=gpus_per_trial,
             memory_per_trial=memory_per_trial,
+            compile=compile_runs,
         )
     except ValidationError as exc:
         raise fail(problems_from_validation_error(exc, "options")) from None

@@ -138,16 +138,33 @@ def cost_cmd(
     ] = None,
     preset_name: Annotated[str | None, typer.Option("--preset", help=f"One of: {', '.join(preset_names())}.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=1 << 20, help="For the memory estimate.")] = 8,
-    precision: Annotated[str, typer.Option("--precision", help="Activation precision: fp32 or bf16.")] = "fp32",
+    precision: Annotated[
+        str, typer.Option("--precision", help="fp32, or bf16 (autocast, as training on a GPU runs).")
+    ] = "fp32",
+    micro_batch: Annotated[
+        int | None, typer.Option("--micro-batch", min=1, help="Sequences per forward (default: the whole batch).")
+    ] = None,
+    checkpointing: Annotated[
+        bool, typer.Option("--checkpointing", help="Activations recomputed per block in the backward pass.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the cost as JSON.")] = False,
 ) -> None:
-    """Parameters (total, activated, embedding), training FLOPs per token and a training-memory estimate."""
+    """Parameters (total, activated, embedding), training FLOPs per token and the estimated peak training memory
+    per device at a micro-batch."""
     if (arch_file is None) == (preset_name is None):
         raise fail([Problem("", "give exactly one of ARCH.json or --preset NAME", "cost")])
     if precision not in ("fp32", "bf16"):
         raise fail([Problem("--precision", f"expected fp32 or bf16, got {precision!r}", "cost")])
+    if micro_batch is not None and micro_batch > batch_size:
+        raise fail([Problem("--micro-batch", f"{micro_batch} is larger than --batch-size {batch_size}", "cost")])
     arch = preset(preset_name) if preset_name else read_architecture(str(arch_file))
-    result = cost(arch, batch_size=batch_size, precision="bf16" if precision == "bf16" else "fp32")
+    result = cost(
+        arch,
+        batch_size=batch_size,
+        precision="bf16" if precision == "bf16" else "fp32",
+        micro_batch=micro_batch,
+        checkpointing=checkpointing,
+    )
     if as_json:
         sys.stdout.write(json.dumps({**result.model_dump(), "pattern": arch.pattern, "digest": arch.digest}) + "\n")
         return
@@ -164,10 +181,11 @@ def _print_cost(arch: Architecture, c: Cost) -> None:
     table.add_row("params embedding", fmt_count(c.params_embedding), f"{c.params_embedding:,}")
     table.add_row("training FLOPs / token", fmt_flops(c.flops_per_token), f"{c.flops_per_token:,}")
     table.add_row("  with capacity padding", fmt_flops(c.flops_per_token_padded), f"{c.flops_per_token_padded:,}")
-    table.add_row(
-        f"training memory (batch {c.batch_size}, {c.precision})",
-        fmt_bytes(c.memory_bytes),
-        f"{c.memory_bytes:,}",
+    plan = f"micro-batch {c.micro_batch} of {c.batch_size}, {c.precision}" + (
+        ", checkpointing" if c.checkpointing else ""
     )
+    table.add_row(f"training memory, peak per device ({plan})", fmt_bytes(c.memory_bytes), f"{c.memory_bytes:,}")
+    table.add_row("  weights, gradients, optimizer", fmt_bytes(c.memory_state_bytes), f"{c.memory_state_bytes:,}")
+    table.add_row("  activations and logits", fmt_bytes(c.memory_activation_bytes), f"{c.memory_activation_bytes:,}")
     table.add_row("layers attention / ffn / moe", f"{c.num_attention} / {c.num_ffn} / {c.num_moe}", "")
     out.print(table)

@@ -47,6 +47,24 @@ def train_cmd(
     lr: Annotated[float | None, typer.Option("--lr", min=0.0, help="Peak learning rate.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     time_limit: Annotated[float | None, typer.Option("--time-limit", min=0.0, help="Hard limit, seconds.")] = None,
+    micro_batch: Annotated[
+        int | None,
+        typer.Option(
+            "--micro-batch",
+            min=1,
+            help="Sequences per forward (divides the batch); default: the largest that fits in memory.",
+        ),
+    ] = None,
+    checkpointing: Annotated[
+        str,
+        typer.Option("--activation-checkpointing", help="off, auto (only when no micro-batch fits without) or on."),
+    ] = "auto",
+    compile_model: Annotated[
+        bool | None, typer.Option("--compile/--no-compile", help="torch.compile (default: on for CUDA).")
+    ] = None,
+    memory_limit: Annotated[
+        str | None, typer.Option("--memory-limit", help="Training memory per device (80GiB); default 90% of free.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Train one proxy model under a budget; exit 0 if it completed, 1 if it diverged, ran out of memory or time."""
@@ -66,7 +84,16 @@ def train_cmd(
         options["budget"] = {"tokens": p.budget_tokens}
     if given:
         options["budget"] = given
-    for key, value in (("batch_size", batch_size), ("lr", lr), ("time_limit_s", time_limit)):
+    options["activation_checkpointing"] = checkpointing
+    optional = {
+        "batch_size": batch_size,
+        "lr": lr,
+        "time_limit_s": time_limit,
+        "micro_batch": micro_batch,
+        "compile": compile_model,
+        "memory_limit_bytes": memory_limit,
+    }
+    for key, value in optional.items():
         if value is not None:
             options[key] = value
     result = _train_with_bar(arch, _train_settings(options), transient=as_json)
@@ -129,6 +156,8 @@ def _print_train_result(arch: Architecture, result: ProxyResult) -> None:
             table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     if result.moe is not None:
         table.add_row("moe load cv / dropped", f"{result.moe.load_cv:.3f} / {result.moe.dropped_fraction:.3f}")
+    for text in result.notes:
+        table.add_row("note", text)
     out.print(table)
 
 

@@ -52,8 +52,8 @@ def search_out(repo: Repository, s: Search) -> SearchOut:
 
 
 def trial_out(t: Trial) -> TrialOut:
-    """The leaderboard row of a trial."""
-    return TrialOut.model_validate(t, from_attributes=True)
+    """The leaderboard row of a trial, with the memory plan its run used (micro-batch, checkpointing)."""
+    return TrialOut.model_validate({**vars(t), **TrialOut.memory_plan(t.metrics)})
 
 
 def _search_or_404(repo: Repository, search_id: int) -> Search:

@@ -25,7 +25,7 @@ def get_trial(trial_id: TrialId, repo: Repo) -> TrialDetail:
     """Architecture, cost, metrics (with the MoE expert load) and the learning curve."""
     t = _trial_or_404(repo, trial_id)
     curve = [vars(p) for p in repo.trial_curve(trial_id)]
-    return TrialDetail.model_validate({**vars(t), "curve": curve})
+    return TrialDetail.model_validate({**vars(t), **TrialDetail.memory_plan(t.metrics), "curve": curve})
 
 
 @router.get(

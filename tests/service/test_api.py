@@ -46,7 +46,12 @@ def _seed_trials(repo: Repository, search_id: int) -> list[int]:
             state=state,
             val_loss=loss,
             step_time_s=step,
-            metrics={"steps": 2, "moe": None, "val_bits_per_byte": loss / 0.7 if loss else None},
+            metrics={
+                "steps": 2,
+                "moe": None,
+                "val_bits_per_byte": loss / 0.7 if loss else None,
+                **({"micro_batch": 4, "activation_checkpointing": n == 2} if loss else {}),
+            },
             curve=curve,
             reason=None if state == "completed" else "why",
         )  # type: ignore[arg-type]
@@ -124,6 +129,9 @@ def test_leaderboard_trials_pareto_and_exports(live: Any, repo: Repository) -> N
         board = api.get(f"/searches/{sid}/trials").json()
         assert [t["id"] for t in board["items"]] == [ids[1], ids[2], ids[0], ids[3], ids[4]]
         assert board["total"] == 5 and board["items"][2]["is_baseline"]
+        # each row says how its run fitted in memory (nothing for a run that did not train)
+        plans = [(t["micro_batch"], t["activation_checkpointing"]) for t in board["items"]]
+        assert plans == [(4, False), (4, True), (4, False), (None, None), (None, None)]
         page = api.get(f"/searches/{sid}/trials", params={"sort": "step_time_s", "order": "desc", "limit": 2}).json()
         assert [t["id"] for t in page["items"]] == [ids[1], ids[0]] and page["limit"] == 2
         assert api.get(f"/searches/{sid}/trials", params={"state": "pruned"}).json()["total"] == 1
@@ -138,6 +146,7 @@ def test_leaderboard_trials_pareto_and_exports(live: Any, repo: Repository) -> N
         assert api.get(f"/searches/{sid}/candidates").json() == {"items": [], "total": 0, "limit": 0, "offset": 0}
         detail = api.get(f"/trials/{ids[1]}").json()
         assert detail["arch"]["d_model"] == 48 and [p["step"] for p in detail["curve"]] == [1, 2]
+        assert (detail["micro_batch"], detail["activation_checkpointing"]) == (4, False)
         exported = api.get(f"/trials/{ids[1]}/export")
         assert exported.headers["content-type"].startswith("application/json")
         doc = exported.json()

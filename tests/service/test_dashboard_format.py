@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from service._ui_format import (
+    FILTERS,
     MISSING,
     fmt_delta,
     fmt_duration,
@@ -60,6 +61,16 @@ def test_metrics_by_name() -> None:
     assert fmt_metric("steps", 12000) == "12,000" and fmt_metric("device", "cpu") == "cpu"
     assert fmt_metric("something_new", 0.123456789) == "0.1235" and fmt_metric("val_loss", None) == MISSING
     assert metric_label("step_time_s") == "step time (median)" and metric_label("new_thing") == "new thing"
+    assert fmt_metric("activation_checkpointing", True) == "on" and fmt_metric("micro_batch", 16) == "16"
+
+
+def test_the_memory_plan_cell() -> None:
+    """Pass: the leaderboard's micro-batch cell: the sequences per forward, "ckpt" when blocks were recomputed,
+    empty for a run that recorded no plan."""
+    plan = FILTERS["memory_plan"]
+    assert plan({"micro_batch": 16, "activation_checkpointing": False}) == "16"
+    assert plan({"micro_batch": 4, "activation_checkpointing": True}) == "4 ckpt"
+    assert plan({}) == ""
 
 
 def test_times_are_shown_in_utc() -> None:
