@@ -27,7 +27,8 @@ T = 1e12
 
 # A word of torch.cuda.get_device_name() -> (the product, {dtype: dense peak FLOP/s}). Matched longest key first and
 # as whole words, so "H100 PCIe" wins over "H100", "L40S" is not "L40" and "RTX A1000" is not "A100". NVIDIA names
-# the H100 SXM "NVIDIA H100 80GB HBM3".
+# the H100 SXM "NVIDIA H100 80GB HBM3". AWS's A10G is left out: its clocks (so its peak) are not the A10's and no
+# datasheet gives them; it falls back to the measured matmul.
 DATASHEET_PEAKS: dict[str, tuple[str, dict[str, float]]] = {
     "H100 PCIe": ("H100 PCIe", {"bf16": 756 * T, "fp16": 756 * T, "fp32": 51.2 * T}),
     "H100 NVL": ("H100 NVL", {"bf16": 835 * T, "fp16": 835 * T, "fp32": 60 * T}),
@@ -39,7 +40,6 @@ DATASHEET_PEAKS: dict[str, tuple[str, dict[str, float]]] = {
     "L40S": ("L40S", {"bf16": 362 * T, "fp16": 362 * T, "fp32": 91.6 * T}),
     "L40": ("L40", {"bf16": 181 * T, "fp16": 181 * T, "fp32": 90.5 * T}),
     "L4": ("L4", {"bf16": 121 * T, "fp16": 121 * T, "fp32": 30.3 * T}),
-    "A10G": ("A10G", {"bf16": 125 * T, "fp16": 125 * T, "fp32": 31.2 * T}),
     "A10": ("A10", {"bf16": 125 * T, "fp16": 125 * T, "fp32": 31.2 * T}),
     "V100-SXM2": ("V100 SXM2", {"fp16": 125 * T, "fp32": 15.7 * T}),
     "V100-PCIE": ("V100 PCIe", {"fp16": 112 * T, "fp32": 14 * T}),

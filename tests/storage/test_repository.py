@@ -241,7 +241,10 @@ def test_deleting_a_search_cascades(repo: Repository) -> None:
 
 
 def test_unreachable_database_is_a_storage_error() -> None:
-    repo = Repository(make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2"))
+    # A short retry window: the error must still come out of the retry loop once its deadline passes (the default
+    # window, a minute, is tested against a real restart in tests/reliability).
+    engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2")
+    repo = Repository(engine, retry_seconds=1.5)
     with pytest.raises(StorageError, match=r"database error \(postgresql\): OperationalError"):
         repo.get_search(1)
 

@@ -20,7 +20,7 @@ from brainsearch.train.peak import datasheet_peak, device_peak
         ("NVIDIA A100 80GB PCIe", torch.float32, 19.5e12, "A100"),
         ("NVIDIA L40S", torch.bfloat16, 362e12, "L40S"),
         ("NVIDIA L4", torch.bfloat16, 121e12, "L4"),
-        ("NVIDIA A10G", torch.bfloat16, 125e12, "A10G"),
+        ("NVIDIA A10", torch.bfloat16, 125e12, "A10"),
     ],
 )
 def test_datasheet_peaks_of_known_devices(name: str, dtype: torch.dtype, flops: float, product: str) -> None:
@@ -32,6 +32,7 @@ def test_datasheet_peaks_of_known_devices(name: str, dtype: torch.dtype, flops: 
 def test_names_match_as_whole_words_and_unknown_dtypes_are_unknown() -> None:
     assert datasheet_peak("NVIDIA RTX A1000", torch.bfloat16) is None  # not an A100
     assert datasheet_peak("Some Future Accelerator", torch.bfloat16) is None
+    assert datasheet_peak("NVIDIA A10G", torch.bfloat16) is None  # not the A10: no datasheet for its clocks
     assert datasheet_peak("Tesla V100-SXM2-16GB", torch.bfloat16) is None  # no bf16 on Volta
 
 
