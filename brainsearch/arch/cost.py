@@ -189,8 +189,8 @@ def _moe_saved(layer: MoESpec, d: int, batch: int, seq: int, precision: Precisio
     k = layer.top_k
     if k is None:
         rows = e * seq * layer.expert_choice_k(batch)
-        # topk index, slot -> token, slot -> assignment, assignment -> token; gate; output, gated output.
-        per_row = 4 * 8 + w + 2 * w * d
+        # topk index, assignment -> slot, slot -> token; gate; output, gated output.
+        per_row = 3 * 8 + w + 2 * w * d
         return (
             _norm_saved(d, tokens, precision)
             + router

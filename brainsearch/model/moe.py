@@ -66,11 +66,6 @@ def _grouped_mm_fn() -> Callable[..., Tensor] | None:
     return cast("Callable[..., Tensor] | None", fn)
 
 
-def _take(x_RD: Tensor, index_I: Tensor) -> Tensor:
-    """``x[index]`` along dim 0, where index ``R`` (one past the last row) reads a zero row."""
-    return torch.cat([x_RD, x_RD.new_zeros(1, x_RD.shape[-1])]).index_select(0, index_I)
-
-
 def _place_rows(values: Tensor, dest: Tensor, num_rows: int, trash: bool = False, complete: bool = False) -> Tensor:
     """A ``[num_rows, D]`` tensor whose row ``dest[i]`` is ``values[i]``; rows nothing lands on are zeros.
 
@@ -176,20 +171,19 @@ class MoE(nn.Module):
 
     def _expert_choice(self, x_TD: Tensor, r: Routing, grouped: bool) -> Tensor:
         T, D = x_TD.shape
-        E, C, N, device = self.spec.experts, r.capacity, r.token_idx_N.numel(), x_TD.device
-        # Slot e * C + position; a slot no assignment fills reads zeros (index T) and is read by nobody.
+        E, C, device = self.spec.experts, r.capacity, x_TD.device
+        # The assignments fill the E * C slots exactly (slot e * C + position), so the layer runs in slot order.
         slot_N = r.expert_idx_N * C + r.position_N
-        token_S = torch.full((E * C,), T, device=device).scatter_(0, slot_N, r.token_idx_N)
-        assign_S = torch.full((E * C,), N, device=device).scatter_(0, slot_N, torch.arange(N, device=device))
-        x_SD = _take(x_TD, token_S)  # backward: a scatter-add over a varying number of experts per token
+        token_S = torch.empty_like(slot_N).scatter_(0, slot_N, r.token_idx_N)
+        gate_S = r.gate_N.new_empty(E * C).scatter(0, slot_N, r.gate_N)
+        x_SD = x_TD.index_select(0, token_S)  # backward: a scatter-add over a varying number of experts per token
         if grouped:
             offs_E = torch.arange(1, E + 1, device=device) * C
             y_SD = self.experts(x_SD, self._grouped_mm(x_TD, offs_E))
         else:
             y_SD = self.experts(x_SD.view(E, C, D)).view(E * C, D)
-        y_ND = _place_rows(y_SD, assign_S, N, trash=True)
-        contrib_ND = y_ND * r.gate_N.unsqueeze(-1).to(y_ND.dtype)
-        return torch.zeros(T, D, dtype=contrib_ND.dtype, device=device).index_add_(0, r.token_idx_N, contrib_ND)
+        contrib_SD = y_SD * gate_S.unsqueeze(-1).to(y_SD.dtype)
+        return torch.zeros(T, D, dtype=contrib_SD.dtype, device=device).index_add_(0, token_S, contrib_SD)
 
     def _grouped_mm(self, x_TD: Tensor, ends_E: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
         """The grouped matmul over row groups ending at ``ends_E`` (in the autocast dtype on CUDA)."""

@@ -127,10 +127,10 @@ class BudgetClock:
         """The fraction of the budget spent before the next step, in steps: 0 until a seconds budget's steps are
         planned, then ``steps / planned_steps`` capped at 1. A seconds budget's never moves backwards, nor forwards
         by more than two planned steps' share at once."""
+        if self.budget.seconds is None:
+            return self.budget.progress(self.steps, self.charged_s)
         if self.planned_steps is None:
             return 0.0
         target = min(1.0, self.steps / max(self.planned_steps, 1.0))
-        if self.budget.seconds is None:
-            return target
         self._progress = min(max(self._progress, target), self._progress + 2 / max(self.planned_steps, 1.0))
         return self._progress
