@@ -17,13 +17,16 @@ _MAX_SHOWN = 60
 
 
 def dotted(loc: Sequence[int | str]) -> str:
-    """``("block", 2, "hidden")`` -> ``"block[2].hidden"``."""
+    """``("block", 2, "hidden")`` -> ``"block[2].hidden"``. A key with unprintable characters (a line break such as
+    U+0085 would split the one-line error) is shown escaped."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            name = str(part)
+            name = name if name.isprintable() else name.encode("unicode_escape").decode("ascii")
+            out += f".{name}" if out else name
     return out
 
 

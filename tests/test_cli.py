@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from brainsearch.arch import Architecture, cost, preset, scale
@@ -136,6 +136,7 @@ JUNK = st.one_of(
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=JUNK)
+@example(data=b'{"\\u0085": null}')  # a key holding a line break (NEL) once split an error line in two
 def test_any_junk_file_gives_exit_2_and_path_named_lines(
     data: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
