@@ -1,9 +1,11 @@
-"""Run artifacts on disk (trained weights, exports, and later checkpoints), keyed by database, search and trial.
+"""Run artifacts on disk (trained weights, exports, checkpoints), keyed by database, search and trial.
 
 Everything a run writes lives under one folder per database::
 
     DATA_DIR/runs/db-<database id>/search-<S>/weights/trial-<T>.safetensors
                                              /exports/...
+                                             /checkpoints/<run>/step-<N>/   (torch.distributed.checkpoint shards
+                                                                            and COMPLETE, written last)
                  /db-<database id>/DATABASE      (the URL it was first opened with, for people)
 
 The database id is the database's own (a random id written once into it, migration 0003), not its URL: two
@@ -38,9 +40,24 @@ from brainsearch.errors import ArchitectureError, DataError, Problem
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ARCH_KEY", "RunStore", "load_weights", "read_metadata", "save_weights", "weights_metadata"]
+__all__ = [
+    "ARCH_KEY",
+    "COMPLETE",
+    "RunStore",
+    "SavedCheckpoint",
+    "candidate_run_key",
+    "list_checkpoints",
+    "load_weights",
+    "read_metadata",
+    "save_weights",
+    "weights_metadata",
+]
 
 ARCH_KEY = "brainsearch.architecture"
+# The marker a checkpoint folder gets once every shard is on disk (JSON: step, saved_at): a folder without it is an
+# interrupted save, never resumed from.
+COMPLETE = "COMPLETE"
+_STEP_DIR = re.compile(r"^step-(\d{1,12})$")
 
 _DATABASE_ID = re.compile(r"^[0-9a-f-]{8,36}$")
 # A safetensors header is a few KiB; anything near this is not one of ours.
@@ -79,6 +96,12 @@ class RunStore:
         """Where the CLI writes a search's exports by default."""
         return self.search_dir(search_id) / "exports"
 
+    def checkpoints_dir(self, search_id: int, run_key: str) -> Path:
+        """One run's checkpoints (``run_key`` from :func:`candidate_run_key`, or ``trial-<T>``)."""
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,120}", run_key) or run_key.startswith("."):
+            raise ValueError(f"not a run key: {run_key!r}")
+        return self.search_dir(search_id) / "checkpoints" / run_key
+
     def describe(self, database_url: str) -> None:
         """Write ``DATABASE`` (the URL, password hidden) into the folder once, so a person can tell folders apart."""
         note = self.root / "DATABASE"
@@ -102,6 +125,46 @@ class RunStore:
         if meta is None or any(meta.get(k) != v for k, v in expected.items()):
             return None
         return path
+
+
+def candidate_run_key(trial_id: int, rung: str) -> str:
+    """The folder name of a scale-up candidate run's checkpoints: the trial it scales and its rung."""
+    return f"candidate-{int(trial_id)}-{re.sub(r'[^A-Za-z0-9._-]', '_', rung)}"
+
+
+@dataclass(frozen=True)
+class SavedCheckpoint:
+    """A complete checkpoint on disk: the steps it holds, its folder, when it was saved, its size in bytes."""
+
+    step: int
+    path: Path
+    saved_at: float
+    bytes: int
+
+
+def list_checkpoints(folder: Path) -> list[SavedCheckpoint]:
+    """The complete checkpoints in a run's folder, oldest step first (an interrupted save, without its
+    :data:`COMPLETE` marker, is left out). Reads no tensor."""
+    found = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        match = _STEP_DIR.match(entry.name)
+        marker = entry / COMPLETE
+        if match is None or not marker.is_file():
+            continue
+        try:
+            info = json.loads(marker.read_text())
+            size = sum(f.stat().st_size for f in entry.iterdir() if f.is_file())
+        except (OSError, ValueError):
+            continue
+        saved_at = info.get("saved_at") if isinstance(info, dict) else None
+        found.append(
+            SavedCheckpoint(int(match.group(1)), entry, float(saved_at) if saved_at is not None else 0.0, size)
+        )
+    return sorted(found, key=lambda c: c.step)
 
 
 def weights_metadata(database_id: str, search_id: int, trial_id: int) -> dict[str, str]:

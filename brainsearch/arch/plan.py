@@ -18,21 +18,54 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from brainsearch.arch.cost import Precision, cost
 from brainsearch.arch.spec import Architecture, MoESpec
 
 __all__ = [
+    "RECIPES",
     "CheckpointingPolicy",
     "MemoryPlan",
     "NoPlanFits",
+    "TrainingRecipe",
     "effective_capacity_factors",
     "min_memory_bytes",
     "plan_memory",
 ]
 
 CheckpointingPolicy = Literal["off", "auto", "on"]
+
+
+class TrainingRecipe(BaseModel):
+    """What the training state is made of and where it lives: the weights' (and gradients') dtype, the optimiser,
+    whether each parameter steps inside the backward (its gradient freed at once: never all gradients alive), and
+    over how many data-parallel devices parameters, gradients and optimiser state are sharded (FSDP2; the global
+    batch is split between them)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    param_dtype: Literal["fp32", "bf16"] = "fp32"
+    optimizer: Literal["adamw", "adafactor"] = "adamw"
+    optimizer_in_backward: bool = False
+    shards: int = Field(default=1, ge=1)
+
+    @property
+    def label(self) -> str:
+        """How reports name it: ``fp32 AdamW``, ``bf16 Adafactor, step in backward``, ``FSDP2 x 4, fp32 AdamW``."""
+        text = f"{self.param_dtype} {'AdamW' if self.optimizer == 'adamw' else 'Adafactor'}"
+        if self.optimizer_in_backward:
+            text += ", step in backward"
+        return f"FSDP2 x {self.shards}, {text}" if self.shards > 1 else text
+
+
+# The single-device recipes, leanest last: the proxy's (fp32 weights, AdamW: 16 bytes of state per parameter), bf16
+# weights and gradients with factored Adafactor (about 4), and the same stepping inside the backward (about 2 plus
+# the largest gradient).
+RECIPES: dict[str, TrainingRecipe] = {
+    "fp32-adamw": TrainingRecipe(),
+    "bf16-adafactor": TrainingRecipe(param_dtype="bf16", optimizer="adafactor"),
+    "bf16-adafactor-fused": TrainingRecipe(param_dtype="bf16", optimizer="adafactor", optimizer_in_backward=True),
+}
 
 
 class NoPlanFits(ValueError):
@@ -61,11 +94,13 @@ class MemoryPlan(BaseModel):
     memory_bytes: int
     limit_bytes: int
     capacity_preserved: bool = True
+    recipe: TrainingRecipe = TrainingRecipe()
 
     @property
     def num_micro_batches(self) -> int:
-        """Forwards per optimiser step (gradient accumulation)."""
-        return self.batch_size // self.micro_batch
+        """Forwards per optimiser step on each device (gradient accumulation); with ``recipe.shards`` devices each
+        takes ``batch_size // shards`` sequences of the global batch."""
+        return self.batch_size // self.recipe.shards // self.micro_batch
 
 
 def effective_capacity_factors(arch: Architecture, batch: int) -> tuple[Fraction, ...]:

@@ -290,6 +290,13 @@ class Rung(BaseModel):
     preset: str = Field(min_length=1, max_length=32)
     budget_tokens: TokenCount | None = None
     batch_size: int | None = Field(default=None, ge=1, le=4096, description="default: the preset's")
+    devices: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description="processes (one per GPU) that train each run of this rung, sharded with FSDP2; default: the "
+        "fewest the memory plan needs",
+    )
 
     _preset = field_validator("preset")(_known_preset)
 
@@ -310,6 +317,16 @@ class ScaleUpSettings(BaseModel):
     scale_by: Literal["params_activated", "compute"] = "params_activated"
     evaluations: int = Field(default=10, ge=2, le=1000, description="validation points along each rung's run")
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    init: Literal["scratch", "upcycle", "both"] = Field(
+        default="scratch",
+        description="how a rung's MoE model starts: from scratch, upcycled from its dense twin trained for "
+        "dense_fraction of the budget (sparse upcycling), or both, reported side by side",
+    )
+    dense_fraction: float = Field(
+        default=0.5, gt=0, lt=1, description="the share of an upcycled run's token budget spent on the dense twin"
+    )
+    checkpoint_minutes: float = Field(default=10.0, gt=0, le=10_000, description="minutes between checkpoints")
+    checkpoint_keep: int = Field(default=2, ge=1, le=100, description="checkpoints kept per run")
 
     _target = field_validator("target")(_known_preset)
 

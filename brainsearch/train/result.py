@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["HEADLINE_METRICS", "CurvePoint", "MoESummary", "ProxyResult", "Status"]
+__all__ = ["HEADLINE_METRICS", "CheckpointRecord", "CurvePoint", "MoESummary", "ProxyResult", "Status"]
 
 Status = Literal["completed", "diverged", "out_of_memory", "timed_out", "pruned"]
 # The fields of a ProxyResult worth showing a person, in reading order (the CLI's table, the dashboard's trial page).
@@ -22,6 +22,9 @@ HEADLINE_METRICS = (
     "mfu",
     "peak_flops_label",
     "matmul_flops_per_s",
+    "devices",
+    "sharding",
+    "recipe",
     "micro_batch",
     "activation_checkpointing",
     "memory_estimate_bytes",
@@ -29,6 +32,8 @@ HEADLINE_METRICS = (
     "elapsed_s",
     "setup_s",
     "compile_s",
+    "checkpoint_count",
+    "resume_count",
 )
 
 
@@ -65,6 +70,16 @@ class MoESummary(BaseModel):
     expert_load: list[list[float]]
 
 
+class CheckpointRecord(BaseModel):
+    """One checkpoint a run saved: the step it holds (steps done), its folder, when (Unix time) and its size."""
+
+    model_config = ConfigDict(frozen=True)
+    step: int
+    path: str
+    saved_at: float
+    bytes: int
+
+
 class ProxyResult(BaseModel):
     """Outcome of one proxy run. A failure is a status with a reason, never an exception to the caller.
 
@@ -76,6 +91,12 @@ class ProxyResult(BaseModel):
     sequences per forward, ``activation_checkpointing``, ``memory_estimate_bytes`` the cost model's peak estimate,
     ``memory_peak_bytes`` the measured peak (CUDA only). ``setup_s`` (model build, compilation, the first step, the
     peak measurement) and ``compile_s`` (its compilation part, estimated) are not charged to a seconds budget.
+    ``devices`` processes trained the model (one per GPU), ``sharding`` says how (``fsdp2``: parameters, gradients
+    and optimiser state fully sharded; None on one device), ``recipe`` the training state's dtype and optimiser
+    (:class:`brainsearch.arch.plan.TrainingRecipe`); memory figures are per device. ``checkpoints`` lists what the
+    run saved (pruned ones included, marked by their absence on disk), ``checkpoint_count`` how many it saved and
+    ``resume_count`` how many times it resumed from one (``resumed_from`` the steps). ``init`` is how a scale-up
+    run started (``upcycle``: its dense twin trained first, its FFNs copied into every expert at ``upcycle_step``).
     Fields added after the first version are optional, so stored results still read.
     """
 
@@ -113,4 +134,13 @@ class ProxyResult(BaseModel):
     memory_peak_bytes: int | None = None
     setup_s: float | None = None
     compile_s: float | None = None
+    devices: int = 1
+    sharding: Literal["fsdp2"] | None = None
+    recipe: str | None = None
+    checkpoints: list[CheckpointRecord] = []
+    checkpoint_count: int = 0
+    resume_count: int = 0
+    resumed_from: list[int] = []
+    init: Literal["scratch", "upcycle"] | None = None
+    upcycle_step: int | None = None  # the step at which the dense twin became the MoE model (upcycled runs)
     notes: list[str] = []

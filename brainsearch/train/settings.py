@@ -3,16 +3,30 @@ other configuration of the training loop extends (expansion's ``ExpansionSetting
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from brainsearch.arch.plan import CheckpointingPolicy
 from brainsearch.space.schema import Budget, Quantity
 
-__all__ = ["Schedule", "TrainSettings"]
+__all__ = ["CheckpointSettings", "Schedule", "TrainSettings"]
 
 Schedule = Literal["cosine", "inverse_sqrt", "constant"]
+
+
+class CheckpointSettings(BaseModel):
+    """When and where a run saves resumable checkpoints (:mod:`brainsearch.train.checkpoint`): every
+    ``interval_s`` seconds of wall-clock time (and every ``every_steps`` steps when set), and at the end, into
+    ``dir`` (a folder per run, under the data directory; shared storage for a cluster); the newest ``keep`` are
+    kept. A run that finds a complete checkpoint in ``dir`` resumes from it: same step, data position, learning
+    rate, optimiser state and budget spent."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    dir: str = Field(min_length=1)
+    interval_s: float = Field(default=600.0, gt=0, description="seconds between checkpoints")
+    every_steps: int | None = Field(default=None, ge=1, le=10_000_000, description="also every N steps")
+    keep: int = Field(default=2, ge=1, le=1000, description="the newest checkpoints kept; older ones are pruned")
 
 
 class TrainSettings(BaseModel):
@@ -28,6 +42,14 @@ class TrainSettings(BaseModel):
     data: str = Field(default="default", min_length=1)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     optimizer: Literal["adamw", "adafactor"] = "adamw"
+    param_dtype: Literal["fp32", "bf16"] = Field(
+        default="fp32", description="dtype of the weights and their gradients (bf16: no fp32 master copy)"
+    )
+    optimizer_in_backward: bool = Field(
+        default=False,
+        description="step each parameter as soon as its gradient is ready and free the gradient (one micro-batch "
+        "per step; no global gradient clipping)",
+    )
     lr: float = Field(default=3e-3, gt=0, le=10)
     min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
     schedule: Schedule = "cosine"
@@ -53,6 +75,16 @@ class TrainSettings(BaseModel):
         description="training memory per device the plan must fit (it also fits 90% of the free memory); when no "
         "micro-batch fits, the run is out_of_memory before anything is allocated",
     )
+    checkpoint: CheckpointSettings | None = Field(default=None, description="resumable checkpoints (None: none)")
+
+    @model_validator(mode="after")
+    def _optimizer_in_backward_takes_one_micro_batch(self) -> Self:
+        if self.optimizer_in_backward and self.micro_batch not in (None, self.batch_size):
+            raise ValueError(
+                f"optimizer_in_backward steps once per backward: micro_batch {self.micro_batch} would step "
+                f"{self.batch_size // self.micro_batch} times per batch; leave micro_batch unset"
+            )
+        return self
 
     @field_validator("micro_batch")
     @classmethod
