@@ -283,3 +283,61 @@ def test_train_on_missing_cuda_is_bad_input(
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
     code, _, err = run(["train", "glam", "--preset", "cpu-tiny", "--device", "cuda"], capsys)
     assert code == 2 and "device: cuda was asked for but this machine has no usable CUDA device" in err
+
+
+# --- cost: recipes, shards and the device plan ----------------------------------------------------------------------
+
+
+def test_cost_with_a_recipe_and_shards(capsys: pytest.CaptureFixture[str]) -> None:
+    from brainsearch.arch.plan import RECIPES
+
+    args = ["cost", "--preset", "glam", "--batch-size", "8", "--recipe", "bf16-adafactor", "--shards", "2"]
+    code, text, _ = run([*args, "--json"], capsys)
+    doc = json.loads(text)
+    recipe = RECIPES["bf16-adafactor"].model_copy(update={"shards": 2})
+    expected = cost(preset("glam"), 8, recipe=recipe)
+    assert code == 0 and doc["recipe"] == recipe.model_dump() and doc["micro_batch"] == 4
+    assert doc["memory_bytes"] == expected.memory_bytes and doc["memory_gather_bytes"] > 0
+    code, text, _ = run(args, capsys)
+    assert code == 0 and "FSDP2 x 2, bf16 Adafactor" in text and "of which FSDP2 gathers" in text
+
+
+def test_cost_plans_devices(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["cost", "--preset", "glam-1.7b-64e", "--batch-size", "64", "--precision", "bf16"]
+    code, text, err = run([*args, "--device-memory", "141GB"], capsys)
+    assert code == 0, err
+    assert "glam-1.7b-64e: 1 GPU of 141 GB, bf16 Adafactor, micro-batch 4 of 64 per device" in text
+    code, text, _ = run([*args, "--device-memory", "141GB", "--json"], capsys)
+    plan = json.loads(text)["device_plan"]
+    assert (plan["devices"], plan["recipe_label"], plan["limit_bytes"]) == (1, "bf16 Adafactor", int(0.9 * 141e9))
+
+
+def test_cost_refuses_a_cluster_too_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "8b-64e.json"
+    path.write_text(scale(preset("glam"), "8b-64e").to_json())
+    args = ["cost", str(path), "--batch-size", "64", "--precision", "bf16", "--device-memory", "141GB"]
+    code, text, err = run([*args, "--gpus", "2"], capsys)
+    assert code == 1 and text == "" and err.strip() == "8b-64e needs at least 64 GPUs of 141 GB; the cluster has 2"
+    code, _, err = run([*args[:-1], "80GB", "--gpus", "2"], capsys)
+    assert code == 1 and err.strip() == "8b-64e does not fit 64 GPUs of 80 GB (batch 64)"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--recipe", "nope"], "cost: --recipe: expected one of fp32-adamw, bf16-adafactor, bf16-adafactor-fused"),
+        (["--shards", "0"], "cost: --shards: expected a whole number of devices in 1..4096, got '0'"),
+        (["--shards", "two"], "cost: --shards: expected a whole number of devices"),
+        (["--shards", "3"], "cost: --shards: 3 does not divide --batch-size 8"),
+        (["--shards", "4", "--micro-batch", "4"], "cost: --micro-batch: 4 is larger than each device's share (2)"),
+        (["--recipe", "bf16-adafactor-fused", "--micro-batch", "2"], "cost: --micro-batch: bf16-adafactor-fused"),
+        (["--device-memory", "12XB"], "cost: --device-memory: '12XB' is not a number"),
+        (["--device-memory", "0.5"], "cost: --device-memory: expected a memory size"),
+        (["--gpus", "2"], "cost: --gpus: needs --device-memory"),
+        (["--device-memory", "80GB", "--gpus", "-1"], "cost: --gpus: expected a whole number of devices"),
+        (["--device-memory", "80GB", "--recipe", "fp32-adamw"], "cost: --recipe: not with --device-memory"),
+    ],
+)
+def test_cost_bad_recipe_options_exit_2(args: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["cost", "--preset", "glam", *args], capsys)
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err

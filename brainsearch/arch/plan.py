@@ -11,6 +11,11 @@ position (:func:`brainsearch.arch.spec.expert_choice_k`), so a micro-batch can c
 factor ``E * k / m`` - the model trained would not be the one the full batch trains. Micro-batches that keep every
 expert-choice layer's effective capacity factor equal to the full batch's are preferred; the others are taken only
 when none of those fits, and the plan says so (``capacity_preserved``).
+
+A plan is for one :class:`~brainsearch.arch.cost.TrainingRecipe` (the state's dtype and optimiser, and the FSDP2
+shards): with ``shards = N`` each device takes ``batch_size // N`` sequences and the micro-batches divide that
+share; a recipe stepping the optimiser inside the backward runs one backward per step (the whole share). Which
+recipe and how many devices is :mod:`brainsearch.arch.devices`' choice.
 """
 
 from __future__ import annotations
@@ -18,9 +23,9 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
-from brainsearch.arch.cost import Precision, cost
+from brainsearch.arch.cost import Precision, TrainingRecipe, cost
 from brainsearch.arch.spec import Architecture, MoESpec
 
 __all__ = [
@@ -35,27 +40,6 @@ __all__ = [
 ]
 
 CheckpointingPolicy = Literal["off", "auto", "on"]
-
-
-class TrainingRecipe(BaseModel):
-    """What the training state is made of and where it lives: the weights' (and gradients') dtype, the optimiser,
-    whether each parameter steps inside the backward (its gradient freed at once: never all gradients alive), and
-    over how many data-parallel devices parameters, gradients and optimiser state are sharded (FSDP2; the global
-    batch is split between them)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    param_dtype: Literal["fp32", "bf16"] = "fp32"
-    optimizer: Literal["adamw", "adafactor"] = "adamw"
-    optimizer_in_backward: bool = False
-    shards: int = Field(default=1, ge=1)
-
-    @property
-    def label(self) -> str:
-        """How reports name it: ``fp32 AdamW``, ``bf16 Adafactor, step in backward``, ``FSDP2 x 4, fp32 AdamW``."""
-        text = f"{self.param_dtype} {'AdamW' if self.optimizer == 'adamw' else 'Adafactor'}"
-        if self.optimizer_in_backward:
-            text += ", step in backward"
-        return f"FSDP2 x {self.shards}, {text}" if self.shards > 1 else text
 
 
 # The single-device recipes, leanest last: the proxy's (fp32 weights, AdamW: 16 bytes of state per parameter), bf16
@@ -117,6 +101,27 @@ def _divisors_descending(n: int) -> list[int]:
     return [m for m in range(n, 0, -1) if n % m == 0]
 
 
+def _micro_batches(batch_size: int, recipe: TrainingRecipe, micro_batch: int | None) -> list[int]:
+    """The micro-batches a plan may use, largest first: divisors of each device's share of the batch (only the
+    whole share when the optimiser steps in the backward: one backward per step); validates the arguments."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size % recipe.shards:
+        raise ValueError(f"shards ({recipe.shards}) must divide batch_size ({batch_size})")
+    share = batch_size // recipe.shards
+    if micro_batch is not None and (micro_batch < 1 or share % micro_batch):
+        what = f"batch_size {batch_size}" if recipe.shards == 1 else f"batch_size // shards ({share})"
+        raise ValueError(f"micro_batch {micro_batch} does not divide {what}")
+    if recipe.optimizer_in_backward:
+        if micro_batch not in (None, share):
+            raise ValueError(
+                f"micro_batch {micro_batch}: a recipe stepping in the backward runs one backward per step, "
+                f"micro_batch {share}"
+            )
+        return [share]
+    return [micro_batch] if micro_batch is not None else _divisors_descending(share)
+
+
 def plan_memory(
     arch: Architecture,
     batch_size: int,
@@ -125,17 +130,16 @@ def plan_memory(
     *,
     checkpointing: CheckpointingPolicy = "auto",
     micro_batch: int | None = None,
+    recipe: TrainingRecipe = TrainingRecipe(),  # noqa: B008 (frozen: one shared default is safe)
 ) -> MemoryPlan:
-    """The fastest plan whose estimated peak memory is at most ``limit_bytes``: see the module docstring for the
-    order. A given ``micro_batch`` (which must divide ``batch_size``) is the only candidate.
+    """The fastest plan with ``recipe`` whose estimated peak memory per device is at most ``limit_bytes``: see the
+    module docstring for the order. A given ``micro_batch`` (which must divide each device's share of the batch,
+    ``batch_size // recipe.shards``) is the only candidate; a recipe stepping in the backward allows only the
+    whole share.
 
-    Raises :class:`NoPlanFits` when nothing fits, ``ValueError`` for a micro-batch that does not divide the batch.
+    Raises :class:`NoPlanFits` when nothing fits, ``ValueError`` for a micro-batch that does not divide the share.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if micro_batch is not None and (micro_batch < 1 or batch_size % micro_batch):
-        raise ValueError(f"micro_batch {micro_batch} does not divide batch_size {batch_size}")
-    sizes = [micro_batch] if micro_batch is not None else _divisors_descending(batch_size)
+    sizes = _micro_batches(batch_size, recipe, micro_batch)
     full = effective_capacity_factors(arch, batch_size)
     preserving = [m for m in sizes if effective_capacity_factors(arch, m) == full]
     others = [m for m in sizes if m not in preserving]
@@ -144,7 +148,9 @@ def plan_memory(
     for group in (preserving, others):
         for ckpt in modes:
             for m in group:
-                estimate = cost(arch, batch_size, precision, micro_batch=m, checkpointing=ckpt).memory_bytes
+                estimate = cost(
+                    arch, batch_size, precision, micro_batch=m, checkpointing=ckpt, recipe=recipe
+                ).memory_bytes
                 smallest = min(smallest or (estimate, m, ckpt), (estimate, m, ckpt))
                 if estimate <= limit_bytes:
                     return MemoryPlan(
@@ -155,16 +161,22 @@ def plan_memory(
                         memory_bytes=estimate,
                         limit_bytes=int(limit_bytes),
                         capacity_preserved=group is preserving,
+                        recipe=recipe,
                     )
     assert smallest is not None
     raise NoPlanFits(smallest[0], int(limit_bytes), smallest[1], smallest[2])
 
 
-def min_memory_bytes(arch: Architecture, batch_size: int, precision: Precision) -> int:
-    """The estimated peak memory of the smallest plan (activation checkpointing, usually micro-batch 1; expert
-    choice can make a larger micro-batch no bigger): a device with less memory cannot train ``arch`` at all, which
-    is what the space's constraint checker asks."""
+def min_memory_bytes(
+    arch: Architecture,
+    batch_size: int,
+    precision: Precision,
+    recipe: TrainingRecipe = TrainingRecipe(),  # noqa: B008 (frozen: one shared default is safe)
+) -> int:
+    """The estimated peak memory per device of the smallest plan with ``recipe`` (activation checkpointing,
+    usually micro-batch 1; expert choice can make a larger micro-batch no bigger): a device with less memory cannot
+    train ``arch`` that way at all, which is what the space's constraint checker asks."""
     return min(
-        cost(arch, batch_size, precision, micro_batch=m, checkpointing=True).memory_bytes
-        for m in _divisors_descending(batch_size)
+        cost(arch, batch_size, precision, micro_batch=m, checkpointing=True, recipe=recipe).memory_bytes
+        for m in _micro_batches(batch_size, recipe, None)
     )

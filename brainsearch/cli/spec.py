@@ -13,13 +13,19 @@ from rich.table import Table
 
 from brainsearch._format import fmt_bytes, fmt_count, fmt_flops
 from brainsearch.arch import Architecture, Cost, cost, preset, preset_names
-from brainsearch.cli.common import fail, out
+from brainsearch.arch.cost import Precision
+from brainsearch.arch.devices import NotEnoughDevices, plan_devices
+from brainsearch.arch.plan import RECIPES
+from brainsearch.cli.common import err, fail, out
 from brainsearch.errors import ArchitectureError, Problem
 
 if TYPE_CHECKING:
     from brainsearch.space import SearchSpace
 
 __all__ = ["cost_cmd", "read_architecture", "sample_cmd", "validate_cmd"]
+
+# The most devices --shards, --gpus and the device plan consider.
+MAX_DEVICES = 4096
 
 SpaceArgument = Annotated[str, typer.Argument(metavar="SPACE.yaml", help="A space file or a bundled space name.")]
 
@@ -142,33 +148,165 @@ def cost_cmd(
         str, typer.Option("--precision", help="fp32, or bf16 (autocast, as training on a GPU runs).")
     ] = "fp32",
     micro_batch: Annotated[
-        int | None, typer.Option("--micro-batch", min=1, help="Sequences per forward (default: the whole batch).")
+        int | None,
+        typer.Option("--micro-batch", min=1, help="Sequences per forward on each device (default: its whole share)."),
     ] = None,
     checkpointing: Annotated[
         bool, typer.Option("--checkpointing", help="Activations recomputed per block in the backward pass.")
     ] = False,
+    recipe_name: Annotated[
+        str | None, typer.Option("--recipe", help=f"Training state: {', '.join(RECIPES)} (default the first).")
+    ] = None,
+    shards: Annotated[
+        str | None, typer.Option("--shards", help="FSDP2 over N devices, each with batch / N sequences.")
+    ] = None,
+    device_memory: Annotated[
+        str | None,
+        typer.Option("--device-memory", help="Plan devices of this memory (141GB, 80GiB): how many, which recipe."),
+    ] = None,
+    gpus: Annotated[
+        str | None, typer.Option("--gpus", help="Devices the cluster has, with --device-memory (default 1).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the cost as JSON.")] = False,
 ) -> None:
     """Parameters (total, activated, embedding), training FLOPs per token and the estimated peak training memory
-    per device at a micro-batch."""
+    per device at a micro-batch; with --device-memory, how many devices the run needs and with which recipe (exit 1
+    when the cluster has too few)."""
     if (arch_file is None) == (preset_name is None):
         raise fail([Problem("", "give exactly one of ARCH.json or --preset NAME", "cost")])
     if precision not in ("fp32", "bf16"):
         raise fail([Problem("--precision", f"expected fp32 or bf16, got {precision!r}", "cost")])
-    if micro_batch is not None and micro_batch > batch_size:
-        raise fail([Problem("--micro-batch", f"{micro_batch} is larger than --batch-size {batch_size}", "cost")])
+    num_shards = _count_option("--shards", shards)
+    num_gpus = _count_option("--gpus", gpus)
+    if recipe_name is not None and recipe_name not in RECIPES:
+        raise fail([Problem("--recipe", f"expected one of {', '.join(RECIPES)}, got {recipe_name!r}", "cost")])
+    recipe = RECIPES[recipe_name or "fp32-adamw"]
+    if num_shards is not None:
+        recipe = recipe.model_copy(update={"shards": num_shards})
+    if batch_size % recipe.shards:
+        raise fail([Problem("--shards", f"{recipe.shards} does not divide --batch-size {batch_size}", "cost")])
+    share = batch_size // recipe.shards
+    if micro_batch is not None and micro_batch > share:
+        what = f"--batch-size {batch_size}" if recipe.shards == 1 else f"each device's share ({share})"
+        raise fail([Problem("--micro-batch", f"{micro_batch} is larger than {what}", "cost")])
+    if recipe.optimizer_in_backward and micro_batch not in (None, share):
+        raise fail(
+            [Problem("--micro-batch", f"{recipe_name} steps in the backward: one forward of {share} per step", "cost")]
+        )
+    memory_bytes = None if device_memory is None else _bytes_option("--device-memory", device_memory)
+    if memory_bytes is None and num_gpus is not None:
+        raise fail([Problem("--gpus", "needs --device-memory", "cost")])
+    if memory_bytes is not None and recipe_name is not None:
+        raise fail([Problem("--recipe", "not with --device-memory: the device plan picks the recipe", "cost")])
     arch = preset(preset_name) if preset_name else read_architecture(str(arch_file))
-    result = cost(
-        arch,
-        batch_size=batch_size,
-        precision="bf16" if precision == "bf16" else "fp32",
-        micro_batch=micro_batch,
-        checkpointing=checkpointing,
-    )
+    p: Precision = "bf16" if precision == "bf16" else "fp32"
+    if memory_bytes is not None:
+        name = preset_name or ("<stdin>" if arch_file == "-" else Path(str(arch_file)).stem)
+        _print_device_plan(
+            arch, name, batch_size, p, memory_bytes, num_gpus or 1, num_shards, micro_batch, checkpointing, as_json
+        )
+        return
+    try:
+        result = cost(
+            arch,
+            batch_size=batch_size,
+            precision=p,
+            micro_batch=micro_batch,
+            checkpointing=checkpointing,
+            recipe=recipe,
+        )
+    except ValueError as exc:
+        raise fail([Problem("--micro-batch", str(exc), "cost")]) from None
     if as_json:
         sys.stdout.write(json.dumps({**result.model_dump(), "pattern": arch.pattern, "digest": arch.digest}) + "\n")
         return
     _print_cost(arch, result)
+
+
+def _count_option(option: str, value: str | None) -> int | None:
+    """A device count given on the command line (an integer >= 1); anything else exits 2 naming the option."""
+    if value is None:
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_DEVICES:
+        raise fail([Problem(option, f"expected a whole number of devices in 1..{MAX_DEVICES}, got {value!r}", "cost")])
+    return count
+
+
+def _bytes_option(option: str, value: str) -> int:
+    """A memory size (``141GB``, ``80GiB``, ``1.4e11``); anything else exits 2 naming the option."""
+    from brainsearch.space.schema import parse_quantity
+
+    try:
+        parsed = parse_quantity(value)
+    except ValueError as exc:
+        raise fail([Problem(option, str(exc), "cost")]) from None
+    if not isinstance(parsed, float) or not 1 <= parsed <= 2**50:
+        raise fail([Problem(option, f"expected a memory size such as 141GB or 80GiB, got {value!r}", "cost")])
+    return int(parsed)
+
+
+def _print_device_plan(
+    arch: Architecture,
+    name: str,
+    batch_size: int,
+    precision: Precision,
+    memory_bytes: int,
+    gpus: int,
+    shards: int | None,
+    micro_batch: int | None,
+    checkpointing: bool,
+    as_json: bool,
+) -> None:
+    """Plan the devices of a run and print the plan and its cost, or the refusal (exit 1)."""
+    try:
+        dp = plan_devices(
+            arch,
+            batch_size,
+            precision,
+            memory_bytes,
+            gpus,
+            name=name,
+            devices=shards,
+            micro_batch=micro_batch,
+            checkpointing="on" if checkpointing else "auto",
+            max_devices=MAX_DEVICES,
+        )
+    except NotEnoughDevices as exc:
+        err.print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    plan = dp.plan
+    c = cost(
+        arch, batch_size, precision, micro_batch=plan.micro_batch, checkpointing=plan.checkpointing, recipe=dp.recipe
+    )
+    if as_json:
+        device_plan = {
+            "devices": dp.devices,
+            "recipe": dp.recipe.model_dump(),
+            "recipe_label": dp.recipe.label,
+            "micro_batch": plan.micro_batch,
+            "checkpointing": plan.checkpointing,
+            "memory_bytes": plan.memory_bytes,
+            "limit_bytes": plan.limit_bytes,
+            "device_memory_bytes": dp.device_memory_bytes,
+        }
+        doc = {**c.model_dump(), "pattern": arch.pattern, "digest": arch.digest, "device_plan": device_plan}
+        sys.stdout.write(json.dumps(doc) + "\n")
+        return
+    _print_cost(arch, c)
+    units = f"{dp.devices} GPU{'' if dp.devices == 1 else 's'} of {round(dp.device_memory_bytes / 1e9)} GB"
+    how = f"micro-batch {plan.micro_batch} of {batch_size // dp.recipe.shards} per device" + (
+        ", checkpointing" if plan.checkpointing else ""
+    )
+    out.print(
+        f"{name}: {units}, {dp.recipe.label}, {how}: "
+        f"{plan.memory_bytes / 2**30:.1f} GiB per device (limit {plan.limit_bytes / 2**30:.1f} GiB)",
+        markup=False,
+        highlight=False,
+    )
 
 
 def _print_cost(arch: Architecture, c: Cost) -> None:
@@ -181,11 +319,13 @@ def _print_cost(arch: Architecture, c: Cost) -> None:
     table.add_row("params embedding", fmt_count(c.params_embedding), f"{c.params_embedding:,}")
     table.add_row("training FLOPs / token", fmt_flops(c.flops_per_token), f"{c.flops_per_token:,}")
     table.add_row("  with capacity padding", fmt_flops(c.flops_per_token_padded), f"{c.flops_per_token_padded:,}")
-    plan = f"micro-batch {c.micro_batch} of {c.batch_size}, {c.precision}" + (
+    plan = f"micro-batch {c.micro_batch} of {c.batch_size}, {c.precision}, {c.recipe.label}" + (
         ", checkpointing" if c.checkpointing else ""
     )
     table.add_row(f"training memory, peak per device ({plan})", fmt_bytes(c.memory_bytes), f"{c.memory_bytes:,}")
     table.add_row("  weights, gradients, optimizer", fmt_bytes(c.memory_state_bytes), f"{c.memory_state_bytes:,}")
+    if c.memory_gather_bytes:
+        table.add_row("    of which FSDP2 gathers", fmt_bytes(c.memory_gather_bytes), f"{c.memory_gather_bytes:,}")
     table.add_row("  activations and logits", fmt_bytes(c.memory_activation_bytes), f"{c.memory_activation_bytes:,}")
     table.add_row("layers attention / ffn / moe", f"{c.num_attention} / {c.num_ffn} / {c.num_moe}", "")
     out.print(table)

@@ -4,9 +4,15 @@ Shape legend: B batch (the micro-batch), S sequence.
 
 What is counted, in bytes (:class:`MemoryCount`):
 
-- ``state_bytes``: every parameter and its gradient (in the parameter's dtype) plus AdamW's two fp32 moments per
-  trainable parameter. The optimiser's step counters, buffers (rotary tables) and the autocast weight cache's
-  lifetime are not counted.
+- ``state_bytes = params_bytes + grads_bytes + optimizer_bytes``: every parameter (in its dtype: a model cast to
+  bf16 on the CPU counts 2 bytes each), and its gradient; the optimiser's state. Without ``optimizer`` the state is
+  the cost model's default accounting, AdamW's two fp32 moments per trainable parameter. With ``optimizer``
+  (``"adamw"``, ``"adafactor"``) a real torch optimiser steps once after the backward and its state tensors are
+  summed, leaving out the step counters (0-dim; the cost model leaves them out too: a few bytes per tensor, and
+  Adafactor keeps them on the host). With ``optimizer_in_backward`` every parameter has its own optimiser, stepped
+  from a post-accumulate-grad hook that then frees the gradient; ``grads_bytes`` is the most gradient bytes alive
+  at once (the largest single gradient). Buffers (rotary tables) and the autocast weight cache's lifetime are not
+  counted.
 - ``saved_bytes``: what autograd keeps for the backward of one forward, observed with
   ``torch.autograd.graph.saved_tensors_hooks``: every saved tensor's storage, counted once however often or through
   whichever view it is saved, leaving out the storages of parameters and buffers (state, not activations). Copies
@@ -35,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +62,9 @@ class MemoryCount:
     state_bytes: int
     saved_bytes: int
     logits_bytes: int
+    params_bytes: int = 0
+    grads_bytes: int = 0
+    optimizer_bytes: int = 0
     total_bytes: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -95,12 +104,46 @@ class _SavedTensors:
         self._alive.clear()
 
 
-def _state_bytes(model: LanguageModel) -> int:
-    params = list(model.parameters())
-    weights = sum(p.numel() * p.element_size() for p in params)
-    trainable = [p for p in params if p.requires_grad]
-    grads = sum(p.numel() * p.element_size() for p in trainable)
-    return weights + grads + _ADAM_MOMENT_BYTES * sum(p.numel() for p in trainable)
+def _nbytes(t: Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def _optimizer(params: list[Tensor], name: Literal["adamw", "adafactor"]) -> torch.optim.Optimizer:
+    if name == "adamw":
+        return torch.optim.AdamW(params)
+    return torch.optim.Adafactor(params)
+
+
+def _optimizer_state_bytes(optimizers: list[torch.optim.Optimizer]) -> int:
+    """Bytes of the optimisers' state tensors, step counters (0-dim) left out."""
+    return sum(
+        _nbytes(t)
+        for opt in optimizers
+        for state in opt.state.values()
+        for key, t in state.items()
+        if isinstance(t, Tensor) and not (key == "step" and t.dim() == 0)
+    )
+
+
+class _StepInBackward:
+    """One optimiser per parameter, stepped as soon as its gradient is accumulated, which is then freed; records
+    the most gradient bytes alive at once."""
+
+    def __init__(self, params: list[Tensor], name: Literal["adamw", "adafactor"]) -> None:
+        self.params = params
+        self.optimizers = {id(p): _optimizer([p], name) for p in params}
+        self.peak_grad_bytes = 0
+        self._handles = [p.register_post_accumulate_grad_hook(self._step) for p in params]  # type: ignore[no-untyped-call]
+
+    def _step(self, p: Tensor) -> None:
+        alive = sum(_nbytes(q.grad) for q in self.params if q.grad is not None)
+        self.peak_grad_bytes = max(self.peak_grad_bytes, alive)
+        self.optimizers[id(p)].step()
+        p.grad = None
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
 
 
 @contextmanager
@@ -142,16 +185,26 @@ def _forward_loss(
 
 
 def count_training_memory(
-    model: LanguageModel, x_BS: Tensor, y_BS: Tensor, *, bf16_autocast: bool = False
+    model: LanguageModel,
+    x_BS: Tensor,
+    y_BS: Tensor,
+    *,
+    bf16_autocast: bool = False,
+    optimizer: Literal["adamw", "adafactor"] | None = None,
+    optimizer_in_backward: bool = False,
 ) -> MemoryCount:
     """Count the peak training memory of one step of ``model`` on the micro-batch ``x_BS -> y_BS`` (``[B, S]``).
 
-    Runs the forward (under ``torch.autocast(bfloat16)`` with ``bf16_autocast``, as CUDA training does) and the
-    backward, leaving gradients in the parameters; the model's ``activation_checkpointing`` decides what is kept.
-    The model must be in training mode.
+    Runs the forward (under ``torch.autocast(bfloat16)`` with ``bf16_autocast``, as CUDA training does; a model
+    cast to bf16 runs in bf16 without it) and the backward, leaving gradients in the parameters (none with
+    ``optimizer_in_backward``); with ``optimizer`` one real optimiser step follows (see the module docstring), so
+    the parameters change. The model's ``activation_checkpointing`` decides what is kept. The model must be in
+    training mode.
     """
     if not model.training:
         raise ValueError("count_training_memory needs a model in training mode")
+    if optimizer_in_backward and optimizer is None:
+        raise ValueError("optimizer_in_backward needs an optimizer")
     excluded = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
     checkpointing = model.activation_checkpointing
     largest_recompute = 0
@@ -185,11 +238,32 @@ def count_training_memory(
     saved_bytes = saved.total() + largest_recompute
     saved.release()
     del logits
-    loss.backward()  # type: ignore[no-untyped-call]
+    trainable: list[Tensor] = [p for p in model.parameters() if p.requires_grad]
+    in_backward = _StepInBackward(trainable, optimizer) if optimizer is not None and optimizer_in_backward else None
+    try:
+        loss.backward()  # type: ignore[no-untyped-call]
+    finally:
+        if in_backward is not None:
+            in_backward.remove()
+    params_bytes = sum(_nbytes(p) for p in model.parameters())
+    if in_backward is not None:
+        grads_bytes = in_backward.peak_grad_bytes
+        optimizer_bytes = _optimizer_state_bytes(list(in_backward.optimizers.values()))
+    else:
+        grads_bytes = sum(_nbytes(p) for p in trainable)
+        if optimizer is None:
+            optimizer_bytes = _ADAM_MOMENT_BYTES * sum(p.numel() for p in trainable)
+        else:
+            stepped = _optimizer(trainable, optimizer)
+            stepped.step()
+            optimizer_bytes = _optimizer_state_bytes([stepped])
     return MemoryCount(
-        state_bytes=_state_bytes(model),
+        state_bytes=params_bytes + grads_bytes + optimizer_bytes,
         saved_bytes=saved_bytes,
         logits_bytes=sum(held.values()) + largest_grad[0],
+        params_bytes=params_bytes,
+        grads_bytes=grads_bytes,
+        optimizer_bytes=optimizer_bytes,
     )
 
 
