@@ -119,6 +119,10 @@ class MoE(nn.Module):
             widths = [self.experts.d_model, self.experts.hidden, self.experts.rank or 16]
             bf16 = x.dtype == torch.bfloat16 or torch.is_autocast_enabled("cuda")
             return "grouped" if bf16 and all(w % 16 == 0 for w in widths) else "padded"
+        if x.dtype == torch.bfloat16:
+            # bf16 weights on the CPU (a bf16-parameter run): CPU grouped_mm in bf16 rejects strides that are not
+            # 16-byte aligned (a width not a multiple of 8, e.g. rank 4) and was no faster than bmm here.
+            return "padded"
         return "grouped"
 
     def forward(self, x_BSD: Tensor) -> tuple[Tensor, MoEStats]:

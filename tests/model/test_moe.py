@@ -167,3 +167,25 @@ def test_compiles_without_graph_breaks(dispatch: str, gating: str, dtype: torch.
     y.sum().backward()
     tol = {"rtol": 2e-2, "atol": 1e-3} if dtype == torch.bfloat16 else {}
     torch.testing.assert_close(y, moe(x)[0], **tol)
+
+
+@pytest.mark.parametrize("gating", ["top2", "expert_choice"])
+def test_bf16_weights_on_the_cpu_take_the_padded_path(gating: str) -> None:
+    """A bf16-parameter run on the CPU: ``auto`` dispatches padded (CPU grouped_mm in bf16 rejects widths that are
+    not 16-byte aligned, like rank 4 here), and the layer equals the fp32 one with the same weights, forward and
+    backward, to bf16 precision."""
+    torch.manual_seed(0)
+    spec = MoESpec(hidden=24, experts=4, gating=gating, capacity_factor=2.0, activation="swiglu", rank=4)
+    reference = MoE(16, spec).to(torch.bfloat16).float()  # weights exactly representable in bf16
+    moe = MoE(16, spec).to(torch.bfloat16)
+    moe.load_state_dict(reference.state_dict())
+    x = torch.randn(3, 10, 16).bfloat16().float()
+    assert moe._path(x.bfloat16()) == "padded"
+    y, grads, xg = _grads(moe, x.bfloat16(), lambda t: moe(t)[0])
+    ref_y, ref_grads, ref_xg = _grads(reference, x, lambda t: reference(t)[0])
+    assert y.dtype == xg.dtype == torch.bfloat16 and {g.dtype for g in grads} == {torch.bfloat16}
+    tol = {"rtol": 2e-2, "atol": 2e-2}
+    torch.testing.assert_close(y.float(), ref_y, **tol)
+    torch.testing.assert_close(xg.float(), ref_xg, **tol)
+    for a, b in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a.float(), b, **tol)
