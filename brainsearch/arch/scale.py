@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from brainsearch._validation import problems_from_validation_error
-from brainsearch.arch.spec import Architecture
+from brainsearch.arch.spec import Architecture, FFNSpec, MoESpec
 from brainsearch.errors import ArchitectureError, Problem
 
-__all__ = ["SCALE_PRESETS", "ScalePreset", "scale", "scale_preset"]
+__all__ = ["SCALE_PRESETS", "ScalePreset", "dense_twin", "scale", "scale_preset"]
 
 
 @dataclass(frozen=True)
@@ -147,3 +147,24 @@ def scale(arch: Architecture, preset: ScalePreset | str) -> Architecture:
         return Architecture.model_validate(doc)
     except ValidationError as exc:
         raise ArchitectureError(problems_from_validation_error(exc, f"scaled to {p.name}")) from None
+
+
+def dense_twin(arch: Architecture) -> Architecture:
+    """``arch`` with every MoE sub-layer replaced by a dense FFN of the same ``hidden``, ``activation`` and ``rank``.
+
+    The source model of sparse upcycling (Komatsuzaki et al. 2022, arXiv 2212.05055): trained first, then each of
+    its FFNs is copied into every expert of the MoE layer in its place (:func:`brainsearch.model.upcycle.upcycle`).
+    Its activated parameters per token are a top-1 MoE's without the router (one expert's FFN per token); a top-2 or
+    expert-choice MoE activates more. Everything else (widths, depth, attention, dense FFNs, context, vocabulary,
+    tied embeddings) is unchanged; an architecture without MoE sub-layers is its own twin.
+    """
+    block = [
+        FFNSpec(hidden=layer.hidden, activation=layer.activation, rank=layer.rank)
+        if isinstance(layer, MoESpec)
+        else layer
+        for layer in arch.block
+    ]
+    # Validated again (not model_copy), so the twin is canonical like any other Architecture.
+    return Architecture.model_validate(
+        {**arch.to_dict(), "block": [layer.model_dump(exclude_none=True) for layer in block]}
+    )
