@@ -12,6 +12,7 @@ from rich.table import Table
 
 from brainsearch._format import fmt_count
 from brainsearch.arch import Architecture, preset, preset_names
+from brainsearch.arch.devices import DevicePlan
 from brainsearch.cli.common import DbOption, check_writable, err, fail, open_repository, out
 from brainsearch.cli.render import print_wide
 from brainsearch.cli.spec import read_architecture
@@ -65,10 +66,39 @@ def train_cmd(
     memory_limit: Annotated[
         str | None, typer.Option("--memory-limit", help="Training memory per device (80GiB); default 90% of free.")
     ] = None,
+    gpus: Annotated[
+        int | None,
+        typer.Option(
+            "--gpus", min=1, max=4096, help="GPUs to train on (one process each; more than one shards with FSDP2)."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, max=4096, help="Processes to shard over on the CPU (gloo), like --gpus."),
+    ] = None,
+    launcher: Annotated[
+        str, typer.Option("--launcher", help="How several processes start: torchrun (this machine) or ray.")
+    ] = "torchrun",
+    checkpoint_dir: Annotated[
+        str | None,
+        typer.Option("--checkpoint-dir", help="Save resumable checkpoints here; resume from the newest one there."),
+    ] = None,
+    checkpoint_minutes: Annotated[
+        float, typer.Option("--checkpoint-minutes", min=0.001, help="Minutes between checkpoints.")
+    ] = 10.0,
+    checkpoint_every: Annotated[
+        int | None, typer.Option("--checkpoint-every", min=1, help="Also checkpoint every N steps.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Train one proxy model under a budget; exit 0 if it completed, 1 if it diverged, ran out of memory or time."""
+    """Train one proxy model under a budget; exit 0 if it completed, 1 if it diverged, ran out of memory or time.
+
+    The run's devices and training recipe come from the memory model before anything is allocated: on one device
+    the leanest recipe that fits (fp32 AdamW, then bf16 weights with Adafactor, then its step inside the
+    backward), on --gpus N (or --workers N on the CPU) FSDP2 over them; a run they cannot hold is refused with
+    what it needs (exit 1)."""
     from brainsearch.arch.scale import scale, scale_preset
+    from brainsearch.train.loop import following
 
     arch = _resolve_architecture(arch_file)
     given = {k: v for k, v in (("tokens", budget_tokens), ("flops", budget_flops), ("seconds", budget_seconds)) if v}
@@ -96,13 +126,99 @@ def train_cmd(
     for key, value in optional.items():
         if value is not None:
             options[key] = value
-    result = _train_with_bar(arch, _train_settings(options), transient=as_json)
+    if gpus is not None and workers is not None:
+        raise fail([Problem("--gpus", "give --gpus (GPU processes) or --workers (CPU processes), not both", "train")])
+    if gpus is not None:
+        options["device"] = "cuda"
+    if launcher not in ("torchrun", "ray"):
+        raise fail([Problem("--launcher", f"expected torchrun or ray, got {launcher!r}", "train")])
+    if checkpoint_dir is not None:
+        options["checkpoint"] = {
+            "dir": str(Path(checkpoint_dir).expanduser().resolve()),
+            "interval_s": checkpoint_minutes * 60,
+            "every_steps": checkpoint_every,
+        }
+    settings = _train_settings(options)
+    devices = gpus or workers
+    plan = _device_plan(arch, settings, devices, scale_name or arch_file)
+    if not isinstance(plan, DevicePlan):
+        result = plan  # refused
+    elif plan.devices > 1:
+        result = _train_sharded(arch, settings, plan, launcher, quiet=as_json)
+    else:
+        result = _train_with_bar(arch, following(settings, plan.recipe), transient=as_json)
     if as_json:
         sys.stdout.write(result.model_dump_json() + "\n")
     else:
         _print_train_result(arch, result)
     if result.status != "completed":
         raise typer.Exit(1)
+
+
+def _device_plan(
+    arch: Architecture, settings: TrainSettings, devices: int | None, name: str
+) -> DevicePlan | ProxyResult:
+    """The devices and recipe of the run: ``devices`` processes (default one), the single-device recipe leanest
+    only as far as needed; for a run the hardware cannot hold, an ``out_of_memory`` result naming what it needs."""
+    from brainsearch.arch.cost import cost
+    from brainsearch.arch.devices import NotEnoughDevices, plan_devices
+    from brainsearch.arch.plan import NoPlanFits
+    from brainsearch.search.hardware import probe_hardware
+    from brainsearch.train import ProxyResult
+
+    hardware = probe_hardware(settings.device)
+    if settings.memory_limit_bytes is not None:
+        limit = int(settings.memory_limit_bytes / 0.9)  # the planner fills 90% of a device
+        hardware = hardware.model_copy(update={"memory_bytes": min(hardware.memory_bytes, limit)})
+    try:
+        return plan_devices(
+            arch,
+            settings.batch_size,
+            hardware.precision,
+            hardware.memory_bytes,
+            max(hardware.available, devices or 1),
+            name=Path(name).stem if name.endswith(".json") else name,
+            unit=hardware.unit,
+            devices=devices or 1,
+            checkpointing=settings.activation_checkpointing,
+            micro_batch=settings.micro_batch,
+        )
+    except (NotEnoughDevices, NoPlanFits) as refusal:
+        c = cost(arch, settings.batch_size, hardware.precision)
+        return ProxyResult(
+            status="out_of_memory",
+            reason=str(refusal),
+            arch_digest=arch.digest,
+            device=settings.device,
+            flops_per_token=c.flops_per_token,
+            params_total=c.params_total,
+            params_activated=c.params_activated,
+        )
+
+
+def _train_sharded(
+    arch: Architecture, settings: TrainSettings, plan: DevicePlan, launcher: str, *, quiet: bool
+) -> ProxyResult:
+    """Train over ``plan.devices`` processes; a launch that fails (a rank died) exits 1 with its message."""
+    from brainsearch.train.launch import LaunchError
+    from brainsearch.train.loop import following
+    from brainsearch.train.sharded import train_distributed
+
+    if not quiet:
+        err.print(
+            f"training on {plan.devices} {'GPUs' if settings.device == 'cuda' else 'processes'}: {plan.recipe.label}"
+        )
+    try:
+        return train_distributed(
+            arch,
+            following(settings, plan.recipe),
+            plan.plan,
+            launcher="ray" if launcher == "ray" else "torchrun",
+            use_gpu=settings.device == "cuda",
+        )
+    except LaunchError as exc:
+        err.print(f"[red]failed[/red]: {exc}")
+        raise typer.Exit(1) from None
 
 
 def _train_settings(options: dict[str, Any]) -> TrainSettings:

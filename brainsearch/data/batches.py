@@ -28,6 +28,19 @@ class BatchSampler:
         self.tokens, self.batch_size, self.seq_len = tokens, batch_size, seq_len
         self._gen = torch.Generator().manual_seed(seed)
 
+    def get_state(self) -> list[int]:
+        """The generator's state (the data position), JSON-able, for a checkpoint."""
+        return [int(b) for b in self._gen.get_state().tolist()]
+
+    def set_state(self, state: list[int]) -> None:
+        """Continue from a :meth:`get_state`: the next batches are those that would have followed it."""
+        self._gen.set_state(torch.tensor(state, dtype=torch.uint8))
+
+    def skip(self, batches: int) -> None:
+        """Pass over the next ``batches`` batches without reading them (their offsets are drawn, nothing else)."""
+        for _ in range(batches):
+            torch.randint(0, self.tokens.size - self.seq_len, (self.batch_size,), generator=self._gen)
+
     def next(self) -> tuple[Tensor, Tensor]:
         """``(inputs, targets)``, each ``[batch, seq_len]`` int64; targets are inputs shifted by one."""
         high = self.tokens.size - self.seq_len - 1

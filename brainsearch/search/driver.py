@@ -523,8 +523,18 @@ class SearchDriver:
 
     def _scale_up(self, executor: Executor) -> None:
         """The scale-up stage on the executor's slots."""
+        from brainsearch.search.hardware import probe_hardware
+
         pending, notes = scale_up_jobs(
-            self.repo, self.search.id, self.space, self.database_url, self.options.device, self.resources
+            self.repo,
+            self.search.id,
+            self.space,
+            self.database_url,
+            self.options.device,
+            self.resources,
+            hardware=probe_hardware(self.options.device, self.options.executor),
+            store=self.store,
+            launcher="ray" if self.options.executor == "ray" else "torchrun",
         )
         for text in notes:
             self._note(f"scale-up: {text}")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from brainsearch.arch.plan import MemoryPlan
 from brainsearch.storage.domain import TrialState
 from brainsearch.train.settings import TrainSettings
 
@@ -26,8 +27,8 @@ PrunerName = Literal["none", "baseline", "median", "successive_halving"]
 
 
 class Resources(BaseModel):
-    """What one run holds while it trains: torch threads (CPUs) and GPUs per worker, and how many workers it spans.
-    Every run today is one worker; a sharded scale-up rung will span several (one per GPU)."""
+    """What one run holds while it trains: torch threads (CPUs) and GPUs per worker, and how many workers it spans
+    (a sharded scale-up run: one process per GPU, or per CPU share on the CPU)."""
 
     model_config = ConfigDict(frozen=True)
     cpus: int = Field(default=1, ge=1)
@@ -77,7 +78,11 @@ class TrialJob(BaseModel):
 
 
 class CandidateJob(BaseModel):
-    """One scale-up candidate (a trial or the reference baseline, scaled) at one rung of the ladder."""
+    """One scale-up candidate (a trial or the reference baseline, scaled) at one rung of the ladder: ``rung`` is
+    the rung's label (its preset, ``+upcycle`` for the upcycled run of a ``both`` stage). A run over several
+    devices (``resources.workers`` > 1) carries the memory plan every rank follows and is launched by ``launcher``
+    (:mod:`brainsearch.train.launch`); ``init`` says whether it starts from scratch or upcycles its dense twin
+    trained on ``dense_fraction`` of the budget."""
 
     model_config = ConfigDict(frozen=True)
     search_id: int
@@ -87,6 +92,10 @@ class CandidateJob(BaseModel):
     arch: dict[str, object]
     settings: TrainSettings
     resources: Resources = Resources()
+    plan: MemoryPlan | None = None
+    init: Literal["scratch", "upcycle"] = "scratch"
+    dense_fraction: float = 0.5
+    launcher: Literal["torchrun", "ray"] = "torchrun"
 
     @property
     def label(self) -> str:

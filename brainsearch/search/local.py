@@ -165,9 +165,8 @@ class LocalExecutor:
 
     def submit(self, job: Job) -> None:
         """Start ``job`` (a trial or a scale-up candidate run) on an idle worker (a new one if none is idle); raises
-        when all are busy."""
-        if job.resources.workers != 1:
-            raise ValueError(f"{job.label} spans {job.resources.workers} workers: the local executor runs one")
+        when all are busy. A run over several processes (``job.resources.workers``) is launched by its worker with
+        torchrun (:mod:`brainsearch.train.launch`): the worker waits for it."""
         if self.free <= 0:
             raise RuntimeError("all workers are busy")
         worker = next((w for w in self._workers if w.job is None and w.process.is_alive()), None)

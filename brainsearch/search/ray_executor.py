@@ -7,9 +7,9 @@ loop is the same as with the local executor: Ray only places the workers. An act
 OOM killer) fails its own job, reported as crashed, and is replaced for the next one. A job asking for more CPUs or
 GPUs than the whole cluster has is refused at once instead of waiting forever to be placed.
 
-A run that spans several workers (``Resources.workers`` > 1, a sharded scale-up rung) is not run by an actor: that
-needs a gang of actors started together (Ray Train's ``TorchTrainer``), which sharded training will bring; until
-then such a job is refused with that reason.
+A run that spans several workers (``Resources.workers`` > 1, a sharded scale-up rung) runs on an actor that holds
+no resources of its own: its job launches the gang of training workers through Ray Train's ``TorchTrainer`` (one
+worker per GPU, :mod:`brainsearch.train.launch`), which Ray places and starts together.
 
 Ray is started here on demand (a local Ray for this search, shut down on :meth:`RayExecutor.close`) or reached at
 ``ray_address``. A cluster needs brainsearch installed on its nodes and a database they can all reach (PostgreSQL; a
@@ -126,10 +126,6 @@ class RayExecutor:
         and an :class:`InputError` when the cluster could never place it."""
         if self.free <= 0:
             raise RuntimeError("all workers are busy")
-        if job.resources.workers != 1:
-            raise InputError(
-                [Problem("resources.workers", f"{job.label} spans {job.resources.workers} workers: not supported yet")]
-            )
         self._check_fits(job)
         slot = next((s for s in self._slots if s.job is None and s.resources == job.resources), None)
         if slot is None:
@@ -191,7 +187,10 @@ class RayExecutor:
         self.close()
 
     def _new_slot(self, resources: Resources) -> _Slot:
-        actor = _actor_class().options(num_cpus=resources.cpus, num_gpus=resources.gpus).remote(resources.cpus)
+        if resources.workers > 1:  # a launcher: the TorchTrainer it starts holds the resources
+            actor = _actor_class().options(num_cpus=0, num_gpus=0).remote(resources.cpus)
+        else:
+            actor = _actor_class().options(num_cpus=resources.cpus, num_gpus=resources.gpus).remote(resources.cpus)
         slot = _Slot(actor, resources)
         self._slots.append(slot)
         return slot
@@ -206,7 +205,8 @@ class RayExecutor:
         import ray
 
         total = ray.cluster_resources()  # type: ignore[no-untyped-call]
-        for name, asked in (("CPU", job.resources.cpus), ("GPU", job.resources.gpus)):
+        workers = job.resources.workers
+        for name, asked in (("CPU", job.resources.cpus * workers), ("GPU", job.resources.gpus * workers)):
             have = total.get(name, 0.0)
             if asked > have:
                 why = f"{job.label} asks for {asked:g} {name}s; the Ray cluster has {have:g}"

@@ -114,10 +114,29 @@ def _keeper(job: TrialJob, arch: Architecture, saved: dict[str, str]) -> Callabl
 
 # --- a scale-up candidate run --------------------------------------------------------------------------------------
 def _run_candidate(job: CandidateJob, repo: Repository) -> TrialOutcome:
-    from brainsearch.train.proxy import train  # torch: only in the processes that train
-
+    """Train a candidate run: sharded over ``job.resources.workers`` processes (launched, each loading its corpus
+    and resuming from the run's last checkpoint), upcycled from its dense twin, or on this worker alone."""
     arch = Architecture.from_json(job.arch)
-    result = train(arch, job.settings, corpus=cached_corpus(job.settings.data, arch.vocab_size))
+    if job.plan is not None and job.plan.recipe.shards > 1:
+        from brainsearch.train.sharded import train_distributed
+
+        result = train_distributed(
+            arch,
+            job.settings,
+            job.plan,
+            launcher=job.launcher,
+            use_gpu=job.resources.gpus > 0,
+            cpus_per_worker=job.resources.cpus,
+        )
+    elif job.init == "upcycle":
+        from brainsearch.train.upcycle import train_upcycled
+
+        corpus = cached_corpus(job.settings.data, arch.vocab_size)
+        result = train_upcycled(arch, job.settings, dense_fraction=job.dense_fraction, corpus=corpus)
+    else:
+        from brainsearch.train.proxy import train  # torch: only in the processes that train
+
+        result = train(arch, job.settings, corpus=cached_corpus(job.settings.data, arch.vocab_size))
     outcome = TrialOutcome.of(job.trial_id, result)
     _add_candidate(
         repo, job, state=result.status, reason=result.reason, metrics=_metrics(result), val_loss=outcome.val_loss

@@ -1,26 +1,53 @@
-"""The scale-up stage's planner (Brainformer, arXiv 2306.00008, section 4): which runs the stage trains.
+"""The scale-up stage's planner (Brainformer, arXiv 2306.00008, section 4): which runs the stage trains, on how
+many devices, with which training recipe.
 
 After the proxy trials, the ``top_k`` best trials whose blocks stay distinct once scaled, and the reference baseline
 (GLaM by default), are trained again at each rung of the search's ``scale_up.ladder`` (scale presets from
 :mod:`brainsearch.arch.scale`, each with a token budget), every run recorded as a candidate row. The driver runs the
 planned jobs on the search's executor like trials (:mod:`brainsearch.search.runner` trains and records them), and
 the stage resumes from the database: a (trial, rung) pair already recorded is not trained again (one whose worker
-died is). What the stage reports is computed on read, in :mod:`brainsearch.search.scaleup_report`.
+died is, from its last checkpoint). What the stage reports is computed on read, in
+:mod:`brainsearch.search.scaleup_report`.
+
+Devices: every run of a rung shares one device count and training recipe, so the candidates and the baseline are
+compared under the same optimiser and precision. They are those the device planner
+(:func:`brainsearch.arch.devices.plan_devices_shared`) finds for the rung's most demanding architecture on the
+search's hardware (:mod:`brainsearch.search.hardware`), or the rung's ``devices``: one device with the leanest
+recipe that fits, else FSDP2 over the fewest devices that fit. A rung the hardware cannot hold is refused before
+anything starts, with a note naming what it needs. A sharded run's memory plan is fixed here, for every rank alike.
+
+``scale_up.init``: ``upcycle`` trains each run's dense twin first and upcycles it (:mod:`brainsearch.train.upcycle`);
+``both`` trains each candidate both ways, the upcycled run recorded under the rung ``<preset>+upcycle``.
 """
 
 from __future__ import annotations
 
 import math
 
+from brainsearch.arch.devices import DevicePlan, NotEnoughDevices, plan_devices_shared
+from brainsearch.arch.plan import NoPlanFits, plan_memory
 from brainsearch.arch.scale import scale, scale_preset
 from brainsearch.arch.spec import Architecture
 from brainsearch.errors import ArchitectureError
+from brainsearch.search.hardware import Hardware
 from brainsearch.search.jobs import CandidateJob, Resources
 from brainsearch.space.schema import Rung, ScaleUpSettings, SearchSpace
 from brainsearch.storage import Candidate, Repository, Trial
-from brainsearch.train.settings import TrainSettings
+from brainsearch.store import RunStore, candidate_run_key
+from brainsearch.train.settings import CheckpointSettings, TrainSettings
 
-__all__ = ["candidate_trials", "planned_runs", "recorded_runs", "rung_train_settings", "scale_up_jobs"]
+__all__ = [
+    "UPCYCLE_SUFFIX",
+    "candidate_trials",
+    "planned_runs",
+    "recorded_runs",
+    "rung_device_plan",
+    "rung_train_settings",
+    "scale_up_jobs",
+]
+
+# The rung label of a candidate's upcycled run when ``scale_up.init`` is ``both``.
+UPCYCLE_SUFFIX = "+upcycle"
 
 
 def rung_train_settings(rung: Rung, space: SearchSpace, up: ScaleUpSettings, device: str = "auto") -> TrainSettings:
@@ -80,19 +107,38 @@ def planned_runs(
     trials = candidate_trials(repo, search_id, space.search.top_k, up.ladder[0].preset, space.constraints.baseline)
     if not any(not t.is_baseline for t in trials):
         notes.append("no completed trial to scale up")
-    runs = []
+    labels = {"scratch": [""], "upcycle": [""], "both": ["", UPCYCLE_SUFFIX]}[up.init]
+    runs: list[tuple[Trial, str, Architecture]] = []
     for rung in up.ladder:
         for trial in trials:
             try:
-                runs.append((trial, rung.preset, scale(Architecture.from_json(trial.arch), rung.preset)))
+                arch = scale(Architecture.from_json(trial.arch), rung.preset)
             except ArchitectureError as exc:
                 notes.append(f"trial {trial.number} cannot be scaled to {rung.preset}: {exc}")
+                continue
+            runs.extend((trial, rung.preset + suffix, arch) for suffix in labels)
     return runs, notes
 
 
 def recorded_runs(candidates: list[Candidate]) -> set[tuple[int | None, str]]:
     """The (trial, rung) pairs with a run recorded in a final state (a crashed run is not: it is retried)."""
     return {(c.trial_id, c.rung) for c in candidates if c.state != "crashed"}
+
+
+def rung_device_plan(rung: Rung, archs: list[Architecture], settings: TrainSettings, hardware: Hardware) -> DevicePlan:
+    """The devices and recipe every run of ``rung`` uses (see the module docstring); raises
+    :class:`~brainsearch.arch.devices.NotEnoughDevices` when the hardware cannot hold the rung."""
+    return plan_devices_shared(
+        archs,
+        settings.batch_size,
+        hardware.precision,
+        hardware.memory_bytes,
+        hardware.available,
+        name=rung.preset,
+        unit=hardware.unit,
+        devices=rung.devices,
+        checkpointing=settings.activation_checkpointing,
+    )
 
 
 def scale_up_jobs(
@@ -102,25 +148,86 @@ def scale_up_jobs(
     database_url: str,
     device: str = "auto",
     resources: Resources | None = None,
+    *,
+    hardware: Hardware | None = None,
+    store: RunStore | None = None,
+    launcher: str = "torchrun",
 ) -> tuple[list[CandidateJob], list[str]]:
-    """The candidate runs still to do, and notes on what was left out and why."""
+    """The candidate runs still to do, and notes on what was left out and why. ``hardware`` (default: one CPU
+    process per core, the host's memory) sizes each rung; ``store`` gives every run a checkpoint folder (none
+    without it); a sharded run is launched with ``launcher`` (``torchrun``, or ``ray`` on a Ray cluster)."""
     up = space.search.scale_up
     if up is None:
         return [], []
+    from brainsearch.search.hardware import probe_hardware
+
+    hardware = hardware or probe_hardware("cpu")
     runs, notes = planned_runs(repo, search_id, space)
     done = recorded_runs(repo.list_candidates(search_id))
-    settings = {rung.preset: rung_train_settings(rung, space, up, device) for rung in up.ladder}
-    jobs = [
-        CandidateJob(
-            search_id=search_id,
-            trial_id=trial.id,
-            rung=rung,
-            database_url=database_url,
-            arch=arch.to_dict(),
-            settings=settings[rung],
-            resources=resources or Resources(),
+    jobs = []
+    for rung in up.ladder:
+        base = rung_train_settings(rung, space, up, device)
+        rung_runs = [
+            (trial, label, arch) for trial, label, arch in runs if label.removesuffix(UPCYCLE_SUFFIX) == rung.preset
+        ]
+        todo = [(trial, label, arch) for trial, label, arch in rung_runs if (trial.id, label) not in done]
+        if not todo:
+            continue
+        try:
+            devices = rung_device_plan(rung, [arch for _, _, arch in rung_runs], base, hardware)
+        except (NotEnoughDevices, NoPlanFits) as refusal:
+            notes.append(f"{rung.preset} refused: {refusal}")
+            continue
+        recipe = devices.recipe
+        settings = base.model_copy(
+            update={
+                "param_dtype": recipe.param_dtype,
+                "optimizer": recipe.optimizer,
+                "optimizer_in_backward": recipe.optimizer_in_backward,
+            }
         )
-        for trial, rung, arch in runs
-        if (trial.id, rung) not in done
-    ]
+        for trial, label, arch in todo:
+            upcycle = up.init == "upcycle" or label.endswith(UPCYCLE_SUFFIX)
+            if upcycle and recipe.shards > 1:
+                notes.append(f"trial {trial.number} at {label}: upcycling a sharded run is not supported; skipped")
+                continue
+            plan = None
+            if recipe.shards > 1:  # every rank follows the same plan: fixed here
+                try:
+                    plan = plan_memory(
+                        arch,
+                        settings.batch_size,
+                        hardware.precision,
+                        hardware.usable_bytes,
+                        checkpointing=settings.activation_checkpointing,
+                        recipe=recipe,
+                    )
+                except NoPlanFits as refusal:
+                    notes.append(f"trial {trial.number} at {label} refused: {refusal}")
+                    continue
+            run_settings = settings
+            if store is not None:
+                folder = store.checkpoints_dir(search_id, candidate_run_key(trial.id, label))
+                checkpoint = CheckpointSettings(
+                    dir=str(folder), interval_s=up.checkpoint_minutes * 60, keep=up.checkpoint_keep
+                )
+                run_settings = settings.model_copy(update={"checkpoint": checkpoint})
+            base_resources = resources or Resources()
+            jobs.append(
+                CandidateJob(
+                    search_id=search_id,
+                    trial_id=trial.id,
+                    rung=label,
+                    database_url=database_url,
+                    arch=arch.to_dict(),
+                    settings=run_settings,
+                    resources=base_resources.model_copy(
+                        update={"workers": recipe.shards, "gpus": 1.0 if hardware.use_gpu else base_resources.gpus}
+                    ),
+                    plan=plan,
+                    init="upcycle" if upcycle else "scratch",
+                    dense_fraction=up.dense_fraction,
+                    launcher="ray" if launcher == "ray" else "torchrun",
+                )
+            )
     return jobs, notes

@@ -79,7 +79,7 @@ class BudgetClock:
     timing_warmup_steps: int = 3
     step_times: list[float] = field(default_factory=list)
     planned_steps: float | None = None
-    _progress: float = 0.0
+    reported_progress: float = 0.0  # a seconds budget's last progress (it never moves backwards)
 
     def __post_init__(self) -> None:
         if self.budget.steps is not None:
@@ -132,5 +132,7 @@ class BudgetClock:
         if self.planned_steps is None:
             return 0.0
         target = min(1.0, self.steps / max(self.planned_steps, 1.0))
-        self._progress = min(max(self._progress, target), self._progress + 2 / max(self.planned_steps, 1.0))
-        return self._progress
+        self.reported_progress = min(
+            max(self.reported_progress, target), self.reported_progress + 2 / max(self.planned_steps, 1.0)
+        )
+        return self.reported_progress

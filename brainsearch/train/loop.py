@@ -32,21 +32,24 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from brainsearch.arch.plan import MemoryPlan, NoPlanFits, plan_memory
+from brainsearch.arch.plan import MemoryPlan, NoPlanFits, TrainingRecipe, plan_memory
 from brainsearch.arch.spec import Architecture
 from brainsearch.data import BatchSampler, Corpus
 from brainsearch.model import LanguageModel, LMOutput, MoEStats
 from brainsearch.train.budget import BudgetClock, StepBudget
+from brainsearch.train.checkpoint import LoopState, latest_checkpoint, load_checkpoint, save_checkpoint
 from brainsearch.train.device import free_memory_bytes, is_out_of_memory
+from brainsearch.train.distributed import Parallel, shard_model
 from brainsearch.train.evaluate import Evaluation, evaluate
 from brainsearch.train.moe_stats import MoEAccumulator
-from brainsearch.train.optim import LRSchedule, build_optimizer, set_lr
-from brainsearch.train.result import CurvePoint, MoESummary, Status
+from brainsearch.train.optim import LRSchedule, build_optimizer, set_lr, steps_in_backward
+from brainsearch.train.result import CheckpointRecord, CurvePoint, MoESummary, Status
 from brainsearch.train.settings import TrainSettings
 
 __all__ = [
@@ -131,6 +134,8 @@ class LoopResult:
     compile_s: float | None = None
     plan: MemoryPlan | None = None
     memory_peak_bytes: int | None = None
+    checkpoints: list[CheckpointRecord] = field(default_factory=list)
+    resumed_from: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,28 @@ def memory_plan(arch: Architecture, settings: TrainSettings, device: torch.devic
         int(limit),
         checkpointing=settings.activation_checkpointing,
         micro_batch=settings.micro_batch,
+        recipe=recipe_of(settings),
+    )
+
+
+def recipe_of(settings: TrainSettings, shards: int = 1) -> TrainingRecipe:
+    """The training recipe ``settings`` ask for, over ``shards`` data-parallel devices."""
+    return TrainingRecipe(
+        param_dtype=settings.param_dtype,
+        optimizer=settings.optimizer,
+        optimizer_in_backward=settings.optimizer_in_backward,
+        shards=shards,
+    )
+
+
+def following(settings: TrainSettings, recipe: TrainingRecipe) -> TrainSettings:
+    """``settings`` with the optimiser and weights' dtype of ``recipe`` (the plan decides them for a rung)."""
+    return settings.model_copy(
+        update={
+            "param_dtype": recipe.param_dtype,
+            "optimizer": recipe.optimizer,
+            "optimizer_in_backward": recipe.optimizer_in_backward,
+        }
     )
 
 
@@ -174,8 +201,18 @@ def prepare(
     train mode, and compile it when ``settings.compile`` says so (default: on CUDA only)."""
     plan = plan or memory_plan(model.arch, settings, device)
     model.activation_checkpointing = plan.checkpointing
-    model.to(device).train()
-    compiled = settings.compile if settings.compile is not None else device.type == "cuda"
+    model.to(device=device, dtype=torch.bfloat16 if plan.recipe.param_dtype == "bf16" else None).train()
+    if plan.recipe.shards > 1:
+        parallel = Parallel.current()
+        if parallel is None or parallel.world != plan.recipe.shards:
+            have = parallel.world if parallel else 1
+            raise ValueError(f"the plan shards over {plan.recipe.shards} processes; this run has {have}")
+        shard_model(model, device)
+    # Not compiled under FSDP2 (its hooks break the graph at every unit; per-block compilation would be the way, not
+    # done yet), nor when the optimiser steps in the backward (a compiled backward hands over every gradient at once,
+    # so all of them would be alive at its end: the saving gone).
+    default = device.type == "cuda" and not plan.recipe.optimizer_in_backward
+    compiled = plan.recipe.shards == 1 and (settings.compile if settings.compile is not None else default)
     forward: Callable[[Tensor], LMOutput] = torch.compile(model) if compiled else model
     return Prepared(forward=forward, plan=plan, compiled=compiled)
 
@@ -216,8 +253,9 @@ def train_step(
         (loss / num_micro).backward()  # type: ignore[no-untyped-call]
         lm_sum = lm_sum + lm_loss.detach()
         moe.append(out.moe)
-    torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-    optimizer.step()
+    if not steps_in_backward(optimizer):  # else every parameter has stepped already, its gradient freed
+        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        optimizer.step()
     for hook in hooks.after_optimizer_step:
         hook()
     terms = {name: value / num_micro for name, value in term_sums.items()}
@@ -240,7 +278,8 @@ def train_loop(
     ``out_of_memory``) until ``budget`` is spent or the run fails; with ``validation``, evaluate on that corpus every
     ``settings.eval_interval`` steps and after the last step. The model is trained in place."""
     clock = BudgetClock(budget, settings.timing_warmup_steps)
-    return _Loop(batches, settings, budget, device, validation, hooks or Hooks(), clock).run(build, plan)
+    loop = _Loop(batches, settings, budget, device, validation, hooks or Hooks(), clock, parallel=Parallel.current())
+    return loop.run(build, plan)
 
 
 @dataclass
@@ -254,6 +293,7 @@ class _Loop:
     validation: Corpus | None
     hooks: Hooks
     clock: BudgetClock
+    parallel: Parallel | None = None
     start: float = field(default_factory=time.perf_counter)
     step: int = 0
     before_first_step_s: float | None = None
@@ -264,6 +304,9 @@ class _Loop:
     evaluation: Evaluation | None = None
     curve: list[CurvePoint] = field(default_factory=list)
     moe: MoEAccumulator = field(default_factory=MoEAccumulator)
+    checkpoints: list[CheckpointRecord] = field(default_factory=list)
+    resumed_from: list[int] = field(default_factory=list)
+    last_checkpoint: float = field(default_factory=time.perf_counter)
 
     def run(self, build: Callable[[], LanguageModel], plan: MemoryPlan | None) -> LoopResult:
         try:
@@ -290,13 +333,12 @@ class _Loop:
         self.plan, self.compiled = prepared.plan, prepared.compiled
         optimizer = build_optimizer(model, self.settings, self.device)
         schedule = LRSchedule.of(self.settings, self.budget)
+        self._resume(model, optimizer)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         self.before_first_step_s = self._elapsed()
-        limit = self.settings.time_limit_s
+        self.last_checkpoint = time.perf_counter()
         while not self.clock.spent():
-            if limit is not None and self._elapsed() > limit:
-                raise _Stop("timed_out", f"time limit {limit:g} s passed at step {self.step}")
             lr = schedule(self.step, self.clock.progress())
             set_lr(optimizer, lr)
             train_loss = self._timed_step(model, prepared.forward, optimizer)
@@ -310,10 +352,67 @@ class _Loop:
                 lr=lr,
             )
             self._record(point)
-        if self.validation is not None and self.curve and self.curve[-1].val_loss is None:
-            # A time budget ended between evaluations: the run still ends with one.
+            if self._checkpoint_due():
+                self._save(model, optimizer)
+        if self.validation is not None and self.curve and (self.curve[-1].val_loss is None or self.evaluation is None):
+            # A time budget ended between evaluations (or the run resumed from its last step): it still ends with
+            # one.
             self.evaluation = evaluate(model, self.validation, self.settings)
             self.curve[-1] = self.curve[-1].model_copy(update={"val_loss": self.evaluation.loss})
+        if self.settings.checkpoint is not None and (not self.checkpoints or self.checkpoints[-1].step != self.step):
+            self._save(model, optimizer)
+
+    # --- checkpoints ------------------------------------------------------------------------------------------
+    def _resume(self, model: LanguageModel, optimizer: torch.optim.Optimizer) -> None:
+        """Continue from the newest complete checkpoint in the settings' folder, if there is one."""
+        if self.settings.checkpoint is None:
+            return
+        saved = latest_checkpoint(Path(self.settings.checkpoint.dir))
+        if saved is None:
+            return
+        state = load_checkpoint(saved, model, optimizer)
+        self.step = state.step
+        self.clock.step_times = list(state.step_times)
+        self.clock.planned_steps = state.planned_steps
+        self.clock.reported_progress = state.progress
+        self.batches.set_state(state.sampler_state)
+        self.curve = [CurvePoint.model_validate(p) for p in state.curve]
+        self.train_loss, self.loss_terms = state.train_loss, dict(state.loss_terms)
+        self.moe.restore(state.moe)
+        self.checkpoints = [CheckpointRecord.model_validate(c) for c in state.checkpoints]
+        self.resumed_from = [*state.resumed_from, state.step]
+
+    def _checkpoint_due(self) -> bool:
+        """Whether to save now: every ``every_steps`` steps, or ``interval_s`` after the last save (all ranks
+        agree: any rank's clock passing the interval is enough)."""
+        ckpt = self.settings.checkpoint
+        if ckpt is None or self.clock.spent():  # the last step's checkpoint is saved after the final evaluation
+            return False
+        due = float(ckpt.every_steps is not None and self.step % ckpt.every_steps == 0)
+        due = max(due, float(time.perf_counter() - self.last_checkpoint >= ckpt.interval_s))
+        if self.parallel is not None:
+            (due,) = self.parallel.max([due], self.device)
+        return due > 0
+
+    def _save(self, model: LanguageModel, optimizer: torch.optim.Optimizer) -> None:
+        assert self.settings.checkpoint is not None
+        state = LoopState(
+            step=self.step,
+            step_times=list(self.clock.step_times),
+            planned_steps=self.clock.planned_steps,
+            progress=self.clock.reported_progress,
+            sampler_state=self.batches.get_state(),
+            curve=[p.model_dump() for p in self.curve],
+            train_loss=self.train_loss,
+            loss_terms=self.loss_terms,
+            moe=self.moe.state(),
+            checkpoints=[c.model_dump() for c in self.checkpoints],
+            resumed_from=self.resumed_from,
+        )
+        ckpt = self.settings.checkpoint
+        record = save_checkpoint(Path(ckpt.dir), model, optimizer, state, ckpt.keep)
+        self.checkpoints.append(record)
+        self.last_checkpoint = time.perf_counter()
 
     def _timed_step(
         self, model: LanguageModel, forward: Callable[[Tensor], LMOutput], optimizer: torch.optim.Optimizer
@@ -322,13 +421,23 @@ class _Loop:
         assert self.plan is not None
         start = time.perf_counter()
         x_BS, y_BS = self.batches.next()
+        if self.parallel is not None:  # this rank's rows of the global batch
+            x_BS, y_BS = self.parallel.rows(x_BS), self.parallel.rows(y_BS)
         x_BS, y_BS = x_BS.to(self.device, non_blocking=True), y_BS.to(self.device, non_blocking=True)
         out = train_step(model, forward, optimizer, x_BS, y_BS, self.settings, self.hooks, self.plan.micro_batch)
-        train_loss = out.lm_loss.item()  # the host sync; also what the curve needs
+        lm_loss = out.lm_loss if self.parallel is None else self.parallel.mean(out.lm_loss)
+        train_loss = lm_loss.item()  # the host sync; also what the curve needs
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        self.clock.record(time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        limit = self.settings.time_limit_s
+        timed_out = float(limit is not None and self._elapsed() > limit)
+        if self.parallel is not None:  # every rank charges the slowest rank's time and stops together
+            seconds, timed_out = self.parallel.max([seconds, timed_out], self.device)
+        self.clock.record(seconds)
         self.step += 1
+        if timed_out:
+            raise _Stop("timed_out", f"time limit {limit:g} s passed at step {self.step}")
         if not math.isfinite(train_loss):
             self.train_loss = None
             raise _Stop("diverged", f"training loss became {train_loss} at step {self.step}")
@@ -371,6 +480,8 @@ class _Loop:
         setup = None if first is None or self.before_first_step_s is None else self.before_first_step_s + first
         compile_s = max(0.0, first - step_time) if self.compiled and first is not None and step_time else None
         peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" and self.plan else None
+        if peak is not None and self.parallel is not None and status != "out_of_memory":
+            peak = int(self.parallel.max([float(peak)], self.device)[0])  # the fullest device's
         return LoopResult(
             status=status,
             reason=reason,
@@ -389,4 +500,6 @@ class _Loop:
             compile_s=compile_s,
             plan=self.plan,
             memory_peak_bytes=peak,
+            checkpoints=self.checkpoints,
+            resumed_from=self.resumed_from,
         )

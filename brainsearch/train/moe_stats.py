@@ -4,6 +4,7 @@ once at the end as a :class:`MoESummary`."""
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -39,12 +40,29 @@ class MoEAccumulator:
                 for s in stats
             ]
         ).mean(0)
-        self.scalars = vec if self.scalars is None else self.scalars + vec
+        self.scalars = vec if self.scalars is None else self.scalars.to(vec.device) + vec
         if not self.load:
             self.load = [s.tokens_per_expert.float() for s in stats]
         else:
-            self.load = [a + s.tokens_per_expert.float() for a, s in zip(self.load, stats, strict=True)]
+            self.load = [
+                a.to(s.tokens_per_expert.device) + s.tokens_per_expert.float()
+                for a, s in zip(self.load, stats, strict=True)
+            ]
         self.steps += 1
+
+    def state(self) -> dict[str, Any] | None:
+        """The sums so far, JSON-able (a checkpoint's); None before a step routed anything."""
+        if not self.steps or self.scalars is None:
+            return None
+        return {"steps": self.steps, "scalars": self.scalars.tolist(), "load": [x.tolist() for x in self.load]}
+
+    def restore(self, state: dict[str, Any] | None) -> None:
+        """Continue summing from a :meth:`state` (its sums move to the device of the next step's)."""
+        if state is None:
+            return
+        self.steps = int(state["steps"])
+        self.scalars = torch.tensor(state["scalars"], dtype=torch.float32)
+        self.load = [torch.tensor(x, dtype=torch.float32) for x in state["load"]]
 
     def summary(self) -> MoESummary | None:
         """The run's averages (None when no step routed anything)."""

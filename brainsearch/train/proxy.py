@@ -36,7 +36,7 @@ from brainsearch.errors import DataError, Problem
 from brainsearch.model import LanguageModel, build_model
 from brainsearch.train.budget import StepBudget
 from brainsearch.train.device import resolve_device
-from brainsearch.train.loop import Hooks, LoopResult, Report, memory_plan, train_loop
+from brainsearch.train.loop import Hooks, LoopResult, Report, following, memory_plan, train_loop
 from brainsearch.train.peak import DevicePeak, device_peak, matmul_peak_flops
 from brainsearch.train.result import ProxyResult
 from brainsearch.train.settings import TrainSettings
@@ -51,10 +51,14 @@ def train(
     corpus: Corpus | None = None,
     model: LanguageModel | None = None,
     on_completed: Callable[[LanguageModel], None] | None = None,
+    plan: MemoryPlan | None = None,
 ) -> ProxyResult:
     """Train ``arch`` (or a given ``model`` of it) under ``settings.budget``; never raises for a failed run.
 
-    ``on_completed`` is called with the trained model when the run completed (to keep its weights, say).
+    ``on_completed`` is called with the trained model when the run completed (to keep its weights, say). ``plan``
+    (default: the one :func:`~brainsearch.train.loop.memory_plan` chooses) fixes the memory plan and its training
+    recipe, whose optimiser and weights' dtype then override the settings'; a plan sharded over ``N`` devices runs
+    in a data-parallel group of ``N`` processes (:mod:`brainsearch.train.distributed`), every rank calling this.
 
     Bad input (missing data, a corpus too short for one batch) raises :class:`~brainsearch.errors.DataError` before
     training starts.
@@ -70,12 +74,19 @@ def train(
         "params_activated": c.params_activated,
     }
     # The cheap check first: a model no plan fits is refused before any data or weights are touched.
-    try:
-        plan = memory_plan(arch, settings, device)
-    except NoPlanFits as refusal:
-        return ProxyResult(
-            status="out_of_memory", reason=str(refusal), memory_estimate_bytes=refusal.smallest_bytes, **identity
-        )
+    if plan is None:
+        try:
+            plan = memory_plan(arch, settings, device)
+        except NoPlanFits as refusal:
+            return ProxyResult(
+                status="out_of_memory", reason=str(refusal), memory_estimate_bytes=refusal.smallest_bytes, **identity
+            )
+    settings = following(settings, plan.recipe)
+    identity |= {
+        "devices": plan.recipe.shards,
+        "sharding": "fsdp2" if plan.recipe.shards > 1 else None,
+        "recipe": plan.recipe.label,
+    }
     corpus = corpus or load_corpus(settings.data, arch.vocab_size)
     batches = _training_batches(corpus, arch, settings)
 
@@ -98,6 +109,7 @@ def _training_batches(corpus: Corpus, arch: Architecture, settings: TrainSetting
         raise DataError([Problem("data", f"corpus vocabulary {corpus.vocab_size} != architecture's {arch.vocab_size}")])
     batches = BatchSampler(corpus.train, settings.batch_size, arch.seq_len, settings.seed)
     BatchSampler(corpus.val, settings.batch_size, arch.seq_len, settings.seed, split="validation")
+    batches.skip(settings.skip_batches)
     return batches
 
 
@@ -123,7 +135,8 @@ def _proxy_result(
         matmul = matmul_peak_flops(str(device), dtype, 8192 if device.type == "cuda" else 2048)
         setup_s = (setup_s or 0.0) + time.perf_counter() - measure_start
         model_flops = c.flops_per_token * run.tokens_per_s
-    mfu = model_flops / peak.flops_per_s if model_flops and peak else None
+    # Every device of a sharded run computes: the peak is the sum of theirs.
+    mfu = model_flops / (peak.flops_per_s * plan.recipe.shards) if model_flops and peak else None
     if mfu is not None and mfu > 1 and peak is not None:
         notes.append(
             f"MFU withheld: model FLOP/s {model_flops:.3g} exceed the peak {peak.flops_per_s:.3g} ({peak.label}), "
@@ -161,6 +174,10 @@ def _proxy_result(
         memory_peak_bytes=run.memory_peak_bytes,
         setup_s=setup_s,
         compile_s=run.compile_s,
+        checkpoints=run.checkpoints,
+        checkpoint_count=len(run.checkpoints),
+        resume_count=len(run.resumed_from),
+        resumed_from=run.resumed_from,
         notes=notes,
         **identity,
     )

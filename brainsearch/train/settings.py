@@ -76,6 +76,13 @@ class TrainSettings(BaseModel):
         "micro-batch fits, the run is out_of_memory before anything is allocated",
     )
     checkpoint: CheckpointSettings | None = Field(default=None, description="resumable checkpoints (None: none)")
+    skip_batches: int = Field(
+        default=0,
+        ge=0,
+        le=100_000_000,
+        description="training batches of the seed's stream to pass over first (an earlier phase of the same run "
+        "trained on them)",
+    )
 
     @model_validator(mode="after")
     def _optimizer_in_backward_takes_one_micro_batch(self) -> Self:
