@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["fmt_bytes", "fmt_count", "fmt_flops", "fmt_memory_plan"]
+from datetime import UTC, datetime
+
+__all__ = ["fmt_bytes", "fmt_checkpoint", "fmt_count", "fmt_devices", "fmt_flops", "fmt_memory_plan", "fmt_unix_time"]
 
 
 def fmt_count(n: float) -> str:
@@ -35,3 +37,24 @@ def fmt_memory_plan(micro_batch: int | None, checkpointing: bool | None) -> str:
     if micro_batch is None:
         return ""
     return f"{micro_batch} ckpt" if checkpointing else str(micro_batch)
+
+
+def fmt_devices(devices: int | None, sharding: str | None) -> str:
+    """How many devices trained a run and how it was split: ``(2, "fsdp2")`` -> ``"2 x fsdp2"``, ``(1, None)`` ->
+    ``"1"`` (a missing count is one device: results from before it was recorded ran on one)."""
+    n = devices or 1
+    return f"{n} x {sharding}" if sharding else str(n)
+
+
+def fmt_unix_time(t: float | None) -> str:
+    """A Unix time in UTC to the second: ``1795000000`` -> ``"2026-11-18 11:06:40"``; empty when unknown (0 or
+    None)."""
+    if not t:
+        return ""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fmt_checkpoint(step: int, saved_at: float | None, size: int) -> str:
+    """A checkpoint on disk: ``"step 200 (2026-12-01 15:02:10, 1.20 GiB)"``."""
+    when = fmt_unix_time(saved_at)
+    return f"step {step} ({when + ', ' if when else ''}{fmt_bytes(size)})"

@@ -12,7 +12,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from brainsearch._format import fmt_bytes, fmt_count, fmt_flops, fmt_memory_plan
+from brainsearch._format import (
+    fmt_bytes,
+    fmt_checkpoint,
+    fmt_count,
+    fmt_devices,
+    fmt_flops,
+    fmt_memory_plan,
+    fmt_unix_time,
+)
 
 __all__ = [
     "FILTERS",
@@ -175,6 +183,13 @@ _METRICS: dict[str, tuple[str, Callable[[Any], str]]] = {
     "num_attention": ("attention layers", _number),
     "num_ffn": ("dense FFN layers", _number),
     "num_moe": ("MoE layers", _number),
+    "devices": ("devices (one process each)", _number),
+    "sharding": ("sharding", lambda x: "none" if x is None else str(x)),
+    "recipe": ("training recipe", lambda x: MISSING if x is None else str(x)),
+    "checkpoint_count": ("checkpoints saved", _number),
+    "resume_count": ("resumes from a checkpoint", _number),
+    "init": ("started from", lambda x: MISSING if x is None else str(x)),
+    "upcycle_step": ("upcycled at step", _number),
 }
 METRIC_LABELS = {name: label for name, (label, _) in _METRICS.items()}
 
@@ -205,4 +220,8 @@ FILTERS: dict[str, Callable[..., str]] = {
     "label": metric_label,
     "number": _number,
     "memory_plan": lambda metrics: fmt_memory_plan(metrics.get("micro_batch"), metrics.get("activation_checkpointing")),
+    "percent": _fraction,
+    "devices": lambda run: fmt_devices(run.devices, run.sharding),
+    "unix_time": lambda t: fmt_unix_time(t) or MISSING,
+    "checkpoint": lambda c: fmt_checkpoint(c.step, c.saved_at, c.bytes),
 }

@@ -452,9 +452,7 @@ def scaling_chart(report: ScaleUpReport) -> Chart:
     layout = _layout(
         {"type": "log", "title": {"text": axis}}, {"title": {"text": "validation loss (nats)"}}, height=400
     )
-    return Chart(
-        "scaling",
-        title,
-        {"data": data, "layout": layout},
-        note="Dots: each candidate's loss per rung; dotted: its fitted law; diamond: the prediction, 95% band.",
-    )
+    note = "Dots: each candidate's loss per rung; dotted: its fitted law; diamond: the prediction, 95% band."
+    if report.init == "both":
+        note += " The laws are fitted to the scratch runs; the upcycled ones are in the tables."
+    return Chart("scaling", title, {"data": data, "layout": layout}, note=note)

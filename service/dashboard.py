@@ -173,11 +173,11 @@ def _settings_rows(search: Search, space: SearchSpace | None) -> list[tuple[str,
     ]
     if s.scale_up is not None:
         su = s.scale_up
-        ladder = " → ".join(
-            r.preset + (f" ({fmt_count(r.budget_tokens)} tokens)" if r.budget_tokens is not None else "")
-            for r in su.ladder
+        ladder = " → ".join(r.preset + _rung_note(r.budget_tokens, r.devices) for r in su.ladder)
+        init = "" if su.init == "scratch" else f"; init {su.init}"
+        rows.append(
+            ("scale-up", f"{ladder}; predicts at {su.target} ({su.law} law in {su.scale_by}), top {s.top_k}{init}")
         )
-        rows.append(("scale-up", f"{ladder}; predicts at {su.target} ({su.law} law in {su.scale_by}), top {s.top_k}"))
     else:
         rows.append(("scale-up", "none"))
     rows.append(("weights kept", s.keep_weights.replace("_", " ")))
@@ -190,6 +190,17 @@ def _search_or_404(repo: Repository, search_id: int) -> Search:
     if search is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"There is no search {search_id}.")
     return search
+
+
+def _rung_note(budget_tokens: float | None, devices: int | None) -> str:
+    """A ladder rung's own settings in the settings table: `` (100K tokens, 2 devices)``, or nothing."""
+    parts = [f"{fmt_count(budget_tokens)} tokens" if budget_tokens is not None else "", _devices_text(devices)]
+    text = ", ".join(p for p in parts if p)
+    return f" ({text})" if text else ""
+
+
+def _devices_text(devices: int | None) -> str:
+    return "" if devices is None else f"{devices} device{'s' if devices != 1 else ''}"
 
 
 def _search_view(
@@ -227,7 +238,7 @@ def _search_view(
     if importance:
         charts.append(importance_chart(request.app.state.database_url, search.id))
     space = summary.space
-    report = scale_up_report(repo, search.id, space) if space is not None else None
+    report = scale_up_report(repo, search.id, space, store=get_store(request)) if space is not None else None
     if report is not None and report.configured:
         charts.append(scaling_chart(report))
     query = {"sort": sort, "order": order, "offset": offset, "limit": limit}

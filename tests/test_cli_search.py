@@ -232,3 +232,66 @@ def test_leaderboard_ranks_export_scale_up_later_and_delete(tmp_path: Path, caps
     code, _, err = run(["delete", "1", "--yes", "--db", db], capsys)
     assert code == 0 and repo.get_search(1) is None and not store.search_dir(1).exists()
     repo.engine.dispose()
+
+
+def test_scale_up_report_shows_how_each_run_went(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Pass: `scale-up` prints a runs table (init, devices and sharding, recipe, memory per device estimated and
+    measured, throughput, MFU with its peak's label, checkpoints saved / resumes, checkpoints on disk), old rows with
+    their defaults, then the checkpoints on disk; --json carries the same fields; a server answers the same table."""
+    from brainsearch.settings import Settings
+    from brainsearch.storage import migrate
+    from tests.search.conftest import seed_scaled_search
+    from tests.service.conftest import LiveServer, add_sharded_runs
+
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    engine = make_engine(db)
+    migrate(engine)
+    repo = Repository(engine)
+    data_dir = Path(os.environ["BRAINSEARCH_DATA_DIR"])
+    sid, ids = seed_scaled_search(repo, data_dir)
+    add_sharded_runs(repo, sid, ids[1], data_dir)
+
+    def runs_table(out: str) -> list[list[str]]:
+        lines = [line.replace("┃", "│") for line in out.split(" runs ", 1)[1].splitlines()]
+        return [[c.strip() for c in line.split("│")[1:-1]] for line in lines if line.count("│") > 5]
+
+    code, out, err = run(["scale-up", str(sid), "--db", db], capsys)
+    assert code == 0, err
+    rows = runs_table(out)
+    header = ["candidate", "rung", "init", "devices", "recipe", "mem est.", "mem peak", "tok/s", "MFU", "ckpt/resume"]
+    assert rows[0] == [*header, "on disk"]
+    sharded = next(r for r in rows if r[1] == "cpu-small" and r[3] == "2 x fsdp2")
+    assert sharded[2:] == [
+        "scratch",
+        "2 x fsdp2",
+        "FSDP2 x 2, fp32 AdamW",
+        "3.00 GiB",
+        "2.00 GiB",
+        "12.5K",
+        "41.2%",
+        "3/1",
+        "2",
+    ]
+    upcycled = next(r for r in rows if r[1] == "cpu-small+upcycle")
+    assert upcycled[2] == "upcycle @16" and upcycled[-1] == "0"
+    old = next(r for r in rows if r[0] == "glam baseline")
+    assert old[1:] == ["cpu-tiny", "scratch", "1", "", "", "", "", "", "0/0", "0"]
+    assert "MFU against the datasheet peak of NVIDIA H200 bf16 dense" in out and "checkpoints on disk:" in out
+    assert "trial #1 at cpu-small: step 8 (2027-01-15 08:00:00, " in out and "step 16 (2027-01-15 08:10:00, " in out
+
+    code, out, err = run(["scale-up", str(sid), "--json", "--db", db], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    rungs = {(c["trial_id"], r["rung"]): r for c in report["candidates"] for r in c["rungs"]}
+    small = rungs[(ids[1], "cpu-small")]
+    assert (small["devices"], small["sharding"], small["checkpoint_count"], small["resume_count"]) == (2, "fsdp2", 3, 1)
+    assert [c["step"] for c in small["checkpoints_on_disk"]] == [8, 16]
+    assert rungs[(ids[0], "cpu-tiny")]["devices"] == 1 and rungs[(ids[0], "cpu-tiny")]["checkpoints_on_disk"] == []
+
+    live = LiveServer(Settings(database_url=db, data_dir=data_dir))
+    try:
+        code, remote, err = run(["scale-up", str(sid), "--server", live.url], capsys)
+    finally:
+        live.stop()
+    assert code == 0, err
+    assert runs_table(remote) == rows

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from brainsearch._format import fmt_count, fmt_memory_plan
+from brainsearch._format import fmt_bytes, fmt_checkpoint, fmt_count, fmt_devices, fmt_memory_plan
 from brainsearch.cli.common import out
 
 __all__ = ["memory_plan", "note", "print_leaderboard", "print_scale_up", "print_wide"]
@@ -75,7 +75,8 @@ def note(row: dict[str, Any], width: int = 100) -> str:
 
 
 def print_scale_up(report: dict[str, Any]) -> None:
-    """The scale-up report as tables: candidates per rung, then predictions at the target scale."""
+    """The scale-up report as tables: candidates per rung, how each run went (and the checkpoints on disk), then
+    predictions at the target scale."""
     if not report["candidates"]:
         out.print("scale-up: no candidates yet" if report["configured"] else "scale-up: not configured for this search")
         return
@@ -85,6 +86,20 @@ def print_scale_up(report: dict[str, Any]) -> None:
         for rung, tau in report["fidelity"].items()
     )
     out.print(f"proxy fidelity (Kendall tau, proxy vs rung ranking): {fidelity}")
+    print_wide(_runs_table(report))
+    peaks = _peak_labels(report)
+    if peaks:
+        notes = [peaks[0]] if len(peaks) == 1 else [f"[{i}] {label}" for i, label in enumerate(peaks, start=1)]
+        out.print("MFU against the datasheet peak of " + ", ".join(notes), highlight=False)
+    on_disk = [
+        f"  {c['label']} at {r['rung']}: "
+        + ", ".join(fmt_checkpoint(cp["step"], cp["saved_at"], cp["bytes"]) for cp in r["checkpoints_on_disk"])
+        for c in report["candidates"]
+        for r in c["rungs"]
+        if r.get("checkpoints_on_disk")
+    ]
+    if on_disk:
+        out.print("checkpoints on disk:", *on_disk, sep="\n", highlight=False)
     print_wide(_predictions_table(report))
 
 
@@ -112,9 +127,51 @@ def _rungs_table(report: dict[str, Any]) -> Table:
     return table
 
 
+def _peak_labels(report: dict[str, Any]) -> list[str]:
+    """The datasheet peaks the runs' MFUs are against, in order of appearance."""
+    labels = (r.get("peak_flops_label") for c in report["candidates"] for r in c["rungs"] if r.get("mfu") is not None)
+    return list(dict.fromkeys(label for label in labels if label))
+
+
+def _runs_table(report: dict[str, Any]) -> Table:
+    """How each run went: init (``upcycle @N``: its dense twin became MoE at step N), devices and sharding, recipe,
+    memory per device (the estimate; the peak measured on CUDA), throughput, MFU (the peak it is against is printed
+    below the table; ``[k]`` points to it when runs used several), checkpoints saved / resumes, checkpoints on disk.
+    Rows of older reports lack these fields: they read as one device, no checkpoint."""
+    table = Table(title="runs (memory per device: estimated, measured peak on CUDA)")
+    columns = ("candidate", "rung", "init", "devices", "recipe", "mem est.", "mem peak", "tok/s", "MFU", "ckpt/resume")
+    for column in (*columns, "on disk"):
+        table.add_column(column, justify="left" if column in ("candidate", "rung", "init", "recipe") else "right")
+    peaks = _peak_labels(report)
+    for c in report["candidates"]:
+        for i, r in enumerate(c["rungs"]):
+            mfu, peak = r.get("mfu"), r.get("peak_flops_label")
+            mark = f" [{peaks.index(peak) + 1}]" if len(peaks) > 1 and peak in peaks else ""
+            upcycle_step = r.get("upcycle_step")
+            table.add_row(
+                c["label"] if i == 0 else "",
+                r["rung"],
+                (r.get("init") or "") + (f" @{upcycle_step}" if upcycle_step is not None else ""),
+                fmt_devices(r.get("devices"), r.get("sharding")),
+                r.get("recipe") or "",
+                _bytes(r.get("memory_estimate_bytes")),
+                _bytes(r.get("memory_peak_bytes")),
+                fmt_count(r["tokens_per_s"]) if r.get("tokens_per_s") is not None else "",
+                f"{mfu * 100:.1f}%{mark}" if mfu is not None else "",
+                f"{r.get('checkpoint_count') or 0}/{r.get('resume_count') or 0}",
+                str(len(r.get("checkpoints_on_disk") or [])),
+            )
+    return table
+
+
+def _bytes(n: int | None) -> str:
+    return fmt_bytes(n) if n is not None else ""
+
+
 def _predictions_table(report: dict[str, Any]) -> Table:
     """The scaling law's prediction of each candidate at the target scale, by predicted rank."""
-    law = Table(title=f"{report['law']} law in {report['scale_by']}, predicted at {report['target']}")
+    fitted = ", fitted to the scratch runs" if report.get("init") == "both" else ""
+    law = Table(title=f"{report['law']} law in {report['scale_by']}{fitted}, predicted at {report['target']}")
     for column in ("candidate", "proxy rank", "predicted rank", "predicted loss", "95% band", "note"):
         law.add_column(column, justify="left" if column in ("candidate", "note") else "right")
     for c in sorted(report["candidates"], key=lambda c: c["predicted_rank"] or 10**9):

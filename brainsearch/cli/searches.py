@@ -215,13 +215,17 @@ def _ladder_document(ladder: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _repo_scale_up(repo: Repository, search_id: int, **params: Any) -> dict[str, Any]:
-    """The scale-up report of a stored search, as the API's JSON; a bad --target exits 2."""
+    """The scale-up report of a stored search, as the API's JSON (with the checkpoints on disk under the data
+    directory); a bad --target exits 2."""
     from brainsearch.search.scaleup_report import scale_up_report
     from brainsearch.search.submission import stored_space
+    from brainsearch.settings import get_settings
+    from brainsearch.store import RunStore
 
     search = search_or_fail(repo, search_id)
+    store = RunStore(get_settings().data_dir, repo.database_id())
     try:
-        return scale_up_report(repo, search_id, stored_space(search), **params).model_dump(mode="json")
+        return scale_up_report(repo, search_id, stored_space(search), store=store, **params).model_dump(mode="json")
     except ArchitectureError as exc:
         raise fail([Problem("--target", p.message) for p in exc.problems]) from None
 
@@ -244,9 +248,10 @@ def scale_up_cmd(
     server: ServerOption = None,
     token: TokenOption = None,
 ) -> None:
-    """The scale-up stage of a search: candidates per rung with their speed-up over the baseline, proxy fidelity
-    (Kendall tau) and the scaling-law prediction of each at the target scale. With --ladder, run the stage first
-    (in the foreground on --db, or queued on --server and followed)."""
+    """The scale-up stage of a search: candidates per rung with their speed-up over the baseline, how each run went
+    (devices, recipe, memory per device, throughput, MFU, checkpoints and resumes, scratch or upcycled), proxy
+    fidelity (Kendall tau) and the scaling-law prediction of each at the target scale. With --ladder, run the stage
+    first (in the foreground on --db, or queued on --server and followed)."""
     if law not in (None, "kaplan", "chinchilla"):
         raise fail([Problem("--law", f"must be kaplan or chinchilla, got {law!r}")])
     if scale_by not in (None, "params_activated", "compute"):

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 
 from brainsearch.errors import ArchitectureError, ConflictError, InputError, Problem, SpaceError, TrialNotFound
-from brainsearch.search.scaleup_report import ScaleUpReport, scale_up_report
+from brainsearch.search.scaleup_report import ScaleUpReport, checkpoints_on_disk, scale_up_report
 from brainsearch.search.submission import (
     Progress,
     RunOptions,
@@ -252,22 +252,26 @@ def pareto(search_id: SearchId, repo: Repo) -> dict[str, list[TrialOut]]:
 def scale_up(
     search_id: SearchId,
     repo: Repo,
+    store: Store,
     target: Annotated[str | None, Query(max_length=32, description="scale preset to predict at")] = None,
     law: Literal["kaplan", "chinchilla"] | None = None,
     scale_by: Literal["params_activated", "compute"] | None = None,
 ) -> ScaleUpReport:
     """The scale-up stage: each candidate across the ladder (loss, steps/s and convergence speed-up over the
-    baseline), proxy fidelity (Kendall tau per rung) and scaling-law predictions at ``target``."""
+    baseline; devices, recipe, memory per device, throughput and MFU, checkpoints saved, resumes and those on disk,
+    scratch or upcycled), proxy fidelity (Kendall tau per rung) and scaling-law predictions at ``target``."""
     space = stored_space(_search_or_404(repo, search_id))
     try:
-        return scale_up_report(repo, search_id, space, target=target, law=law, scale_by=scale_by)
+        return scale_up_report(repo, search_id, space, target=target, law=law, scale_by=scale_by, store=store)
     except ArchitectureError as exc:
         raise InputError([Problem("target", p.message, "query") for p in exc.problems]) from None
 
 
 @router.get("/{search_id}/candidates", dependencies=[ReadAccess])
-def candidates(search_id: SearchId, repo: Repo) -> Page[dict[str, object]]:
-    """The scale-up candidates (empty until the scale-up stage has run)."""
+def candidates(search_id: SearchId, repo: Repo, store: Store) -> Page[dict[str, object]]:
+    """The scale-up candidates (empty until the scale-up stage has run): each run's metrics, its counts of
+    checkpoints saved and resumes, and ``checkpoints``, the complete ones on disk now (step, saved_at as Unix time,
+    bytes; the rows of one trial and rung, a crashed run and its retry, share one run folder)."""
     _search_or_404(repo, search_id)
     items = [
         {
@@ -280,6 +284,9 @@ def candidates(search_id: SearchId, repo: Repo) -> Page[dict[str, object]]:
             "arch_digest": c.arch_digest,
             "metrics": {k: v for k, v in c.metrics.items() if k != "val_curve"},
             "val_curve": c.metrics.get("val_curve", []),
+            "checkpoint_count": c.metrics.get("checkpoint_count") or 0,
+            "resume_count": c.metrics.get("resume_count") or 0,
+            "checkpoints": [cp.model_dump() for cp in checkpoints_on_disk(store, search_id, c.trial_id, c.rung)],
         }
         for c in repo.list_candidates(search_id)
     ]

@@ -182,3 +182,152 @@ def _glam_tiny() -> dict[str, object]:
     from brainsearch.arch.presets import preset
 
     return scale(preset("glam"), "cpu-tiny").to_dict()
+
+
+# What a two-device run reports (the fields of ProxyResult a scale-up report shows), as the runner stores it.
+SHARDED_RUN = {
+    "device": "cuda",
+    "devices": 2,
+    "sharding": "fsdp2",
+    "recipe": "FSDP2 x 2, fp32 AdamW",
+    "micro_batch": 4,
+    "activation_checkpointing": True,
+    "memory_estimate_bytes": 3 * 2**30,
+    "memory_peak_bytes": 2 * 2**30,
+    "tokens_per_s": 12_500.0,
+    "mfu": 0.412,
+    "peak_flops_label": "NVIDIA H200 bf16 dense",
+    "checkpoints": [{"step": 4, "path": "/x/step-4", "saved_at": 1.8e9, "bytes": 100}],
+    "checkpoint_count": 3,
+    "resume_count": 1,
+    "resumed_from": [4],
+}
+
+
+def save_checkpoint(folder: Path, step: int, saved_at: float, complete: bool = True) -> int:
+    """A step-N checkpoint folder as the training loop leaves it: a shard file, then the COMPLETE marker. Returns its
+    size in bytes."""
+    path = folder / f"step-{step}"
+    path.mkdir(parents=True)
+    (path / "shard-0.distcp").write_bytes(b"\0" * 1000)
+    if complete:
+        (path / "COMPLETE").write_text(json.dumps({"step": step, "saved_at": saved_at}))
+    return sum(f.stat().st_size for f in path.iterdir())
+
+
+def test_report_shows_how_each_run_went_and_fits_scratch_runs_only(repo: Repository, tmp_path: Path) -> None:
+    """Pass: with init both, each preset has a scratch and a "+upcycle" rung side by side; each run's devices,
+    sharding, recipe, memory per device, throughput, MFU with its peak's label, checkpoint and resume counts and init
+    come from its metrics (a row stored before them reads as one device, no checkpoints, scratch); the checkpoints
+    on disk are listed given the store (an interrupted save is not); the scaling law is fitted to the scratch runs
+    only."""
+    from brainsearch.search.scaleup_report import is_upcycle_rung, rung_preset
+    from brainsearch.store import candidate_run_key
+
+    assert rung_preset("cpu-small+upcycle") == "cpu-small" and rung_preset("cpu-small") == "cpu-small"
+    assert is_upcycle_rung("cpu-small+upcycle") and not is_upcycle_rung("cpu-small")
+    ladder = {"ladder": ["cpu-tiny", "cpu-small"], "target": "1b-64e", "init": "both"}
+    space = fast_space(4096, search={"top_k": 1, "scale_up": ladder})
+    search, _ = create_search(repo, space)
+    arch = Architecture.from_json(_glam_tiny())
+    t = repo.add_trial(
+        search_id=search.id,
+        number=0,
+        arch=arch.to_dict(),
+        arch_digest="d0",
+        pattern=arch.pattern,
+        params={},
+        cost={},
+        params_activated=1,
+    )
+    trial = repo.finish_trial(t.id, state="completed", val_loss=3.0, metrics={"val_loss": 3.0})
+    common = {"search_id": search.id, "trial_id": trial.id, "arch": arch.to_dict(), "arch_digest": arch.digest}
+    runs = [  # rung, loss, activated params, metrics
+        ("cpu-tiny", 2.8, 1e5, {"step_time_s": 0.1}),  # an old row: none of the new fields
+        ("cpu-small", 2.5, 1e6, {**SHARDED_RUN, "init": "scratch"}),
+        ("cpu-tiny+upcycle", 2.6, 1e5, {"init": "upcycle", "upcycle_step": 8, "tokens_per_s": 900.0}),
+        ("cpu-small+upcycle", 2.0, 1e6, {**SHARDED_RUN, "init": "upcycle", "upcycle_step": 16}),
+    ]
+    for rung, loss, n, metrics in runs:
+        done = {**metrics, "params_activated": n, "val_curve": [[4, loss]], "val_loss_stderr": 0.01}
+        repo.add_candidate(rung=rung, state="completed", metrics=done, val_loss=loss, **common)
+    store = RunStore(tmp_path, repo.database_id())
+    folder = store.checkpoints_dir(search.id, candidate_run_key(trial.id, "cpu-small+upcycle"))
+    sizes = [save_checkpoint(folder, 8, 1.8e9), save_checkpoint(folder, 16, 1.8e9 + 600)]
+    save_checkpoint(folder, 24, 1.8e9 + 1200, complete=False)  # interrupted: never listed
+
+    report = scale_up_report(repo, search.id, space, store=store)
+    assert report.init == "both"
+    assert report.ladder == ["cpu-tiny", "cpu-tiny+upcycle", "cpu-small", "cpu-small+upcycle"]
+    (cand,) = report.candidates
+    by_rung = {r.rung: r for r in cand.rungs}
+    assert list(by_rung) == report.ladder
+    old = by_rung["cpu-tiny"]
+    assert (old.devices, old.sharding, old.recipe, old.init) == (1, None, None, "scratch")
+    assert (old.checkpoint_count, old.resume_count, old.checkpoints_on_disk, old.mfu) == (0, 0, [], None)
+    small = by_rung["cpu-small"]
+    assert (small.preset, small.devices, small.sharding) == ("cpu-small", 2, "fsdp2")
+    assert small.recipe == "FSDP2 x 2, fp32 AdamW" and small.init == "scratch"
+    assert small.memory_estimate_bytes == 3 * 2**30 and small.memory_peak_bytes == 2 * 2**30
+    assert small.tokens_per_s == 12_500.0 and small.mfu == 0.412
+    assert small.peak_flops_label == "NVIDIA H200 bf16 dense"
+    assert (small.checkpoint_count, small.resume_count, small.resumed_from) == (3, 1, [4])
+    assert small.micro_batch == 4 and small.activation_checkpointing is True
+    up = by_rung["cpu-small+upcycle"]
+    assert (up.preset, up.init, up.upcycle_step) == ("cpu-small", "upcycle", 16)
+    on_disk = [(c.step, c.saved_at, c.bytes) for c in up.checkpoints_on_disk]
+    assert on_disk == [(8, 1.8e9, sizes[0]), (16, 1.8e9 + 600, sizes[1])]
+    tiny_up = by_rung["cpu-tiny+upcycle"]
+    assert (tiny_up.preset, tiny_up.init, tiny_up.devices, tiny_up.tokens_per_s) == ("cpu-tiny", "upcycle", 1, 900.0)
+    # The law sees the scratch runs only: one point per size.
+    fit = cand.prediction
+    assert fit is not None and sorted(loss for _, loss in fit.points) == [2.5, 2.8]
+    assert report.fidelity_pairs == dict.fromkeys(report.ladder, 1)
+    # Without the store nothing is read from disk.
+    assert all(not r.checkpoints_on_disk for r in scale_up_report(repo, search.id, space).candidates[0].rungs)
+
+
+def test_a_stage_that_only_upcycles_fits_its_upcycled_runs(repo: Repository) -> None:
+    """Pass: with init upcycle there is one run per preset, under the preset's name or its "+upcycle" one, and the
+    law is fitted to them; a crashed run that recorded nothing has no known init."""
+    ladder = {"ladder": ["cpu-tiny", "cpu-small"], "target": "1b-64e", "init": "upcycle"}
+    space = fast_space(4096, search={"top_k": 1, "scale_up": ladder})
+    search, _ = create_search(repo, space)
+    assert scale_up_report(repo, search.id, space).ladder == ["cpu-tiny", "cpu-small"]  # nothing recorded yet
+    arch = Architecture.from_json(_glam_tiny())
+    t = repo.add_trial(
+        search_id=search.id,
+        number=0,
+        arch=arch.to_dict(),
+        arch_digest="d0",
+        pattern=arch.pattern,
+        params={},
+        cost={},
+        params_activated=1,
+    )
+    trial = repo.finish_trial(t.id, state="completed", val_loss=3.0, metrics={"val_loss": 3.0})
+    common = {"search_id": search.id, "trial_id": trial.id, "arch": arch.to_dict(), "arch_digest": arch.digest}
+    for rung, loss, n in [("cpu-tiny", 2.8, 1e5), ("cpu-small+upcycle", 2.4, 1e6)]:
+        done = {"init": "upcycle", "params_activated": n, "val_curve": [[4, loss]]}
+        repo.add_candidate(rung=rung, state="completed", metrics=done, val_loss=loss, **common)
+    report = scale_up_report(repo, search.id, space)
+    assert report.ladder == ["cpu-tiny", "cpu-small+upcycle"]
+    (cand,) = report.candidates
+    assert [(r.rung, r.preset, r.init) for r in cand.rungs] == [
+        ("cpu-tiny", "cpu-tiny", "upcycle"),
+        ("cpu-small+upcycle", "cpu-small", "upcycle"),
+    ]
+    assert cand.prediction is not None and sorted(loss for _, loss in cand.prediction.points) == [2.4, 2.8]
+    # A crashed run that recorded nothing: shown in its own column, init unknown; the fit is unchanged.
+    repo.add_candidate(rung="cpu-small", state="crashed", metrics={}, val_loss=None, reason="killed", **common)
+    report = scale_up_report(repo, search.id, space)
+    assert report.ladder == ["cpu-tiny", "cpu-small", "cpu-small+upcycle"]
+    crashed = report.candidates[0].rungs[1]
+    assert (crashed.rung, crashed.state, crashed.init, crashed.devices, crashed.checkpoint_count) == (
+        "cpu-small",
+        "crashed",
+        None,
+        1,
+        0,
+    )
+    assert report.candidates[0].prediction == cand.prediction

@@ -1,5 +1,6 @@
 """A live API server (uvicorn on a free loopback port, in a thread) on the test's database, and a headless Chromium
-(Debian's, driven by Playwright) for the browser tests, whose screenshots go to ``ARTIFACTS``."""
+(Debian's, driven by Playwright) for the browser tests, whose screenshots go to ``ARTIFACTS``; sharded, resumed
+scale-up runs with checkpoints on disk for the scale-up views (here and in the CLI's tests)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import uvicorn
 from playwright.sync_api import Browser, sync_playwright
 
 from brainsearch.settings import Settings
+from brainsearch.storage import Repository
 from service.app import create_app
 
 CHROMIUM = "/usr/bin/chromium"
@@ -69,3 +71,33 @@ def live(database_url: str, tmp_path: Path) -> Iterator[Callable[..., LiveServer
     yield start
     for server in servers:
         server.stop()
+
+
+SAVED_AT = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC: when the seeded checkpoints were saved
+
+
+def add_sharded_runs(repo: Repository, search_id: int, trial_id: int, data_dir: Path) -> None:
+    """Newer runs of the trial at cpu-small, scratch and upcycled (a recorded upcycled twin is shown even though the
+    space trains from scratch), on two devices with FSDP2; two complete checkpoints of the scratch one on disk."""
+    from brainsearch.arch import preset, scale
+    from brainsearch.store import RunStore, candidate_run_key
+    from tests.search.test_scaleup import SHARDED_RUN, save_checkpoint
+
+    arch = scale(preset("glam"), "cpu-tiny")
+    for rung, init, loss in [("cpu-small", "scratch", 2.5), ("cpu-small+upcycle", "upcycle", 2.4)]:
+        metrics = {**SHARDED_RUN, "init": init, "params_activated": 1e6, "val_curve": [[4, loss + 0.3], [8, loss]]}
+        if init == "upcycle":
+            metrics["upcycle_step"] = 16
+        repo.add_candidate(
+            search_id=search_id,
+            trial_id=trial_id,
+            rung=rung,
+            state="completed",
+            arch=arch.to_dict(),
+            arch_digest=arch.digest,
+            metrics={**metrics, "step_time_s": 0.1},
+            val_loss=loss,
+        )
+    folder = RunStore(data_dir, repo.database_id()).checkpoints_dir(search_id, candidate_run_key(trial_id, "cpu-small"))
+    save_checkpoint(folder, 8, SAVED_AT)
+    save_checkpoint(folder, 16, SAVED_AT + 600)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from brainsearch.arch import preset, scale
 from brainsearch.storage import MetricPoint, Repository
+from tests.search.test_scaleup import SHARDED_RUN, save_checkpoint
 from tests.service.conftest import LiveServer
 
 
@@ -206,7 +207,7 @@ def test_pytorch_and_safetensors_exports_and_the_scale_up_report(live: Any, repo
     from safetensors.torch import load
 
     from brainsearch import build_model
-    from brainsearch.store import RunStore, save_weights, weights_metadata
+    from brainsearch.store import RunStore, candidate_run_key, save_weights, weights_metadata
 
     server: LiveServer = live()
     with server.client() as api:
@@ -245,7 +246,12 @@ def test_pytorch_and_safetensors_exports_and_the_scale_up_report(live: Any, repo
 
         empty = api.get(f"/searches/{sid}/scale-up").json()
         assert empty["configured"] and empty["candidates"] == [] and empty["ladder"] == ["cpu-tiny", "cpu-small"]
-        for trial_id, rung, loss, n in [(ids[1], "cpu-tiny", 2.7, 1e5), (ids[1], "cpu-small", 2.5, 1e6)]:
+        # cpu-tiny: a row stored before runs reported devices and checkpoints; cpu-small: a sharded, resumed run.
+        sharded = {**SHARDED_RUN, "init": "scratch"}
+        for trial_id, rung, loss, n, run in [
+            (ids[1], "cpu-tiny", 2.7, 1e5, {}),
+            (ids[1], "cpu-small", 2.5, 1e6, sharded),
+        ]:
             repo.add_candidate(
                 search_id=sid,
                 trial_id=trial_id,
@@ -253,15 +259,38 @@ def test_pytorch_and_safetensors_exports_and_the_scale_up_report(live: Any, repo
                 state="completed",
                 arch=arch.to_dict(),
                 arch_digest=arch.digest,
-                metrics={"params_activated": n, "val_curve": [[4, loss]], "step_time_s": 0.1},
+                metrics={**run, "params_activated": n, "val_curve": [[4, loss]], "step_time_s": 0.1},
                 val_loss=loss,
             )
+        folder = store.checkpoints_dir(sid, candidate_run_key(ids[1], "cpu-small"))
+        size = save_checkpoint(folder, 16, 1.8e9)
+        save_checkpoint(folder, 24, 1.8e9 + 60, complete=False)  # an interrupted save is not listed
         report = api.get(f"/searches/{sid}/scale-up", params={"law": "chinchilla"}).json()
         (cand,) = report["candidates"]
         assert cand["trial_id"] == ids[1] and [r["rung"] for r in cand["rungs"]] == ["cpu-tiny", "cpu-small"]
         assert cand["prediction"]["law"] == "chinchilla" and cand["prediction"]["predicted_loss"] < 2.5
+        old, small = cand["rungs"]
+        assert {k: old[k] for k in ("devices", "sharding", "checkpoint_count", "resume_count", "init")} == {
+            "devices": 1,
+            "sharding": None,
+            "checkpoint_count": 0,
+            "resume_count": 0,
+            "init": "scratch",
+        }
+        assert old["checkpoints_on_disk"] == [] and old["memory_peak_bytes"] is None
+        shown = ("devices", "sharding", "recipe", "memory_estimate_bytes", "memory_peak_bytes", "tokens_per_s", "mfu")
+        assert {k: small[k] for k in shown} == {k: SHARDED_RUN[k] for k in shown}
+        assert small["peak_flops_label"] == "NVIDIA H200 bf16 dense" and small["resumed_from"] == [4]
+        assert (small["checkpoint_count"], small["resume_count"]) == (3, 1)
+        assert small["init"] == "scratch" and small["preset"] == "cpu-small"
+        assert small["checkpoints_on_disk"] == [{"step": 16, "saved_at": 1.8e9, "bytes": size}]
         listed = api.get(f"/searches/{sid}/candidates").json()
         assert listed["total"] == 2 and listed["items"][0]["val_curve"]
+        by_rung = {item["rung"]: item for item in listed["items"]}
+        assert by_rung["cpu-tiny"]["checkpoints"] == [] and by_rung["cpu-tiny"]["checkpoint_count"] == 0
+        assert by_rung["cpu-small"]["checkpoints"] == [{"step": 16, "saved_at": 1.8e9, "bytes": size}]
+        assert (by_rung["cpu-small"]["checkpoint_count"], by_rung["cpu-small"]["resume_count"]) == (3, 1)
+        assert by_rung["cpu-small"]["metrics"]["recipe"] == "FSDP2 x 2, fp32 AdamW"
         assert api.get(f"/searches/{sid}/scale-up", params={"target": "9t"}).status_code == 422
         assert api.get(f"/searches/{sid}/scale-up", params={"law": "hyperbolic"}).status_code == 422
         assert api.get("/searches/999/scale-up").status_code == 404

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from brainsearch.settings import Settings
-from tests.service.conftest import ARTIFACTS, LiveServer
+from tests.service.conftest import ARTIFACTS, LiveServer, add_sharded_runs
 
 
 @pytest.fixture
@@ -79,9 +79,10 @@ def test_submit_watch_open_and_export(browser: Browser, server: LiveServer, tmp_
 
 @pytest.mark.slow
 def test_scale_up_view_and_weight_downloads(browser: Browser, tmp_path: Path) -> None:
-    """Pass: a search whose scale-up stage ran shows its candidates per rung with speed-ups, the fidelity line, the
-    predictions table and the scaling-law chart; the best trial's page offers the standalone file and its kept
-    weights, and both download."""
+    """Pass: a search whose scale-up stage ran shows its candidates per rung with speed-ups, the fidelity line, how
+    each run went (devices, recipe, memory per device, throughput, MFU and its peak, checkpoints / resumes, init;
+    old rows with their defaults) with the checkpoints on disk, the predictions table and the scaling-law chart; the
+    best trial's page offers the standalone file and its kept weights, and both download."""
     from safetensors.torch import load_file
 
     from brainsearch.storage import Repository, make_engine, migrate
@@ -90,15 +91,41 @@ def test_scale_up_view_and_weight_downloads(browser: Browser, tmp_path: Path) ->
     url = f"sqlite:///{tmp_path / 'scaled.db'}"
     engine = make_engine(url)
     migrate(engine)
-    sid, ids = seed_scaled_search(Repository(engine), tmp_path / "data")
+    repo = Repository(engine)
+    sid, ids = seed_scaled_search(repo, tmp_path / "data")
+    add_sharded_runs(repo, sid, ids[1], tmp_path / "data")
     live = LiveServer(Settings(database_url=url, data_dir=tmp_path / "data"))
     try:
         page = browser.new_page(accept_downloads=True)
         page.goto(f"{live.url}/searches/{sid}")
-        assert page.locator("#candidates tr").count() - 1 == 6  # 3 candidates x 2 rungs
+        assert page.locator("#candidates tr").count() - 1 == 7  # 3 candidates x 2 rungs, and #1's upcycled run
         table = page.inner_text("#candidates")
         assert "trial #1" in table and "glam baseline" in table and "1.00x" in table
         assert "cpu-tiny +1.00 (3), cpu-small +1.00 (3)" in page.inner_text("#fidelity")
+        runs = page.locator("#runs tr.run")
+        assert runs.count() == 7
+        sharded = page.locator("#runs tr.run", has_text="2 x fsdp2")
+        assert sharded.count() == 2  # #1's scratch and upcycled runs at cpu-small
+        cells = sharded.first.locator("td").all_inner_texts()
+        assert [" ".join(c.split()) for c in cells[1:]] == [
+            "cpu-small",
+            "scratch",
+            "2 x fsdp2",
+            "FSDP2 x 2, fp32 AdamW",
+            "3.00 GiB / 2.00 GiB",
+            "12.5K tok/s",
+            "41.2% of NVIDIA H200 bf16 dense",
+            "3 / 1",
+            "2",
+        ]
+        details = page.locator("#runs tr.checkpoints").all_inner_texts()
+        assert len(details) == 2 and all(d.strip().startswith("resumed from step 4") for d in details)
+        assert "step 8 (2027-01-15 08:00:00, " in details[0] and "step 16 (2027-01-15 08:10:00, " in details[0]
+        assert "on disk" not in details[1]  # the upcycled run's checkpoints were not kept
+        assert "upcycle @16" in sharded.nth(1).inner_text()
+        old = page.locator("#runs tr.run", has_text="glam baseline").locator("td").all_inner_texts()
+        assert old[1:] == ["cpu-tiny", "scratch", "1", "–", "– / –", "–", "–", "0 / 0", "none"]
+        page.locator("#runs").scroll_into_view_if_needed()
         predictions = page.locator("#predictions tr")
         assert predictions.count() - 1 == 3 and "trial #1" in predictions.nth(1).inner_text()
         assert page.locator("#chart-scaling .main-svg").count() >= 1  # the scaling laws, drawn
@@ -116,5 +143,37 @@ def test_scale_up_view_and_weight_downloads(browser: Browser, tmp_path: Path) ->
         page.goto(f"{live.url}/trials/{ids[2]}")  # no weights were kept for #2: no link
         assert page.locator("#export-safetensors").count() == 0 and page.locator("#export-pytorch").count() == 1
         page.close()
+    finally:
+        live.stop()
+
+
+def test_scale_up_runs_in_the_page_and_its_live_part(tmp_path: Path) -> None:
+    """Pass (no browser): the search page and its live update carry the runs table, sharded runs and rows stored
+    before runs reported devices alike, and the checkpoints on disk; a search with old rows only renders too."""
+    import httpx
+
+    from brainsearch.storage import Repository, make_engine, migrate
+    from tests.search.conftest import seed_scaled_search
+
+    url = f"sqlite:///{tmp_path / 'scaled.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    repo = Repository(engine)
+    old_only, _ = seed_scaled_search(repo, tmp_path / "data")
+    sid, ids = seed_scaled_search(repo, tmp_path / "data")
+    add_sharded_runs(repo, sid, ids[1], tmp_path / "data")
+    live = LiveServer(Settings(database_url=url, data_dir=tmp_path / "data"))
+    try:
+        page = httpx.get(f"{live.url}/searches/{sid}", timeout=30)
+        part = httpx.get(f"{live.url}/ui/searches/{sid}/live", timeout=30).json()["parts"]["scaleup"]
+        for html in (page.text, part):
+            assert 'id="runs"' in html and html.count('class="run ') == 7
+            for text in ("2 x fsdp2", "FSDP2 x 2, fp32 AdamW", "3.00 GiB / 2.00 GiB", "12.5K tok/s", "41.2%"):
+                assert text in html, text
+            assert "NVIDIA H200 bf16 dense" in html and "3 / 1" in html and "0 / 0" in html
+            assert "step 16 (2027-01-15 08:10:00, " in html and "cpu-small+upcycle" in html
+        old = httpx.get(f"{live.url}/searches/{old_only}", timeout=30)
+        assert old.status_code == 200 and old.text.count('class="run ') == 6 and "2 x fsdp2" not in old.text
+        assert 'class="checkpoints"' not in old.text
     finally:
         live.stop()

@@ -77,3 +77,21 @@ def test_times_are_shown_in_utc() -> None:
     t = datetime(2025, 12, 1, 4, 32, 59, tzinfo=timezone(timedelta(hours=2)))
     assert fmt_when(t) == "2025-12-01 02:32" and fmt_when(datetime(2025, 1, 2, tzinfo=UTC)) == "2025-01-02 00:00"
     assert fmt_when(None) == MISSING
+
+
+def test_run_formats_devices_checkpoints_and_labels() -> None:
+    """Pass: a run's devices read "2 x fsdp2" (one device "1", a missing count one), a checkpoint on disk reads its
+    step, UTC time and size, and the run fields of the trial page have labels."""
+    from types import SimpleNamespace
+
+    from brainsearch._format import fmt_checkpoint, fmt_devices, fmt_unix_time
+
+    assert fmt_devices(2, "fsdp2") == "2 x fsdp2" and fmt_devices(1, None) == "1" and fmt_devices(None, None) == "1"
+    assert FILTERS["devices"](SimpleNamespace(devices=4, sharding="fsdp2")) == "4 x fsdp2"
+    assert fmt_unix_time(1_800_000_000) == "2027-01-15 08:00:00" and fmt_unix_time(0) == ""
+    assert FILTERS["unix_time"](None) == MISSING
+    assert fmt_checkpoint(200, 1_800_000_000, 3 * 2**30) == "step 200 (2027-01-15 08:00:00, 3.00 GiB)"
+    assert fmt_checkpoint(8, 0, 512) == "step 8 (512 B)"  # a marker without its time
+    assert FILTERS["percent"](0.412) == "41.2%" and FILTERS["percent"](None) == MISSING
+    assert metric_label("checkpoint_count") == "checkpoints saved" and metric_label("recipe") == "training recipe"
+    assert fmt_metric("sharding", None) == "none" and fmt_metric("devices", 2) == "2"
