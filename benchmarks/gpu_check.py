@@ -16,7 +16,9 @@ is 1 when any section failed):
 5. MFU of dense / GLaM / Brainformer-1 at 100m-32e, eager and compiled (``benchmarks/train_throughput.py``);
 6. the trainer's memory estimate against the measured peak, for the presets and samples of the ``brainformer`` space;
 7. a short search of the ``brainformer`` space (SQLite in a temporary directory): its leaderboard and how many
-   trials were pruned for memory (the acceptance asks for none).
+   trials were pruned for memory (the acceptance asks for none);
+8. GLaM at the 1b-64e rung (15B total parameters) on one device: the planner's recipe (bf16 weights, Adafactor)
+   and memory plan, a few steps, the measured peak against the estimate.
 
 Each section's time is printed as it ends and shown in the report. Where the budget is tight, ``--no-compile``,
 ``--search-seconds``, ``--search-trials``, ``--memory-samples`` and ``--grid-reps`` trade coverage for time.
@@ -47,7 +49,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch
 from torch import Tensor
 
-from brainsearch.arch import Architecture
+from brainsearch.arch import Architecture, cost
 
 __all__ = ["SECTIONS", "Check", "main", "run_sections"]
 
@@ -575,6 +577,56 @@ def _budget_text(budget: Any) -> str:
     return f"{budget.tokens:,.0f} tokens" if budget.tokens is not None else f"{budget.flops:g} FLOPs"
 
 
+def large_rung(check: Check) -> str:
+    """GLaM at 1b-64e (15.1B total / 1.02B activated parameters; cpu-small in smoke mode) on one device: the device
+    planner's recipe and memory plan before any allocation, then a few steps with it - the measured peak against
+    the estimate, tokens/s and MFU."""
+    from brainsearch.arch import preset, scale
+    from brainsearch.arch.devices import plan_devices
+    from brainsearch.train import TrainSettings, train
+    from brainsearch.train.loop import following
+
+    rung = "cpu-small" if check.smoke else "1b-64e"
+    arch = scale(preset("glam"), rung)
+    c = cost(arch)
+    gpu = check.device.type == "cuda"
+    if gpu:
+        memory = torch.cuda.get_device_properties(check.device).total_memory
+    else:  # smoke: a device just too small for fp32 AdamW, so the planner takes the lean recipe, as 1b-64e does
+        from brainsearch.arch.plan import RECIPES, min_memory_bytes
+
+        memory = int(min_memory_bytes(arch, check.batch_size, "fp32", RECIPES["fp32-adamw"]) / 0.9 * 0.95)
+    plan = plan_devices(
+        arch, check.batch_size, "bf16" if gpu else "fp32", memory, 1, name=rung, unit="GPU" if gpu else "process"
+    )
+    settings = TrainSettings(
+        budget={"tokens": 4 * check.batch_size * arch.seq_len},
+        batch_size=check.batch_size,
+        eval_interval=10**6,
+        eval_batches=1,
+        timing_warmup_steps=1,
+        device=check.device.type,
+        compile=False,
+    )
+    r = train(arch, following(settings, plan.recipe), corpus=check.corpus(arch.vocab_size), plan=plan.plan)
+    measured = r.memory_peak_bytes
+    error = (plan.plan.memory_bytes - measured) / measured if measured else None
+    rows = [
+        ("parameters total / activated", f"{c.params_total / 1e9:.2f}B / {c.params_activated / 1e9:.2f}B"),
+        ("device memory GiB", _gib(memory)),
+        ("recipe", plan.recipe.label),
+        ("micro-batch / checkpointing", f"{plan.plan.micro_batch} / {_on_off(plan.plan.checkpointing)}"),
+        ("estimated peak GiB", _gib(plan.plan.memory_bytes)),
+        ("measured peak GiB", _gib(measured) if measured else "- (CPU)"),
+        ("estimate error", "-" if error is None else f"{error:+.2%}"),
+        ("status", r.status if r.status == "completed" else f"{r.status}: {r.reason}"),
+        ("steps / step time", f"{r.steps} / {r.step_time_s or 0:.3f} s"),
+        ("tokens/s", f"{r.tokens_per_s or 0:,.0f}"),
+        ("MFU", "-" if r.mfu is None else f"{r.mfu:.1%} of {r.peak_flops_label}"),
+    ]
+    return f"GLaM at {rung}, global batch {check.batch_size}, 4 steps.\n\n" + _table(["", ""], rows, "ll")
+
+
 # --- the report -------------------------------------------------------------------------------------------------------
 
 SECTIONS: list[tuple[str, Callable[[Check], str]]] = [
@@ -585,6 +637,7 @@ SECTIONS: list[tuple[str, Callable[[Check], str]]] = [
     ("MFU: dense / GLaM / Brainformer-1", mfu_table),
     ("Memory: estimate vs measured", memory),
     ("A short search of the brainformer space", short_search),
+    ("The 1B/64E rung on one device", large_rung),
 ]
 
 

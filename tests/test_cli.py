@@ -317,7 +317,7 @@ def test_cost_refuses_a_cluster_too_small(tmp_path: Path, capsys: pytest.Capture
     path.write_text(scale(preset("glam"), "8b-64e").to_json())
     args = ["cost", str(path), "--batch-size", "64", "--precision", "bf16", "--device-memory", "141GB"]
     code, text, err = run([*args, "--gpus", "2"], capsys)
-    assert code == 1 and text == "" and err.strip() == "8b-64e needs at least 64 GPUs of 141 GB; the cluster has 2"
+    assert code == 1 and text == "" and err.strip() == "8b-64e needs at least 32 GPUs of 141 GB; the cluster has 2"
     code, _, err = run([*args[:-1], "80GB", "--gpus", "2"], capsys)
     assert code == 1 and err.strip() == "8b-64e does not fit 64 GPUs of 80 GB (batch 64)"
 

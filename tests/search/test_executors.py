@@ -48,11 +48,11 @@ def test_ray_refuses_what_the_cluster_could_never_place(tmp_path: Path, ray_sess
 
     _, (too_big,) = trial_jobs(tmp_path, [512], Resources(cpus=1000))
     (tmp_path / "other").mkdir()
-    _, (sharded,) = trial_jobs(tmp_path / "other", [512], Resources(cpus=1, workers=4))
+    _, (sharded,) = trial_jobs(tmp_path / "other", [512], Resources(cpus=1, workers=8))
     with RayExecutor(concurrency=1) as ex:
         with pytest.raises(InputError) as info:
             ex.submit(too_big)
         assert info.value.problems[0].path == "resources.cpus" and "1000 CPUs" in info.value.problems[0].message
-        with pytest.raises(InputError, match="spans 4 workers"):
+        with pytest.raises(InputError, match="asks for 8 CPUs; the Ray cluster has 4"):  # 8 workers of 1 CPU
             ex.submit(sharded)
         assert ex.running == 0
