@@ -18,6 +18,7 @@ with :class:`NotEnoughDevices`, naming the need: a run is refused before anythin
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
@@ -25,11 +26,30 @@ from brainsearch.arch.cost import Precision, TrainingRecipe
 from brainsearch.arch.plan import RECIPES, CheckpointingPolicy, MemoryPlan, NoPlanFits, min_memory_bytes, plan_memory
 from brainsearch.arch.spec import Architecture
 
-__all__ = ["MEMORY_FRACTION", "DevicePlan", "NotEnoughDevices", "plan_devices", "plan_devices_shared"]
+__all__ = [
+    "MEMORY_FRACTION",
+    "DevicePlan",
+    "NotEnoughDevices",
+    "host_available_bytes",
+    "plan_devices",
+    "plan_devices_shared",
+]
 
 # The share of a device's memory a plan may fill, as the trainer limits itself (brainsearch.train.loop: 90% of the
 # free memory): the rest is the CUDA context, workspaces and allocator fragmentation the estimate leaves out.
 MEMORY_FRACTION = 0.9
+
+
+def host_available_bytes() -> int:
+    """The host memory available now (Linux's ``MemAvailable``): a CPU run's device memory; huge when unknown, so
+    that nothing is refused for it."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 62
 
 
 class DevicePlan(BaseModel):

@@ -10,12 +10,12 @@ only spreads over several processes when the space asks for it with ``devices``)
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from brainsearch.arch.cost import Precision
+from brainsearch.arch.devices import host_available_bytes
 
 __all__ = ["Hardware", "probe_hardware"]
 
@@ -39,16 +39,6 @@ class Hardware(BaseModel):
         return int(USABLE_FRACTION * self.memory_bytes)
 
 
-def _host_free_bytes() -> int:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 1 << 40
-
-
 def probe_hardware(device: str = "auto", executor: str = "local") -> Hardware:
     """The hardware a search's scale-up runs get: the Ray cluster's GPUs (``executor == "ray"``; each GPU's memory
     read by a one-GPU probe task) or this machine's, or CPU processes when there is no GPU or ``device == "cpu"``."""
@@ -66,7 +56,11 @@ def probe_hardware(device: str = "auto", executor: str = "local") -> Hardware:
             count = torch.cuda.device_count()
             return Hardware(available=count, memory_bytes=memory, unit="GPU", precision="bf16", use_gpu=True)
     return Hardware(
-        available=os.cpu_count() or 1, memory_bytes=_host_free_bytes(), unit="process", precision="fp32", use_gpu=False
+        available=os.cpu_count() or 1,
+        memory_bytes=host_available_bytes(),
+        unit="process",
+        precision="fp32",
+        use_gpu=False,
     )
 
 

@@ -6,10 +6,9 @@ The memory plan (micro-batch and activation checkpointing chosen from the cost m
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
+from brainsearch.arch.devices import host_available_bytes
 from brainsearch.errors import InputError, Problem
 from brainsearch.train.settings import TrainSettings
 
@@ -29,13 +28,7 @@ def free_memory_bytes(device: torch.device) -> int:
     """Memory free on ``device`` now (host memory for the CPU); huge when unknown, so nothing is refused for it."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 1 << 62
+    return host_available_bytes()
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -102,3 +102,37 @@ def test_init_both_trains_upcycled_runs_beside_scratch_ones(sqlite_repo, tmp_pat
         assert row.metrics["steps"] == 8
     report = scale_up_report(repo, search.id, space)
     assert report.ladder == ["cpu-tiny", "cpu-tiny+upcycle"]
+
+
+@pytest.mark.slow
+def test_the_ray_executor_runs_a_sharded_rung_through_ray_train(sqlite_repo, tmp_path: Path, ray_session) -> None:
+    """A 2-worker candidate job on the Ray executor: its actor holds nothing and launches a TorchTrainer gang."""
+    from brainsearch.search.ray_executor import RayExecutor
+
+    repo, url = sqlite_repo
+    rung = {"preset": "cpu-tiny", "budget_tokens": 4096, "devices": 2}
+    space, search = _search(repo, {"ladder": [rung], "target": "cpu-small", "evaluations": 2})
+    arch = _tiny_arch()
+    trial = repo.add_trial(
+        search_id=search.id,
+        number=0,
+        arch=arch.to_dict(),
+        arch_digest="d0",
+        pattern=arch.pattern,
+        params={},
+        cost={},
+        params_activated=1,
+    )
+    repo.finish_trial(trial.id, state="completed", val_loss=3.0, metrics={"val_loss": 3.0})
+    store = RunStore(tmp_path, repo.database_id())
+    two = Hardware(available=4, memory_bytes=10**12, unit="process", precision="fp32", use_gpu=False)
+    (job,), _ = scale_up_jobs(repo, search.id, space, url, hardware=two, store=store, launcher="ray")
+    assert job.resources.workers == 2 and job.launcher == "ray" and job.plan is not None
+    with RayExecutor(concurrency=1) as executor:
+        executor.submit(job)
+        finished = []
+        while not finished:
+            finished = executor.wait(timeout=5)
+    assert finished[0].outcome is not None and finished[0].outcome.state == "completed", finished[0]
+    (row,) = repo.list_candidates(search.id)
+    assert (row.metrics["devices"], row.metrics["sharding"], row.metrics["steps"]) == (2, "fsdp2", 8)
