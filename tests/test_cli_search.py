@@ -276,7 +276,7 @@ def test_scale_up_report_shows_how_each_run_went(tmp_path: Path, capsys: pytest.
     assert upcycled[2] == "upcycle @16" and upcycled[-1] == "0"
     old = next(r for r in rows if r[0] == "glam baseline")
     assert old[1:] == ["cpu-tiny", "scratch", "1", "", "", "", "", "", "0/0", "0"]
-    assert "MFU against the datasheet peak of NVIDIA H200 bf16 dense" in out and "checkpoints on disk:" in out
+    assert "MFU against the peak of NVIDIA H200 bf16 dense" in out and "checkpoints on disk:" in out
     assert "trial #1 at cpu-small: step 8 (2027-01-15 08:00:00, " in out and "step 16 (2027-01-15 08:10:00, " in out
 
     code, out, err = run(["scale-up", str(sid), "--json", "--db", db], capsys)

@@ -90,7 +90,7 @@ def print_scale_up(report: dict[str, Any]) -> None:
     peaks = _peak_labels(report)
     if peaks:
         notes = [peaks[0]] if len(peaks) == 1 else [f"[{i}] {label}" for i, label in enumerate(peaks, start=1)]
-        out.print("MFU against the datasheet peak of " + ", ".join(notes), highlight=False)
+        out.print("MFU against the peak of " + ", ".join(notes), highlight=False)  # a datasheet's, or "measured: ..."
     on_disk = [
         f"  {c['label']} at {r['rung']}: "
         + ", ".join(fmt_checkpoint(cp["step"], cp["saved_at"], cp["bytes"]) for cp in r["checkpoints_on_disk"])
