@@ -584,7 +584,6 @@ def large_rung(check: Check) -> str:
     from brainsearch.arch import preset, scale
     from brainsearch.arch.devices import plan_devices
     from brainsearch.train import TrainSettings, train
-    from brainsearch.train.loop import following
 
     rung = "cpu-small" if check.smoke else "1b-64e"
     arch = scale(preset("glam"), rung)
@@ -608,7 +607,7 @@ def large_rung(check: Check) -> str:
         device=check.device.type,
         compile=False,
     )
-    r = train(arch, following(settings, plan.recipe), corpus=check.corpus(arch.vocab_size), plan=plan.plan)
+    r = train(arch, settings.with_recipe(plan.recipe), corpus=check.corpus(arch.vocab_size), plan=plan.plan)
     measured = r.memory_peak_bytes
     error = (plan.plan.memory_bytes - measured) / measured if measured else None
     rows = [

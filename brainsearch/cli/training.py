@@ -98,7 +98,6 @@ def train_cmd(
     backward), on --gpus N (or --workers N on the CPU) FSDP2 over them; a run they cannot hold is refused with
     what it needs (exit 1)."""
     from brainsearch.arch.scale import scale, scale_preset
-    from brainsearch.train.loop import following
 
     arch = _resolve_architecture(arch_file)
     given = {k: v for k, v in (("tokens", budget_tokens), ("flops", budget_flops), ("seconds", budget_seconds)) if v}
@@ -146,7 +145,7 @@ def train_cmd(
     elif plan.devices > 1:
         result = _train_sharded(arch, settings, plan, launcher, quiet=as_json)
     else:
-        result = _train_with_bar(arch, following(settings, plan.recipe), transient=as_json)
+        result = _train_with_bar(arch, settings.with_recipe(plan.recipe), transient=as_json)
     if as_json:
         sys.stdout.write(result.model_dump_json() + "\n")
     else:
@@ -201,7 +200,6 @@ def _train_sharded(
 ) -> ProxyResult:
     """Train over ``plan.devices`` processes; a launch that fails (a rank died) exits 1 with its message."""
     from brainsearch.train.launch import LaunchError
-    from brainsearch.train.loop import following
     from brainsearch.train.sharded import train_distributed
 
     if not quiet:
@@ -211,7 +209,7 @@ def _train_sharded(
     try:
         return train_distributed(
             arch,
-            following(settings, plan.recipe),
+            settings.with_recipe(plan.recipe),
             plan.plan,
             launcher="ray" if launcher == "ray" else "torchrun",
             use_gpu=settings.device == "cuda",

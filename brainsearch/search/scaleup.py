@@ -179,13 +179,7 @@ def scale_up_jobs(
             notes.append(f"{rung.preset} refused: {refusal}")
             continue
         recipe = devices.recipe
-        settings = base.model_copy(
-            update={
-                "param_dtype": recipe.param_dtype,
-                "optimizer": recipe.optimizer,
-                "optimizer_in_backward": recipe.optimizer_in_backward,
-            }
-        )
+        settings = base.with_recipe(recipe)
         for trial, label, arch in todo:
             upcycle = up.init == "upcycle" or label.endswith(UPCYCLE_SUFFIX)
             if upcycle and recipe.shards > 1:

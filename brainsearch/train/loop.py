@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from brainsearch.arch.plan import MemoryPlan, NoPlanFits, TrainingRecipe, plan_memory
+from brainsearch.arch.plan import MemoryPlan, NoPlanFits, plan_memory
 from brainsearch.arch.spec import Architecture
 from brainsearch.data import BatchSampler, Corpus
 from brainsearch.model import LanguageModel, LMOutput, MoEStats
@@ -168,28 +168,7 @@ def memory_plan(arch: Architecture, settings: TrainSettings, device: torch.devic
         int(limit),
         checkpointing=settings.activation_checkpointing,
         micro_batch=settings.micro_batch,
-        recipe=recipe_of(settings),
-    )
-
-
-def recipe_of(settings: TrainSettings, shards: int = 1) -> TrainingRecipe:
-    """The training recipe ``settings`` ask for, over ``shards`` data-parallel devices."""
-    return TrainingRecipe(
-        param_dtype=settings.param_dtype,
-        optimizer=settings.optimizer,
-        optimizer_in_backward=settings.optimizer_in_backward,
-        shards=shards,
-    )
-
-
-def following(settings: TrainSettings, recipe: TrainingRecipe) -> TrainSettings:
-    """``settings`` with the optimiser and weights' dtype of ``recipe`` (the plan decides them for a rung)."""
-    return settings.model_copy(
-        update={
-            "param_dtype": recipe.param_dtype,
-            "optimizer": recipe.optimizer,
-            "optimizer_in_backward": recipe.optimizer_in_backward,
-        }
+        recipe=settings.recipe(),
     )
 
 

@@ -36,7 +36,7 @@ from brainsearch.errors import DataError, Problem
 from brainsearch.model import LanguageModel, build_model
 from brainsearch.train.budget import StepBudget
 from brainsearch.train.device import resolve_device
-from brainsearch.train.loop import Hooks, LoopResult, Report, following, memory_plan, train_loop
+from brainsearch.train.loop import Hooks, LoopResult, Report, memory_plan, train_loop
 from brainsearch.train.peak import DevicePeak, device_peak, matmul_peak_flops
 from brainsearch.train.result import ProxyResult
 from brainsearch.train.settings import TrainSettings
@@ -81,7 +81,7 @@ def train(
             return ProxyResult(
                 status="out_of_memory", reason=str(refusal), memory_estimate_bytes=refusal.smallest_bytes, **identity
             )
-    settings = following(settings, plan.recipe)
+    settings = settings.with_recipe(plan.recipe)
     identity |= {
         "devices": plan.recipe.shards,
         "sharding": "fsdp2" if plan.recipe.shards > 1 else None,

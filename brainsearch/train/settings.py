@@ -7,7 +7,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from brainsearch.arch.plan import CheckpointingPolicy
+from brainsearch.arch.plan import CheckpointingPolicy, TrainingRecipe
 from brainsearch.space.schema import Budget, Quantity
 
 __all__ = ["CheckpointSettings", "Schedule", "TrainSettings"]
@@ -83,6 +83,25 @@ class TrainSettings(BaseModel):
         description="training batches of the seed's stream to pass over first (an earlier phase of the same run "
         "trained on them)",
     )
+
+    def recipe(self, shards: int = 1) -> TrainingRecipe:
+        """The training recipe these settings ask for, over ``shards`` data-parallel devices."""
+        return TrainingRecipe(
+            param_dtype=self.param_dtype,
+            optimizer=self.optimizer,
+            optimizer_in_backward=self.optimizer_in_backward,
+            shards=shards,
+        )
+
+    def with_recipe(self, recipe: TrainingRecipe) -> TrainSettings:
+        """These settings with the optimiser and weights' dtype of ``recipe`` (a plan decides them for a rung)."""
+        return self.model_copy(
+            update={
+                "param_dtype": recipe.param_dtype,
+                "optimizer": recipe.optimizer,
+                "optimizer_in_backward": recipe.optimizer_in_backward,
+            }
+        )
 
     @model_validator(mode="after")
     def _optimizer_in_backward_takes_one_micro_batch(self) -> Self:

@@ -59,18 +59,7 @@ def test_a_rung_sharded_over_two_processes_runs_end_to_end(sqlite_repo, tmp_path
 def test_a_rung_the_hardware_cannot_hold_is_refused_before_it_starts(sqlite_repo) -> None:
     repo, url = sqlite_repo
     space, search = _search(repo, {"ladder": [{"preset": "cpu-tiny", "devices": 4}], "target": "cpu-small"})
-    arch = _tiny_arch()
-    trial = repo.add_trial(
-        search_id=search.id,
-        number=0,
-        arch=arch.to_dict(),
-        arch_digest="d0",
-        pattern=arch.pattern,
-        params={},
-        cost={},
-        params_activated=1,
-    )
-    repo.finish_trial(trial.id, state="completed", val_loss=3.0, metrics={"val_loss": 3.0})
+    _completed_trial(repo, search.id)
     two = Hardware(available=2, memory_bytes=10**12, unit="process", precision="fp32", use_gpu=False)
     jobs, notes = scale_up_jobs(repo, search.id, space, url, hardware=two)
     assert jobs == []
@@ -80,8 +69,20 @@ def test_a_rung_the_hardware_cannot_hold_is_refused_before_it_starts(sqlite_repo
     assert jobs == [] and any(n.startswith("cpu-tiny refused:") for n in notes), notes
 
 
-def _tiny_arch() -> Architecture:
-    return scale(preset("glam"), "cpu-tiny")
+def _completed_trial(repo: Repository, search_id: int) -> None:
+    """One completed proxy trial (GLaM at cpu-tiny) for the stage to scale up."""
+    arch: Architecture = scale(preset("glam"), "cpu-tiny")
+    trial = repo.add_trial(
+        search_id=search_id,
+        number=0,
+        arch=arch.to_dict(),
+        arch_digest="d0",
+        pattern=arch.pattern,
+        params={},
+        cost={},
+        params_activated=1,
+    )
+    repo.finish_trial(trial.id, state="completed", val_loss=3.0, metrics={"val_loss": 3.0})
 
 
 @pytest.mark.slow
@@ -112,18 +113,7 @@ def test_the_ray_executor_runs_a_sharded_rung_through_ray_train(sqlite_repo, tmp
     repo, url = sqlite_repo
     rung = {"preset": "cpu-tiny", "budget_tokens": 4096, "devices": 2}
     space, search = _search(repo, {"ladder": [rung], "target": "cpu-small", "evaluations": 2})
-    arch = _tiny_arch()
-    trial = repo.add_trial(
-        search_id=search.id,
-        number=0,
-        arch=arch.to_dict(),
-        arch_digest="d0",
-        pattern=arch.pattern,
-        params={},
-        cost={},
-        params_activated=1,
-    )
-    repo.finish_trial(trial.id, state="completed", val_loss=3.0, metrics={"val_loss": 3.0})
+    _completed_trial(repo, search.id)
     store = RunStore(tmp_path, repo.database_id())
     two = Hardware(available=4, memory_bytes=10**12, unit="process", precision="fp32", use_gpu=False)
     (job,), _ = scale_up_jobs(repo, search.id, space, url, hardware=two, store=store, launcher="ray")
