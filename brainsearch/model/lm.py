@@ -61,29 +61,62 @@ class LanguageModel(nn.Module):
     ) -> None:
         super().__init__()
         self.arch = arch
+        self.dispatch, self.load_balance_weight, self.z_loss_weight = dispatch, load_balance_weight, z_loss_weight
         self.activation_checkpointing = False
-        d = arch.d_model
-        layers = arch.layers
+        # Built in part_names() order, each part initialised as it is built: see build_part.
+        self.embed = self._embedding()
+        self.norms = nn.ModuleList(self._norm() for _ in arch.layers)
+        self.layers = nn.ModuleList(self._layer(i) for i in range(len(arch.layers)))
+        self.final_norm = self._norm()
+        self.head = None if arch.tie_embeddings else self._head()
+
+    def part_names(self) -> list[str]:
+        """The model's parts (``embed``, ``norms.<i>``, ``layers.<i>``, ``final_norm``, ``head`` when untied), in
+        the order the model builds them."""
+        n = len(self.arch.layers)
+        names = ["embed", *(f"norms.{i}" for i in range(n)), *(f"layers.{i}" for i in range(n)), "final_norm"]
+        return names if self.arch.tie_embeddings else [*names, "head"]
+
+    def build_part(self, name: str) -> nn.Module:
+        """A new, initialised part ``name`` (one of :meth:`part_names`) on the default device, drawn from the global
+        RNG exactly as the model's own build draws it: building every part in :meth:`part_names` order from one RNG
+        state gives the weights (and buffers) of a model built from that state, one part in memory at a time. This is
+        how a sharded run's model, built on the meta device, gets its weights (:mod:`brainsearch.train.distributed`).
+        """
+        if name not in self.part_names():
+            raise KeyError(f"no model part {name!r}")
+        kind, _, index = name.partition(".")
+        if kind == "layers":
+            return self._layer(int(index))
+        builders = {"embed": self._embedding, "norms": self._norm, "final_norm": self._norm, "head": self._head}
+        return builders[kind]()
+
+    def _embedding(self) -> nn.Embedding:
+        embed = nn.Embedding(self.arch.vocab_size, self.arch.d_model)
+        nn.init.normal_(embed.weight, std=0.02)
+        return embed
+
+    def _norm(self) -> nn.RMSNorm:
+        return nn.RMSNorm(self.arch.d_model, eps=NORM_EPS)
+
+    def _layer(self, index: int) -> nn.Module:
+        arch, spec = self.arch, self.arch.layers[index]
         # GPT-2 style: residual-branch output projections scaled down with depth.
-        out_std = 0.02 / math.sqrt(2 * len(layers))
-        self.embed = nn.Embedding(arch.vocab_size, d)
-        nn.init.normal_(self.embed.weight, std=0.02)
-        self.norms = nn.ModuleList(nn.RMSNorm(d, eps=NORM_EPS) for _ in layers)
-        self.layers = nn.ModuleList()
-        for spec in layers:
-            if isinstance(spec, AttentionSpec):
-                assert spec.head_dim is not None
-                self.layers.append(Attention(d, spec.heads, spec.head_dim, arch.seq_len, out_init_std=out_std))
-            elif isinstance(spec, FFNSpec):
-                self.layers.append(DenseFFN(d, spec.hidden, spec.activation, spec.rank, out_init_std=out_std))
-            else:
-                assert isinstance(spec, MoESpec)
-                self.layers.append(MoE(d, spec, dispatch, load_balance_weight, z_loss_weight, out_init_std=out_std))
-        self.final_norm = nn.RMSNorm(d, eps=NORM_EPS)
-        self.head: nn.Linear | None = None
-        if not arch.tie_embeddings:
-            self.head = nn.Linear(d, arch.vocab_size, bias=False)
-            nn.init.normal_(self.head.weight, std=0.02)
+        out_std = 0.02 / math.sqrt(2 * len(arch.layers))
+        if isinstance(spec, AttentionSpec):
+            assert spec.head_dim is not None
+            return Attention(arch.d_model, spec.heads, spec.head_dim, arch.seq_len, out_init_std=out_std)
+        if isinstance(spec, FFNSpec):
+            return DenseFFN(arch.d_model, spec.hidden, spec.activation, spec.rank, out_init_std=out_std)
+        assert isinstance(spec, MoESpec)
+        return MoE(
+            arch.d_model, spec, self.dispatch, self.load_balance_weight, self.z_loss_weight, out_init_std=out_std
+        )
+
+    def _head(self) -> nn.Linear:
+        head = nn.Linear(self.arch.d_model, self.arch.vocab_size, bias=False)
+        nn.init.normal_(head.weight, std=0.02)
+        return head
 
     def forward(self, ids_BS: Tensor) -> LMOutput:
         """Token ids ``[B, S]`` (``S <= arch.seq_len``) -> :class:`LMOutput` with logits ``[B, S, V]``."""

@@ -15,9 +15,14 @@ dimension; the low-rank experts' ``v_in_MGHR`` along its expert dimension (1) wh
 CUDA the policy computes in bf16 with float32 gradient reduction and float32 sharded master weights and
 optimiser state (the ``FSDP2 x N, fp32 AdamW`` recipe of :mod:`brainsearch.arch.plan`).
 
-Every rank builds the full model on the host from the same seed before sharding it, so the sharded run starts from
-exactly the single-device run's weights; that costs 4 bytes per parameter of host memory per rank while it builds
-(a meta-device initialisation would avoid it, and is not done yet).
+Initialisation: the training loop builds a sharded run's model on the meta device (no storage), :func:`shard_model`
+shards it there, allocates each rank's shards (``to_empty``) and fills them part by part
+(:meth:`~brainsearch.model.LanguageModel.build_part`: the embedding, each norm, each sub-layer, the head): every rank
+builds the part on the host from the global RNG, as one process building the whole model draws it, keeps its own
+shard and drops the rest. The run starts from exactly the single-device run's weights for the same seed, and a rank's
+host memory holds its shards plus one part at a time (the largest: an MoE sub-layer's expert bank), never the whole
+model (4 bytes per parameter: about 320 GB for the 8b-64e rung). A model handed over already built (an upcycled
+one) is sharded as it is.
 
 :mod:`brainsearch.train.sharded` launches such a run (torchrun or Ray Train) and is what each worker runs.
 """
@@ -71,7 +76,9 @@ class Parallel:
 
 
 def shard_model(model: LanguageModel, device: torch.device) -> None:
-    """Apply FSDP2 to ``model`` in place over every rank of the process group (see the module docstring)."""
+    """Apply FSDP2 to ``model`` in place over every rank of the process group (see the module docstring). A model
+    on the meta device gets its weights here, on ``device``: those a model built from the global RNG's current state
+    would have (the meta build drew nothing from it, so they are the weights of the seed the build started from)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     from torch.distributed.tensor import Shard
@@ -86,6 +93,7 @@ def shard_model(model: LanguageModel, device: torch.device) -> None:
         else MixedPrecisionPolicy()
     )
     world = dist.get_world_size()
+    on_meta = any(p.is_meta for p in model.parameters())
     # The low-rank experts' input factor [M, G, H, R] shards along its experts when they divide evenly (FSDP2
     # shards only dim 0 unevenly).
     expert_dim_1 = {
@@ -98,3 +106,40 @@ def shard_model(model: LanguageModel, device: torch.device) -> None:
     for norm, layer in zip(model.norms, model.layers, strict=True):
         fully_shard([norm, layer], mesh=mesh, mp_policy=policy, shard_placement_fn=placement)
     fully_shard(model, mesh=mesh, mp_policy=policy, shard_placement_fn=placement)
+    if on_meta:
+        model.to_empty(device=device)
+        _initialise(model)
+
+
+def _initialise(model: LanguageModel) -> None:
+    """Fill the sharded model's local shards (and buffers) part by part: each part built on the host from the global
+    RNG, in the model's build order (see :meth:`~brainsearch.model.LanguageModel.build_part`)."""
+    with torch.no_grad():
+        for name in model.part_names():
+            with torch.device("cpu"):  # where a model is built, whatever device context the caller set
+                built = model.build_part(name)
+            part = model.get_submodule(name)
+            targets = dict(part.named_parameters()) | dict(part.named_buffers())
+            for key, value in [*built.named_parameters(), *built.named_buffers()]:
+                _fill(targets[key], value)
+            del built  # before the next part is built: one part on the host at a time
+
+
+def _fill(target: Tensor, full: Tensor) -> None:
+    """Copy this rank's shard of ``full`` into ``target`` (a sharded parameter, or a tensor every rank holds)."""
+    from torch.distributed.tensor import DTensor, Shard
+
+    if not isinstance(target, DTensor):
+        target.copy_(full)
+        return
+    (placement,) = target.placements
+    if not isinstance(placement, Shard):
+        raise NotImplementedError(f"initialising a parameter placed {placement} is not done")
+    # FSDP2 shards as torch.chunk does (the last ranks' shards may be short, or empty).
+    chunks = torch.chunk(full, target.device_mesh.size(), dim=placement.dim)
+    rank = target.device_mesh.get_local_rank()
+    local = target.to_local()
+    shard = chunks[rank] if rank < len(chunks) else full.narrow(placement.dim, 0, 0)
+    if local.shape != shard.shape:
+        raise RuntimeError(f"a local shard of {tuple(local.shape)} for a chunk of {tuple(shard.shape)}")
+    local.copy_(shard)

@@ -2,21 +2,21 @@
 configuration (settings, a step budget, the batches, an optional validation corpus) and :class:`Hooks`; nothing else
 steps an optimiser.
 
-What it owns, in the order of a run: building the model; :func:`prepare`, which takes the memory plan
-(:func:`memory_plan`, from :mod:`brainsearch.arch.plan`: micro-batch and activation checkpointing chosen from the
-cost model's peak-memory estimate and the device's memory, the global batch unchanged), sets the model's
-``activation_checkpointing``, places it on its device and compiles it (by default on CUDA only); the optimiser and the
-LR schedule (:mod:`brainsearch.train.optim`); one :func:`train_step` (gradient accumulation over the plan's
-micro-batches: each forward under bf16 autocast on CUDA, LM loss + the model's weighted router losses + the hooks'
-extra terms, scaled so the accumulated gradient is the global batch's mean; then gradient clipping, one optimiser
-step, the after-step hooks); budget accounting (:class:`brainsearch.train.budget.BudgetClock`: only training steps
-after the first are charged to a seconds budget); evaluation every ``eval_interval`` steps and at the end
-(:mod:`brainsearch.train.evaluate`); the learning curve; step timing (CUDA-synchronised, per global batch,
-evaluation left out); set-up and compilation time; the measured peak memory (CUDA); MoE statistics of every
-micro-batch. Failures end a run with a status and a reason, never an exception: a non-finite loss is ``diverged``,
-no memory plan that fits or an allocation failure ``out_of_memory``, passing ``time_limit_s`` (wall-clock, set-up
-included) ``timed_out``, the ``report`` hook saying stop ``pruned``. Each configuration turns the
-:class:`LoopResult` into its own report (``ProxyResult``, expansion's ``TrainLog``).
+What it owns, in the order of a run: building the model (a sharded run's on the meta device); :func:`prepare`,
+which takes the memory plan (:func:`memory_plan`, from :mod:`brainsearch.arch.plan`: micro-batch and activation
+checkpointing chosen from the cost model's peak-memory estimate and the device's memory, the global batch unchanged),
+sets the model's ``activation_checkpointing``, places it on its device (shards it, giving a meta-device model its
+weights) and compiles it (by default on CUDA only); the optimiser and the LR schedule (:mod:`brainsearch.train.optim`);
+one :func:`train_step` (gradient accumulation over the plan's micro-batches: each forward under bf16 autocast on CUDA,
+LM loss + the model's weighted router losses + the hooks' extra terms, scaled so the accumulated gradient is the
+global batch's mean; then gradient clipping, one optimiser step, the after-step hooks); budget accounting
+(:class:`brainsearch.train.budget.BudgetClock`: only training steps after the first are charged to a seconds budget);
+evaluation every ``eval_interval`` steps and at the end (:mod:`brainsearch.train.evaluate`); the learning curve; step
+timing (CUDA-synchronised, per global batch, evaluation left out); set-up and compilation time; the measured peak
+memory (CUDA); MoE statistics of every micro-batch. Failures end a run with a status and a reason, never an
+exception: a non-finite loss is ``diverged``, no memory plan that fits or an allocation failure ``out_of_memory``,
+passing ``time_limit_s`` (wall-clock, set-up included) ``timed_out``, the ``report`` hook saying stop ``pruned``. Each
+configuration turns the :class:`LoopResult` into its own report (``ProxyResult``, expansion's ``TrainLog``).
 
 Micro-batches are what every gradient-accumulating MoE trainer does: routing, expert capacity and the load-balancing
 and z-losses are computed per micro-batch (the plan keeps expert choice's effective capacity factor where it can), so
@@ -177,10 +177,15 @@ def prepare(
 ) -> Prepared:
     """Follow ``plan`` (default: :func:`memory_plan` for the model's architecture; raises
     :class:`~brainsearch.arch.plan.NoPlanFits`): set the model's activation checkpointing, move it to ``device`` in
-    train mode, and compile it when ``settings.compile`` says so (default: on CUDA only)."""
+    train mode (sharded over the process group when the plan says so; a model on the meta device gets its weights
+    then, see :func:`~brainsearch.train.distributed.shard_model`), and compile it when ``settings.compile`` says so
+    (default: on CUDA only)."""
     plan = plan or memory_plan(model.arch, settings, device)
     model.activation_checkpointing = plan.checkpointing
-    model.to(device=device, dtype=torch.bfloat16 if plan.recipe.param_dtype == "bf16" else None).train()
+    # A model on the meta device (a sharded run's) reaches the device when sharded.
+    on_meta = any(p.is_meta for p in model.parameters())
+    model.to(device=None if on_meta else device, dtype=torch.bfloat16 if plan.recipe.param_dtype == "bf16" else None)
+    model.train()
     if plan.recipe.shards > 1:
         parallel = Parallel.current()
         if parallel is None or parallel.world != plan.recipe.shards:
@@ -289,7 +294,7 @@ class _Loop:
 
     def run(self, build: Callable[[], LanguageModel], plan: MemoryPlan | None) -> LoopResult:
         try:
-            model = build()
+            model = self._build(build, plan)
             self._train(model, plan)
             if self.hooks.on_completed is not None:
                 self.hooks.on_completed(model)
@@ -306,6 +311,15 @@ class _Loop:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
         return self._result("completed", None)
+
+    def _build(self, build: Callable[[], LanguageModel], plan: MemoryPlan | None) -> LanguageModel:
+        """The model; a sharded run's is built on the meta device (no storage: no rank ever holds the whole model),
+        and :func:`prepare` gives it its weights when it shards it (:func:`~brainsearch.train.distributed.shard_model`).
+        """
+        if plan is None or plan.recipe.shards == 1:
+            return build()
+        with torch.device("meta"):
+            return build()
 
     def _train(self, model: LanguageModel, plan: MemoryPlan | None) -> None:
         prepared = prepare(model, self.settings, self.device, plan)

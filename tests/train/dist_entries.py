@@ -66,3 +66,100 @@ def sleep_forever(payload: dict[str, Any]) -> dict[str, Any]:
     _started(payload)
     while True:
         time.sleep(1)
+
+
+def sharded_initialisation(payload: dict[str, Any]) -> dict[str, Any]:
+    """Build ``payload["arch"]`` as a sharded run does (the training loop with ``payload["plan"]``, no step taken)
+    from ``payload["seed"]``, then build it in one piece from the same seed, as a single-process run does, and
+    compare. Rank 0 returns every rank's findings: whether the loop built the model on the meta device, the
+    parameters and buffers (gathered) that differ from the one-piece build's, whether the RNG stands where the
+    one-piece build leaves it, and the host bytes materialised (the model's parameters and its buffers, a rank's
+    shards, the largest part built at once, and the most parts alive at once)."""
+    import weakref
+
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.tensor import DTensor
+
+    from brainsearch.arch import Architecture
+    from brainsearch.arch.plan import MemoryPlan
+    from brainsearch.data import BatchSampler
+    from brainsearch.model import LanguageModel, build_model
+    from brainsearch.train import TrainSettings
+    from brainsearch.train.budget import StepBudget
+    from brainsearch.train.loop import Hooks, train_loop
+
+    def nbytes(tensors: Any) -> int:
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    rank = _started(payload)
+    arch = Architecture.from_json(payload["arch"])
+    plan = MemoryPlan.model_validate(payload["plan"])
+    settings = TrainSettings(batch_size=8, device="cpu").with_recipe(plan.recipe)
+    built_parts: list[weakref.ref[torch.nn.Module]] = []
+    part_bytes: list[int] = []
+    alive_at_once = 0
+    build_part = LanguageModel.build_part
+
+    def counted_build_part(self: LanguageModel, name: str) -> torch.nn.Module:
+        nonlocal alive_at_once
+        part = build_part(self, name)
+        built_parts.append(weakref.ref(part))
+        part_bytes.append(nbytes([*part.parameters(), *part.buffers()]))
+        alive_at_once = max(alive_at_once, sum(ref() is not None for ref in built_parts))
+        return part
+
+    LanguageModel.build_part = counted_build_part  # type: ignore[method-assign]
+    seen: dict[str, bool] = {}
+
+    def build() -> LanguageModel:
+        model = build_model(arch)
+        seen["meta"] = all(t.is_meta for t in [*model.parameters(), *model.buffers()])
+        return model
+
+    kept: list[LanguageModel] = []
+    tokens = np.arange(4096, dtype=np.int64) % arch.vocab_size
+    batches = BatchSampler(tokens, 8, arch.seq_len, seed=0)
+    torch.manual_seed(payload["seed"])
+    run = train_loop(
+        build,
+        batches,
+        settings,
+        StepBudget(steps=0),
+        torch.device("cpu"),
+        hooks=Hooks(on_completed=kept.append),
+        plan=plan,
+    )
+    LanguageModel.build_part = build_part  # type: ignore[method-assign]
+    assert run.status == "completed", run.reason
+    (sharded,) = kept
+    rng_after = torch.random.get_rng_state()
+    local_bytes = nbytes(p.to_local() if isinstance(p, DTensor) else p for p in sharded.parameters())
+
+    torch.manual_seed(payload["seed"])
+    single = build_model(arch)
+    want = dict(single.named_parameters()) | dict(single.named_buffers())
+    got = dict(sharded.named_parameters()) | dict(sharded.named_buffers())
+    differ = [
+        name
+        for name, value in got.items()  # the same order on every rank: full_tensor is a collective
+        if not torch.equal(value.full_tensor() if isinstance(value, DTensor) else value, want[name])
+    ]
+    finding = {
+        "built_on_meta": seen.get("meta", False),
+        "all_sharded": all(isinstance(p, DTensor) for p in sharded.parameters()),
+        "names_match": sorted(got) == sorted(want),
+        "differ": differ,
+        "same_rng_after": torch.equal(rng_after, torch.random.get_rng_state()),
+        "model_bytes": nbytes(single.parameters()),
+        "buffer_bytes": nbytes(single.buffers()),
+        "largest_layer_bytes": max(nbytes(layer.parameters()) + nbytes(layer.buffers()) for layer in single.layers),
+        "local_bytes": local_bytes,
+        "largest_part_bytes": max(part_bytes, default=0),
+        "parts_built": len(part_bytes),
+        "parts_alive_at_once": alive_at_once,
+    }
+    findings: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(findings, finding)
+    return {"rank": rank, "ranks": findings}

@@ -63,6 +63,40 @@ def _assert_same_run(sharded: ProxyResult, single: ProxyResult) -> None:
     assert sharded.val_loss == pytest.approx(single.val_loss, rel=1e-5)
 
 
+def _low_rank_untied() -> Architecture:
+    """Low-rank experts (their ``v_in_MGHR`` sharded along the experts), a low-rank FFN, an untied head and a
+    vocabulary that does not split evenly over 2 ranks."""
+    doc = json.loads(_arch().to_json())
+    for i, rank in [(1, 4), (3, 8), (5, 4), (7, 8)]:  # the FFNs and the MoE layers
+        doc["block"][i] |= {"rank": rank}
+    doc |= {"tie_embeddings": False, "vocab_size": 257}
+    return Architecture.from_json(json.dumps(doc))
+
+
+@pytest.mark.parametrize("arch", [_arch(), _low_rank_untied()], ids=["glam", "low-rank-untied"])
+def test_a_sharded_model_is_initialised_shard_by_shard_with_the_single_process_weights(
+    tmp_path: Path, arch: Architecture
+) -> None:
+    from brainsearch.train.launch import launch
+
+    plan = plan_memory(arch, 8, "fp32", 1 << 40, recipe=TrainingRecipe(shards=2))
+    payload = {"arch": arch.to_dict(), "plan": plan.model_dump(mode="json"), "seed": 11}
+    entry = "tests.train.dist_entries:sharded_initialisation"
+    result = launch(entry, payload, 2, launcher="torchrun", use_gpu=False, run_dir=tmp_path, timeout_s=300)
+    ranks = result["ranks"]
+    for rank in ranks:
+        # No full-model state: the loop builds on the meta device, then each rank materialises one part at a time.
+        assert rank["built_on_meta"] and rank["all_sharded"] and rank["names_match"]
+        assert rank["differ"] == []  # bit for bit the single-process build's weights and buffers
+        assert rank["same_rng_after"]
+        assert rank["parts_alive_at_once"] == 1
+        assert rank["parts_built"] == 2 * len(arch.layers) + 2 + (not arch.tie_embeddings)
+        assert rank["largest_part_bytes"] <= max(rank["largest_layer_bytes"], arch.vocab_size * arch.d_model * 4)
+        # A rank's host memory at its fullest (its shards, the buffers, one part) stays below the whole model's.
+        assert rank["local_bytes"] + rank["buffer_bytes"] + rank["largest_part_bytes"] < rank["model_bytes"]
+    assert sum(rank["local_bytes"] for rank in ranks) == ranks[0]["model_bytes"]  # every weight held once
+
+
 @pytest.mark.parametrize("launcher", ["torchrun", "ray"])
 def test_two_fsdp2_processes_train_as_one(tmp_path: Path, single_process: ProxyResult, launcher: str) -> None:
     import ray
