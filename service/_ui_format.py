@@ -28,6 +28,7 @@ __all__ = [
     "MISSING",
     "fmt_delta",
     "fmt_duration",
+    "fmt_interval",
     "fmt_loss",
     "fmt_metric",
     "fmt_ms",
@@ -93,6 +94,13 @@ def fmt_delta(x: float | None, base: float | None, kind: str = "abs") -> str:
     if base == 0:
         return ""
     return f"{(x - base) / abs(base) * 100:+.1f}%"
+
+
+def fmt_interval(interval: Any) -> str:
+    """An interval against the baseline (:class:`brainsearch.search.noise.Interval`) as ``"[-0.3965, -0.0651]"``."""
+    if interval is None or not (_finite(interval.low) and _finite(interval.high)):
+        return ""
+    return f"[{interval.low:+.4f}, {interval.high:+.4f}]"
 
 
 def fmt_when(t: datetime | None) -> str:
@@ -212,6 +220,7 @@ FILTERS: dict[str, Callable[..., str]] = {
     "rate": fmt_rate,
     "duration": fmt_duration,
     "delta": fmt_delta,
+    "interval": fmt_interval,
     "when": fmt_when,
     "count": _unit(fmt_count),
     "bytes": _unit(fmt_bytes),

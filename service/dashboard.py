@@ -31,8 +31,16 @@ from pydantic import ValidationError
 
 from brainsearch._format import fmt_bytes, fmt_count, fmt_flops
 from brainsearch.errors import BrainsearchError, ConflictError
+from brainsearch.search.noise import Interval, NoiseView, TrialNoise
 from brainsearch.search.scaleup_report import scale_up_report
-from brainsearch.search.submission import Progress, RunOptions, create_search, reference_baseline, stored_space
+from brainsearch.search.submission import (
+    Progress,
+    RunOptions,
+    create_search,
+    reference_baseline,
+    search_noise_view,
+    stored_space,
+)
 from brainsearch.space import SearchSpace, bundled_space_names, load_space
 from brainsearch.space.schema import SAMPLER_NAMES
 from brainsearch.storage import Repository, Search, Trial
@@ -78,6 +86,7 @@ class SearchSummary:
     reference_loss: float | None
     duration_s: float | None
     sampler: str
+    noise: NoiseView | None = None  # the seed noise the search measured (None: its space could not be read)
 
     @property
     def active(self) -> bool:
@@ -90,6 +99,15 @@ class SearchSummary:
         if self.best is None or self.best.val_loss is None or self.reference_loss is None:
             return None
         return self.best.val_loss - self.reference_loss
+
+    @property
+    def best_vs(self) -> Interval | None:
+        """The best trial's mean minus the reference baseline's, with its interval."""
+        return self.noise.of(self.best).vs_baseline if self.noise is not None and self.best is not None else None
+
+    def of(self, trial: Trial) -> TrialNoise | None:
+        """A trial's runs over seeds and interval against the baseline."""
+        return self.noise.of(trial) if self.noise is not None else None
 
     @property
     def percent_done(self) -> int:
@@ -131,6 +149,7 @@ def _summary(repo: Repository, search: Search, now: datetime | None = None) -> S
         reference_loss=_reference_loss(repo, search.id, reference),
         duration_s=duration,
         sampler=sampler,
+        noise=search_noise_view(repo, search) if space is not None else None,
     )
 
 
@@ -453,6 +472,8 @@ def trial_page(request: Request, trial_id: TrialId, repo: Repo) -> HTMLResponse:
         "moe": {k: v for k, v in moe.items() if k != "expert_load"} if moe else None,
         "weights_kept": weights is not None,
         "vs_reference": _delta(trial.val_loss, summary.reference_loss),
+        "noise": summary.of(trial),
+        "seed_runs": repo.list_seed_runs(search.id, [trial.id]),
     }
     return templates.TemplateResponse(request, "trial.html", context)
 

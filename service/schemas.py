@@ -7,6 +7,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from brainsearch.search.noise import Interval, SearchNoise
+
 T = TypeVar("T")
 
 __all__ = [
@@ -39,6 +41,8 @@ class SearchCreate(BaseModel):
     seed: StrictInt | None = None
     pruner: str | None = None
     top_k: StrictInt | None = None
+    baseline_seeds: StrictInt | None = Field(default=None, description="seeds the reference baseline trains with")
+    top_k_seeds: StrictInt | None = Field(default=None, description="seeds each of the best trials trains with")
     scale_up: dict[str, Any] | None = Field(
         default=None, description="the scale-up stage: {ladder: [preset | {preset, budget_tokens}], target, law}"
     )
@@ -83,6 +87,10 @@ class SearchOut(BaseModel):
     trials_requested: int
     progress: ProgressOut
     reference_baseline: str = Field(description="the baseline trials are compared with (constraints.baseline)")
+    noise: SearchNoise = Field(
+        description="the seed noise the search measured: the reference baseline's runs over its seeds and the seed "
+        "standard deviation pooled over every architecture trained with several seeds"
+    )
     settings: dict[str, Any]
     created_at: datetime
     started_at: datetime | None
@@ -106,6 +114,20 @@ class TrialOut(BaseModel):
     params_activated: int
     micro_batch: int | None = Field(default=None, description="sequences per forward (the global batch in chunks)")
     activation_checkpointing: bool | None = Field(default=None, description="activations recomputed per block")
+    seeds: int = Field(default=0, description="completed runs of this architecture (its first seed and re-runs)")
+    val_loss_mean: float | None = Field(default=None, description="validation loss averaged over those runs")
+    val_loss_seed_sd: float | None = Field(default=None, description="their standard deviation (two runs or more)")
+    vs_baseline: Interval | None = Field(
+        default=None,
+        description="mean loss minus the reference baseline's, with its 95% interval from the measured seed noise "
+        "and the evaluation errors; beyond_noise: the whole interval is below zero",
+    )
+    step_time_ratio: float | None = Field(
+        default=None, description="step time over the baseline's, from a timing probe of both back to back"
+    )
+    step_time_uncertain: bool | None = Field(
+        default=None, description="the probe's rounds disagreed beyond its bound: the ratio is not a measurement"
+    )
     created_at: datetime
     finished_at: datetime | None
 
@@ -122,6 +144,9 @@ class TrialDetail(TrialOut):
     params: dict[str, Any]
     cost: dict[str, Any]
     metrics: dict[str, Any]
+    seed_runs: list[dict[str, Any]] = Field(
+        default_factory=list, description="the architecture trained again with other seeds: seed, state, val_loss"
+    )
     curve: list[dict[str, Any]]
 
 

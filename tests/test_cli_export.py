@@ -115,6 +115,70 @@ def test_scale_up_report_and_its_errors(
     assert code == 2 and "no search 99" in err
 
 
+def test_scale_up_report_shows_intervals_timing_and_the_target(
+    seeded: tuple[str, Repository, int, list[int]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pass: the table shows val loss ± its interval, steps/s vs base with a probe's range or "uncertain" (and why),
+    slowed runs marked with their MFU and re-timed step time, the one target in activated parameters and compute,
+    and each prediction's extrapolation flagged "far" past 100x; --json carries the same fields."""
+    db, repo, sid, ids = seeded
+    arch = scale(preset("glam"), "cpu-tiny")
+    probe = {"ratio": 0.8, "low": 0.75, "high": 0.9, "spread": 0.19, "bound": 0.2, "uncertain": False}
+    doubtful = {"ratio": 0.5, "low": 0.3, "high": 1.2, "spread": 1.8, "bound": 0.2, "uncertain": True, "rounds": 3}
+    runs = [  # trial, rung, loss, activated params, metrics: newer rows than the seeded ones, so they are read
+        (ids[0], "cpu-tiny", 2.9, 1e3, {"step_time_s": 0.1}),
+        (ids[1], "cpu-tiny", 2.8, 1e3, {"step_time_s": 0.1}),
+        (ids[2], "cpu-tiny", 2.85, 1e3, {"step_time_s": 0.1, "timing_probe": doubtful}),
+        (ids[0], "cpu-small", 2.7, 1e4, {"step_time_s": 0.45, "mfu": 0.12}),
+        (
+            ids[1],
+            "cpu-small",
+            2.5,
+            1e4,
+            {
+                "step_time_s": 0.1,
+                "mfu": 0.56,
+                "timing_probe": {**probe, "baseline_step_s": 0.1, "candidate_step_s": 0.08},
+            },
+        ),
+        (ids[2], "cpu-small", 2.6, 1e4, {"step_time_s": 0.1, "mfu": 0.6}),
+    ]
+    for trial_id, rung, loss, n, metrics in runs:
+        repo.add_candidate(
+            search_id=sid,
+            trial_id=trial_id,
+            rung=rung,
+            state="completed",
+            arch=arch.to_dict(),
+            arch_digest=arch.digest,
+            metrics={"params_activated": n, "val_curve": [[8, loss]], "val_loss_stderr": 0.01, **metrics},
+            val_loss=loss,
+        )
+    code, out, err = run(["scale-up", str(sid), "--db", db, "--target", "8b-64e"], capsys)
+    assert code == 0, err
+    rows = {tuple(c.strip() for c in line.split("│")[4:7]) for line in out.splitlines() if line.count("│") == 9}
+    assert ("cpu-small", "2.5000 ± 0.0196", "1.25x (1.11-1.33)") in rows  # 1 / 0.8, range [1 / 0.9, 1 / 0.75]
+    assert ("cpu-tiny", "2.8500 ± 0.0196", "uncertain") in rows and ("cpu-tiny", "2.8000 ± 0.0196", "1.00x") in rows
+    assert "trial #2 at cpu-tiny: timing probe's spread 180% over 3 rounds exceeds its bound 20%" in out
+    assert "trial #2 at cpu-small: glam baseline was slowed (MFU 12.0% against the rung's median 56.0%)" in out
+    assert "12.0% slowed" in out and "glam baseline at cpu-small: MFU 12.0% against the rung's median 56.0%; " in out
+    assert "step 450.0 ms in its run, 100.0 ms re-timed by a probe" in out
+    assert "target: 8b-64e (glam baseline's block at 8b-64e): 21.4M activated parameters, 2.41e+17 FLOPs" in out
+    assert out.count("2,144x far") == 3 and "far: the target is more than 100x past the largest rung run" in out
+
+    code, out, err = run(["scale-up", str(sid), "--db", db, "--target", "8b-64e", "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    target = report["target_scale"]
+    assert (target["preset"], target["reference"], target["params_activated"]) == ("8b-64e", "glam baseline", 21442752)
+    assert all(
+        c["prediction"]["target"] == target and c["prediction"]["far_extrapolation"] for c in report["candidates"]
+    )
+    small = {c["label"]: c["rungs"][1] for c in report["candidates"]}
+    assert small["glam baseline"]["slowed"] and small["glam baseline"]["retimed_step_time_s"] == 0.1
+    assert small["trial #1"]["speed_source"] == "probe" and small["trial #2"]["speed_uncertain"]
+
+
 def test_expand_a_kept_trial_and_bad_input(
     seeded: tuple[str, Repository, int, list[int]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -52,10 +52,13 @@ def quickstart_cmd(
         err.print(f"dashboard (live while this runs): [bold]{base}/searches/{search['id']}[/]  (API: {base}/docs)")
         search = follow_remote(client, search["id"], interval=1.0)
         page = client.trials(search["id"], limit=50)
-        print_leaderboard(page["items"], search["id"], page["total"], remote_reference(search))
+        print_leaderboard(page["items"], search["id"], page["total"], remote_reference(search), noise=search["noise"])
         if scale_up:
             print_scale_up(client.scale_up(search["id"]))
-        winner = next((t for t in page["items"] if t["state"] == "completed" and not t["is_baseline"]), None)
+        # The winner: the best mean over seeds among the re-evaluated trials (the best first run without them).
+        completed = [t for t in page["items"] if t["state"] == "completed" and not t["is_baseline"]]
+        reevaluated = sorted((t for t in completed if t["seeds"] >= 2), key=lambda t: t["val_loss_mean"])
+        winner = (reevaluated or completed or [None])[0]
         if winner is not None:
             store = RunStore(get_settings().data_dir, repo.database_id())
             _export_winner(client, winner, store.exports_dir(search["id"]))

@@ -12,12 +12,12 @@ from rich.table import Table
 from brainsearch._format import fmt_bytes, fmt_checkpoint, fmt_count, fmt_devices, fmt_memory_plan
 from brainsearch.cli.common import out
 
-__all__ = ["memory_plan", "note", "print_leaderboard", "print_scale_up", "print_wide"]
+__all__ = ["memory_plan", "noise_line", "note", "print_leaderboard", "print_scale_up", "print_wide"]
 
 
 def print_wide(table: Table) -> None:
     """A table on stdout; piped output is not cut to 80 columns: a row is read whole."""
-    (out if out.is_terminal else Console(width=160)).print(table)
+    (out if out.is_terminal else Console(width=200)).print(table)
 
 
 def print_leaderboard(
@@ -26,19 +26,37 @@ def print_leaderboard(
     total: int,
     reference: tuple[str, float | None],
     sort: str = "val_loss",
+    noise: dict[str, Any] | None = None,
 ) -> None:
-    """The leaderboard table of trial rows (the API's or the repository's, as dicts), compared with the search's
-    reference baseline ``(name, validation loss)``. Ranks count completed trials, not baselines: ``export --rank N``
-    exports the row ranked N."""
-    name, reference_loss = reference
+    """The leaderboard table of trial rows (the API's or :func:`~brainsearch.search.noise.leaderboard_row`'s), each
+    compared with the search's reference baseline ``(name, validation loss)``: the mean difference with its 95%
+    interval (seed noise and evaluation error) and whether it beats the baseline beyond noise; above it, the seed
+    noise the search measured (``noise``: the search document's). Ranks count completed trials, not baselines:
+    ``export --rank N`` exports the row ranked N."""
+    name, _ = reference
+    if noise is not None:
+        out.print(noise_line(noise), markup=False, highlight=False)
     table = Table(title=f"search {search_id}: {total} trials (baselines included), by {sort}")
-    columns = ("rank", "#", "block", "state", "val loss", f"vs {name}", "step ms", "activated", "micro-batch", "note")
+    columns = (
+        "rank",
+        "#",
+        "block",
+        "state",
+        "val loss",
+        "seeds",
+        f"vs {name} (95%)",
+        "beyond noise",
+        "step ms",
+        f"step vs {name}",
+        "activated",
+        "micro-batch",
+        "note",
+    )
     for column in columns:
         table.add_column(column, justify="right" if column not in ("block", "state", "note") else "left")
     rank = 0
     for r in rows:
         loss, step = r["val_loss"], r["step_time_s"]
-        vs = f"{loss - reference_loss:+.4f}" if reference_loss is not None and loss is not None else ""
         ranked = r["state"] == "completed" and not r["is_baseline"]
         rank += ranked
         table.add_row(
@@ -47,8 +65,13 @@ def print_leaderboard(
             r["pattern"],
             r["state"],
             f"{loss:.4f}" if loss is not None else "",
-            vs,
+            seeds_cell(r),
+            interval_cell(r.get("vs_baseline")),
+            beyond_cell(r.get("vs_baseline")),
             f"{step * 1e3:.1f}" if step is not None else "",
+            "uncertain"
+            if r.get("step_time_uncertain")
+            else (f"{r['step_time_ratio']:.2f}x" if r.get("step_time_ratio") else ""),
             fmt_count(r["params_activated"]),
             memory_plan(r),
             note(r),
@@ -56,6 +79,60 @@ def print_leaderboard(
     print_wide(table)
     if total > len(rows):
         out.print(f"({total - len(rows)} more: brainsearch leaderboard {search_id} --limit N)")
+
+
+def noise_line(noise: dict[str, Any]) -> str:
+    """What the search measured of its seed noise, in a sentence: the baseline's losses over its seeds and the
+    seed standard deviation the intervals use."""
+    name, values = noise.get("baseline") or "baseline", noise.get("baseline_values") or []
+    wanted = noise.get("baseline_seeds", 1)
+    losses = " / ".join(f"{v:.4f}" for v in values) or "none yet"
+    head = f"{name} baseline over {len(values)} of {wanted} seed(s): {losses}"
+    if noise.get("baseline_sd") is not None:
+        head += f" (mean {noise['baseline_mean']:.4f}, sd {noise['baseline_sd']:.4f})"
+    if noise.get("seed_sd") is None:
+        return head + "; seed noise not measured yet: intervals hold the evaluation error only"
+    pooled = f"{noise['architectures']} architecture(s), {noise['dof']} degrees of freedom"
+    evaluation = f", evaluation error {noise['eval_stderr']:.4f}" if noise.get("eval_stderr") is not None else ""
+    if noise.get("paired_sd") is not None:
+        paired = (
+            f"compared seed by seed with the baseline's run of the same seed: one seed's difference varies by "
+            f"{noise['paired_sd']:.4f} ({noise['paired_architectures']} re-evaluated architecture(s), "
+            f"{noise['paired_dof']} degrees of freedom)"
+        )
+    else:
+        paired = "until a trial is re-evaluated, intervals are an unpaired bound (wider than they will be)"
+    return (
+        f"{head}; seed sd {noise['seed_sd']:.4f} (pooled over {pooled}{evaluation}); {paired}; intervals are 95%: "
+        "a trial beats the baseline beyond noise when its whole interval is below 0"
+    )
+
+
+def seeds_cell(row: dict[str, Any]) -> str:
+    """A row's runs over seeds: ``1``, or ``3: 2.7012±0.0410`` (their mean and standard deviation)."""
+    seeds = row.get("seeds") or 0
+    if seeds < 2 or row.get("val_loss_mean") is None:
+        return str(seeds) if seeds else ""
+    sd = row.get("val_loss_seed_sd")
+    return f"{seeds}: {row['val_loss_mean']:.4f}" + (f"±{sd:.4f}" if sd is not None else "")
+
+
+def interval_cell(interval: dict[str, Any] | None) -> str:
+    """``-0.041 [-0.210,+0.128]``: the difference from the baseline (seed by seed, averaged) and its interval
+    (``bound`` while it is the unpaired bound, ``eval only`` while the seed noise is not measured)."""
+    if not interval:
+        return ""
+    cell = f"{interval['difference']:+.3f} [{interval['low']:+.3f},{interval['high']:+.3f}]"
+    method = interval.get("method")
+    return cell + {"unpaired bound": " bound", "evaluation only": " eval only"}.get(method or "", "")
+
+
+def beyond_cell(interval: dict[str, Any] | None) -> str:
+    """``yes`` when the whole interval is below 0, ``no`` when not, ``?`` while the seed noise is not measured."""
+    if not interval:
+        return ""
+    beyond = interval.get("beyond_noise")
+    return "?" if beyond is None else ("yes" if beyond else "no")
 
 
 def memory_plan(row: dict[str, Any]) -> str:
@@ -75,8 +152,9 @@ def note(row: dict[str, Any], width: int = 100) -> str:
 
 
 def print_scale_up(report: dict[str, Any]) -> None:
-    """The scale-up report as tables: candidates per rung, how each run went (and the checkpoints on disk), then
-    predictions at the target scale."""
+    """The scale-up report as tables: candidates per rung (val loss with its interval, steps/s against the baseline
+    with its probe's range or "uncertain"), how each run went (slowed runs marked and timed again, the checkpoints
+    on disk), then predictions at the one target scale, named in activated parameters and compute."""
     if not report["candidates"]:
         out.print("scale-up: no candidates yet" if report["configured"] else "scale-up: not configured for this search")
         return
@@ -86,11 +164,21 @@ def print_scale_up(report: dict[str, Any]) -> None:
         for rung, tau in report["fidelity"].items()
     )
     out.print(f"proxy fidelity (Kendall tau, proxy vs rung ranking): {fidelity}")
+    for line in _speed_notes(report):
+        out.print(line, highlight=False)
     print_wide(_runs_table(report))
     peaks = _peak_labels(report)
     if peaks:
         notes = [peaks[0]] if len(peaks) == 1 else [f"[{i}] {label}" for i, label in enumerate(peaks, start=1)]
         out.print("MFU against the peak of " + ", ".join(notes), highlight=False)  # a datasheet's, or "measured: ..."
+    slowed = _slowed_lines(report)
+    if slowed:
+        out.print(
+            "slowed runs (MFU well below the rung's median: timed again by a probe):",
+            *slowed,
+            sep="\n",
+            highlight=False,
+        )
     on_disk = [
         f"  {c['label']} at {r['rung']}: "
         + ", ".join(fmt_checkpoint(cp["step"], cp["saved_at"], cp["bytes"]) for cp in r["checkpoints_on_disk"])
@@ -100,7 +188,15 @@ def print_scale_up(report: dict[str, Any]) -> None:
     ]
     if on_disk:
         out.print("checkpoints on disk:", *on_disk, sep="\n", highlight=False)
+    if report.get("target_scale"):
+        out.print(_target_line(report["target_scale"]), highlight=False)
     print_wide(_predictions_table(report))
+    if any((c["prediction"] or {}).get("far_extrapolation") for c in report["candidates"]):
+        out.print(
+            "far: the target is more than 100x past the largest rung run; the band is the fit's error, not whether "
+            "the law holds that far",
+            highlight=False,
+        )
 
 
 def _rungs_table(report: dict[str, Any]) -> Table:
@@ -110,7 +206,7 @@ def _rungs_table(report: dict[str, Any]) -> Table:
         table.add_column(column, justify="left" if column in ("candidate", "block", "rung", "state") else "right")
     for c in report["candidates"]:
         for i, r in enumerate(c["rungs"]):
-            ratio, conv = r["steps_per_s_ratio"], r["convergence_speedup"]
+            conv = r["convergence_speedup"]
             conv_text = (
                 f"{conv:.2f}x" if conv is not None else ("not reached" if r["reached_baseline_loss"] is False else "")
             )
@@ -119,12 +215,83 @@ def _rungs_table(report: dict[str, Any]) -> Table:
                 c["pattern"] if i == 0 else "",
                 f"{c['proxy_val_loss']:.4f}" if i == 0 and c["proxy_val_loss"] is not None else "",
                 r["rung"],
-                f"{r['val_loss']:.4f}" if r["val_loss"] is not None else "",
-                f"{ratio:.2f}x" if ratio is not None else "",
+                _val_loss(r),
+                _speed(r),
                 conv_text,
                 r["state"],
             )
     return table
+
+
+def _val_loss(r: dict[str, Any]) -> str:
+    """``"2.6585 ± 0.0171"``: the loss and its 95% interval's half-width (evaluation error only); the loss alone
+    without a stderr."""
+    loss, low, high = r["val_loss"], r.get("val_loss_low"), r.get("val_loss_high")
+    if loss is None:
+        return ""
+    return f"{loss:.4f} ± {(high - low) / 2:.4f}" if low is not None and high is not None else f"{loss:.4f}"
+
+
+def _speed(r: dict[str, Any]) -> str:
+    """The steps/s ratio against the baseline: ``"1.05x (0.98-1.12)"`` from a timing probe (its range over rounds),
+    ``"1.05x"`` from separate runs, ``"uncertain"`` when it is not a number to read."""
+    if r.get("speed_uncertain"):
+        return "uncertain"
+    ratio, low, high = r["steps_per_s_ratio"], r.get("steps_per_s_low"), r.get("steps_per_s_high")
+    if ratio is None:
+        return ""
+    return f"{ratio:.2f}x ({low:.2f}-{high:.2f})" if low is not None and high is not None else f"{ratio:.2f}x"
+
+
+def _speed_notes(report: dict[str, Any]) -> list[str]:
+    """The legend of the intervals, and why each uncertain ratio is."""
+    rungs = [(c, r) for c in report["candidates"] for r in c["rungs"]]
+    lines = []
+    if any(r.get("val_loss_low") is not None for _, r in rungs):
+        lines.append("val loss ± its 95% interval: evaluation error only (one seed per rung)")
+    if any(r.get("speed_source") for _, r in rungs):
+        lines.append(
+            "steps/s vs base: a ratio with (low-high) is a timing probe's, its range over rounds (both models back "
+            "to back in one process); a bare ratio is of separate runs' step times"
+        )
+    lines += [
+        f"  uncertain: {c['label']} at {r['rung']}: {r.get('speed_note') or 'no reason recorded'}"
+        for c, r in rungs
+        if r.get("speed_uncertain")
+    ]
+    return lines
+
+
+def _slowed_lines(report: dict[str, Any]) -> list[str]:
+    """Each slowed run: why, its step time in its run, and the one a probe measured again."""
+    lines = []
+    for c in report["candidates"]:
+        for r in c["rungs"]:
+            if not r.get("slowed"):
+                continue
+            step, retimed = r.get("step_time_s"), r.get("retimed_step_time_s")
+            times = f"step {step * 1e3:.1f} ms in its run" if step is not None else "no step time in its run"
+            times += f", {retimed * 1e3:.1f} ms re-timed by a probe" if retimed is not None else ", not re-timed"
+            lines.append(f"  {c['label']} at {r['rung']}: {r.get('slowed_note') or 'slowed'}; {times}")
+    return lines
+
+
+def _target_line(t: dict[str, Any]) -> str:
+    """The one scale every candidate is predicted at, in activated parameters and training compute."""
+    whose = f" ({t['reference']}'s block at {t['preset']})" if t.get("reference") else ""
+    return (
+        f"target: {t['preset']}{whose}: {fmt_count(t['params_activated'])} activated parameters, "
+        f"{t['compute_flops']:.3g} FLOPs of training compute; every candidate is predicted at this one scale"
+    )
+
+
+def _extrapolation(p: dict[str, Any] | None) -> str:
+    """How far a prediction reaches past the largest rung: ``"24x"``, ``"2,300x far"``."""
+    if not p or p.get("extrapolation") is None:
+        return ""
+    e = p["extrapolation"]
+    text = f"{e:,.0f}x" if e >= 10 else f"{e:.2g}x"
+    return text + (" far" if p.get("far_extrapolation") else "")
 
 
 def _peak_labels(report: dict[str, Any]) -> list[str]:
@@ -157,7 +324,7 @@ def _runs_table(report: dict[str, Any]) -> Table:
                 _bytes(r.get("memory_estimate_bytes")),
                 _bytes(r.get("memory_peak_bytes")),
                 fmt_count(r["tokens_per_s"]) if r.get("tokens_per_s") is not None else "",
-                f"{mfu * 100:.1f}%{mark}" if mfu is not None else "",
+                (f"{mfu * 100:.1f}%{mark}" if mfu is not None else "") + (" slowed" if r.get("slowed") else ""),
                 f"{r.get('checkpoint_count') or 0}/{r.get('resume_count') or 0}",
                 str(len(r.get("checkpoints_on_disk") or [])),
             )
@@ -169,10 +336,11 @@ def _bytes(n: int | None) -> str:
 
 
 def _predictions_table(report: dict[str, Any]) -> Table:
-    """The scaling law's prediction of each candidate at the target scale, by predicted rank."""
+    """The scaling law's prediction of each candidate at the target scale (one for all), by predicted rank, with how
+    far it extrapolates past the largest rung (``far`` beyond 100x)."""
     fitted = ", fitted to the scratch runs" if report.get("init") == "both" else ""
     law = Table(title=f"{report['law']} law in {report['scale_by']}{fitted}, predicted at {report['target']}")
-    for column in ("candidate", "proxy rank", "predicted rank", "predicted loss", "95% band", "note"):
+    for column in ("candidate", "proxy rank", "predicted rank", "predicted loss", "95% band", "extrapolation", "note"):
         law.add_column(column, justify="left" if column in ("candidate", "note") else "right")
     for c in sorted(report["candidates"], key=lambda c: c["predicted_rank"] or 10**9):
         p = c["prediction"]
@@ -182,6 +350,7 @@ def _predictions_table(report: dict[str, Any]) -> Table:
             str(c["predicted_rank"] or ""),
             f"{p['predicted_loss']:.4f}" if p else "",
             f"{p['low']:.4f} - {p['high']:.4f}" if p else "",
+            _extrapolation(p),
             c["prediction_error"] or "",
         )
     return law

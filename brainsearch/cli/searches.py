@@ -25,7 +25,7 @@ from brainsearch.errors import ArchitectureError, Problem
 
 if TYPE_CHECKING:
     from brainsearch.space import SearchSpace
-    from brainsearch.storage import Repository, Search
+    from brainsearch.storage import Repository, Search, Trial
 
 __all__ = [
     "LEADERBOARD_ROWS",
@@ -61,6 +61,12 @@ def search_cmd(
     ] = None,
     name: Annotated[str | None, typer.Option(help="A name for the search (default: the space's).")] = None,
     top_k: Annotated[int | None, typer.Option(help="Candidates the scale-up stage trains again.")] = None,
+    baseline_seeds: Annotated[
+        int | None, typer.Option(help="Seeds the reference baseline trains with: the seed noise (default 3).")
+    ] = None,
+    top_k_seeds: Annotated[
+        int | None, typer.Option(help="Seeds each of the best trials is re-evaluated with (default 3; 1: none).")
+    ] = None,
     scale_up: Annotated[
         str | None,
         typer.Option(
@@ -90,6 +96,8 @@ def search_cmd(
             ("seed", seed),
             ("pruner", pruner),
             ("top_k", top_k),
+            ("baseline_seeds", baseline_seeds),
+            ("top_k_seeds", top_k_seeds),
         )
         if v is not None
     }
@@ -140,11 +148,11 @@ def _scale_up_option(space: SearchSpace, ladder: str | None, target: str | None)
 
 def _finish(repo: Repository, search_id: int, url: str) -> None:
     """Run the search to its end, then print its leaderboard (and scale-up report); exit 1 unless it completed."""
-    from dataclasses import asdict
 
     search = follow(repo, search_id, url)
     page = repo.list_trials(search_id, limit=LEADERBOARD_ROWS)
-    print_leaderboard([asdict(t) for t in page.items], search_id, page.total, _repo_reference(repo, search))
+    rows, noise = _repo_rows(repo, search, page.items)
+    print_leaderboard(rows, search_id, page.total, _repo_reference(repo, search), noise=noise)
     if search.settings.get("search", {}).get("scale_up"):
         print_scale_up(_repo_scale_up(repo, search_id))
     if search.status != "completed":
@@ -159,6 +167,16 @@ def _repo_reference(repo: Repository, search: Search) -> tuple[str, float | None
 
     name = reference_baseline(search)
     return name, Progress.of(repo, search).baselines.get(name)
+
+
+def _repo_rows(repo: Repository, search: Search, trials: list[Trial]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Leaderboard rows of stored trials as the API has them (runs over seeds, interval against the baseline, timing
+    probe), and the search's noise document."""
+    from brainsearch.search.noise import leaderboard_row
+    from brainsearch.search.submission import search_noise_view
+
+    view = search_noise_view(repo, search)
+    return [leaderboard_row(t, view) for t in trials], view.noise.model_dump(mode="json")
 
 
 def remote_reference(search: dict[str, Any]) -> tuple[str, float | None]:
@@ -189,20 +207,19 @@ def leaderboard_cmd(
 
         client = Client(server, token)
         page = client.trials(search_id, sort=sort, limit=limit)
-        rows, total, reference = page["items"], page["total"], remote_reference(client.search(search_id))
+        document = client.search(search_id)
+        rows, total, reference, noise = page["items"], page["total"], remote_reference(document), document["noise"]
     else:
-        from dataclasses import asdict
-
         repo, _ = open_repository(db)
         search = search_or_fail(repo, search_id)
         trial_page = repo.list_trials(search_id, sort=sort, limit=limit)
-        rows, total = [asdict(t) for t in trial_page.items], trial_page.total
-        reference = _repo_reference(repo, search)
+        rows, noise = _repo_rows(repo, search, trial_page.items)
+        total, reference = trial_page.total, _repo_reference(repo, search)
     if as_json:
         for row in rows:
             sys.stdout.write(json.dumps(row, default=str) + "\n")
         return
-    print_leaderboard(rows, search_id, total, reference, sort)
+    print_leaderboard(rows, search_id, total, reference, sort, noise=noise)
 
 
 def _ladder_document(ladder: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -8,11 +8,15 @@ sees every finished trial after a restart and optuna-dashboard can open the stud
    worker had written one, and failed otherwise;
 2. trains the baselines (GLaM and dense blocks at the proxy scale, :mod:`brainsearch.search.baselines`) once;
 3. asks the sampler for trials until ``trials`` of them have finished (crashed ones do not count and are retried),
-   keeping ``concurrency`` in flight. A sampled architecture that breaks a static constraint is pruned with the
-   reason before any training; one already trained (same digest) is not trained again - the sampler is told the
-   recorded result; everything else is trained by the executor, whose worker records the outcome;
+   keeping ``concurrency`` in flight, with the reference baseline's other ``baseline_seeds`` seeds interleaved with
+   the first trials (seed runs, :mod:`brainsearch.search.noise`: the search's measured seed noise). A sampled
+   architecture that breaks a static constraint is pruned with the reason before any training; one already trained
+   (same digest) is not trained again - the sampler is told the recorded result; everything else is trained by
+   the executor, whose worker records the outcome;
 4. fails the search after ``max_consecutive_failures`` failed trials in a row;
-5. runs the scale-up stage when the search has one (:mod:`brainsearch.search.scaleup`): the top-k trials and the
+5. re-evaluates the best trials: the ``reevaluate`` best by their first value train again with the other
+   ``top_k_seeds`` seeds, so the top-k is chosen on means (the sampler saw, and keeps, the first values only);
+6. runs the scale-up stage when the search has one (:mod:`brainsearch.search.scaleup`): the top-k trials and the
    reference baseline trained again at each rung of the ladder, on the same executor slots; then completes it.
 
 Baselines, trials and scale-up runs all go through one loop and one executor (:mod:`brainsearch.search.executor`:
@@ -37,7 +41,7 @@ import re
 import socket
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -52,6 +56,7 @@ from brainsearch.search.baselines import baseline_architectures
 from brainsearch.search.executor import Executor, Finished
 from brainsearch.search.jobs import BaselineRef, CandidateJob, Job, TrialJob
 from brainsearch.search.local import LocalExecutor
+from brainsearch.search.noise import reevaluation_pool
 from brainsearch.search.pruning import budget_fraction
 from brainsearch.search.runner import record_crash
 from brainsearch.search.samplers import make_sampler
@@ -180,6 +185,7 @@ class SearchDriver:
     def _reconcile(self, study: optuna.Study, reason: str = "worker stopped while the trial ran") -> int:
         """Settle what a dead (or interrupted) process left running; returns how many trials were retried."""
         orphans = self.repo.mark_orphans_crashed(self.search.id, reason)
+        self.repo.mark_orphan_seed_runs_crashed(self.search.id, reason)  # trained again when the driver plans them
         for ot in study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,)):
             ref = ot.user_attrs.get("bs_trial_id", ot.user_attrs.get("duplicate_of"))
             trial = self.repo.get_trial(int(ref)) if ref is not None else None
@@ -242,6 +248,32 @@ class SearchDriver:
             weights_metadata=weights_metadata(self.store.database_id, self.search.id, trial.id),
         )
 
+    def _seed_job(self, trial: Trial, seed: int) -> TrialJob:
+        """The job that trains ``trial``'s architecture again with ``seed``, recorded as a seed run: no pruning, no
+        sampler, no weights kept."""
+        run = self.repo.add_seed_run(search_id=self.search.id, trial_id=trial.id, seed=seed)
+        return self._job(trial, baseline=trial.baseline_name).model_copy(
+            update={
+                "settings": self._train_settings().model_copy(update={"seed": seed}),
+                "seed_run_id": run.id,
+                "study_name": None,
+                "pruner": "none",
+                "reference": None,
+                "max_step_time_ratio": None,
+                "weights_path": None,
+            }
+        )
+
+    def _missing_seeds(self, trial: Trial, seeds: int) -> list[int]:
+        """The seeds of ``trial``'s first ``seeds`` (the search's seed, then the next ones) it has no final run of
+        (its own run is the first seed)."""
+        done = {
+            r.seed
+            for r in self.repo.list_seed_runs(self.search.id, [trial.id])
+            if r.state not in ("running", "crashed")
+        }
+        return [self.settings.seed + k for k in range(1, seeds) if self.settings.seed + k not in done]
+
     def _prune_weights(self) -> None:
         """With ``keep_weights: top_k``, delete the weights of completed trials no longer among the best ``top_k``
         (at least the best one is kept, and the baselines'). A file whose trial is not recorded completed yet (its
@@ -256,9 +288,11 @@ class SearchDriver:
                 files[int(match.group(1))] = path
         if not files:
             return
-        best = self.repo.list_trials(
-            self.search.id, state="completed", is_baseline=False, limit=max(1, self.settings.top_k)
-        ).items
+        # With re-evaluation the top-k is chosen on means from the pool: every trial of the pool keeps its weights.
+        keep_n = self.settings.top_k
+        if self.settings.top_k_seeds > 1:
+            keep_n = max(keep_n, self.settings.reevaluate or 2 * self.settings.top_k)
+        best = self.repo.list_trials(self.search.id, state="completed", is_baseline=False, limit=max(1, keep_n)).items
         keep = {t.id for t in best}
         for trial_id, path in files.items():
             if trial_id in keep:
@@ -402,7 +436,7 @@ class SearchDriver:
             )
             for p in self.repo.trial_curve(trial.id)
         ]
-        self.reference = BaselineRef(name=name, step_time_s=trial.step_time_s, curve=curve)
+        self.reference = BaselineRef(name=name, step_time_s=trial.step_time_s, curve=curve, arch=trial.arch)
 
     # --- the loop ----------------------------------------------------------------------------------------------------
     def run(self, executor: Executor | None = None) -> Search:
@@ -433,6 +467,7 @@ class SearchDriver:
                 self._run_baselines(executor)
                 self._loop(study, executor)
                 if not self._too_many_failures():
+                    self._reevaluate(executor)
                     self._scale_up(executor)
             finally:  # nothing of this search runs past here: a stopped or failed search's jobs are killed
                 if own:
@@ -492,14 +527,19 @@ class SearchDriver:
         while self._running and time.monotonic() < deadline:
             self._collect(executor)
 
-    def _drain(self, executor: Executor, jobs: Sequence[Job]) -> Iterator[Finished]:
+    def _drain(self, executor: Executor, jobs: Iterable[Job]) -> Iterator[Finished]:
         """Run ``jobs`` on the executor's free slots and yield each as it finishes (a stop request raises between
-        events)."""
-        pending = list(jobs)
-        while pending or executor.running:
+        events). Jobs are taken from ``jobs`` only when a slot is free (a seed run's row is written as it starts)."""
+        pending = iter(jobs)
+        more = True
+        while more or executor.running:
             self._check_stop()
-            while pending and executor.free > 0:
-                self._submit(executor, pending.pop(0))
+            while more and executor.free > 0:
+                job = next(pending, None)
+                if job is None:
+                    more = False
+                else:
+                    self._submit(executor, job)
             yield from self._collect(executor)
 
     def _submit(self, executor: Executor, job: Job) -> None:
@@ -520,6 +560,27 @@ class SearchDriver:
                 self._note(f"baseline {trial.baseline_name} ended {trial.state}: {trial.reason}")
             self._emit()
         self._load_reference()
+
+    def _reevaluate(self, executor: Executor) -> None:
+        """Train the best trials again with their other ``top_k_seeds`` seeds (the pool of
+        :func:`~brainsearch.search.noise.reevaluation_pool`), so the top-k is chosen on means."""
+        pending = [
+            (trial, seed)
+            for trial in reevaluation_pool(self.repo, self.search.id, self.space)
+            for seed in self._missing_seeds(trial, self.settings.top_k_seeds)
+        ]
+        if not pending:
+            return
+        self._note(f"re-evaluating the best trials: {len(pending)} run(s) with other seeds")
+        self._stage = f"re-evaluation 0/{len(pending)}"
+        self._emit()
+        jobs = (self._seed_job(trial, seed) for trial, seed in pending)
+        for finished, fin in enumerate(self._drain(executor, jobs), start=1):
+            self._seed_finished(fin)
+            self._stage = f"re-evaluation {finished}/{len(pending)}"
+            self._emit()
+        self._stage = None
+        self._prune_weights()
 
     def _scale_up(self, executor: Executor) -> None:
         """The scale-up stage on the executor's slots."""
@@ -566,24 +627,66 @@ class SearchDriver:
             raise StorageError(f"trial {fin.job.trial_id} vanished from the database")
         return trial
 
+    def _is_seed_run(self, job: Job) -> bool:
+        return isinstance(job, TrialJob) and job.seed_run_id is not None
+
+    def _seed_finished(self, fin: Finished) -> None:
+        """A seed run ended: a dead worker's is recorded crashed (it trains again when the search resumes)."""
+        assert isinstance(fin.job, TrialJob) and fin.job.seed_run_id is not None
+        if fin.outcome is None:
+            run = self.repo.finish_seed_run(fin.job.seed_run_id, state="crashed", reason=fin.crash)
+        else:
+            run = next(
+                r
+                for r in self.repo.list_seed_runs(self.search.id, [fin.job.trial_id])
+                if r.seed == fin.job.settings.seed
+            )
+        if run.state != "completed":
+            self._note(f"{fin.job.label} ended {run.state}: {run.reason}")
+
+    def _baseline_seeds(self) -> list[tuple[Trial, int]]:
+        """The reference baseline's seeds still to train, after its first run completed."""
+        name = self.space.constraints.baseline
+        done = [t for t in self.repo.baselines(self.search.id) if t.baseline_name == name and t.state == "completed"]
+        if not done:
+            return []
+        return [(done[-1], seed) for seed in self._missing_seeds(done[-1], self.settings.baseline_seeds)]
+
     def _loop(self, study: optuna.Study, executor: Executor) -> None:
         numbers: dict[int, int] = {}  # brainsearch trial id -> Optuna number, for trials in flight
+        # The baseline's other seeds, one after each trial submitted (and the rest once no trial is needed).
+        seeds = self._baseline_seeds()
+        seeds_running = 0
+        last_was_trial = True
         while True:
             self._check_stop()
             stop = self._too_many_failures() or self._exhausted()
-            needed = self._remaining() - executor.running
-            while not stop and needed > 0 and executor.free > 0:
+            needed = self._remaining() - (executor.running - seeds_running)
+            while executor.free > 0:
+                if seeds and (last_was_trial or stop or needed <= 0):
+                    trial, seed = seeds.pop(0)
+                    self._submit(executor, self._seed_job(trial, seed))
+                    seeds_running += 1
+                    last_was_trial = False
+                    continue
+                if stop or needed <= 0:
+                    break
                 planned = self._plan(study, study.ask())
                 if planned.job is not None:
                     self._submit(executor, planned.job)
                     numbers[planned.job.trial_id] = planned.number
+                    last_was_trial = True
                 if planned.counted:
                     needed -= 1
                 stop = self._too_many_failures() or self._exhausted()
             if not executor.running:
                 break
             for fin in self._collect(executor):
-                self._settle(study, numbers.pop(fin.job.trial_id, None), self._finished(fin))
+                if self._is_seed_run(fin.job):
+                    seeds_running -= 1
+                    self._seed_finished(fin)
+                else:
+                    self._settle(study, numbers.pop(fin.job.trial_id, None), self._finished(fin))
             self._emit()
         for digest, dups in self._waiting.items():  # duplicates of trials that never finished
             for number in dups:

@@ -42,13 +42,17 @@ class Resources(BaseModel):
 
 
 class BaselineRef(BaseModel):
-    """What a candidate is compared with: the reference baseline's step time and its training-loss curve, as
-    (fraction of the budget spent, training loss) points."""
+    """What a candidate is compared with: the reference baseline's step time, its training-loss curve, as
+    (fraction of the budget spent, training loss) points, and its architecture (Architecture JSON), which the
+    step-time constraint times against the candidate's in the trial's own process (None: the constraint is not
+    checked). ``step_time_s``, measured in the baseline's own run, is for display only: load during either run would
+    fake a ratio to it."""
 
     model_config = ConfigDict(frozen=True)
     name: str
     step_time_s: float | None
     curve: list[tuple[float, float]]
+    arch: dict[str, object] | None = None
 
 
 class TrialJob(BaseModel):
@@ -70,11 +74,15 @@ class TrialJob(BaseModel):
     max_step_time_ratio: float | None = None
     weights_path: str | None = None  # where a completed trial's trained weights go (None: not kept)
     weights_metadata: dict[str, str] = {}  # provenance written into the weights file (database, search, trial)
+    # A seed run: the trial's architecture trained again with ``settings.seed``, recorded in this seed-run row
+    # (brainsearch.search.noise) instead of the trial; no pruning, no sampler, no weights.
+    seed_run_id: int | None = None
 
     @property
     def label(self) -> str:
         """How notes name the run."""
-        return f"baseline {self.baseline_name}" if self.baseline_name else f"trial #{self.number}"
+        name = f"baseline {self.baseline_name}" if self.baseline_name else f"trial #{self.number}"
+        return f"{name} (seed {self.settings.seed})" if self.seed_run_id is not None else name
 
 
 class CandidateJob(BaseModel):
@@ -82,7 +90,9 @@ class CandidateJob(BaseModel):
     the rung's label (its preset, ``+upcycle`` for the upcycled run of a ``both`` stage). A run over several
     devices (``resources.workers`` > 1) carries the memory plan every rank follows and is launched by ``launcher``
     (:mod:`brainsearch.train.launch`); ``init`` says whether it starts from scratch or upcycles its dense twin
-    trained on ``dense_fraction`` of the budget."""
+    trained on ``dense_fraction`` of the budget. ``baseline_arch`` (the reference baseline ``baseline_name`` scaled to
+    the same rung; set for a candidate that is not the baseline, on one device) is timed against the candidate after
+    its run, back to back in the same process: the rung's steps/s ratio that load cannot fake."""
 
     model_config = ConfigDict(frozen=True)
     search_id: int
@@ -96,6 +106,8 @@ class CandidateJob(BaseModel):
     init: Literal["scratch", "upcycle"] = "scratch"
     dense_fraction: float = 0.5
     launcher: Literal["torchrun", "ray"] = "torchrun"
+    baseline_arch: dict[str, object] | None = None
+    baseline_name: str | None = None
 
     @property
     def label(self) -> str:

@@ -1,9 +1,19 @@
-"""The pruning judge: the trainer's report callback that decides, point by point, whether a trial goes on.
+"""The pruning rules: the step-time constraint, judged once before a trial trains, and the judge the trainer calls
+back point by point while it trains.
 
-Rules applied while the model trains:
+Before training (:func:`speed_verdict`, applied by :mod:`brainsearch.search.runner`):
 
-- the step-time constraint: after a few timed steps, a candidate slower than ``max_step_time_ratio`` times the
-  reference baseline's step time (measured on the same hardware in the same search) is pruned;
+- the step-time constraint (``constraints.max_step_time_ratio``): a timing probe
+  (:mod:`brainsearch.train.timing`) times the candidate and the reference baseline's architecture back to back in
+  the trial's own process, right before the decision; a candidate whose step time is more than the limit times the
+  baseline's is pruned without training. A probe whose ratio is uncertain (its spread over rounds exceeds the bound:
+  the machine's load changed while it ran) prunes nothing: the trial trains and its metrics say why it was not
+  judged. The step time the baseline's own run recorded, in another process at another time, is never compared with:
+  load during either run would fake the ratio (issue 17). A reference without an architecture (a driver that does
+  not send one) leaves the constraint unchecked, with a note in the trial's metrics.
+
+While training (:class:`PruningJudge`, the trainer's report callback):
+
 - the paper's early stopping (pruner ``baseline``): when a quarter of the budget is spent, a candidate whose training
   loss (averaged over 20-25% of the budget) is worse than the baseline's over the same part of its budget is pruned;
 - Optuna's pruners (``median``, ``successive_halving``): the validation loss at each evaluation is reported to the
@@ -21,14 +31,13 @@ from brainsearch.search.jobs import PrunerName, TrialJob
 from brainsearch.space.schema import Budget
 from brainsearch.storage.optuna_storage import optuna_storage
 from brainsearch.train.result import CurvePoint
+from brainsearch.train.timing import TimingProbe
 
-__all__ = ["QUARTER", "PruningJudge", "budget_fraction", "make_pruner"]
+__all__ = ["QUARTER", "PruningJudge", "budget_fraction", "make_pruner", "speed_verdict"]
 
 # The paper's early-stopping point, and the window of the budget whose losses are compared there.
 QUARTER = 0.25
 _WINDOW = (0.20, QUARTER)
-# Timed steps (after the trainer's warm-up) measured before the step-time constraint is checked.
-STEP_TIME_PROBE_STEPS = 5
 
 
 def budget_fraction(budget: Budget, point: CurvePoint, flops_per_token: int) -> float:
@@ -39,6 +48,15 @@ def budget_fraction(budget: Budget, point: CurvePoint, flops_per_token: int) -> 
         return point.tokens * flops_per_token / budget.flops
     assert budget.seconds is not None
     return point.elapsed_s / budget.seconds
+
+
+def speed_verdict(probe: TimingProbe, limit: float) -> str | None:
+    """The step-time constraint's verdict on a timing probe: why the candidate is pruned (its step time more than
+    ``limit`` times the baseline's, measured with a spread within the probe's bound), or None (fast enough, or the
+    probe uncertain: a ratio the machine's load may have made is no ground to prune)."""
+    if probe.uncertain or probe.ratio <= limit:
+        return None
+    return f"{probe.describe()}; max_step_time_ratio {limit:g}"
 
 
 def make_pruner(name: PrunerName) -> optuna.pruners.BasePruner:
@@ -63,14 +81,12 @@ def _window_mean(curve: list[tuple[float, float]], low: float, high: float) -> f
 
 
 class PruningJudge:
-    """The report callback: decides, point by point, whether the trial goes on."""
+    """The report callback: decides, point by point, whether the trial goes on (the quarter-budget rule, Optuna's
+    pruners; the step-time constraint was judged before training, see :func:`speed_verdict`)."""
 
     def __init__(self, job: TrialJob, flops_per_token: int) -> None:
         self.job, self.flops_per_token = job, flops_per_token
         self.points: list[tuple[float, float]] = []
-        self.durations: list[float] = []
-        self._last_elapsed = 0.0
-        self._speed_checked = job.reference is None or job.max_step_time_ratio is None
         self._quarter_checked = job.pruner != "baseline" or job.reference is None
         self._trial: optuna.Trial | None = None
         if job.pruner in ("median", "successive_halving") and job.study_name and job.optuna_trial_id is not None:
@@ -83,28 +99,7 @@ class PruningJudge:
     def __call__(self, point: CurvePoint) -> str | None:
         fraction = budget_fraction(self.job.settings.budget, point, self.flops_per_token)
         self.points.append((fraction, point.train_loss))
-        if point.val_loss is None:  # evaluation steps are slower: keep them out of the step-time probe
-            self.durations.append(point.elapsed_s - self._last_elapsed)
-        self._last_elapsed = point.elapsed_s
-        return self._speed() or self._quarter(fraction) or self._optuna(point)
-
-    def _speed(self) -> str | None:
-        warmup = self.job.settings.timing_warmup_steps
-        if self._speed_checked or len(self.durations) < warmup + STEP_TIME_PROBE_STEPS:
-            return None
-        self._speed_checked = True
-        ref, limit = self.job.reference, self.job.max_step_time_ratio
-        assert ref is not None and limit is not None
-        if not ref.step_time_s:
-            return None
-        measured = statistics.median(self.durations[warmup:])
-        ratio = measured / ref.step_time_s
-        if ratio <= limit:
-            return None
-        return (
-            f"step time {measured * 1e3:.1f} ms is {ratio:.2f}x the {ref.name} baseline's "
-            f"{ref.step_time_s * 1e3:.1f} ms (max_step_time_ratio {limit:g})"
-        )
+        return self._quarter(fraction) or self._optuna(point)
 
     def _quarter(self, fraction: float) -> str | None:
         if self._quarter_checked or fraction < QUARTER:

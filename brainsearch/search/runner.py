@@ -7,6 +7,11 @@ finished; the driver only tells the sampler. A run never raises: a failed run is
 timed out, pruned) and an unexpected error is recorded as ``crashed`` with the exception as the reason, so one bad
 run cannot take a worker down. Torch is imported here only when a job trains (the driver imports this module for
 :func:`record_crash`).
+
+Speed against a baseline is measured here, in one process, never across runs (:mod:`brainsearch.train.timing`): a
+trial under ``max_step_time_ratio`` is timed back to back with the reference baseline's architecture before it
+trains and is pruned, untrained, when it is certainly too slow; a single-device scale-up run is timed against the
+baseline scaled to its rung after it trains. Either stores the probe as ``metrics["timing_probe"]``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ if TYPE_CHECKING:
     from brainsearch.data import Corpus
     from brainsearch.model import LanguageModel
     from brainsearch.train.result import ProxyResult
+    from brainsearch.train.settings import TrainSettings
+    from brainsearch.train.timing import TimingProbe
 
 __all__ = ["cached_corpus", "crash_reason", "record_crash", "run_job"]
 
@@ -49,11 +56,15 @@ def crash_reason(exc: BaseException) -> str:
 def run_job(job: Job, repo: Repository) -> TrialOutcome:
     """Train ``job`` and record its outcome in ``repo``; never raises for a failed run."""
     try:
-        return _run_candidate(job, repo) if isinstance(job, CandidateJob) else _run_trial(job, repo)
+        if isinstance(job, CandidateJob):
+            return _run_candidate(job, repo)
+        return _run_seed(job, repo) if job.seed_run_id is not None else _run_trial(job, repo)
     except Exception as exc:  # a bug in one run must not take the worker down
         reason = crash_reason(exc)
         if isinstance(job, CandidateJob):
             record_crash(repo, job, reason)
+        elif job.seed_run_id is not None:
+            repo.finish_seed_run(job.seed_run_id, state="crashed", reason=reason)
         else:
             repo.finish_trial(job.trial_id, state="crashed", reason=reason)
         return TrialOutcome(trial_id=job.trial_id, state="crashed", reason=reason)
@@ -74,10 +85,14 @@ def _run_trial(job: TrialJob, repo: Repository) -> TrialOutcome:
 
     arch = Architecture.from_json(job.arch)
     corpus = cached_corpus(job.settings.data, arch.vocab_size)
+    speed, pruned = _step_time_constraint(job, arch, corpus)
+    if pruned is not None:  # judged before training: nothing trains
+        repo.finish_trial(job.trial_id, state="pruned", reason=pruned, metrics=speed)
+        return TrialOutcome(trial_id=job.trial_id, state="pruned", reason=pruned)
     judge = PruningJudge(job, flops_per_token=cost(arch, batch_size=job.settings.batch_size).flops_per_token)
     saved: dict[str, str] = {}
     result = train(arch, job.settings, report=judge, corpus=corpus, on_completed=_keeper(job, arch, saved))
-    metrics = {**result.model_dump(exclude={"curve"}, mode="json"), **saved}
+    metrics = _with_probe({**result.model_dump(exclude={"curve"}, mode="json"), **saved}, speed)
     curve = [MetricPoint(p.step, p.tokens, p.elapsed_s, p.train_loss, p.val_loss, p.lr) for p in result.curve]
     outcome = TrialOutcome.of(job.trial_id, result)
     repo.finish_trial(
@@ -88,6 +103,53 @@ def _run_trial(job: TrialJob, repo: Repository) -> TrialOutcome:
         val_loss=outcome.val_loss,
         step_time_s=result.step_time_s,
         curve=curve,
+    )
+    return outcome
+
+
+def _step_time_constraint(job: TrialJob, arch: Architecture, corpus: Corpus) -> tuple[dict[str, Any], str | None]:
+    """The step-time constraint, judged before training (:func:`brainsearch.search.pruning.speed_verdict`): the
+    metrics it leaves (``timing_probe``, or a note saying why it was not applied) and the reason to prune the trial,
+    None to train it."""
+    limit, ref = job.max_step_time_ratio, job.reference
+    if limit is None or ref is None:
+        return {}, None
+    if ref.arch is None:
+        return {"notes": [f"max_step_time_ratio not checked: no architecture of the {ref.name} baseline to time"]}, None
+    from brainsearch.search.pruning import speed_verdict
+
+    probe = _probe(arch, Architecture.from_json(ref.arch), job.settings, corpus, ref.name)
+    if isinstance(probe, str):  # out of memory: the run itself will say so
+        return {"notes": [f"max_step_time_ratio not checked: {probe}"]}, None
+    metrics: dict[str, Any] = {"timing_probe": probe.model_dump(mode="json")}
+    if probe.uncertain:
+        metrics["notes"] = [f"max_step_time_ratio {limit:g} not applied: {probe.describe()}"]
+    return metrics, speed_verdict(probe, limit)
+
+
+def _with_probe(metrics: dict[str, Any], speed: dict[str, Any]) -> dict[str, Any]:
+    """A run's metrics with the step-time constraint's (its notes added to the run's own)."""
+    notes = [*metrics.get("notes", []), *speed.get("notes", [])]
+    return {**metrics, **speed, **({"notes": notes} if notes else {})}
+
+
+def _run_seed(job: TrialJob, repo: Repository) -> TrialOutcome:
+    """Train a trial's architecture again with another seed and record it in its seed-run row (the trial's own
+    record, the sampler and its weights are left alone)."""
+    from brainsearch.train.proxy import train  # torch: only in the processes that train
+
+    assert job.seed_run_id is not None
+    arch = Architecture.from_json(job.arch)
+    result = train(arch, job.settings, corpus=cached_corpus(job.settings.data, arch.vocab_size))
+    outcome = TrialOutcome.of(job.trial_id, result)
+    repo.finish_seed_run(
+        job.seed_run_id,
+        state=result.status,
+        reason=result.reason,
+        metrics=result.model_dump(exclude={"curve"}, mode="json"),
+        val_loss=outcome.val_loss,
+        val_loss_stderr=result.val_loss_stderr if result.status == "completed" else None,
+        step_time_s=result.step_time_s,
     )
     return outcome
 
@@ -138,10 +200,51 @@ def _run_candidate(job: CandidateJob, repo: Repository) -> TrialOutcome:
 
         result = train(arch, job.settings, corpus=cached_corpus(job.settings.data, arch.vocab_size))
     outcome = TrialOutcome.of(job.trial_id, result)
-    _add_candidate(
-        repo, job, state=result.status, reason=result.reason, metrics=_metrics(result), val_loss=outcome.val_loss
-    )
+    metrics = _metrics(result)
+    # A sharded run gets no probe: timing both models back to back would need the whole process group again; its
+    # steps/s ratio stays the one of the two runs' own step times.
+    if (
+        result.status == "completed"
+        and job.baseline_arch is not None
+        and (job.plan is None or job.plan.recipe.shards == 1)
+    ):
+        metrics = _with_probe(metrics, _rung_probe(job, arch))
+    _add_candidate(repo, job, state=result.status, reason=result.reason, metrics=metrics, val_loss=outcome.val_loss)
     return outcome
+
+
+def _rung_probe(job: CandidateJob, arch: Architecture) -> dict[str, Any]:
+    """The candidate timed against the baseline scaled to the same rung, back to back, right after its run: the
+    ``timing_probe`` the scale-up report's steps/s ratio reads (or a note saying why there is none)."""
+    assert job.baseline_arch is not None
+    settings = job.settings.model_copy(update={"checkpoint": None})
+    corpus = cached_corpus(job.settings.data, arch.vocab_size)
+    try:
+        probe = _probe(arch, Architecture.from_json(job.baseline_arch), settings, corpus, job.baseline_name)
+    except Exception as exc:  # the run is done and must be recorded: a failed probe is a note, not a crash
+        probe = crash_reason(exc)
+    if isinstance(probe, str):
+        return {"notes": [f"no timing probe against the baseline: {probe}"]}
+    return {"timing_probe": probe.model_dump(mode="json")}
+
+
+def _probe(
+    candidate: Architecture, baseline: Architecture, settings: TrainSettings, corpus: Corpus, name: str | None
+) -> TimingProbe | str:
+    """The timing probe of ``candidate`` against ``baseline`` (:mod:`brainsearch.train.timing`), or why it could not
+    run: both models at once (or one of them) did not fit in memory."""
+    from brainsearch.arch.plan import NoPlanFits
+    from brainsearch.train.device import is_out_of_memory
+    from brainsearch.train.timing import timing_probe
+
+    try:
+        return timing_probe(candidate, baseline, settings, corpus=corpus, baseline_name=name)
+    except NoPlanFits as exc:
+        return f"the timing probe found no memory plan: {exc}"
+    except (RuntimeError, MemoryError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        return f"the timing probe ran out of memory: {str(exc).splitlines()[0][:200]}"
 
 
 def _metrics(result: ProxyResult) -> dict[str, Any]:

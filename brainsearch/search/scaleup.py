@@ -23,6 +23,7 @@ anything starts, with a note naming what it needs. A sharded run's memory plan i
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 from brainsearch.arch.devices import DevicePlan, NotEnoughDevices, plan_devices_shared
 from brainsearch.arch.plan import NoPlanFits, plan_memory
@@ -31,6 +32,7 @@ from brainsearch.arch.spec import Architecture
 from brainsearch.errors import ArchitectureError
 from brainsearch.search.hardware import Hardware
 from brainsearch.search.jobs import CandidateJob, Resources
+from brainsearch.search.noise import rank_by_mean, seeds_of
 from brainsearch.space.schema import Rung, ScaleUpSettings, SearchSpace
 from brainsearch.storage import Candidate, Repository, Trial
 from brainsearch.store import RunStore, candidate_run_key
@@ -69,28 +71,41 @@ def rung_train_settings(rung: Rung, space: SearchSpace, up: ScaleUpSettings, dev
     )
 
 
-def candidate_trials(repo: Repository, search_id: int, top_k: int, first_rung: str, baseline: str) -> list[Trial]:
-    """The ``top_k`` best completed trials whose blocks stay distinct when scaled to ``first_rung`` (two proxies
-    that differ only in widths become one architecture at a fixed-width preset), then the completed reference
-    ``baseline``, if any."""
-    chosen: list[Trial] = []
-    seen: set[str] = set()
+def _ranked(repo: Repository, search_id: int) -> Iterator[Trial]:
+    """Completed trials best first: those re-evaluated with several seeds by their mean over seeds
+    (:func:`~brainsearch.search.noise.rank_by_mean`), then the rest by validation loss."""
+    runs = repo.list_seed_runs(search_id)
+    by_trial = {r.trial_id for r in runs}
+    seeded = [t for t in (repo.get_trial(i) for i in sorted(by_trial)) if t is not None]
+    seeded = [t for t in seeded if not t.is_baseline and t.state == "completed"]
+    # The ranking reads each trial's mean over its runs: which seed is which does not matter here.
+    yield from rank_by_mean(seeded, {t.id: seeds_of(t, runs) for t in seeded})
+    taken = {t.id for t in seeded}
     offset = 0
-    while len(chosen) < top_k:
+    while True:
         page = repo.list_trials(search_id, state="completed", is_baseline=False, limit=50, offset=offset).items
         if not page:
-            break
-        for trial in page:
-            try:
-                digest = scale(Architecture.from_json(trial.arch), first_rung).digest
-            except ArchitectureError:
-                continue
-            if digest not in seen:
-                seen.add(digest)
-                chosen.append(trial)
-                if len(chosen) == top_k:
-                    break
+            return
+        yield from (t for t in page if t.id not in taken)
         offset += len(page)
+
+
+def candidate_trials(repo: Repository, search_id: int, top_k: int, first_rung: str, baseline: str) -> list[Trial]:
+    """The ``top_k`` best completed trials (the re-evaluated ones by their mean over seeds) whose blocks stay
+    distinct when scaled to ``first_rung`` (two proxies that differ only in widths become one architecture at a
+    fixed-width preset), then the completed reference ``baseline``, if any."""
+    chosen: list[Trial] = []
+    seen: set[str] = set()
+    for trial in _ranked(repo, search_id) if top_k > 0 else ():
+        try:
+            digest = scale(Architecture.from_json(trial.arch), first_rung).digest
+        except ArchitectureError:
+            continue
+        if digest not in seen:
+            seen.add(digest)
+            chosen.append(trial)
+            if len(chosen) == top_k:
+                break
     base = next((t for t in repo.baselines(search_id) if t.baseline_name == baseline and t.state == "completed"), None)
     return chosen + ([base] if base is not None else [])
 
@@ -180,6 +195,10 @@ def scale_up_jobs(
             continue
         recipe = devices.recipe
         settings = base.with_recipe(recipe)
+        # The reference baseline scaled to this rung: a single-device run of another candidate is timed against it
+        # after the run, back to back in its worker (brainsearch.train.timing), for a steps/s ratio that load during
+        # either run cannot fake. A sharded rung is not probed (both models would need the process group).
+        reference = next(((t, a) for t, _, a in rung_runs if t.is_baseline), None) if recipe.shards == 1 else None
         for trial, label, arch in todo:
             upcycle = up.init == "upcycle" or label.endswith(UPCYCLE_SUFFIX)
             if upcycle and recipe.shards > 1:
@@ -222,6 +241,8 @@ def scale_up_jobs(
                     init="upcycle" if upcycle else "scratch",
                     dense_fraction=up.dense_fraction,
                     launcher="ray" if launcher == "ray" else "torchrun",
+                    baseline_arch=None if trial.is_baseline or reference is None else reference[1].to_dict(),
+                    baseline_name=None if trial.is_baseline or reference is None else reference[0].baseline_name,
                 )
             )
     return jobs, notes

@@ -1,10 +1,27 @@
 """What the scale-up stage reports, computed on read from the stored candidate rows.
 
 - proxy fidelity per rung: Kendall's tau between the candidates' proxy losses and their losses at that rung;
+- each rung's validation loss with a 95% interval, ``val_loss +- 1.96 * val_loss_stderr``: the evaluation error
+  only (the spread of the mean over the evaluation batches), since each rung is trained with one seed;
 - speed-up over the baseline at the same rung, as the paper reports it: the steps/s ratio and the convergence
-  speed-up (steps the baseline needed for its final loss over the steps the candidate needed to reach it);
+  speed-up (steps the baseline needed for its final loss over the steps the candidate needed to reach it). The
+  steps/s ratio comes from the run's timing probe when it has one (``metrics["timing_probe"]``: both models timed
+  back to back in one process, so machine load hits both alike): ``1 / ratio`` with the interval ``[1 / high,
+  1 / low]`` over the probe's rounds, and no number at all when the probe found its own spread too wide
+  (``speed_uncertain``). Without a probe (sharded rungs, older rows) it is the ratio of the two separate runs' step
+  times, ``speed_source: "separate runs"``, with no interval;
+- slowed runs: a run whose MFU is below ``SLOWED_MFU_FRACTION`` (0.6) of its rung's median MFU, where the rung has
+  at least ``MIN_RUNS_FOR_SLOWED`` (3) runs with an MFU, was slowed by something other than its model (machine
+  load, a throttled device). It is ``slowed``, its step time re-timed by a probe is repeated
+  (``retimed_step_time_s``: its own probe's, or for the baseline the median of the probes that timed it at that
+  rung), and a ratio of separate runs that involves it is reported as uncertain, never as a speed-up;
 - a scaling law fitted to each candidate's rungs (:mod:`brainsearch.search.scaling`) and its predicted loss at the
-  target scale with a 95% band; candidates ranked by that as well as by proxy loss;
+  target scale with a 95% band; candidates ranked by that as well as by proxy loss. Every candidate is predicted at
+  one common target (``target_scale``): the target preset applied to the reference baseline's architecture (without
+  a baseline among the candidates, to the best candidate at the proxy), named in activated parameters and training
+  compute (its FLOPs per token x the preset's budget tokens), so the predicted ranking compares blocks at equal size
+  and budget, as the paper does. Each prediction says how far it extrapolates past the largest rung run and is
+  flagged beyond 100x; beyond 10,000x it is refused (the fit's error gives the reason);
 - how each run went: devices and sharding, training recipe, memory per device (estimated, and measured on CUDA),
   throughput and MFU against the datasheet peak, checkpoints saved and resumes, how it started (scratch or
   upcycled), and, given the run store, the checkpoints still on disk.
@@ -20,6 +37,7 @@ one device, no sharding, no checkpoints, scratch.
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -29,7 +47,7 @@ from brainsearch.arch.scale import scale, scale_preset
 from brainsearch.arch.spec import Architecture
 from brainsearch.errors import ArchitectureError, InputError
 from brainsearch.search.scaleup import UPCYCLE_SUFFIX, planned_runs, recorded_runs
-from brainsearch.search.scaling import Law, ScalingFit, convergence_speedup, fit_law, kendall_tau
+from brainsearch.search.scaling import Law, ScalingFit, TargetScale, convergence_speedup, fit_law, kendall_tau
 from brainsearch.space.schema import ScaleUpSettings, SearchSpace
 from brainsearch.storage import Candidate, Repository, Trial
 from brainsearch.store import RunStore, candidate_run_key, list_checkpoints
@@ -40,14 +58,24 @@ __all__ = [
     "RungResult",
     "ScaleBy",
     "ScaleUpReport",
+    "TargetScale",
     "checkpoints_on_disk",
     "is_upcycle_rung",
     "rung_preset",
     "scale_up_report",
+    "target_scale",
 ]
 
 ScaleBy = Literal["params_activated", "compute"]
+SpeedSource = Literal["probe", "separate runs"]
 MIN_FIDELITY_PAIRS = 3
+# A run is slowed when its MFU is below this fraction of its rung's median, among at least this many runs with an
+# MFU: the same rung trains blocks of one size on one kind of device, so their MFUs differ by tens of percent (the
+# quickstart's: 56-60%), while a loaded machine's run reads several times lower (its GLaM run: 12%).
+SLOWED_MFU_FRACTION = 0.6
+MIN_RUNS_FOR_SLOWED = 3
+_Z95 = 1.959963984540054
+VAL_LOSS_INTERVAL = "95%: val_loss +- 1.96 x val_loss_stderr, evaluation error only (one seed per rung)"
 
 
 def rung_preset(rung: str) -> str:
@@ -70,7 +98,8 @@ class CheckpointOnDisk(BaseModel):
 
 
 class RungResult(BaseModel):
-    """One candidate at one rung, with its speed-up over the baseline at the same rung."""
+    """One candidate at one rung, with its speed-up over the baseline at the same rung (see the module's docstring
+    for the intervals, the speed's sources and slowed runs)."""
 
     model_config = ConfigDict(frozen=True)
     candidate_id: int
@@ -84,9 +113,21 @@ class RungResult(BaseModel):
     tokens: int | None
     steps: int | None
     step_time_s: float | None
-    steps_per_s_ratio: float | None  # baseline's step time / this candidate's (above 1: faster than the baseline)
+    steps_per_s_ratio: float | None  # baseline's step time / this candidate's (above 1: faster); None if uncertain
     convergence_speedup: float | None  # baseline's steps to its final loss / this candidate's steps to that loss
     reached_baseline_loss: bool | None  # None for the baseline itself or without curves
+    # 95% interval of val_loss from its evaluation error only (VAL_LOSS_INTERVAL); None without a stderr.
+    val_loss_low: float | None = None
+    val_loss_high: float | None = None
+    # The steps/s ratio's range over a timing probe's rounds (None for separate runs: one timing each, no interval).
+    steps_per_s_low: float | None = None
+    steps_per_s_high: float | None = None
+    speed_source: SpeedSource | None = None  # None: no comparison (the baseline itself, or a run missing)
+    speed_uncertain: bool = False  # the ratio is not a number to read: speed_note says why
+    speed_note: str | None = None
+    slowed: bool = False  # MFU well below the rung's median (see SLOWED_MFU_FRACTION)
+    slowed_note: str | None = None  # "MFU 12.0% against the rung's median 58.0%"
+    retimed_step_time_s: float | None = None  # this run's model's step time measured by a timing probe
     # How the run went (defaults for rows stored before these were recorded). Memory figures are per device.
     preset: str  # the scale preset of the rung ("cpu-small" for "cpu-small+upcycle")
     init: Literal["scratch", "upcycle"] | None = None  # None: not known (a run that crashed before reporting)
@@ -126,13 +167,18 @@ class CandidateReport(BaseModel):
 
 
 class ScaleUpReport(BaseModel):
-    """The scale-up stage of a search: candidates per rung, proxy fidelity, speed-ups and predictions."""
+    """The scale-up stage of a search: candidates per rung, proxy fidelity, speed-ups and predictions.
+
+    ``target`` is the preset's name; ``target_scale`` the one scale every candidate is predicted at (the preset
+    applied to ``target_scale.reference``'s architecture), in activated parameters and training compute."""
 
     model_config = ConfigDict(frozen=True)
     search_id: int
     configured: bool
     ladder: list[str]
     target: str | None
+    target_scale: TargetScale | None = None
+    val_loss_interval: str = VAL_LOSS_INTERVAL  # what the rungs' val_loss_low/high are
     law: Law
     scale_by: ScaleBy
     init: Literal["scratch", "upcycle", "both"] = "scratch"  # how the stage starts each rung's model
@@ -166,12 +212,75 @@ def _x(c: Candidate, scale_by: ScaleBy) -> float | None:
     return float(fpt) * float(tokens) if fpt and tokens else None
 
 
-def _target_x(trial: Trial, target: str, scale_by: ScaleBy) -> float:
-    arch = scale(Architecture.from_json(trial.arch), target)
-    c = cost(arch)
-    if scale_by == "params_activated":
-        return float(c.params_activated)
-    return float(c.flops_per_token) * scale_preset(target).budget_tokens
+def target_scale(trial: Trial, target: str, reference: str) -> TargetScale:
+    """``trial``'s architecture at the ``target`` preset: its activated parameters and its training compute (FLOPs
+    per token x the preset's budget tokens). Raises :class:`ArchitectureError` when it does not scale."""
+    c = cost(scale(Architecture.from_json(trial.arch), target))
+    return TargetScale(
+        preset=target,
+        reference=reference,
+        params_activated=float(c.params_activated),
+        compute_flops=float(c.flops_per_token) * scale_preset(target).budget_tokens,
+    )
+
+
+def _label(trial: Trial) -> str:
+    return f"{trial.baseline_name} baseline" if trial.is_baseline else f"trial #{trial.number}"
+
+
+def _probe(c: Candidate, baseline_name: str | None) -> dict[str, Any] | None:
+    """The run's timing probe against the report's baseline, when it has a usable one."""
+    probe = c.metrics.get("timing_probe")
+    if not isinstance(probe, dict) or not probe.get("ratio") or probe.get("ratio", 0) <= 0:
+        return None
+    if probe.get("baseline") not in (None, baseline_name):
+        return None  # timed against another baseline than the one this report compares with
+    return probe
+
+
+def _slowed(rows: list[Candidate]) -> dict[int, str]:
+    """The runs of one rung that were slowed, by candidate id, each with why: an MFU below SLOWED_MFU_FRACTION of
+    the rung's median, among at least MIN_RUNS_FOR_SLOWED completed runs with an MFU."""
+    mfus = {c.id: float(c.metrics["mfu"]) for c in rows if c.state == "completed" and c.metrics.get("mfu")}
+    if len(mfus) < MIN_RUNS_FOR_SLOWED:
+        return {}
+    median = statistics.median(mfus.values())
+    return {
+        cid: f"MFU {mfu * 100:.1f}% against the rung's median {median * 100:.1f}%"
+        for cid, mfu in mfus.items()
+        if mfu < SLOWED_MFU_FRACTION * median
+    }
+
+
+def _speed(
+    c: Candidate, base: Candidate | None, probe: dict[str, Any] | None, slowed: dict[int, str], base_label: str
+) -> dict[str, Any]:
+    """The steps/s ratio of run ``c`` against the baseline's run ``base`` at the same rung: from ``c``'s probe when
+    it has one, else from the two runs' step times (uncertain when either run was slowed)."""
+    if probe is not None:
+        ratio, low, high = float(probe["ratio"]), probe.get("low"), probe.get("high")
+        fields: dict[str, Any] = {
+            "speed_source": "probe",
+            "steps_per_s_low": 1 / high if high else None,
+            "steps_per_s_high": 1 / low if low else None,
+        }
+        if probe.get("uncertain"):
+            spread, bound = probe.get("spread"), probe.get("bound")
+            why = f"timing probe's spread {spread:.0%} over {probe.get('rounds')} rounds" if spread is not None else ""
+            why += f" exceeds its bound {bound:.0%}" if bound is not None else ""
+            return {**fields, "speed_uncertain": True, "speed_note": why or "the timing probe found it uncertain"}
+        return {**fields, "steps_per_s_ratio": 1 / ratio}
+    if base is None or base.id == c.id or c.state != "completed" or base.state != "completed":
+        return {}
+    mine, theirs = c.metrics.get("step_time_s"), base.metrics.get("step_time_s")
+    if not mine or not theirs:
+        return {}
+    fields = {"speed_source": "separate runs"}
+    which = [(label, slowed[run.id]) for label, run in (("this run", c), (base_label, base)) if run.id in slowed]
+    if which:
+        why = "; ".join(f"{label} was slowed ({note})" for label, note in which)
+        return {**fields, "speed_uncertain": True, "speed_note": f"{why}: separate runs' step times measure the load"}
+    return {**fields, "steps_per_s_ratio": theirs / mine}
 
 
 def checkpoints_on_disk(
@@ -263,6 +372,23 @@ def scale_up_report(
     trials.sort(key=lambda t: (t.is_baseline, t.val_loss if t.val_loss is not None else math.inf))
     proxy_ranks = _rank([t.val_loss for t in trials])
 
+    # One common target for every candidate: the preset applied to the baseline's block (else the proxy's best).
+    common: TargetScale | None = None
+    target_error = "no target scale to predict at"
+    reference = base_trial or (trials[0] if trials else None)
+    if target is not None and reference is not None:
+        try:
+            common = target_scale(reference, target, _label(reference))
+        except ArchitectureError as exc:
+            problems = "; ".join(p.message for p in exc.problems)
+            target_error = f"{_label(reference)}'s block does not scale to {target}: {problems}"
+    # A probe is read from a completed run only (a crashed run's is not a comparison anyone finished).
+    probes = {key: _probe(c, baseline_name) if c.state == "completed" else None for key, c in rows.items()}
+    slowed: dict[int, str] = {}
+    for rung in ladder:
+        slowed |= _slowed([c for (_, r), c in rows.items() if r == rung])
+    base_label = _label(base_trial) if base_trial is not None else "the baseline"
+
     reports: list[CandidateReport] = []
     for trial, proxy_rank in zip(trials, proxy_ranks, strict=True):
         rung_results = []
@@ -272,31 +398,48 @@ def scale_up_report(
                 continue
             base = rows.get((base_trial.id, rung)) if base_trial is not None else None
             m = c.metrics
-            ratio = conv = reached = None
+            conv = reached = None
             if base is not None and base.id != c.id and c.state == "completed" and base.state == "completed":
-                if m.get("step_time_s") and base.metrics.get("step_time_s"):
-                    ratio = base.metrics["step_time_s"] / m["step_time_s"]
                 mine, theirs = _curve(c), _curve(base)
                 if mine and theirs:
                     conv = convergence_speedup(mine, theirs)
                     reached = conv is not None
+            probe = probes[(trial.id, rung)] if base is None or base.id != c.id else None
+            speed = _speed(c, base, probe, slowed, base_label) if base is None or base.id != c.id else {}
+            if probe is not None:
+                retimed = probe.get("candidate_step_s")
+            elif base is not None and base.id == c.id:  # the baseline: every probe at this rung timed it too
+                times = [
+                    p["baseline_step_s"] for (_, r), p in probes.items() if r == rung and p and p.get("baseline_step_s")
+                ]
+                retimed = statistics.median(times) if times else None
+            else:
+                retimed = None
+            loss, stderr = c.val_loss, m.get("val_loss_stderr")
+            interval = (loss - _Z95 * stderr, loss + _Z95 * stderr) if loss is not None and stderr is not None else None
             rung_results.append(
                 RungResult(
                     candidate_id=c.id,
                     rung=rung,
                     state=c.state,
                     reason=c.reason,
-                    val_loss=c.val_loss,
-                    val_loss_stderr=m.get("val_loss_stderr"),
+                    val_loss=loss,
+                    val_loss_stderr=stderr,
+                    val_loss_low=interval[0] if interval else None,
+                    val_loss_high=interval[1] if interval else None,
                     params_activated=m.get("params_activated"),
                     flops_per_token=m.get("flops_per_token"),
                     tokens=m.get("tokens"),
                     steps=m.get("steps"),
                     step_time_s=m.get("step_time_s"),
-                    steps_per_s_ratio=ratio,
+                    steps_per_s_ratio=speed.pop("steps_per_s_ratio", None),
                     convergence_speedup=conv,
                     reached_baseline_loss=reached,
+                    slowed=c.id in slowed,
+                    slowed_note=slowed.get(c.id),
+                    retimed_step_time_s=retimed,
                     checkpoints_on_disk=checkpoints_on_disk(store, search_id, trial.id, rung),
+                    **speed,
                     **_run_fields(c),
                 )
             )
@@ -307,8 +450,8 @@ def scale_up_report(
             for r in rung_results
             if r.state == "completed" and r.val_loss is not None and (init == "upcycle" or not is_upcycle_rung(r.rung))
         ]
-        if target is None:
-            error = "no target scale to predict at"
+        if common is None:
+            error = target_error
         else:
             points = [(_x(rows[(trial.id, r.rung)], scale_by), r.val_loss, r.val_loss_stderr) for r in done]
             usable = [(x, loss, e) for x, loss, e in points if x is not None and loss is not None]
@@ -316,19 +459,18 @@ def scale_up_report(
                 prediction = fit_law(
                     [p[0] for p in usable],
                     [p[1] for p in usable],
-                    _target_x(trial, target, scale_by),
+                    common,
                     law=law,
                     scale_by=scale_by,
                     errors=[p[2] for p in usable],
                 )
-            except (InputError, ArchitectureError) as exc:
+            except InputError as exc:
                 error = "; ".join(p.message for p in exc.problems)
-        label = f"{trial.baseline_name} baseline" if trial.is_baseline else f"trial #{trial.number}"
         reports.append(
             CandidateReport(
                 trial_id=trial.id,
                 number=trial.number,
-                label=label,
+                label=_label(trial),
                 is_baseline=trial.is_baseline,
                 pattern=trial.pattern,
                 proxy_val_loss=trial.val_loss,
@@ -362,6 +504,7 @@ def scale_up_report(
         configured=up is not None,
         ladder=ladder,
         target=target,
+        target_scale=common,
         law=law,
         scale_by=scale_by,
         init=init,

@@ -14,6 +14,17 @@ propagated to the target (it widens with the distance of the extrapolation), sca
 when the points scatter around the law more than their errors explain (with more points than parameters; Student's
 t quantile then, the normal one otherwise). A law is never fitted to one point (or to points at one size): that is
 an error that says so.
+
+A prediction names the scale it is at (:class:`TargetScale`: the preset, activated parameters and training compute,
+whichever of the two ``x`` is) and how far it reaches: ``extrapolation`` is the target's ``x`` over the largest ``x``
+fitted. Beyond ``FAR_EXTRAPOLATION`` (100x) the prediction is flagged ``far_extrapolation``; beyond
+``MAX_EXTRAPOLATION`` (10,000x) it is refused. Why refuse rather than only widen the band: the band is the fit's
+statistical error (its covariance, propagated to the target: it does widen with the log-distance), but it assumes
+the law's form holds all the way out; nothing in a few small rungs measures that, and four decades past the data the
+form's error (a bend in the curve, a change of regime) is what dominates, so a number there would look precise and be
+unsupported. Both limits are in the fitted unit: in compute the factor grows about as the square of the size factor
+(tokens grow with the model), so a compute law reaches its limits sooner, as it should: it extrapolates in model
+size and data at once.
 """
 
 from __future__ import annotations
@@ -30,8 +41,11 @@ from brainsearch.errors import InputError, Problem
 __all__ = [
     "CHINCHILLA_ALPHA",
     "CHINCHILLA_BETA",
+    "FAR_EXTRAPOLATION",
+    "MAX_EXTRAPOLATION",
     "Law",
     "ScalingFit",
+    "TargetScale",
     "convergence_speedup",
     "fit_law",
     "kendall_tau",
@@ -41,11 +55,39 @@ Law = Literal["kaplan", "chinchilla"]
 CHINCHILLA_ALPHA, CHINCHILLA_BETA = 0.34, 0.28
 # A measured loss with no error estimate is taken as known to this relative precision.
 DEFAULT_RELATIVE_ERROR = 0.01
+# How far past the largest fitted x a prediction is flagged, and refused (see the module's docstring).
+FAR_EXTRAPOLATION = 100.0
+MAX_EXTRAPOLATION = 10_000.0
 _Z95 = 1.959963984540054
 
 
+class TargetScale(BaseModel):
+    """The scale a prediction is at, in both units a law can be fitted in: activated (non-embedding) parameters and
+    training compute in FLOPs (FLOPs per token x the budget's tokens). ``preset`` names the scale preset it comes
+    from and ``reference`` whose architecture was scaled to it (None when not known)."""
+
+    model_config = ConfigDict(frozen=True)
+    preset: str | None = None
+    reference: str | None = None
+    params_activated: float
+    compute_flops: float
+
+    def x(self, scale_by: str) -> float:
+        """The target in the unit a law is fitted in: ``"compute"`` or ``"params_activated"``."""
+        if scale_by == "compute":
+            return self.compute_flops
+        if scale_by == "params_activated":
+            return self.params_activated
+        raise InputError([Problem("scale_by", f"must be params_activated or compute, not {scale_by!r}")])
+
+
 class ScalingFit(BaseModel):
-    """A fitted law and its prediction at ``target_x`` with a 95% band ``[low, high]``."""
+    """A fitted law and its prediction at ``target_x`` with a 95% band ``[low, high]``.
+
+    ``target`` names that scale in activated parameters and compute (None when the caller gave a bare ``x``);
+    ``extrapolation`` is ``target_x`` over the largest ``x`` fitted (below 1: inside the fitted range) and
+    ``far_extrapolation`` whether it exceeds ``FAR_EXTRAPOLATION``. The band is the fit's (see the module's
+    docstring): wider the farther the target, but silent on whether the law's form holds that far."""
 
     model_config = ConfigDict(frozen=True)
     law: Law
@@ -57,6 +99,9 @@ class ScalingFit(BaseModel):
     low: float
     high: float
     residual_rms: float | None  # None with as many points as parameters (the fit passes through them)
+    target: TargetScale | None = None
+    extrapolation: float = 1.0
+    far_extrapolation: bool = False
 
     def predict(self, x: float) -> float:
         """The law's loss at ``x``."""
@@ -75,17 +120,25 @@ def _chinchilla_alpha(scale_by: str) -> float:
 def fit_law(
     xs: Sequence[float],
     losses: Sequence[float],
-    target_x: float,
+    target: float | TargetScale,
     *,
     law: Law = "kaplan",
     scale_by: str = "params_activated",
     errors: Sequence[float | None] | None = None,
+    max_extrapolation: float | None = MAX_EXTRAPOLATION,
 ) -> ScalingFit:
-    """Fit ``law`` to ``(xs, losses)`` and predict the loss at ``target_x``.
+    """Fit ``law`` to ``(xs, losses)`` and predict the loss at ``target``: an ``x`` in the ``scale_by`` unit, or a
+    :class:`TargetScale` (its ``scale_by`` value is the ``x``, and the fit names it).
 
     ``errors`` are the losses' standard errors (None: 1% of the loss). Raises :class:`InputError` with fewer than two
-    distinct sizes or a non-positive value.
+    distinct sizes, a non-positive value, or a target more than ``max_extrapolation`` times the largest size (None:
+    no limit; the prediction is still flagged past ``FAR_EXTRAPOLATION``).
     """
+    if isinstance(target, TargetScale):
+        scale: TargetScale | None = target
+        target_x = target.x(scale_by)
+    else:
+        scale, target_x = None, float(target)
     if len(xs) != len(losses):
         raise InputError([Problem("points", f"{len(xs)} sizes but {len(losses)} losses")])
     if len({float(x) for x in xs}) < 2:
@@ -101,6 +154,20 @@ def fit_law(
     bad = [v for v in (*xs, *losses, target_x) if not (math.isfinite(v) and v > 0)]
     if bad:
         raise InputError([Problem("points", f"sizes and losses must be positive and finite (got {bad[0]})")])
+    extrapolation = target_x / max(xs)
+    if max_extrapolation is not None and extrapolation > max_extrapolation:
+        unit = "training compute" if scale_by == "compute" else "activated parameters"
+        raise InputError(
+            [
+                Problem(
+                    "target",
+                    f"the target is {extrapolation:.3g}x the largest run fitted in {unit} ({target_x:.3g} vs "
+                    f"{max(xs):.3g}); beyond {max_extrapolation:,.0f}x a law fitted to these runs says nothing "
+                    "(its band holds the fit's error, not whether the law's form holds that far): run a larger rung "
+                    "or predict at a nearer target",
+                )
+            ]
+        )
     x = np.asarray(xs, dtype=np.float64)
     y_loss = np.asarray(losses, dtype=np.float64)
     sigma = np.asarray(
@@ -152,6 +219,9 @@ def fit_law(
         low=low,
         high=high,
         residual_rms=residual_rms,
+        target=scale,
+        extrapolation=extrapolation,
+        far_extrapolation=extrapolation > FAR_EXTRAPOLATION,
     )
 
 

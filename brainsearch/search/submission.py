@@ -20,6 +20,7 @@ from brainsearch._validation import problems_from_validation_error
 from brainsearch.errors import ConflictError, Problem, SpaceError
 from brainsearch.search.baselines import baseline_architectures
 from brainsearch.search.jobs import Resources
+from brainsearch.search.noise import NoiseView, noise_view, reevaluation_pool
 from brainsearch.search.scaleup import planned_runs
 from brainsearch.space.loader import validate_document
 from brainsearch.space.schema import Quantity, SearchSettings, SearchSpace
@@ -36,6 +37,7 @@ __all__ = [
     "delete_search",
     "reference_baseline",
     "repo_url",
+    "search_noise_view",
     "stored_space",
     "study_name",
     "trial_train_settings",
@@ -182,6 +184,20 @@ def trial_train_settings(space: SearchSpace, seed: int = 0, device: str = "auto"
     )
 
 
+def _reevaluating(repo: Repository, search_id: int, space: SearchSpace) -> bool:
+    """Whether some trial of the re-evaluation pool still lacks a final run of one of its ``top_k_seeds`` seeds."""
+    pool = reevaluation_pool(repo, search_id, space)
+    if not pool:
+        return False
+    final = {
+        (r.trial_id, r.seed)
+        for r in repo.list_seed_runs(search_id, [t.id for t in pool])
+        if r.state not in ("running", "crashed")
+    }
+    wanted = {(t.id, space.search.seed + k) for t in pool for k in range(1, space.search.top_k_seeds)}
+    return not wanted <= final
+
+
 @dataclass(frozen=True)
 class Progress:
     """Where a search stands (baselines apart). ``failed`` counts diverged, out-of-memory and timed-out trials;
@@ -236,10 +252,26 @@ class Progress:
             settled = {t.baseline_name for t in base if t.state not in ("running", "crashed")}
             if len(settled) < len(baseline_architectures(space)):
                 stage = "baselines"
-            elif progress.done < search.trials_requested or space.search.scale_up is None:
+            elif progress.done < search.trials_requested:
+                stage = "trials"
+            elif _reevaluating(repo, search.id, space):
+                stage = "re-evaluation"
+            elif space.search.scale_up is None:
                 stage = "trials"
             else:
                 runs, _ = planned_runs(repo, search.id, space)
                 recorded = {(c.trial_id, c.rung) for c in repo.list_candidates(search.id) if c.state != "crashed"}
                 stage = f"scale-up {len(recorded)}/{len(runs)}"
         return replace(progress, stage=stage)
+
+
+def search_noise_view(repo: Repository, search: Search) -> NoiseView:
+    """The stored search's measured noise and each trial's interval against its reference baseline."""
+    space = stored_space(search)
+    return noise_view(
+        repo,
+        search.id,
+        baseline_name=space.constraints.baseline,
+        baseline_seeds=space.search.baseline_seeds,
+        first_seed=space.search.seed,
+    )

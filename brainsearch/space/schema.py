@@ -357,6 +357,27 @@ class SearchSettings(BaseModel):
     keep_weights: Literal["top_k", "all", "none"] = Field(
         default="top_k", description="trained proxy weights kept on disk: the best top_k (and baselines), all, none"
     )
+    baseline_seeds: int = Field(
+        default=3,
+        ge=1,
+        le=32,
+        description="seeds the reference baseline trains with (the first before the trials, the others interleaved "
+        "with the first trials): their spread is the search's seed noise, behind every interval on the leaderboard",
+    )
+    top_k_seeds: int = Field(
+        default=3,
+        ge=1,
+        le=32,
+        description="seeds each of the best trials trains with after the trials (1: no re-evaluation); the top_k "
+        "that is scaled up and exported is chosen on their mean",
+    )
+    reevaluate: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="how many of the best trials (by their first value) are re-evaluated with top_k_seeds; "
+        "default: twice top_k",
+    )
 
     @model_validator(mode="after")
     def _objectives_fit_sampler(self) -> Self:

@@ -3,7 +3,7 @@
 SQLite (a file under the data directory) is the embedded default; PostgreSQL serves several workers.
 """
 
-from brainsearch.storage.domain import Candidate, MetricPoint, Page, Search, Trial
+from brainsearch.storage.domain import Candidate, MetricPoint, Page, Search, SeedRun, Trial
 from brainsearch.storage.engine import make_engine, migrate, schema_lock, schema_revision
 from brainsearch.storage.repository import TRIAL_SORT_KEYS, Repository
 
@@ -14,6 +14,7 @@ __all__ = [
     "Page",
     "Repository",
     "Search",
+    "SeedRun",
     "Trial",
     "make_engine",
     "migrate",

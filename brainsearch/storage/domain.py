@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-__all__ = ["Candidate", "MetricPoint", "Page", "Search", "SearchStatus", "Trial", "TrialState"]
+__all__ = ["Candidate", "MetricPoint", "Page", "Search", "SearchStatus", "SeedRun", "Trial", "TrialState"]
 
 SearchStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
 # Trial states: a ProxyResult status, "running" while it trains, "crashed" when its process died.
@@ -87,6 +87,24 @@ class Candidate:
     metrics: dict[str, Any]
     val_loss: float | None
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """A trial's architecture trained again with another ``seed`` (its first seed is the trial itself)."""
+
+    id: int
+    search_id: int
+    trial_id: int
+    seed: int
+    state: TrialState
+    reason: str | None
+    val_loss: float | None
+    val_loss_stderr: float | None
+    step_time_s: float | None
+    metrics: dict[str, Any]
+    created_at: datetime
+    finished_at: datetime | None
 
 
 @dataclass(frozen=True)

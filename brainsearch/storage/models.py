@@ -28,7 +28,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "CandidateRow", "InstanceRow", "MetricPointRow", "SearchRow", "TrialRow"]
+__all__ = ["Base", "CandidateRow", "InstanceRow", "MetricPointRow", "SearchRow", "SeedRunRow", "TrialRow"]
 
 JSONDoc = JSON().with_variant(JSONB(), "postgresql")
 
@@ -153,3 +153,25 @@ class CandidateRow(Base):
     metrics: Mapped[dict[str, Any]]
     val_loss: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SeedRunRow(Base):
+    """A trial's architecture trained again with another seed (migration 0004): the seed-noise measurements."""
+
+    __tablename__ = "bs_seed_runs"
+    __table_args__ = (
+        UniqueConstraint("trial_id", "seed", name="uq_bs_seed_runs_trial_seed"),
+        Index("ix_bs_seed_runs_search", "search_id"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    search_id: Mapped[int] = mapped_column(ForeignKey("bs_searches.id", ondelete="CASCADE"))
+    trial_id: Mapped[int] = mapped_column(ForeignKey("bs_trials.id", ondelete="CASCADE"))
+    seed: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    val_loss: Mapped[float | None] = mapped_column(Float)
+    val_loss_stderr: Mapped[float | None] = mapped_column(Float)
+    step_time_s: Mapped[float | None] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -25,8 +25,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.orm import Session, sessionmaker
 
 from brainsearch.errors import ConflictError, StorageError, TrialNotFound
-from brainsearch.storage.domain import Candidate, MetricPoint, Page, Search, SearchStatus, Trial, TrialState
-from brainsearch.storage.models import CandidateRow, InstanceRow, MetricPointRow, SearchRow, TrialRow
+from brainsearch.storage.domain import Candidate, MetricPoint, Page, Search, SearchStatus, SeedRun, Trial, TrialState
+from brainsearch.storage.models import CandidateRow, InstanceRow, MetricPointRow, SearchRow, SeedRunRow, TrialRow
 
 __all__ = [
     "RETRY_SECONDS",
@@ -37,7 +37,7 @@ __all__ = [
     "transient",
 ]
 
-D = TypeVar("D", Search, Trial, Candidate)
+D = TypeVar("D", Search, Trial, Candidate, SeedRun)
 R = TypeVar("R")
 log = logging.getLogger("brainsearch.storage")
 # Default wait for a database that went away (a PostgreSQL restart takes a few seconds).
@@ -89,6 +89,10 @@ def _trial(row: TrialRow) -> Trial:
 
 def _candidate(row: CandidateRow) -> Candidate:
     return _domain(Candidate, row)
+
+
+def _seed_run(row: SeedRunRow) -> SeedRun:
+    return _domain(SeedRun, row)
 
 
 def _finished_search_row(s: Session, search_id: int, hint: str) -> SearchRow:
@@ -550,6 +554,71 @@ class Repository:
             for row in rows:
                 row.state, row.reason, row.finished_at = "crashed", reason, now
             return [_trial(r) for r in rows]
+
+    # --- seed runs ---------------------------------------------------------------------------------------------------
+    def add_seed_run(self, *, search_id: int, trial_id: int, seed: int) -> SeedRun:
+        """Record that ``trial_id``'s architecture starts training again with ``seed``. A (trial, seed) already
+        recorded but not finished (crashed, or left running by a dead worker) starts again in the same row; a
+        finished one is a ConflictError."""
+        with self._session() as s:
+            row = s.scalars(
+                select(SeedRunRow).where(SeedRunRow.trial_id == trial_id, SeedRunRow.seed == seed).with_for_update()
+            ).one_or_none()
+            if row is not None and row.state not in ("running", "crashed"):
+                raise ConflictError(f"trial {trial_id} was trained with seed {seed} already ({row.state})")
+            if row is None:
+                row = SeedRunRow(search_id=search_id, trial_id=trial_id, seed=seed, metrics={}, created_at=_now())
+                s.add(row)
+            row.state, row.reason, row.val_loss, row.val_loss_stderr = "running", None, None, None
+            row.step_time_s, row.finished_at, row.metrics = None, None, {}
+            s.flush()
+            return _seed_run(row)
+
+    def finish_seed_run(
+        self,
+        seed_run_id: int,
+        *,
+        state: TrialState,
+        reason: str | None = None,
+        metrics: dict[str, Any] | None = None,
+        val_loss: float | None = None,
+        val_loss_stderr: float | None = None,
+        step_time_s: float | None = None,
+    ) -> SeedRun:
+        """Record a running seed run's outcome; one already final is returned as it is (a late report never
+        overwrites a result)."""
+        with self._session() as s:
+            row = s.get(SeedRunRow, seed_run_id)
+            if row is None:
+                raise StorageError(f"no seed run {seed_run_id}")
+            if row.state != "running":
+                return _seed_run(row)
+            row.state, row.reason, row.metrics = state, reason, metrics or {}
+            row.val_loss, row.val_loss_stderr, row.step_time_s = val_loss, val_loss_stderr, step_time_s
+            row.finished_at = _now()
+            return _seed_run(row)
+
+    def list_seed_runs(self, search_id: int, trial_ids: Sequence[int] | None = None) -> list[SeedRun]:
+        """The search's seed runs (of ``trial_ids`` only, when given), by trial then seed."""
+        with self._session() as s:
+            query = select(SeedRunRow).where(SeedRunRow.search_id == search_id)
+            if trial_ids is not None:
+                query = query.where(SeedRunRow.trial_id.in_(list(trial_ids)))
+            rows = s.scalars(query.order_by(SeedRunRow.trial_id, SeedRunRow.seed)).all()
+            return [_seed_run(r) for r in rows]
+
+    def mark_orphan_seed_runs_crashed(self, search_id: int, reason: str) -> int:
+        """Seed runs left running by a dead process become ``crashed`` (they train again); returns how many."""
+        with self._session() as s:
+            rows = s.scalars(
+                select(SeedRunRow)
+                .where(SeedRunRow.search_id == search_id, SeedRunRow.state == "running")
+                .with_for_update()
+            ).all()
+            now = _now()
+            for row in rows:
+                row.state, row.reason, row.finished_at = "crashed", reason, now
+            return len(rows)
 
     # --- candidates --------------------------------------------------------------------------------------------------
     def add_candidate(

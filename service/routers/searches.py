@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 
 from brainsearch.errors import ArchitectureError, ConflictError, InputError, Problem, SpaceError, TrialNotFound
+from brainsearch.search.noise import NoiseView, leaderboard_row
 from brainsearch.search.scaleup_report import ScaleUpReport, checkpoints_on_disk, scale_up_report
 from brainsearch.search.submission import (
     Progress,
@@ -18,6 +19,7 @@ from brainsearch.search.submission import (
     create_search,
     delete_search,
     reference_baseline,
+    search_noise_view,
     stored_space,
 )
 from brainsearch.space import bundled_space_names, load_space
@@ -36,6 +38,7 @@ def search_out(repo: Repository, s: Search) -> SearchOut:
     """The API view of a search, with its progress (baselines apart)."""
     p = Progress.of(repo, s)
     return SearchOut(
+        noise=search_noise_view(repo, s).noise,
         id=s.id,
         name=s.name,
         space_name=s.space_name,
@@ -51,9 +54,10 @@ def search_out(repo: Repository, s: Search) -> SearchOut:
     )
 
 
-def trial_out(t: Trial) -> TrialOut:
-    """The leaderboard row of a trial, with the memory plan its run used (micro-batch, checkpointing)."""
-    return TrialOut.model_validate({**vars(t), **TrialOut.memory_plan(t.metrics)})
+def trial_out(t: Trial, noise: NoiseView) -> TrialOut:
+    """The leaderboard row of a trial, with the memory plan its run used (micro-batch, checkpointing), its runs over
+    seeds and its interval against the reference baseline, and its timing probe's step-time ratio."""
+    return TrialOut.model_validate({**leaderboard_row(t, noise), **TrialOut.memory_plan(t.metrics)})
 
 
 def _search_or_404(repo: Repository, search_id: int) -> Search:
@@ -86,7 +90,18 @@ def submit(
     names the new search."""
     space = space_of(body.space)
     overrides = body.model_dump(
-        include={"trials", "sampler", "concurrency", "seed", "pruner", "top_k", "scale_up"}, exclude_none=True
+        include={
+            "trials",
+            "sampler",
+            "concurrency",
+            "seed",
+            "pruner",
+            "top_k",
+            "baseline_seeds",
+            "top_k_seeds",
+            "scale_up",
+        },
+        exclude_none=True,
     )
     options = RunOptions(executor=body.executor or request.app.state.settings.executor)
     request_hash = hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
@@ -188,11 +203,12 @@ def leaderboard(
     offset: Offset = 0,
 ) -> Page[TrialOut]:
     """The leaderboard: completed trials by ``sort``, then pruned, failed and running ones."""
-    _search_or_404(repo, search_id)
+    search = _search_or_404(repo, search_id)
     if sort not in TRIAL_SORT_KEYS:
         raise InputError([Problem("sort", f"must be one of {', '.join(TRIAL_SORT_KEYS)}, got {sort!r}", "query")])
     page = repo.list_trials(search_id, sort=sort, order=order, state=state, limit=limit, offset=offset)
-    return Page(items=[trial_out(t) for t in page.items], total=page.total, limit=limit, offset=offset)
+    noise = search_noise_view(repo, search)
+    return Page(items=[trial_out(t, noise) for t in page.items], total=page.total, limit=limit, offset=offset)
 
 
 @router.get(
@@ -220,11 +236,12 @@ def pick_trial(
     """One trial of a search, picked by its ``number`` or by its ``rank`` on the leaderboard (exactly one of them):
     the leaderboard row of what ``brainsearch export --number N / --rank N`` exports, without paging through the
     leaderboard. Neither or both selectors is a 422."""
-    _search_or_404(repo, search_id)
+    search = _search_or_404(repo, search_id)
     if (number is None) == (rank is None):
         raise InputError([Problem("", "give exactly one of number and rank", "query")])
     try:
-        return trial_out(repo.pick_trial(search_id, number=number, rank=rank))
+        picked = repo.pick_trial(search_id, number=number, rank=rank)
+        return trial_out(picked, search_noise_view(repo, search))
     except TrialNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, exc.message) from None
 
@@ -243,9 +260,12 @@ def pareto_front(trials: list[Trial], key: Literal["step_time_s", "params_activa
 @router.get("/{search_id}/pareto", dependencies=[ReadAccess])
 def pareto(search_id: SearchId, repo: Repo) -> dict[str, list[TrialOut]]:
     """Pareto fronts of validation loss against step time and against activated parameters."""
-    _search_or_404(repo, search_id)
+    search = _search_or_404(repo, search_id)
     trials = repo.list_trials(search_id, state="completed", limit=100_000).items
-    return {key: [trial_out(t) for t in pareto_front(trials, key)] for key in ("step_time_s", "params_activated")}
+    noise = search_noise_view(repo, search)
+    return {
+        key: [trial_out(t, noise) for t in pareto_front(trials, key)] for key in ("step_time_s", "params_activated")
+    }
 
 
 @router.get("/{search_id}/scale-up", dependencies=[ReadAccess])

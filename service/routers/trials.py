@@ -6,6 +6,8 @@ from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.responses import FileResponse
 
 from brainsearch.export import ExportFormat, WeightsNotKept, export_file
+from brainsearch.search.noise import leaderboard_row
+from brainsearch.search.submission import search_noise_view
 from brainsearch.storage import Repository, Trial
 from service.deps import ReadAccess, Repo, Store, TrialId
 from service.schemas import TrialDetail
@@ -25,7 +27,26 @@ def get_trial(trial_id: TrialId, repo: Repo) -> TrialDetail:
     """Architecture, cost, metrics (with the MoE expert load) and the learning curve."""
     t = _trial_or_404(repo, trial_id)
     curve = [vars(p) for p in repo.trial_curve(trial_id)]
-    return TrialDetail.model_validate({**vars(t), **TrialDetail.memory_plan(t.metrics), "curve": curve})
+    search = repo.get_search(t.search_id)
+    row = leaderboard_row(t, search_noise_view(repo, search)) if search is not None else vars(t)
+    runs = [
+        {
+            "seed": r.seed,
+            "state": r.state,
+            "reason": r.reason,
+            "val_loss": r.val_loss,
+            "val_loss_stderr": r.val_loss_stderr,
+        }
+        for r in repo.list_seed_runs(t.search_id, [t.id])
+    ]
+    return TrialDetail.model_validate(
+        {
+            **row,
+            **TrialDetail.memory_plan(t.metrics),
+            "seed_runs": runs,
+            "curve": curve,
+        }
+    )
 
 
 @router.get(

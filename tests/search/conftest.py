@@ -56,9 +56,12 @@ def executor(executor_kind: str) -> Iterator[Executor]:
 
 def fast_space(tokens: int = 4096, **changes: Any) -> SearchSpace:
     """The bundled tiny space with a budget of ``tokens`` (4096 = 8 steps: about a second a trial on the CPU);
-    ``changes`` replace top-level sections' fields, e.g. ``constraints={"max_params_total": 1e5}``."""
+    ``changes`` replace top-level sections' fields, e.g. ``constraints={"max_params_total": 1e5}``. One seed for
+    the baseline and no re-evaluation, unless ``search`` changes say otherwise: the tests of seed noise
+    (tests/search/test_noise.py, tests/service/test_noise_end_to_end.py) ask for them; the rest count runs."""
     doc = load_space("tiny").model_dump(mode="json")
     doc["proxy"]["budget"] = {"tokens": tokens}
+    doc["search"] |= {"baseline_seeds": 1, "top_k_seeds": 1}
     for section, values in changes.items():
         doc[section] = {**doc[section], **values}
     return SearchSpace.model_validate(doc)

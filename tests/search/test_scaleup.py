@@ -98,7 +98,9 @@ def test_tiny_search_scaled_up_reported_and_exported(sqlite_repo: tuple[Reposito
         fit = cand.prediction
         assert fit is not None and cand.prediction_error is None
         assert fit.low < fit.predicted_loss < fit.high
-        assert fit.target_x > max(x for x, _ in fit.points)  # 1B/64E is beyond both rungs
+        # One target for all: GLaM's block at 1b-64e, and how far past the largest rung it is.
+        assert fit.target == report.target_scale and fit.target_x == report.target_scale.params_activated
+        assert fit.extrapolation == pytest.approx(fit.target_x / max(x for x, _ in fit.points))
         for r in cand.rungs:
             if cand.is_baseline:
                 assert r.steps_per_s_ratio is None and r.convergence_speedup is None
@@ -331,3 +333,301 @@ def test_a_stage_that_only_upcycles_fits_its_upcycled_runs(repo: Repository) -> 
         0,
     )
     assert report.candidates[0].prediction == cand.prediction
+
+
+# Honest extrapolation, intervals and timing in the report (issue 17): candidate rows written directly, no training.
+
+
+def _trials(repo: Repository, search_id: int, specs: list[tuple[Architecture, float, str | None]]) -> list[int]:
+    """Completed trials, one per ``(architecture, proxy loss, baseline name or None)``, numbered in order."""
+    ids = []
+    for number, (arch, loss, baseline) in enumerate(specs):
+        t = repo.add_trial(
+            search_id=search_id,
+            number=number,
+            arch=arch.to_dict(),
+            arch_digest=f"{number:016x}",
+            pattern=arch.pattern,
+            params={},
+            cost={},
+            params_activated=1,
+            is_baseline=baseline is not None,
+            baseline_name=baseline,
+        )
+        ids.append(repo.finish_trial(t.id, state="completed", val_loss=loss, metrics={"val_loss": loss}).id)
+    return ids
+
+
+def _run(repo: Repository, search_id: int, trial_id: int, rung: str, loss: float, **metrics: object) -> None:
+    """A completed candidate run at ``rung`` with ``metrics`` (an evaluation stderr of 0.01 unless given)."""
+    arch = Architecture.from_json(_glam_tiny())
+    repo.add_candidate(
+        search_id=search_id,
+        trial_id=trial_id,
+        rung=rung,
+        state="completed",
+        arch=arch.to_dict(),
+        arch_digest=arch.digest,
+        metrics={"val_loss_stderr": 0.01, "val_curve": [[4, loss]], **metrics},
+        val_loss=loss,
+    )
+
+
+def _probe(ratio: float, low: float, high: float, *, uncertain: bool = False, **extra: object) -> dict[str, object]:
+    """A timing probe as the runner stores it: candidate step time / baseline step time over 3 rounds."""
+    return {
+        "ratio": ratio,
+        "low": low,
+        "high": high,
+        "ratios": [low, ratio, high],
+        "spread": (high - low) / ratio,
+        "bound": 0.2,
+        "uncertain": uncertain,
+        "candidate_step_s": 0.1 * ratio,
+        "baseline_step_s": 0.1,
+        "rounds": 3,
+        "steps": 4,
+        "baseline": "glam",
+        **extra,
+    }
+
+
+def test_every_candidate_is_predicted_and_ranked_at_the_baselines_scale(repo: Repository) -> None:
+    """Pass: one target for all (the preset applied to the baseline's block, in activated parameters and compute),
+    even for a candidate whose own block would scale elsewhere; the predicted ranks follow the losses at that one
+    target; each prediction says how far it extrapolates (flagged past 100x); a target past 10,000x is refused with
+    the reason; without a baseline among the candidates the proxy's best block sets the target."""
+    from brainsearch.arch.cost import cost
+    from brainsearch.arch.presets import preset
+    from brainsearch.arch.scale import scale_preset
+    from brainsearch.search.scaleup_report import target_scale
+    from brainsearch.search.scaling import fit_law
+
+    space = fast_space(4096, search={"top_k": 2, "scale_up": {"ladder": ["cpu-tiny", "cpu-small"], "target": "1b-64e"}})
+    search, _ = create_search(repo, space)
+    tiny = Architecture.from_json(_glam_tiny())
+    # The baseline's block is at the proxy scale (d_model 768): at 1b-64e it has ~1B activated parameters, while
+    # trial #1's own block (d_model 48) would scale to ~4M: it is predicted at the baseline's size all the same.
+    ids = _trials(repo, search.id, [(preset("glam"), 3.1, "glam"), (tiny, 2.9, None), (tiny, 3.0, None)])
+    losses = {ids[0]: (3.1, 2.7), ids[1]: (3.0, 2.5), ids[2]: (2.9, 2.6)}
+    for trial_id, (small_x, big_x) in losses.items():
+        _run(repo, search.id, trial_id, "cpu-tiny", small_x, params_activated=1e5, flops_per_token=1e6, tokens=1e4)
+        _run(repo, search.id, trial_id, "cpu-small", big_x, params_activated=1e6, flops_per_token=1e7, tokens=1e4)
+
+    report = scale_up_report(repo, search.id, space)
+    at_1b = cost(scale(preset("glam"), "1b-64e"))
+    target = report.target_scale
+    assert target is not None and (target.preset, target.reference) == ("1b-64e", "glam baseline")
+    assert target.params_activated == at_1b.params_activated
+    assert target.compute_flops == at_1b.flops_per_token * scale_preset("1b-64e").budget_tokens
+    assert target == target_scale(repo.get_trial(ids[0]), "1b-64e", "glam baseline")  # type: ignore[arg-type]
+    predictions = {c.trial_id: c for c in report.candidates}
+    for trial_id, (small_x, big_x) in losses.items():
+        fit = predictions[trial_id].prediction
+        assert fit is not None and fit.target == target and fit.target_x == target.params_activated
+        expected = fit_law([1e5, 1e6], [small_x, big_x], target.params_activated, errors=[0.01, 0.01])
+        assert fit.predicted_loss == pytest.approx(expected.predicted_loss)
+        assert fit.extrapolation == pytest.approx(target.params_activated / 1e6) and fit.far_extrapolation
+    by_prediction = sorted(report.candidates, key=lambda c: c.prediction.predicted_loss)  # type: ignore[union-attr]
+    assert [c.predicted_rank for c in by_prediction] == [1, 2, 3]
+    assert by_prediction[0].trial_id == ids[1]  # the steepest law wins at the target, not the best proxy loss
+
+    # In compute the target is ~2.7e18 FLOPs against rungs of 1e11: refused, with the reason, for every candidate.
+    in_compute = scale_up_report(repo, search.id, space, scale_by="compute")
+    assert in_compute.target_scale == target
+    for c in in_compute.candidates:
+        assert c.prediction is None and c.predicted_rank is None
+        assert "largest run fitted in training compute" in (c.prediction_error or "")
+        assert "beyond 10,000x" in (c.prediction_error or "")
+    # A nearer target: cpu-small's own scale in the baseline's block, inside the fit's range, not flagged.
+    near = scale_up_report(repo, search.id, space, target="cpu-small")
+    assert all(c.prediction is not None and not c.prediction.far_extrapolation for c in near.candidates)
+
+    # No baseline among the candidates: the proxy's best block (trial #1) sets the one target.
+    lone_space = fast_space(4096, search={"top_k": 2, "scale_up": {"ladder": ["cpu-tiny", "cpu-small"]}})
+    lone, _ = create_search(repo, lone_space)
+    lone_ids = _trials(repo, lone.id, [(preset("glam"), 3.0, None), (tiny, 2.9, None)])
+    for trial_id in lone_ids:
+        _run(repo, lone.id, trial_id, "cpu-tiny", 3.0, params_activated=1e5)
+        _run(repo, lone.id, trial_id, "cpu-small", 2.6, params_activated=1e6)
+    lone_report = scale_up_report(repo, lone.id, lone_space, target="8b-64e")
+    assert lone_report.target_scale is not None and lone_report.target_scale.reference == "trial #1"
+    assert lone_report.target_scale.params_activated == cost(scale(tiny, "8b-64e")).params_activated
+    assert {c.prediction.target_x for c in lone_report.candidates if c.prediction} == {
+        lone_report.target_scale.params_activated
+    }
+
+
+def test_speed_ups_come_from_timing_probes_with_their_range_and_losses_carry_intervals(repo: Repository) -> None:
+    """Pass: a probed run's steps/s ratio is 1 / the probe's ratio with the range [1 / high, 1 / low]; an uncertain
+    probe gives no number, only the reason; a run without a probe (or probed against another baseline) falls back to
+    separate runs' step times; the baseline is re-timed by the probes that timed it; each loss has its 95%
+    evaluation-error interval."""
+    space = fast_space(4096, search={"top_k": 3, "scale_up": {"ladder": ["cpu-tiny"]}})
+    search, _ = create_search(repo, space)
+    tiny = Architecture.from_json(_glam_tiny())
+    ids = _trials(repo, search.id, [(tiny, 3.1, "glam")] + [(tiny, 3.0 - i / 10, None) for i in range(4)])
+    _run(repo, search.id, ids[0], "cpu-tiny", 3.0, step_time_s=0.1, val_loss_stderr=0.02)
+    _run(repo, search.id, ids[1], "cpu-tiny", 2.9, step_time_s=0.5, timing_probe=_probe(0.8, 0.75, 0.9))
+    uncertain = _probe(0.5, 0.3, 1.2, uncertain=True, baseline_step_s=0.3)
+    _run(repo, search.id, ids[2], "cpu-tiny", 2.8, step_time_s=0.05, timing_probe=uncertain)
+    _run(repo, search.id, ids[3], "cpu-tiny", 2.7, step_time_s=0.2)
+    other = _probe(0.5, 0.45, 0.55, baseline="dense")
+    _run(repo, search.id, ids[4], "cpu-tiny", 2.6, step_time_s=0.2, timing_probe=other)
+
+    report = scale_up_report(repo, search.id, space)
+    assert "evaluation error only" in report.val_loss_interval
+    rungs = {c.trial_id: c.rungs[0] for c in report.candidates}
+    base = rungs[ids[0]]
+    assert (base.val_loss_low, base.val_loss_high) == (
+        pytest.approx(3.0 - 1.96 * 0.02, rel=1e-4),
+        pytest.approx(3.0 + 1.96 * 0.02, rel=1e-4),
+    )
+    assert base.steps_per_s_ratio is None and base.speed_source is None and not base.speed_uncertain
+    assert base.retimed_step_time_s == pytest.approx(0.2)  # the median of the baseline's probe timings 0.1 and 0.3
+    probed = rungs[ids[1]]
+    assert probed.speed_source == "probe" and not probed.speed_uncertain
+    assert probed.steps_per_s_ratio == pytest.approx(1 / 0.8)  # not 0.1 / 0.5 from the separate runs
+    assert (probed.steps_per_s_low, probed.steps_per_s_high) == (pytest.approx(1 / 0.9), pytest.approx(1 / 0.75))
+    assert probed.retimed_step_time_s == pytest.approx(0.08)
+    assert probed.val_loss_low == pytest.approx(2.9 - 1.96 * 0.01)
+    doubtful = rungs[ids[2]]
+    assert doubtful.speed_uncertain and doubtful.steps_per_s_ratio is None and doubtful.speed_source == "probe"
+    assert doubtful.speed_note == "timing probe's spread 180% over 3 rounds exceeds its bound 20%"
+    for trial_id in (ids[3], ids[4]):
+        run_ratio = rungs[trial_id]
+        assert run_ratio.speed_source == "separate runs" and not run_ratio.speed_uncertain
+        assert run_ratio.steps_per_s_ratio == pytest.approx(0.1 / 0.2)
+        assert run_ratio.steps_per_s_low is None and run_ratio.retimed_step_time_s is None
+
+
+def test_a_slowed_run_is_marked_retimed_and_never_a_speed_up(repo: Repository) -> None:
+    """Pass: with 4 runs with an MFU at a rung, the baseline's 12% against a median of 57% is slowed: its step time
+    is repeated as the probes measured it, and no candidate's separate-runs ratio against it is reported (a probed
+    candidate keeps its probe's); a candidate slowed itself gets no ratio either; with fewer than 3 MFUs nothing is
+    called slowed."""
+    space = fast_space(4096, search={"top_k": 3, "scale_up": {"ladder": ["cpu-tiny", "cpu-small"]}})
+    search, _ = create_search(repo, space)
+    tiny = Architecture.from_json(_glam_tiny())
+    ids = _trials(repo, search.id, [(tiny, 3.1, "glam")] + [(tiny, 3.0 - i / 10, None) for i in range(3)])
+    mfus = [0.12, 0.56, 0.58, 0.60]
+    for trial_id, mfu in zip(ids, mfus, strict=True):
+        probe = {"timing_probe": _probe(0.9, 0.85, 0.95)} if trial_id == ids[1] else {}
+        _run(repo, search.id, trial_id, "cpu-small", 2.5, step_time_s=0.1 if mfu > 0.5 else 0.45, mfu=mfu, **probe)
+    # cpu-tiny: trial #2 slowed itself (20% against a median of 58%); trial #3 has no MFU.
+    for trial_id, mfu in zip(ids, [0.58, 0.6, 0.2, None], strict=True):
+        _run(repo, search.id, trial_id, "cpu-tiny", 2.8, step_time_s=0.1, mfu=mfu)
+
+    report = scale_up_report(repo, search.id, space)
+    rungs = {(c.trial_id, r.rung): r for c in report.candidates for r in c.rungs}
+    base = rungs[(ids[0], "cpu-small")]
+    assert base.slowed and base.slowed_note == "MFU 12.0% against the rung's median 57.0%"
+    assert base.step_time_s == 0.45 and base.retimed_step_time_s == pytest.approx(0.1)
+    assert [rungs[(i, "cpu-small")].slowed for i in ids[1:]] == [False, False, False]
+    probed = rungs[(ids[1], "cpu-small")]
+    assert probed.speed_source == "probe" and probed.steps_per_s_ratio == pytest.approx(1 / 0.9)
+    for trial_id in ids[2:]:
+        r = rungs[(trial_id, "cpu-small")]
+        assert r.speed_uncertain and r.steps_per_s_ratio is None and r.speed_source == "separate runs"
+        assert "glam baseline was slowed (MFU 12.0%" in (r.speed_note or "")
+    slow = rungs[(ids[2], "cpu-tiny")]
+    assert slow.slowed and slow.speed_uncertain and slow.steps_per_s_ratio is None
+    assert (slow.speed_note or "").startswith("this run was slowed (MFU 20.0% against the rung's median 58.0%)")
+    assert rungs[(ids[1], "cpu-tiny")].steps_per_s_ratio == pytest.approx(1.0)
+    assert not rungs[(ids[0], "cpu-tiny")].slowed
+
+    # Three runs with an MFU are needed to call one slowed: with two, a low MFU is only a low MFU.
+    few, _ = create_search(repo, space)
+    few_ids = _trials(repo, few.id, [(tiny, 3.1, "glam"), (tiny, 3.0, None)])
+    for trial_id, mfu in zip(few_ids, [0.12, 0.6], strict=True):
+        _run(repo, few.id, trial_id, "cpu-tiny", 2.8, step_time_s=0.1, mfu=mfu)
+    few_rungs = [r for c in scale_up_report(repo, few.id, space).candidates for r in c.rungs]
+    assert not any(r.slowed for r in few_rungs) and not any(r.speed_uncertain for r in few_rungs)
+
+
+# Timing probes of the scale-up runs (issue 17): a single-device candidate is timed against the baseline at its rung.
+
+
+def _probe_search(repo: Repository, ladder: list[dict[str, object]]) -> tuple[int, list[int]]:
+    """A search of the fast tiny space scaled up on ``ladder`` (:func:`_probe_settings`) with one completed trial
+    (Brainformer-1's block at cpu-tiny) and the completed GLaM baseline; returns the search id and the trial ids."""
+    from brainsearch.arch.presets import preset
+
+    search, _ = create_search(repo, fast_space(4096, search=_probe_settings(ladder)))
+    ids = []
+    for number, (name, baseline) in enumerate([("brainformer-1", None), ("glam", "glam")]):
+        arch = scale(preset(name), "cpu-tiny")
+        t = repo.add_trial(
+            search_id=search.id,
+            number=number,
+            arch=arch.to_dict(),
+            arch_digest=arch.digest,
+            pattern=arch.pattern,
+            params={},
+            cost={},
+            params_activated=1,
+            is_baseline=baseline is not None,
+            baseline_name=baseline,
+        )
+        ids.append(repo.finish_trial(t.id, state="completed", val_loss=3.0, metrics={"val_loss": 3.0}).id)
+    return search.id, ids
+
+
+def _probe_settings(ladder: list[dict[str, object]]) -> dict[str, object]:
+    """The search settings of :func:`_probe_search`'s space: the top trial scaled up on ``ladder``."""
+    return {"top_k": 1, "scale_up": {"ladder": ladder}}
+
+
+def test_a_single_device_candidate_run_is_timed_against_the_baseline_at_its_rung(
+    repo: Repository, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pass: the candidate's job carries GLaM scaled to the same rung (the baseline's own job carries nothing), and
+    its completed run stores a timing probe against it, which the report's steps/s ratio reads. (The probe is cut
+    to three one-step rounds: what it measures is tested in tests/train/test_timing.py.)"""
+    from typing import Any
+
+    from brainsearch.arch.presets import preset
+    from brainsearch.search.runner import run_job
+    from brainsearch.train import timing
+    from brainsearch.train.timing import TimingProbe
+
+    real = timing.timing_probe
+
+    def short_probe(*args: Any, **kwargs: Any) -> TimingProbe:
+        return real(*args, **{**kwargs, "rounds": 3, "steps": 1, "attempts": 1, "warmup_steps": 1})
+
+    monkeypatch.setattr(timing, "timing_probe", short_probe)
+
+    ladder: list[dict[str, object]] = [{"preset": "cpu-tiny", "budget_tokens": 1024}]
+    search_id, (trial_id, glam_id) = _probe_search(repo, ladder)
+    jobs, notes = scale_up_jobs(
+        repo, search_id, fast_space(4096, search=_probe_settings(ladder)), database_url, device="cpu"
+    )
+    by_trial = {j.trial_id: j for j in jobs}
+    assert set(by_trial) == {trial_id, glam_id}, notes
+    job = by_trial[trial_id]
+    assert job.plan is None and job.baseline_name == "glam"
+    assert job.baseline_arch == scale(preset("glam"), "cpu-tiny").to_dict()
+    assert by_trial[glam_id].baseline_arch is None and by_trial[glam_id].baseline_name is None
+
+    outcome = run_job(job, repo)
+    row = next(c for c in repo.list_candidates(search_id) if c.trial_id == trial_id)
+    assert outcome.state == row.state == "completed"
+    probe = TimingProbe.from_metrics(row.metrics)
+    assert probe is not None and probe.baseline == "glam" and probe.rounds == 3 and len(probe.ratios) == 3
+    assert probe.ratio > 0 and probe.candidate_step_s > 0 and probe.baseline_step_s > 0
+
+
+def test_a_sharded_rung_carries_no_baseline_to_time(repo: Repository, database_url: str) -> None:
+    """Pass: a rung over two devices plans no probe (both models would need the whole process group)."""
+    from brainsearch.search.hardware import Hardware
+
+    ladder: list[dict[str, object]] = [{"preset": "cpu-tiny", "budget_tokens": 1024, "devices": 2}]
+    search_id, _ = _probe_search(repo, ladder)
+    two = Hardware(available=2, memory_bytes=10**12, unit="process", precision="fp32", use_gpu=False)
+    jobs, notes = scale_up_jobs(
+        repo, search_id, fast_space(4096, search=_probe_settings(ladder)), database_url, device="cpu", hardware=two
+    )
+    assert len(jobs) == 2, notes
+    assert all(j.plan is not None and j.plan.recipe.shards == 2 for j in jobs)
+    assert all(j.baseline_arch is None and j.baseline_name is None for j in jobs)

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from brainsearch.errors import InputError
-from brainsearch.search.scaling import CHINCHILLA_ALPHA, convergence_speedup, fit_law, kendall_tau
+from brainsearch.search.scaling import (
+    CHINCHILLA_ALPHA,
+    FAR_EXTRAPOLATION,
+    MAX_EXTRAPOLATION,
+    TargetScale,
+    convergence_speedup,
+    fit_law,
+    kendall_tau,
+)
 
 
 def kaplan(x: float, xc: float = 8.8e13, a: float = 0.076) -> float:
@@ -68,6 +76,31 @@ def test_one_point_or_one_size_is_refused_with_a_reason() -> None:
         fit_law([1e6, 1e7], [3.0, float("nan")], 1e9)
     with pytest.raises(InputError, match="2 sizes but 1 losses"):
         fit_law([1e6, 1e7], [3.0], 1e9)
+
+
+def test_a_prediction_names_its_target_and_how_far_it_extrapolates() -> None:
+    """Pass: a TargetScale target is named on the fit and gives the x of the fitted unit; the extrapolation factor is
+    the target over the largest x fitted, flagged past 100x; past 10,000x the fit is refused with the reason (unless
+    the caller lifts the limit), and the band of a flagged prediction is wider, as the fit's covariance says."""
+    xs, losses = [1e5, 1e6], [kaplan(1e5), kaplan(1e6)]
+    target = TargetScale(preset="8b-64e", reference="glam baseline", params_activated=5e7, compute_flops=3e19)
+    fit = fit_law(xs, losses, target)
+    assert fit.target == target and fit.target_x == 5e7
+    assert fit.extrapolation == pytest.approx(50.0) and not fit.far_extrapolation
+    assert fit_law(xs, losses, target, scale_by="compute", max_extrapolation=None).target_x == 3e19
+    assert fit_law(xs, losses, 1e6).target is None and fit_law(xs, losses, 1e5).extrapolation == pytest.approx(0.1)
+    far = fit_law(xs, losses, 1e6 * FAR_EXTRAPOLATION * 2)
+    assert far.far_extrapolation and far.extrapolation == pytest.approx(200.0)
+    assert far.high - far.low > fit.high - fit.low
+    assert fit_law(xs, losses, 1e6 * FAR_EXTRAPOLATION).far_extrapolation is False  # 100x itself is not past it
+    assert fit_law(xs, losses, 1e6 * MAX_EXTRAPOLATION).extrapolation == pytest.approx(MAX_EXTRAPOLATION)
+    with pytest.raises(InputError, match=r"the target is 2e\+04x the largest run fitted in activated parameters"):
+        fit_law(xs, losses, 2e10)
+    with pytest.raises(InputError, match=r"in training compute .* beyond 10,000x a law fitted to these runs says"):
+        fit_law(xs, losses, target, scale_by="compute")
+    assert fit_law(xs, losses, 2e10, max_extrapolation=None).extrapolation == pytest.approx(2e4)
+    with pytest.raises(InputError, match="must be params_activated or compute"):
+        target.x("tokens")
 
 
 def test_kendall_tau() -> None:

@@ -284,10 +284,12 @@ def test_searches_list_columns_and_reference_baseline(page: Page, site: Site) ->
 
 
 def _vs_cells(html: str) -> dict[int, str]:
-    """The leaderboard's comparison cell of each trial row, by trial id, as text."""
+    """The difference in the leaderboard's comparison cell of each trial row, by trial id, as text (its interval
+    apart)."""
     rows = re.findall(r'<tr class="[^"]*" data-trial="(\d+)">(.*?)</tr>', html, re.S)
     cells = {int(tid): re.search(r'<td class="vs">(.*?)</td>', row, re.S) for tid, row in rows}
-    return {tid: re.sub(r"<[^>]+>", "", m.group(1)).strip() for tid, m in cells.items() if m}
+    deltas = {tid: re.search(r'<span class="delta[^"]*">(.*?)</span>', m.group(1)) for tid, m in cells.items() if m}
+    return {tid: d.group(1).strip() if d else "" for tid, d in deltas.items()}
 
 
 def test_the_comparison_follows_the_reference_baseline_without_a_browser(site: Site) -> None:
@@ -296,7 +298,7 @@ def test_the_comparison_follows_the_reference_baseline_without_a_browser(site: S
     search whose stored space no longer loads still compares with the baseline its document names."""
     trials = {t.number: t for t in site.repo.list_trials(site.dense_ref).items}
     html = httpx.get(f"{site.url}/searches/{site.dense_ref}").text
-    assert '<th class="vs">vs dense</th>' in html and "vs glam" not in html and "best vs dense" in html
+    assert ">vs dense (95%)</th>" in html and "vs glam" not in html and "best vs dense" in html
     assert _vs_cells(html) == {trials[0].id: "-0.2000", trials[1].id: "", trials[2].id: "-0.1000"}
     trial_html = httpx.get(f"{site.url}/trials/{trials[2].id}").text
     assert "vs dense" in trial_html and "-0.1000" in trial_html
@@ -308,7 +310,7 @@ def test_the_comparison_follows_the_reference_baseline_without_a_browser(site: S
         trials_requested=1,
     )
     site.repo.set_search_status(old.id, "completed")  # not active: the list page of the other tests does not poll
-    assert '<th class="vs">vs dense</th>' in httpx.get(f"{site.url}/searches/{old.id}").text
+    assert ">vs dense (95%)</th>" in httpx.get(f"{site.url}/searches/{old.id}").text
 
 
 def test_trial_pages_formatted_with_empty_states(page: Page, site: Site) -> None:

@@ -48,7 +48,7 @@ def test_schema_is_versioned_and_migrating_twice_is_a_no_op(database_url: str) -
     migrate(engine)
     first_id = Repository(engine).database_id()
     migrate(engine)
-    assert schema_revision(engine) == "0003"
+    assert schema_revision(engine) == "0004"
     tables = set(inspect(engine).get_table_names())
     assert {"bs_searches", "bs_trials", "bs_metric_points", "bs_candidates", "bs_instance"} <= tables
     assert Repository(engine).database_id() == first_id  # written once: a second migration keeps the identity
@@ -79,7 +79,7 @@ def _migrate_in_process(url: str) -> str | None:
 def test_workers_starting_together_do_not_race_the_migration(database_url: str) -> None:
     with multiprocessing.get_context("spawn").Pool(4) as pool:
         revisions = pool.map(_migrate_in_process, [database_url] * 4)
-    assert revisions == ["0003"] * 4
+    assert revisions == ["0004"] * 4
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path) -> None:
@@ -281,7 +281,7 @@ def test_an_optuna_study_shares_the_database(database_url: str) -> None:
     repo = Repository(engine)
     s, _ = _search(repo)
     _trial(repo, s.id, 0)
-    assert schema_revision(engine) == "0003"
+    assert schema_revision(engine) == "0004"
     assert len(optuna.load_study(study_name="brainsearch-1", storage=storage).trials) == 2
     tables = set(inspect(engine).get_table_names())
     assert {"studies", "trials", "bs_trials", "bs_searches"} <= tables

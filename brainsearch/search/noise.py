@@ -1,0 +1,373 @@
+"""Seed noise: how far apart the same block's validation losses land across seeds, and what that makes of every
+comparison with the baseline.
+
+A trial's validation loss is one draw: another seed moves it. A seed fixes the initialisation, the order of the
+training batches and the validation batches, so runs of different blocks with the same seed share a large part of
+their noise (measured on the quickstart: every block's seed-2 run was 0.13-0.24 nats worse than its seed-0 run). A
+search measures that noise: its reference baseline trains with ``search.baseline_seeds`` seeds and its best trials
+are trained again with ``search.top_k_seeds`` (:class:`~brainsearch.storage.SeedRun` rows; the first seed of each
+is the trial itself, the value the sampler saw, and every trial's first seed is the search's seed).
+
+A comparison is paired by seed: a trial's difference from the baseline is the mean, over the seeds both trained
+with, of ``x_trial(s) - x_baseline(s)``, so what a seed does to every block cancels. Its interval:
+
+- **paired** (once some block other than the baseline has two or more seeds in common with it): the spread of those
+  per-seed differences around each block's mean difference, pooled over the blocks (``sum (n_a - 1)`` degrees of
+  freedom), gives the variance of one seed's difference ``v``; the interval is ``mean +- t * sqrt(v / n)`` over the
+  ``n`` common seeds;
+- **unpaired bound** (only the baseline has several seeds, the search's first trials): ``v`` is bounded by twice the
+  variance of the baseline's runs around their mean (a seed's difference varies at most as two independent runs do);
+  wider, never narrower than it should be;
+- **evaluation only** (no block trained twice yet): each side's evaluation error (``val_loss_stderr``); nothing is
+  called beyond noise.
+
+Student's t at the degrees of freedom of the spread used, 95% by default. A trial "beats the baseline beyond noise"
+when its whole interval lies below zero. :class:`SearchNoise` also reports the seed standard deviation of single
+runs (the spread within blocks, evaluation error removed): what one seed moves a loss by.
+
+:func:`rank_by_mean` orders re-evaluated trials by their mean over seeds: the scale-up stage and the quickstart's
+winner use it; the sampler only ever sees the first value.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from brainsearch.space.schema import SearchSpace
+from brainsearch.storage import Repository, SeedRun, Trial
+
+__all__ = [
+    "LEVEL",
+    "Interval",
+    "NoiseView",
+    "SearchNoise",
+    "Seeds",
+    "TrialNoise",
+    "compare",
+    "leaderboard_row",
+    "noise_from",
+    "rank_by_mean",
+    "reevaluation_pool",
+    "search_noise",
+    "seeds_of",
+    "timing_fields",
+]
+
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """One architecture's completed runs: the validation losses, their evaluation errors and their seeds, in seed
+    order (the first seed is the trial's own run)."""
+
+    trial_id: int
+    values: tuple[float, ...]
+    stderrs: tuple[float | None, ...]
+    seeds: tuple[int, ...] = ()  # empty: numbered 0, 1, ... in order
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def sd(self) -> float | None:
+        """The spread of this architecture's own runs (None below two)."""
+        return statistics.stdev(self.values) if self.n >= 2 else None
+
+    def by_seed(self) -> dict[int, float]:
+        """The losses by seed."""
+        return dict(zip(self.seeds or range(self.n), self.values, strict=True))
+
+    def eval_variance(self, default: float) -> float:
+        """The mean squared evaluation error of these runs (``default`` where none was recorded)."""
+        known = [e * e for e in self.stderrs if e is not None and math.isfinite(e)]
+        return statistics.fmean(known) if known else default
+
+
+def _differences(trial: Seeds, baseline: Seeds) -> list[float]:
+    """``x_trial(s) - x_baseline(s)`` for every seed both trained with."""
+    mine, theirs = trial.by_seed(), baseline.by_seed()
+    return [mine[s] - theirs[s] for s in sorted(mine.keys() & theirs.keys())]
+
+
+class SearchNoise(BaseModel):
+    """A search's measured seed noise. ``seed_sd``: the standard deviation of a single run over seeds, pooled over
+    every architecture trained with two or more seeds (``dof`` degrees of freedom, ``architectures`` of them),
+    evaluation noise removed; ``run_sd`` the same spread with it; ``eval_stderr`` the runs' typical evaluation error.
+    ``paired_sd``: the standard deviation of one seed's difference from the baseline, pooled over the architectures
+    with two or more seeds in common with it (``paired_dof``, ``paired_architectures``; None before any). The
+    baseline's own runs are listed apart: ``baseline_values`` (by seed), their mean and spread."""
+
+    model_config = ConfigDict(frozen=True)
+    baseline: str | None
+    baseline_trial_id: int | None
+    baseline_seeds: int  # seeds the search asks for
+    baseline_values: list[float]
+    baseline_mean: float | None
+    baseline_sd: float | None
+    seed_sd: float | None
+    run_sd: float | None
+    eval_stderr: float | None
+    dof: int
+    architectures: int  # how many architectures the pooled spread comes from
+    paired_sd: float | None = None
+    paired_dof: int = 0
+    paired_architectures: int = 0
+    level: float = LEVEL
+
+    @property
+    def measured(self) -> bool:
+        return self.dof > 0
+
+
+class Interval(BaseModel):
+    """``difference`` = a trial's loss minus the baseline's, averaged over the seeds both trained with (``seeds`` of
+    them), with its ``level`` interval ``[low, high]``. ``method``: ``paired`` (the measured spread of per-seed
+    differences), ``unpaired bound`` (twice the baseline's run variance: wider than it should be) or ``evaluation
+    only`` (no seed noise measured yet). ``beyond_noise``: the interval lies wholly below zero (True), or not
+    (False); None when the seed noise is not measured."""
+
+    model_config = ConfigDict(frozen=True)
+    difference: float
+    low: float
+    high: float
+    level: float
+    method: Literal["paired", "unpaired bound", "evaluation only"]
+    beyond_noise: bool | None
+    noise_measured: bool
+    seeds: int  # the seeds the difference averages over (both sides trained with them)
+    baseline_seeds: int  # the baseline's runs
+
+
+def _quantile(dof: int, level: float) -> float:
+    from scipy import stats  # here only: the API process imports this module
+
+    tail = (1 + level) / 2
+    return float(stats.t.ppf(tail, dof)) if dof > 0 else float(stats.norm.ppf(tail))
+
+
+def _pooled(groups: Iterable[Seeds]) -> tuple[float | None, float | None, int, int]:
+    """(pooled variance of runs, their mean evaluation variance, degrees of freedom, architectures)."""
+    squares, dof, archs = 0.0, 0, 0
+    evals: list[float] = []
+    for g in groups:
+        if g.n < 2:
+            continue
+        mean = statistics.fmean(g.values)
+        squares += sum((v - mean) ** 2 for v in g.values)
+        dof += g.n - 1
+        archs += 1
+        evals += [e * e for e in g.stderrs if e is not None and math.isfinite(e)]
+    if dof == 0:
+        return None, (statistics.fmean(evals) if evals else None), 0, 0
+    return squares / dof, (statistics.fmean(evals) if evals else 0.0), dof, archs
+
+
+def _paired(groups: Iterable[Seeds], baseline: Seeds | None) -> tuple[float | None, int, int]:
+    """(pooled variance of one seed's difference from the baseline, degrees of freedom, architectures)."""
+    if baseline is None:
+        return None, 0, 0
+    squares, dof, archs = 0.0, 0, 0
+    for g in groups:
+        if g.trial_id == baseline.trial_id:
+            continue
+        d = _differences(g, baseline)
+        if len(d) < 2:
+            continue
+        mean = statistics.fmean(d)
+        squares += sum((x - mean) ** 2 for x in d)
+        dof += len(d) - 1
+        archs += 1
+    return (squares / dof if dof else None), dof, archs
+
+
+def noise_from(
+    groups: Sequence[Seeds], baseline: Seeds | None, *, baseline_name: str | None, baseline_seeds: int
+) -> SearchNoise:
+    """The noise measured by ``groups`` (every architecture's runs; the baseline's among them)."""
+    run_var, eval_var, dof, archs = _pooled(groups)
+    seed_sd = math.sqrt(max(0.0, run_var - (eval_var or 0.0))) if run_var is not None else None
+    all_stderrs = [e for g in groups for e in g.stderrs if e is not None and math.isfinite(e)]
+    paired_var, paired_dof, paired_archs = _paired(groups, baseline)
+    return SearchNoise(
+        baseline=baseline_name,
+        baseline_trial_id=baseline.trial_id if baseline is not None else None,
+        baseline_seeds=baseline_seeds,
+        baseline_values=list(baseline.values) if baseline is not None else [],
+        baseline_mean=baseline.mean if baseline is not None else None,
+        baseline_sd=baseline.sd if baseline is not None else None,
+        seed_sd=seed_sd,
+        run_sd=math.sqrt(run_var) if run_var is not None else None,
+        eval_stderr=math.sqrt(statistics.fmean(e * e for e in all_stderrs)) if all_stderrs else None,
+        dof=dof,
+        architectures=archs,
+        paired_sd=math.sqrt(paired_var) if paired_var is not None else None,
+        paired_dof=paired_dof,
+        paired_architectures=paired_archs,
+    )
+
+
+def compare(trial: Seeds, baseline: Seeds, noise: SearchNoise, level: float = LEVEL) -> Interval | None:
+    """The trial's loss minus the baseline's over their common seeds, with its interval (see the module docstring);
+    None when either has no completed run. Without a common seed (a baseline re-run under another seed), the means
+    are compared unpaired."""
+    if trial.n == 0 or baseline.n == 0:
+        return None
+    d = _differences(trial, baseline)
+    if d:
+        difference, n_t, n_b = statistics.fmean(d), len(d), len(d)
+    else:
+        assert trial.mean is not None and baseline.mean is not None
+        difference, n_t, n_b = trial.mean - baseline.mean, trial.n, baseline.n
+    method: Literal["paired", "unpaired bound", "evaluation only"]
+    if d and noise.paired_sd is not None:
+        method, variance, dof = "paired", noise.paired_sd**2 / len(d), noise.paired_dof
+    elif noise.measured and noise.run_sd is not None:
+        # One seed's difference varies at most as two independent runs do.
+        method, dof = "unpaired bound", noise.dof
+        variance = noise.run_sd**2 * (1 / n_t + 1 / n_b)
+    else:
+        default = (noise.eval_stderr or 0.0) ** 2
+        method, dof = "evaluation only", 0
+        variance = trial.eval_variance(default) / n_t + baseline.eval_variance(default) / n_b
+    half = _quantile(dof, level) * math.sqrt(variance)
+    low, high = difference - half, difference + half
+    measured = method != "evaluation only"
+    return Interval(
+        difference=difference,
+        low=low,
+        high=high,
+        level=level,
+        method=method,
+        beyond_noise=(high < 0) if measured else None,
+        noise_measured=measured,
+        seeds=n_t,
+        baseline_seeds=baseline.n,
+    )
+
+
+def seeds_of(trial: Trial, runs: Iterable[SeedRun], first_seed: int = 0) -> Seeds:
+    """A trial's completed runs: its own (``first_seed``, the search's seed) and its completed seed runs, by seed."""
+    found: dict[int, tuple[float, float | None]] = {}
+    if trial.state == "completed" and trial.val_loss is not None and math.isfinite(trial.val_loss):
+        found[first_seed] = (float(trial.val_loss), trial.metrics.get("val_loss_stderr"))
+    for run in runs:
+        if run.trial_id == trial.id and run.state == "completed" and run.val_loss is not None:
+            found[run.seed] = (float(run.val_loss), run.val_loss_stderr)
+    seeds = sorted(found)
+    return Seeds(trial.id, tuple(found[s][0] for s in seeds), tuple(found[s][1] for s in seeds), tuple(seeds))
+
+
+def _reference(repo: Repository, search_id: int, name: str | None) -> Trial | None:
+    """The completed reference baseline's trial (the newest, after a crashed run was retried)."""
+    done = [t for t in repo.baselines(search_id) if t.baseline_name == name and t.state == "completed"]
+    return done[-1] if done else None
+
+
+def search_noise(
+    repo: Repository, search_id: int, *, baseline_name: str | None, baseline_seeds: int, first_seed: int = 0
+) -> tuple[SearchNoise, dict[int, Seeds]]:
+    """The search's noise and every trial's runs that have seed runs (by trial id; the baseline's included)."""
+    runs = repo.list_seed_runs(search_id)
+    by_trial: dict[int, list[SeedRun]] = {}
+    for run in runs:
+        by_trial.setdefault(run.trial_id, []).append(run)
+    reference = _reference(repo, search_id, baseline_name)
+    ids = set(by_trial) | ({reference.id} if reference is not None else set())
+    groups: dict[int, Seeds] = {}
+    for trial_id in sorted(ids):
+        trial = reference if reference is not None and reference.id == trial_id else repo.get_trial(trial_id)
+        if trial is not None:
+            groups[trial_id] = seeds_of(trial, by_trial.get(trial_id, []), first_seed)
+    base = groups.get(reference.id) if reference is not None else None
+    noise = noise_from(list(groups.values()), base, baseline_name=baseline_name, baseline_seeds=baseline_seeds)
+    return noise, groups
+
+
+def rank_by_mean(trials: Sequence[Trial], seeds: dict[int, Seeds]) -> list[Trial]:
+    """``trials`` (in leaderboard order) with the re-evaluated ones (two or more seeds) first, by their mean over
+    seeds, then the rest in the order given."""
+    multi = [t for t in trials if t.id in seeds and seeds[t.id].n >= 2]
+    rest = [t for t in trials if not (t.id in seeds and seeds[t.id].n >= 2)]
+    multi.sort(key=lambda t: seeds[t.id].mean or math.inf)
+    return multi + rest
+
+
+class TrialNoise(BaseModel):
+    """A leaderboard row's noise: its completed runs (``seeds``), their ``mean`` and spread, and its difference from
+    the reference baseline with the interval (None for the reference baseline itself and for trials that did not
+    complete; another baseline has one)."""
+
+    model_config = ConfigDict(frozen=True)
+    seeds: int
+    val_loss_mean: float | None
+    val_loss_seed_sd: float | None
+    vs_baseline: Interval | None
+
+
+@dataclass(frozen=True)
+class NoiseView:
+    """A search's noise and what it makes of each of its trials (:meth:`of`)."""
+
+    noise: SearchNoise
+    groups: dict[int, Seeds]
+    first_seed: int = 0
+
+    def of(self, trial: Trial) -> TrialNoise:
+        seeds = self.groups.get(trial.id) or seeds_of(trial, (), self.first_seed)
+        base_id = self.noise.baseline_trial_id
+        base = self.groups.get(base_id) if base_id is not None else None
+        interval = None
+        reference = trial.is_baseline and trial.baseline_name == self.noise.baseline
+        if base is not None and trial.id != base_id and not reference:
+            interval = compare(seeds, base, self.noise)
+        return TrialNoise(seeds=seeds.n, val_loss_mean=seeds.mean, val_loss_seed_sd=seeds.sd, vs_baseline=interval)
+
+
+def noise_view(
+    repo: Repository, search_id: int, *, baseline_name: str | None, baseline_seeds: int, first_seed: int = 0
+) -> NoiseView:
+    """The search's :class:`NoiseView` (reads its seed runs and reference baseline once); ``first_seed``: the
+    search's seed, every trial's own run's."""
+    noise, groups = search_noise(
+        repo, search_id, baseline_name=baseline_name, baseline_seeds=baseline_seeds, first_seed=first_seed
+    )
+    return NoiseView(noise, groups, first_seed)
+
+
+def reevaluation_pool(repo: Repository, search_id: int, space: SearchSpace) -> list[Trial]:
+    """The trials re-evaluated with ``search.top_k_seeds`` seeds: the ``search.reevaluate`` (default twice
+    ``top_k``) best completed trials by their first value; none when ``top_k_seeds`` is 1 or ``top_k`` 0."""
+    settings = space.search
+    if settings.top_k_seeds < 2 or settings.top_k == 0:
+        return []
+    size = settings.reevaluate or 2 * settings.top_k
+    return repo.list_trials(search_id, state="completed", is_baseline=False, limit=size).items
+
+
+def timing_fields(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A trial's step time against the baseline's from its timing probe (:mod:`brainsearch.train.timing`, stored as
+    ``metrics["timing_probe"]``): ``step_time_ratio`` (None when the probe was uncertain: its rounds disagreed
+    beyond its bound, so there is no number to report) and ``step_time_uncertain``; nothing without a probe."""
+    probe = metrics.get("timing_probe")
+    if not isinstance(probe, dict):
+        return {}
+    uncertain = bool(probe.get("uncertain"))
+    return {"step_time_ratio": None if uncertain else probe.get("ratio"), "step_time_uncertain": uncertain}
+
+
+def leaderboard_row(trial: Trial, view: NoiseView) -> dict[str, Any]:
+    """A trial as a leaderboard row (the API's ``TrialOut`` fields, the CLI's table): the stored trial, its runs
+    over seeds and interval against the baseline, and its timing probe's ratio."""
+    return {**vars(trial), **timing_fields(trial.metrics), **view.of(trial).model_dump()}

@@ -1,0 +1,132 @@
+"""Seed noise end to end: a real tiny search on the CPU trains its baseline with three seeds (interleaved with the
+first trials) and re-evaluates its best trials, and the spread and the intervals reach the API, the CLI and the
+dashboard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from playwright.sync_api import Browser
+
+from brainsearch.cli import main
+from brainsearch.search.driver import SearchDriver
+from brainsearch.search.submission import RunOptions, create_search, study_name
+from brainsearch.storage import Repository
+from brainsearch.storage.optuna_storage import optuna_storage
+from tests.search.conftest import fast_space
+
+
+def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    return int(info.value.code or 0), capsys.readouterr().out
+
+
+def _noisy_search(repo: Repository, database_url: str, tmp_path: Path) -> int:
+    """A finished tiny search: GLaM over three seeds, four trials (none pruned), the best two re-evaluated with a
+    second seed."""
+    space = fast_space(search={"baseline_seeds": 3, "top_k_seeds": 2, "reevaluate": 2})
+    search, _ = create_search(
+        repo,
+        space,
+        overrides={"trials": 4, "concurrency": 2, "sampler": "random", "top_k": 1, "pruner": "none"},
+        options=RunOptions(executor="local", threads_per_trial=1),
+    )
+    done = SearchDriver(repo, search.id, database_url, data_dir=tmp_path).run()
+    assert done.status == "completed", done.error
+    return search.id
+
+
+def test_seed_noise_is_measured_and_shown_by_the_api_the_cli_and_the_dashboard(
+    live: Any,
+    browser: Browser,
+    repo: Repository,
+    database_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Pass: the baseline trains with seeds 0-2, the first seed run before the last trial (interleaved), the two
+    best trials again with seed 1; the sampler sees first values only; the API's search document has the baseline's
+    losses, the pooled seed sd and the paired spread; every leaderboard row its interval (the mean difference from
+    the baseline's run of the same seed, paired; beyond noise exactly when the interval is below 0); the CLI prints
+    the same rows and says what the noise is; the dashboard's search page shows the baseline's seeds, the seed sd and
+    an interval on every compared row, and a re-evaluated trial's page its other seed."""
+    sid = _noisy_search(repo, database_url, tmp_path)
+    glam = next(t for t in repo.baselines(sid) if t.baseline_name == "glam")
+    runs = repo.list_seed_runs(sid)
+    assert {(r.seed, r.state) for r in runs if r.trial_id == glam.id} == {(1, "completed"), (2, "completed")}
+    trials = repo.list_trials(sid, state="completed", is_baseline=False, limit=100).items
+    reevaluated = {r.trial_id for r in runs if r.trial_id != glam.id}
+    assert reevaluated == {t.id for t in trials[:2]}  # the two best first values, one more seed each
+    assert all(r.state == "completed" and r.val_loss is not None for r in runs)
+    # Interleaved with the first trials, not after them: the baseline's seed runs started before the last trial.
+    last_trial = max(t.created_at for t in repo.list_trials(sid, is_baseline=False, limit=100).items)
+    assert min(r.created_at for r in runs if r.trial_id == glam.id) < last_trial
+    # Another seed is another run: the losses differ.
+    assert len({glam.val_loss, *(r.val_loss for r in runs if r.trial_id == glam.id)}) == 3
+    # The sampler saw the first values only: one Optuna trial per sampled trial, each with the trial's own loss.
+    study = optuna.load_study(study_name=study_name(sid), storage=optuna_storage(database_url))
+    told = {ot.user_attrs["bs_trial_id"]: ot.value for ot in study.trials if "bs_trial_id" in ot.user_attrs}
+    assert told == {t.id: t.val_loss for t in repo.list_trials(sid, is_baseline=False, limit=100).items}
+
+    server = live()
+    with server.client() as api:
+        noise = api.get(f"/searches/{sid}").json()["noise"]
+        board = api.get(f"/searches/{sid}/trials").json()["items"]
+    assert noise["baseline"] == "glam" and noise["baseline_trial_id"] == glam.id
+    assert noise["baseline_values"][0] == glam.val_loss and len(noise["baseline_values"]) == 3
+    # Pooled over GLaM (two degrees of freedom) and the two re-evaluated trials (one each).
+    assert noise["dof"] == 4 and noise["architectures"] == 3 and noise["seed_sd"] is not None
+    # Paired: the two re-evaluated trials' seeds 0 and 1 against GLaM's, one degree of freedom each.
+    assert noise["paired_dof"] == 2 and noise["paired_architectures"] == 2 and noise["paired_sd"] is not None
+    second = {r.trial_id: r.val_loss for r in runs if r.seed == 1}
+    rows = {r["id"]: r for r in board}
+    assert rows[glam.id]["seeds"] == 3 and rows[glam.id]["vs_baseline"] is None
+    for r in board:
+        if r["id"] == glam.id or r["state"] != "completed":
+            continue
+        vs = r["vs_baseline"]
+        assert vs["noise_measured"] and vs["low"] < vs["difference"] < vs["high"]
+        differences = [r["val_loss"] - noise["baseline_values"][0]]
+        if r["id"] in second:
+            differences.append(second[r["id"]] - noise["baseline_values"][1])
+        assert vs["method"] == "paired" and vs["difference"] == pytest.approx(sum(differences) / len(differences))
+        assert vs["beyond_noise"] == (vs["high"] < 0)
+        assert r["seeds"] in (1, 2) and vs["seeds"] == len(differences) and vs["baseline_seeds"] == 3
+    assert sorted(r["seeds"] for r in board if not r["is_baseline"] and r["state"] == "completed")[-2:] == [2, 2]
+    # The CLI: the same rows as JSON, and a table that says what the noise is; from the SQLite file itself (the
+    # command's own database connection is not closed before its process ends: on PostgreSQL, through the service).
+    where = ["--db", database_url] if database_url.startswith("sqlite") else ["--server", server.url]
+    code, out = _cli(["leaderboard", str(sid), *where, "--json"], capsys)
+    assert code == 0
+    cli_rows = {r["id"]: r for r in map(json.loads, out.splitlines())}
+    for trial_id, row in rows.items():
+        assert cli_rows[trial_id]["vs_baseline"] == row["vs_baseline"]
+    code, out = _cli(["leaderboard", str(sid), *where], capsys)
+    assert code == 0
+    assert "glam baseline over 3 of 3 seed(s)" in out and "seed sd" in out and "vs glam (95%)" in out
+    assert f"{noise['baseline_values'][1]:.4f}" in out
+    # The dashboard, in a browser.
+    page = browser.new_page()
+    try:
+        page.goto(f"{server.url}/searches/{sid}")
+        assert page.locator("#baseline-seeds").inner_text().startswith("over 3 of 3 seeds: ")
+        assert f"{noise['baseline_values'][2]:.4f}" in page.locator("#baseline-seeds").inner_text()
+        assert page.locator("#seed-sd").inner_text() == f"sd {noise['seed_sd']:.4f}"
+        compared = [r for r in board if r["vs_baseline"] is not None]
+        intervals = page.locator("#leaderboard td.vs .interval").all_inner_texts()
+        assert sorted(intervals) == sorted(
+            f"[{r['vs_baseline']['low']:+.4f}, {r['vs_baseline']['high']:+.4f}]" for r in compared
+        )
+        beyond = sum(bool(r["vs_baseline"]["beyond_noise"]) for r in compared)
+        assert page.locator("#leaderboard .tag.beyond-noise").count() == beyond
+        again = next(r for r in board if r["seeds"] == 2 and not r["is_baseline"])
+        page.goto(f"{server.url}/trials/{again['id']}")
+        assert "seed 1" in page.locator("#seed-runs").inner_text()
+        assert f"{again['val_loss_mean']:.4f}" in page.locator("#seed-runs").inner_text()
+    finally:
+        page.close()
