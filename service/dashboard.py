@@ -149,7 +149,7 @@ def _summary(repo: Repository, search: Search, now: datetime | None = None) -> S
         reference_loss=_reference_loss(repo, search.id, reference),
         duration_s=duration,
         sampler=sampler,
-        noise=search_noise_view(repo, search) if space is not None else None,
+        noise=search_noise_view(repo, search, space) if space is not None else None,
     )
 
 

@@ -16,6 +16,7 @@ from brainsearch.storage import Repository, make_engine, migrate
 from brainsearch.store import RunStore, load_weights
 from brainsearch.train.lifelong import write_prose_corpus
 from tests.search.conftest import seed_scaled_search
+from tests.search.test_scaleup import _run
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -122,7 +123,6 @@ def test_scale_up_report_shows_intervals_timing_and_the_target(
     slowed runs marked with their MFU and re-timed step time, the one target in activated parameters and compute,
     and each prediction's extrapolation flagged "far" past 100x; --json carries the same fields."""
     db, repo, sid, ids = seeded
-    arch = scale(preset("glam"), "cpu-tiny")
     probe = {"ratio": 0.8, "low": 0.75, "high": 0.9, "spread": 0.19, "bound": 0.2, "uncertain": False}
     doubtful = {"ratio": 0.5, "low": 0.3, "high": 1.2, "spread": 1.8, "bound": 0.2, "uncertain": True, "rounds": 3}
     runs = [  # trial, rung, loss, activated params, metrics: newer rows than the seeded ones, so they are read
@@ -144,16 +144,7 @@ def test_scale_up_report_shows_intervals_timing_and_the_target(
         (ids[2], "cpu-small", 2.6, 1e4, {"step_time_s": 0.1, "mfu": 0.6}),
     ]
     for trial_id, rung, loss, n, metrics in runs:
-        repo.add_candidate(
-            search_id=sid,
-            trial_id=trial_id,
-            rung=rung,
-            state="completed",
-            arch=arch.to_dict(),
-            arch_digest=arch.digest,
-            metrics={"params_activated": n, "val_curve": [[8, loss]], "val_loss_stderr": 0.01, **metrics},
-            val_loss=loss,
-        )
+        _run(repo, sid, trial_id, rung, loss, params_activated=n, val_curve=[[8, loss]], **metrics)
     code, out, err = run(["scale-up", str(sid), "--db", db, "--target", "8b-64e"], capsys)
     assert code == 0, err
     rows = {tuple(c.strip() for c in line.split("│")[4:7]) for line in out.splitlines() if line.count("│") == 9}

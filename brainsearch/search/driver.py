@@ -56,7 +56,7 @@ from brainsearch.search.baselines import baseline_architectures
 from brainsearch.search.executor import Executor, Finished
 from brainsearch.search.jobs import BaselineRef, CandidateJob, Job, TrialJob
 from brainsearch.search.local import LocalExecutor
-from brainsearch.search.noise import reevaluation_pool
+from brainsearch.search.noise import other_seeds, reevaluation_pool
 from brainsearch.search.pruning import budget_fraction
 from brainsearch.search.runner import record_crash
 from brainsearch.search.samplers import make_sampler
@@ -272,7 +272,7 @@ class SearchDriver:
             for r in self.repo.list_seed_runs(self.search.id, [trial.id])
             if r.state not in ("running", "crashed")
         }
-        return [self.settings.seed + k for k in range(1, seeds) if self.settings.seed + k not in done]
+        return [seed for seed in other_seeds(self.settings.seed, seeds) if seed not in done]
 
     def _prune_weights(self) -> None:
         """With ``keep_weights: top_k``, delete the weights of completed trials no longer among the best ``top_k``

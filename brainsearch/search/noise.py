@@ -52,6 +52,7 @@ __all__ = [
     "compare",
     "leaderboard_row",
     "noise_from",
+    "other_seeds",
     "rank_by_mean",
     "reevaluation_pool",
     "search_noise",
@@ -344,6 +345,12 @@ def noise_view(
         repo, search_id, baseline_name=baseline_name, baseline_seeds=baseline_seeds, first_seed=first_seed
     )
     return NoiseView(noise, groups, first_seed)
+
+
+def other_seeds(first_seed: int, seeds: int) -> list[int]:
+    """The seeds a trial trains with besides its own run's (``first_seed``, the search's) to have ``seeds`` in all:
+    the next ones up."""
+    return [first_seed + k for k in range(1, seeds)]
 
 
 def reevaluation_pool(repo: Repository, search_id: int, space: SearchSpace) -> list[Trial]:

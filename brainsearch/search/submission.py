@@ -20,7 +20,7 @@ from brainsearch._validation import problems_from_validation_error
 from brainsearch.errors import ConflictError, Problem, SpaceError
 from brainsearch.search.baselines import baseline_architectures
 from brainsearch.search.jobs import Resources
-from brainsearch.search.noise import NoiseView, noise_view, reevaluation_pool
+from brainsearch.search.noise import NoiseView, noise_view, other_seeds, reevaluation_pool
 from brainsearch.search.scaleup import planned_runs
 from brainsearch.space.loader import validate_document
 from brainsearch.space.schema import Quantity, SearchSettings, SearchSpace
@@ -194,7 +194,7 @@ def _reevaluating(repo: Repository, search_id: int, space: SearchSpace) -> bool:
         for r in repo.list_seed_runs(search_id, [t.id for t in pool])
         if r.state not in ("running", "crashed")
     }
-    wanted = {(t.id, space.search.seed + k) for t in pool for k in range(1, space.search.top_k_seeds)}
+    wanted = {(t.id, seed) for t in pool for seed in other_seeds(space.search.seed, space.search.top_k_seeds)}
     return not wanted <= final
 
 
@@ -265,9 +265,10 @@ class Progress:
         return replace(progress, stage=stage)
 
 
-def search_noise_view(repo: Repository, search: Search) -> NoiseView:
-    """The stored search's measured noise and each trial's interval against its reference baseline."""
-    space = stored_space(search)
+def search_noise_view(repo: Repository, search: Search, space: SearchSpace | None = None) -> NoiseView:
+    """The stored search's measured noise and each trial's interval against its reference baseline (``space``: its
+    stored space, when the caller has read it already)."""
+    space = space or stored_space(search)
     return noise_view(
         repo,
         search.id,
