@@ -30,10 +30,10 @@ from typing import Any
 import optuna
 
 from brainsearch.data import load_corpus
-from brainsearch.search.baselines import baseline_architectures
 from brainsearch.search.driver import SearchDriver
 from brainsearch.search.submission import RunOptions, create_search, trial_train_settings
 from brainsearch.space import load_space, sample
+from brainsearch.space.baselines import baseline_architectures
 from brainsearch.storage import Repository, make_engine, migrate
 from brainsearch.train import train
 

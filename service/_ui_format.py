@@ -21,6 +21,7 @@ from brainsearch._format import (
     fmt_memory_plan,
     fmt_unix_time,
 )
+from brainsearch.search.verdict import fmt_interval as fmt_difference
 
 __all__ = [
     "FILTERS",
@@ -33,6 +34,8 @@ __all__ = [
     "fmt_metric",
     "fmt_ms",
     "fmt_rate",
+    "fmt_ratio",
+    "fmt_versus",
     "fmt_when",
     "metric_label",
 ]
@@ -101,6 +104,17 @@ def fmt_interval(interval: Any) -> str:
     if interval is None or not (_finite(interval.low) and _finite(interval.high)):
         return ""
     return f"[{interval.low:+.4f}, {interval.high:+.4f}]"
+
+
+def fmt_versus(interval: Any) -> str:
+    """A difference from the baseline with its interval, as every view prints a headline:
+    ``"-0.051 [-0.090, -0.012]"`` (:func:`brainsearch.search.verdict.fmt_interval`)."""
+    return fmt_difference(interval) if interval is not None else MISSING
+
+
+def fmt_ratio(x: float | None) -> str:
+    """A ratio to the baseline: ``1.8612`` -> ``"1.86x"``."""
+    return f"{x:.2f}x" if _finite(x) else MISSING
 
 
 def fmt_when(t: datetime | None) -> str:
@@ -221,6 +235,8 @@ FILTERS: dict[str, Callable[..., str]] = {
     "duration": fmt_duration,
     "delta": fmt_delta,
     "interval": fmt_interval,
+    "versus": fmt_versus,
+    "ratio": fmt_ratio,
     "when": fmt_when,
     "count": _unit(fmt_count),
     "bytes": _unit(fmt_bytes),

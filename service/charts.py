@@ -8,14 +8,15 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from brainsearch._format import fmt_count
+from brainsearch.search.noise import NoiseView
 from brainsearch.search.scaleup_report import ScaleUpReport
 from brainsearch.search.submission import study_name
 from brainsearch.storage import MetricPoint, Repository, Trial
-from service._ui_format import fmt_loss, fmt_ms
-from service.routers.searches import pareto_front
+from service._ui_format import fmt_loss
+from service.routers.searches import ParetoAxis, pareto_front, pareto_x
 
 __all__ = [
     "PALETTE",
@@ -236,30 +237,44 @@ def trial_curve_chart(repo: Repository, trial: Trial) -> Chart:
     return Chart("curve", title, {"data": data, "layout": layout}, note=_CURVE_NOTE.format(w=SMOOTHING))
 
 
-def pareto_chart(trials: list[Trial], key: Literal["step_time_s", "params_activated"]) -> Chart:
-    """Completed trials' validation loss against ``key``, the Pareto front as a staircase, baselines as stars;
-    a click on a point opens the trial."""
-    label, chart_id = (
-        ("step time (ms)", "pareto-step") if key == "step_time_s" else ("activated parameters", "pareto-params")
-    )
-    title = f"Validation loss vs {label.removesuffix(' (ms)')}"
-    done = [t for t in trials if t.state == "completed" and t.val_loss is not None and getattr(t, key) is not None]
-    if not done:
-        return Chart(chart_id, title, empty="No completed trial yet: each one adds a point here.")
-    scale = 1000.0 if key == "step_time_s" else 1.0
-    shown = fmt_ms if key == "step_time_s" else fmt_count
+_NO_TRIAL = "No completed trial yet: each one adds a point here."
+_PARETO = {
+    "compute_ratio": ("training compute vs the baseline", "pareto-compute", _NO_TRIAL),
+    "params_activated": ("activated parameters", "pareto-params", _NO_TRIAL),
+    "step_time_ratio": (
+        "step time vs the baseline (timing probe)",
+        "pareto-step",
+        "No timing probe: step times are compared only by a probe timing a trial and the baseline back to back (the "
+        "space's max_step_time_ratio); a step time measured in a trial's own run holds the machine's load, not the "
+        "block's speed.",
+    ),
+}
+
+
+def pareto_chart(trials: list[Trial], axis: ParetoAxis, view: NoiseView) -> Chart:
+    """Completed trials' validation loss against ``axis`` (:func:`~service.routers.searches.pareto_x`: training
+    compute or step time as ratios to the reference baseline's, or activated parameters), the Pareto front as a
+    staircase, baselines as stars (the reference at 1 on the ratios); a click on a point opens the trial."""
+    label, chart_id, empty = _PARETO[axis]
+    title = f"Validation loss vs {label}"
+    placed = {t.id: pareto_x(t, axis, view) for t in trials if t.state == "completed" and t.val_loss is not None}
+    xs = {tid: x for tid, x in placed.items() if x is not None}
+    done = [t for t in trials if t.id in xs]
+    if not any(not t.is_baseline for t in done):
+        return Chart(chart_id, title, empty=empty)
+    shown = fmt_count if axis == "params_activated" else (lambda x: f"{x:.2f}x")
 
     def points(ts: list[Trial]) -> dict[str, Any]:
         return {
-            "x": [getattr(t, key) * scale for t in ts],
+            "x": [xs[t.id] for t in ts],
             "y": [t.val_loss for t in ts],
             "customdata": [t.id for t in ts],
-            "text": [f"{trial_label(t)}<br>val loss {fmt_loss(t.val_loss)}<br>{shown(getattr(t, key))}" for t in ts],
+            "text": [f"{trial_label(t)}<br>val loss {fmt_loss(t.val_loss)}<br>{shown(xs[t.id])}" for t in ts],
             "hovertemplate": "%{text}<extra></extra>",
         }
 
     searched = [t for t in done if not t.is_baseline]
-    front = pareto_front(searched, key)
+    front = pareto_front(searched, axis, view)
     data: list[dict[str, Any]] = [
         {
             "type": "scatter",
@@ -290,14 +305,12 @@ def pareto_chart(trials: list[Trial], key: Literal["step_time_s", "params_activa
                 "marker": {"symbol": "star", "size": 14, "color": _BASELINE_COLOURS.get(t.baseline_name or "", "#666")},
             }
         )
-    x = {"title": {"text": label}} if key == "step_time_s" else {"title": {"text": label}, "tickformat": "~s"}
-    layout = _layout(x, {"title": {"text": "validation loss (nats)"}}, meta={"click": "trial"})
-    return Chart(
-        chart_id,
-        title,
-        {"data": data, "layout": layout},
-        note="Lower left is better. The front joins the trials no other beats on both axes; click a point to open it.",
-    )
+    x = {"title": {"text": label}, "tickformat": "~s"} if axis == "params_activated" else {"title": {"text": label}}
+    layout = _layout(x, {"title": {"text": "validation loss (nats, first run)"}}, meta={"click": "trial"})
+    note = "Lower left is better. The front joins the trials no other beats on both axes; click a point to open it."
+    if axis == "compute_ratio":
+        note += " At 1.00x a trial trained with the baseline's compute; to the right, with more."
+    return Chart(chart_id, title, {"data": data, "layout": layout}, note=note)
 
 
 def expert_load_chart(trial: Trial | None, chart_id: str = "expert-load") -> Chart:

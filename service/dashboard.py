@@ -29,23 +29,26 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
-from brainsearch._format import fmt_bytes, fmt_count, fmt_flops
+from brainsearch._format import fmt_bytes, fmt_count
 from brainsearch.errors import BrainsearchError, ConflictError
-from brainsearch.search.noise import Interval, NoiseView, TrialNoise
-from brainsearch.search.scaleup_report import scale_up_report
+from brainsearch.search.noise import NoiseView, TrialNoise, timing_fields
 from brainsearch.search.submission import (
     Progress,
     RunOptions,
     create_search,
     reference_baseline,
     search_noise_view,
+    search_scale_up_report,
+    search_verdict_of,
     stored_space,
 )
+from brainsearch.search.verdict import Verdict
 from brainsearch.space import SearchSpace, bundled_space_names, load_space
+from brainsearch.space.baselines import describe_budget
 from brainsearch.space.schema import SAMPLER_NAMES
 from brainsearch.storage import Repository, Search, Trial
 from brainsearch.train.result import HEADLINE_METRICS
-from service._ui_format import FILTERS, fmt_delta, fmt_duration
+from service._ui_format import FILTERS, MISSING, fmt_delta, fmt_ratio
 from service.charts import (
     PALETTE,
     curves_chart,
@@ -57,6 +60,7 @@ from service.charts import (
     trial_label,
 )
 from service.deps import MAX_ID, Offset, ReadAccess, Repo, SearchId, TrialId, get_store
+from service.routers.searches import PARETO_AXES
 
 __all__ = ["error_page", "router", "wants_html"]
 
@@ -87,23 +91,12 @@ class SearchSummary:
     duration_s: float | None
     sampler: str
     noise: NoiseView | None = None  # the seed noise the search measured (None: its space could not be read)
+    verdict: Verdict | None = None  # what the search found (None: its space could not be read)
 
     @property
     def active(self) -> bool:
         """Queued or running: its page polls for changes."""
         return self.search.status in ACTIVE
-
-    @property
-    def vs_reference(self) -> float | None:
-        """The best validation loss minus the reference baseline's (negative: better than the baseline)."""
-        if self.best is None or self.best.val_loss is None or self.reference_loss is None:
-            return None
-        return self.best.val_loss - self.reference_loss
-
-    @property
-    def best_vs(self) -> Interval | None:
-        """The best trial's mean minus the reference baseline's, with its interval."""
-        return self.noise.of(self.best).vs_baseline if self.noise is not None and self.best is not None else None
 
     def of(self, trial: Trial) -> TrialNoise | None:
         """A trial's runs over seeds and interval against the baseline."""
@@ -140,6 +133,7 @@ def _summary(repo: Repository, search: Search, now: datetime | None = None) -> S
         end = search.finished_at or (now or datetime.now(UTC))
         duration = (end - search.started_at).total_seconds()
     sampler = space.search.sampler if space else str(search.settings.get("search", {}).get("sampler", "?"))
+    view = search_noise_view(repo, search, space) if space is not None else None
     return SearchSummary(
         search=search,
         space=space,
@@ -149,7 +143,8 @@ def _summary(repo: Repository, search: Search, now: datetime | None = None) -> S
         reference_loss=_reference_loss(repo, search.id, reference),
         duration_s=duration,
         sampler=sampler,
-        noise=search_noise_view(repo, search, space) if space is not None else None,
+        noise=view,
+        verdict=search_verdict_of(repo, search, space, view) if space is not None and view is not None else None,
     )
 
 
@@ -159,12 +154,7 @@ def _settings_rows(search: Search, space: SearchSpace | None) -> list[tuple[str,
     if space is None:
         return [("space", search.space_name), ("trials requested", f"{search.trials_requested:,}")]
     s, p, c = space.search, space.proxy, space.constraints
-    if p.budget.tokens is not None:
-        budget = f"{fmt_count(p.budget.tokens)} tokens"
-    elif p.budget.flops is not None:
-        budget = fmt_flops(p.budget.flops)
-    else:
-        budget = fmt_duration(p.budget.seconds)
+    budget = describe_budget(space)
     sampler: str = s.sampler
     if s.sampler == "evolution":
         e = s.evolution
@@ -174,6 +164,9 @@ def _settings_rows(search: Search, space: SearchSpace | None) -> list[tuple[str,
         f"activated params ≤ {fmt_count(c.max_params_activated)}" if c.max_params_activated is not None else "",
         f"memory ≤ {fmt_bytes(c.max_memory_bytes)}" if c.max_memory_bytes is not None else "",
         f"step time ≤ {c.max_step_time_ratio:g}× the baseline's" if c.max_step_time_ratio is not None else "",
+        f"FLOPs per token ≤ {c.max_flops_per_token_ratio:g}× the baseline's"
+        if c.max_flops_per_token_ratio is not None
+        else "",
         ("at least " + ", ".join(f"{n} {t}" for t, n in c.min_layers.items())) if c.min_layers else "",
     ]
     rows = [
@@ -235,6 +228,7 @@ def _search_view(
 ) -> dict[str, Any]:
     """What the search page and its live updates render (importance only when asked: it is the costly part)."""
     summary = _summary(repo, search)
+    view = summary.noise
     page = repo.list_trials(search.id, sort=sort, order=order, offset=offset, limit=limit)
     completed = repo.list_trials(search.id, state="completed", limit=2000).items
     baselines = [t for t in repo.baselines(search.id) if t.state == "completed"]
@@ -250,14 +244,15 @@ def _search_view(
             empty="No learning curve yet: curves appear as trials finish.",
             note=shown,
         ),
-        pareto_chart(completed, "step_time_s"),
-        pareto_chart(completed, "params_activated"),
+        *(pareto_chart(completed, axis, view) for axis in PARETO_AXES if view is not None),
         expert_load_chart(best[0] if best else None),
     ]
     if importance:
         charts.append(importance_chart(request.app.state.database_url, search.id))
     space = summary.space
-    report = scale_up_report(repo, search.id, space, store=get_store(request)) if space is not None else None
+    report = None
+    if space is not None:
+        report = search_scale_up_report(repo, search, space, view, store=get_store(request))
     if report is not None and report.configured:
         charts.append(scaling_chart(report))
     query = {"sort": sort, "order": order, "offset": offset, "limit": limit}
@@ -471,23 +466,21 @@ def trial_page(request: Request, trial_id: TrialId, repo: Repo) -> HTMLResponse:
         "metric_keys": keys,
         "moe": {k: v for k, v in moe.items() if k != "expert_load"} if moe else None,
         "weights_kept": weights is not None,
-        "vs_reference": _delta(trial.val_loss, summary.reference_loss),
         "noise": summary.of(trial),
         "seed_runs": repo.list_seed_runs(search.id, [trial.id]),
     }
     return templates.TemplateResponse(request, "trial.html", context)
 
 
-def _delta(x: float | None, base: float | None) -> float | None:
-    return None if x is None or base is None else x - base
-
-
-# Compared metrics: (label, how to read it from a trial, format, delta kind, whether higher is better).
+# Compared metrics: (label, how to read it from a trial, format, delta kind, whether higher is better). A delta kind
+# of "" shows the value alone: a first run's loss differs from another first run's by seed noise as much as by the
+# block (the paired comparison with the baseline is the row above them), and a wall-clock step time or throughput
+# holds the machine's load during each run.
 _COMPARED: list[tuple[str, str, str, str, bool]] = [
-    ("validation loss", "val_loss", "loss", "abs", False),
-    ("training loss", "train_loss", "loss", "abs", False),
-    ("step time", "step_time_s", "ms", "rel", False),
-    ("throughput", "tokens_per_s", "rate", "rel", True),
+    ("validation loss (first run)", "val_loss", "loss", "", False),
+    ("training loss (first run)", "train_loss", "loss", "", False),
+    ("step time (wall clock, its run)", "step_time_s", "ms", "", False),
+    ("throughput (wall clock, its run)", "tokens_per_s", "rate", "", True),
     ("activated parameters", "params_activated", "count", "rel", False),
     ("total parameters", "params_total", "count", "rel", False),
     ("training FLOPs per token", "flops_per_token", "flops", "rel", False),
@@ -503,6 +496,43 @@ def _value(t: Trial, key: str) -> Any:
     if key == "params_activated":
         return t.cost.get(key, t.params_activated)
     return t.metrics.get(key, t.cost.get(key))
+
+
+def _compared_with_baselines(repo: Repository, chosen: list[Trial]) -> list[dict[str, Any]]:
+    """The compare view's first rows: each trial against its own search's reference baseline, as the leaderboard
+    compares it (the paired mean difference with its interval and what it says, training compute and FLOPs per
+    token as ratios, the step time over the baseline's from a timing probe). Deltas between the trials themselves
+    would be first-run differences without an interval."""
+    views: dict[int, tuple[NoiseView | None, str]] = {}
+    for t in chosen:
+        if t.search_id not in views:
+            search = repo.get_search(t.search_id)
+            space = _space_of(search) if search is not None else None
+            view = search_noise_view(repo, search, space) if search is not None and space is not None else None
+            views[t.search_id] = (view, space.constraints.baseline if space is not None else "baseline")
+    cells: dict[str, list[dict[str, Any]]] = {"vs": [], "compute": [], "flops": [], "step": []}
+    for t in chosen:
+        view, name = views[t.search_id]
+        n = view.of(t) if view is not None else None
+        vs = n.vs_baseline if n is not None else None
+        probe = timing_fields(t.metrics)
+        cells["vs"].append(
+            {
+                "value": f"{FILTERS['versus'](vs)} vs {name}" if vs is not None else MISSING,
+                "delta": n.comparison if n is not None and n.comparison else "",
+                "better": n.beats_baseline if vs is not None and n is not None and vs.beyond_noise else None,
+            }
+        )
+        cells["compute"].append({"value": fmt_ratio(n.compute_ratio if n else None), "delta": "", "better": None})
+        cells["flops"].append({"value": fmt_ratio(n.flops_per_token_ratio if n else None), "delta": "", "better": None})
+        step = "timing uncertain" if probe.get("step_time_uncertain") else fmt_ratio(probe.get("step_time_ratio"))
+        cells["step"].append({"value": step, "delta": "", "better": None})
+    return [
+        {"label": "vs its baseline (paired, 95% simultaneous)", "cells": cells["vs"]},
+        {"label": "training compute vs its baseline", "cells": cells["compute"]},
+        {"label": "FLOPs per token vs its baseline", "cells": cells["flops"]},
+        {"label": "step time vs its baseline (timing probe)", "cells": cells["step"]},
+    ]
 
 
 def _compare_ids(raw: list[str]) -> list[int]:
@@ -550,13 +580,13 @@ def compare_page(
         wide=True,
     )
     first = chosen[0]
-    rows = []
+    rows = _compared_with_baselines(repo, chosen)
     for label, key, fmt, kind, higher_better in _COMPARED:
         cells = []
         base = _value(first, key)
         for j, t in enumerate(chosen):
             v = _value(t, key)
-            d = "" if j == 0 else fmt_delta(v, base, kind)
+            d = "" if j == 0 or not kind else fmt_delta(v, base, kind)
             better = None
             if d and v != base:
                 better = (v > base) == higher_better

@@ -8,6 +8,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from brainsearch.search.noise import Interval, SearchNoise
+from brainsearch.search.verdict import Verdict
 
 T = TypeVar("T")
 
@@ -91,6 +92,10 @@ class SearchOut(BaseModel):
         description="the seed noise the search measured: the reference baseline's runs over its seeds and the seed "
         "standard deviation pooled over every architecture trained with several seeds"
     )
+    verdict: Verdict = Field(
+        description="what the search found, in one line (text) with the numbers behind it: the block that beats the "
+        "reference baseline beyond noise at equal compute and held at the scale-up, or the baseline"
+    )
     settings: dict[str, Any]
     created_at: datetime
     started_at: datetime | None
@@ -110,18 +115,39 @@ class TrialOut(BaseModel):
     pattern: str
     arch_digest: str
     val_loss: float | None
-    step_time_s: float | None
+    step_time_s: float | None = Field(
+        description="wall-clock median step time of this run: the machine's load is in it (see step_time_ratio)"
+    )
     params_activated: int
     micro_batch: int | None = Field(default=None, description="sequences per forward (the global batch in chunks)")
     activation_checkpointing: bool | None = Field(default=None, description="activations recomputed per block")
     seeds: int = Field(default=0, description="completed runs of this architecture (its first seed and re-runs)")
     val_loss_mean: float | None = Field(default=None, description="validation loss averaged over those runs")
     val_loss_seed_sd: float | None = Field(default=None, description="their standard deviation (two runs or more)")
+    val_loss_held_out: float | None = Field(
+        default=None,
+        description="the mean the row is ranked and compared on: over its seeds but the one it was selected on when "
+        "it was re-evaluated (the winner's curse left out), else its one run",
+    )
     vs_baseline: Interval | None = Field(
         default=None,
-        description="mean loss minus the reference baseline's, with its 95% interval from the measured seed noise "
-        "and the evaluation errors; beyond_noise: the whole interval is below zero",
+        description="held-out mean loss minus the reference baseline's, seed by seed, with its 95% interval from the "
+        "measured seed noise, simultaneous over the search's comparisons (Bonferroni); beyond_noise: the whole "
+        "interval is below zero",
     )
+    compute_ratio: float | None = Field(
+        default=None,
+        description="training compute (FLOPs per token x tokens trained) over the reference baseline's",
+    )
+    flops_per_token_ratio: float | None = Field(
+        default=None, description="training FLOPs per token over the reference baseline's (cost model)"
+    )
+    comparison: str | None = Field(
+        default=None,
+        description="the comparison in words: 'beyond noise' (a win at equal compute), 'beyond noise at 1.86x "
+        "compute' (not a win), 'within noise', 'worse beyond noise' or 'seed noise not measured'",
+    )
+    beats_baseline: bool = Field(default=False, description="beyond noise at equal compute (within 1.05x)")
     step_time_ratio: float | None = Field(
         default=None, description="step time over the baseline's, from a timing probe of both back to back"
     )

@@ -147,7 +147,8 @@ def test_scale_up_report_shows_intervals_timing_and_the_target(
         _run(repo, sid, trial_id, rung, loss, params_activated=n, val_curve=[[8, loss]], **metrics)
     code, out, err = run(["scale-up", str(sid), "--db", db, "--target", "8b-64e"], capsys)
     assert code == 0, err
-    rows = {tuple(c.strip() for c in line.split("│")[4:7]) for line in out.splitlines() if line.count("│") == 9}
+    cells = [[c.strip() for c in line.split("│")] for line in out.splitlines() if line.count("│") == 11]
+    rows = {(c[4], c[5], c[8]) for c in cells}  # rung, val loss, steps/s vs base
     assert ("cpu-small", "2.5000 ± 0.0196", "1.25x (1.11-1.33)") in rows  # 1 / 0.8, range [1 / 0.9, 1 / 0.75]
     assert ("cpu-tiny", "2.8500 ± 0.0196", "uncertain") in rows and ("cpu-tiny", "2.8000 ± 0.0196", "1.00x") in rows
     assert "trial #2 at cpu-tiny: timing probe's spread 180% over 3 rounds exceeds its bound 20%" in out

@@ -26,6 +26,9 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 @pytest.mark.slow
 def test_search_tiny_eight_trials_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Pass: the bundled tiny space with its defaults trains every completed trial at GLaM's compute (within 1.05x,
+    FLOPs per token x tokens; a costlier block on fewer tokens), every row carries its compute ratio, and the run ends
+    with the verdict line."""
     db = f"sqlite:///{tmp_path / 'e2e.db'}"
     code, out, err = run(["search", "search_spaces/tiny.yaml", "--trials", "8", "--db", db], capsys)
     assert code == 0, err
@@ -39,19 +42,32 @@ def test_search_tiny_eight_trials_end_to_end(tmp_path: Path, capsys: pytest.Capt
     glam = baselines["glam"]
     assert glam.val_loss is not None
     # Honest comparisons: every completed candidate's loss and step time were measured, ranks follow the losses,
-    # and a candidate pruned by the quarter-budget rule was behind the baseline at that point (64K tokens: 125 steps).
+    # and a candidate pruned by the quarter-budget rule was behind the baseline at that point. GLaM trains its 64K
+    # tokens (125 steps); every other block trains GLaM's compute: its FLOPs per token times its tokens.
+    assert glam.metrics["steps"] == 125 and glam.metrics["tokens"] == 64_000
+    glam_compute = glam.cost["flops_per_token"] * glam.metrics["tokens"]
     completed = [t for t in trials if t.state == "completed"]
     assert [t.val_loss for t in completed] == sorted(t.val_loss for t in completed)  # type: ignore[type-var]
     for t in completed:
-        assert t.step_time_s and t.metrics["steps"] == 125 and t.metrics["val_loss"] == t.val_loss
+        assert t.step_time_s and t.metrics["val_loss"] == t.val_loss
+        compute = t.cost["flops_per_token"] * t.metrics["tokens"]
+        assert 1.0 <= compute / glam_compute <= 1.05, (t.number, compute / glam_compute)
+    costlier = [t for t in completed if t.cost["flops_per_token"] > 1.1 * glam.cost["flops_per_token"]]
+    assert all(t.metrics["tokens"] < glam.metrics["tokens"] for t in costlier)
     for t in candidates:
         if t.state == "pruned":
             assert "worse than the glam baseline's" in (t.reason or "")
-            assert t.metrics["steps"] < 125
-    # The leaderboard command prints the same ranking.
+            assert t.cost["flops_per_token"] * t.metrics["tokens"] < 0.5 * glam_compute
+    # Every row carries its compute ratio; the leaderboard command prints the same ranking; the verdict comes last.
     code, out, _ = run(["leaderboard", "1", "--db", db, "--json"], capsys)
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and [r["id"] for r in rows] == [t.id for t in trials[:20]]
+    assert all(r["compute_ratio"] is not None and r["flops_per_token_ratio"] is not None for r in rows)
+    for r in rows:
+        if r["state"] == "completed":
+            assert 1.0 <= r["compute_ratio"] <= 1.05
+    code, out, _ = run(["leaderboard", "1", "--db", db], capsys)
+    assert code == 0 and out.rstrip().splitlines()[-1].startswith("verdict: winner: ")
 
 
 def test_leaderboard_table_and_missing_search(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -67,9 +83,9 @@ def test_leaderboard_compares_with_the_space_reference_baseline(
 ) -> None:
     """Pass: a search whose space names dense as its reference (GLaM trained too, and better) heads the comparison
     column "vs dense" and measures every delta against dense's loss, from the database and from a service alike."""
-    from brainsearch.search.baselines import baseline_architectures
     from brainsearch.search.submission import create_search
     from brainsearch.settings import Settings
+    from brainsearch.space.baselines import baseline_architectures
     from brainsearch.storage import migrate
     from tests.service.conftest import LiveServer
 
@@ -204,14 +220,24 @@ def test_leaderboard_ranks_export_scale_up_later_and_delete(tmp_path: Path, caps
 
     local = table(["--db", db])
     header, rows = local[0], local[1:]
-    assert header[:8] == ["rank", "#", "block", "state", "val loss", "seeds", "vs glam (95%)", "beyond noise"]
+    assert header[:9] == [
+        "rank",
+        "#",
+        "block",
+        "state",
+        "val loss",
+        "seeds",
+        "vs glam (95%)",
+        "comparison",
+        "compute",
+    ]
     assert header[-1] == "note"
     ranked = [r for r in rows if r[0]]
     assert len(ranked) == 3 and [r[0] for r in ranked] == [str(i) for i in range(1, len(ranked) + 1)]
     assert all(not r[0] for r in rows if r[-1].endswith("baseline"))
     # One seed each: the difference is the loss minus GLaM's (same seed), its interval the evaluation error only.
     compared = [r for r in rows if r[4] and r[-1] != "glam baseline"]
-    assert compared and all(r[6].endswith("eval only") and r[7] == "?" for r in compared)
+    assert compared and all(r[6].endswith("eval only") and r[7] == "seed noise not measured" for r in compared)
     assert all(abs(float(r[6].split()[0]) - (float(r[4]) - glam.val_loss)) < 1.5e-3 for r in compared)  # type: ignore[operator]
     live = LiveServer(Settings(database_url=db, data_dir=Path(os.environ["BRAINSEARCH_DATA_DIR"])))
     try:

@@ -3,14 +3,15 @@ would use it (the REST API and the dashboard on 127.0.0.1, SQLite, the local exe
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from brainsearch.cli.common import DbOption, err, fail, open_repository, out
-from brainsearch.cli.progress import follow_remote
-from brainsearch.cli.render import print_leaderboard, print_scale_up
+from brainsearch.cli.progress import StageClock, follow_remote
+from brainsearch.cli.render import print_leaderboard, print_scale_up, print_verdict
 from brainsearch.cli.searches import remote_reference
 from brainsearch.errors import Problem
 
@@ -21,7 +22,11 @@ if TYPE_CHECKING:
 
     from brainsearch.client import Client
 
-__all__ = ["quickstart_cmd"]
+__all__ = ["SMALL_RUNG_TOKENS", "quickstart_cmd"]
+
+# The quickstart's cpu-small rung trains 100K tokens of GLaM's compute per run (the preset's default is 200K): the
+# scale-up's cost halves, and the rung still trains 2.5x the proxies' model on 1.6x their tokens.
+SMALL_RUNG_TOKENS = 100_000
 
 
 def quickstart_cmd(
@@ -35,33 +40,35 @@ def quickstart_cmd(
 ) -> None:
     """The main job on embedded defaults: start the service on 127.0.0.1 (SQLite, local executor), submit the
     tiny space, show the dashboard URL and the progress, then print the leaderboard and export the winner."""
-    import time
-
     from brainsearch.client import Client
     from brainsearch.settings import get_settings
     from brainsearch.store import RunStore
 
+    started = time.monotonic()
     repo, url = open_repository(db)
     server, thread, base = _start_service(url, port)
+    clock = StageClock()
+    clock.seen["service start"] = started
     try:
         client = Client(base)
         body: dict[str, Any] = {"space": "tiny", "trials": trials, "name": "quickstart"}
         if scale_up:  # the paper's second stage at CPU size: the top 2 and GLaM again at cpu-tiny and cpu-small
-            body["scale_up"] = {"ladder": ["cpu-tiny", "cpu-small"]}  # the presets' budgets: 64K and 200K tokens
+            body["scale_up"] = {"ladder": ["cpu-tiny", {"preset": "cpu-small", "budget_tokens": SMALL_RUNG_TOKENS}]}
         search = client.submit(body)
         err.print(f"dashboard (live while this runs): [bold]{base}/searches/{search['id']}[/]  (API: {base}/docs)")
-        search = follow_remote(client, search["id"], interval=1.0)
+        search = follow_remote(client, search["id"], interval=1.0, clock=clock)
+        finished = time.monotonic()
         page = client.trials(search["id"], limit=50)
         print_leaderboard(page["items"], search["id"], page["total"], remote_reference(search), noise=search["noise"])
         if scale_up:
             print_scale_up(client.scale_up(search["id"]))
-        # The winner: the best mean over seeds among the re-evaluated trials (the best first run without them).
-        completed = [t for t in page["items"] if t["state"] == "completed" and not t["is_baseline"]]
-        reevaluated = sorted((t for t in completed if t["seeds"] >= 2), key=lambda t: t["val_loss_mean"])
-        winner = (reevaluated or completed or [None])[0]
-        if winner is not None:
+        # The winner is the verdict's: a block that beat GLaM at equal compute and held at the scale-up, or GLaM.
+        verdict = search["verdict"]
+        if verdict.get("winner_trial_id") is not None:
             store = RunStore(get_settings().data_dir, repo.database_id())
-            _export_winner(client, winner, store.exports_dir(search["id"]))
+            _export_winner(client, verdict, store.exports_dir(search["id"]))
+        print_verdict(verdict)
+        out.print(_stage_times(clock, finished, time.monotonic()), markup=False, highlight=False)
         if keep_serving:
             err.print(f"dashboard: {base}/searches/{search['id']}  (serving until Ctrl-C)", markup=False)
             while thread.is_alive():
@@ -113,16 +120,32 @@ def _start_service(url: str, port: int) -> tuple[uvicorn.Server, threading.Threa
     return server, thread, f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
 
 
-def _export_winner(client: Client, winner: dict[str, Any], exports: Path) -> None:
-    """The best trial as its JSON spec, standalone PyTorch file and weights in ``exports``, and how to run it."""
+def _stage_times(clock: StageClock, finished: float, end: float) -> str:
+    """``stages: service start 2 s, baselines 9 s, ...; report and export 3 s; total 2 min 41 s`` (as the
+    quickstart's poll saw them, to the second)."""
+    parts = [f"{name} {_secs(seconds)}" for name, seconds in clock.durations(finished)]
+    parts.append(f"report and export {_secs(end - finished)}")
+    return f"stages: {', '.join(parts)}; total {_secs(end - clock.started)}"
+
+
+def _secs(s: float) -> str:
+    m, sec = divmod(round(s), 60)
+    return f"{m} min {sec:02d} s" if m else f"{sec} s"
+
+
+def _export_winner(client: Client, verdict: dict[str, Any], exports: Path) -> None:
+    """The verdict's winner (a trial, or the baseline) as its JSON spec, standalone PyTorch file and weights in
+    ``exports``, and how to run it."""
     exports.mkdir(parents=True, exist_ok=True)
-    stem = exports / f"trial{winner['number']}"
+    baseline = verdict["winner"] == "baseline"
+    stem = exports / (f"{verdict['baseline']}-baseline" if baseline else f"trial{verdict['winner_number']}")
     written = []
     for fmt, suffix in (("json", "json"), ("pytorch", "py"), ("safetensors", "safetensors")):
-        stem.with_suffix(f".{suffix}").write_bytes(client.download(winner["id"], fmt))
+        stem.with_suffix(f".{suffix}").write_bytes(client.download(verdict["winner_trial_id"], fmt))
         written.append(stem.with_suffix(f".{suffix}").name)
+    who = f"the {verdict['baseline']} baseline" if baseline else f"trial {verdict['winner_number']}"
     out.print(
-        f"winner: trial {winner['number']} ({winner['pattern']}), exported to {exports}: "
+        f"winner: {who} ({verdict['winner_pattern']}), exported to {exports}: "
         + ", ".join(written)
         + f"  (run it: python {stem.with_suffix('.py')} {stem.with_suffix('.safetensors')})",
         markup=False,

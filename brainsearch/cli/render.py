@@ -12,7 +12,16 @@ from rich.table import Table
 from brainsearch._format import fmt_bytes, fmt_checkpoint, fmt_count, fmt_devices, fmt_memory_plan
 from brainsearch.cli.common import out
 
-__all__ = ["memory_plan", "noise_line", "note", "print_leaderboard", "print_scale_up", "print_wide"]
+__all__ = [
+    "memory_plan",
+    "noise_line",
+    "note",
+    "print_leaderboard",
+    "print_scale_up",
+    "print_verdict",
+    "print_wide",
+    "verdict_line",
+]
 
 
 def print_wide(table: Table) -> None:
@@ -29,10 +38,12 @@ def print_leaderboard(
     noise: dict[str, Any] | None = None,
 ) -> None:
     """The leaderboard table of trial rows (the API's or :func:`~brainsearch.search.noise.leaderboard_row`'s), each
-    compared with the search's reference baseline ``(name, validation loss)``: the mean difference with its 95%
-    interval (seed noise and evaluation error) and whether it beats the baseline beyond noise; above it, the seed
-    noise the search measured (``noise``: the search document's). Ranks count completed trials, not baselines:
-    ``export --rank N`` exports the row ranked N."""
+    compared with the search's reference baseline ``(name, validation loss)``: the paired mean difference with its
+    95% interval (simultaneous over the search's comparisons), what it says ("beyond noise", "beyond noise at 1.86x
+    compute", ...) and its training compute as a ratio to the baseline's; above it, the seed noise the search
+    measured (``noise``: the search document's). Step times are the runs' own wall-clock medians (``step ms
+    (wall)``); the ratio beside them is a timing probe's. Ranks count completed trials, not baselines: ``export
+    --rank N`` exports the row ranked N."""
     name, _ = reference
     if noise is not None:
         out.print(noise_line(noise), markup=False, highlight=False)
@@ -45,15 +56,17 @@ def print_leaderboard(
         "val loss",
         "seeds",
         f"vs {name} (95%)",
-        "beyond noise",
-        "step ms",
+        "comparison",
+        "compute",
+        "step ms (wall)",
         f"step vs {name}",
         "activated",
         "micro-batch",
         "note",
     )
-    for column in columns:
-        table.add_column(column, justify="right" if column not in ("block", "state", "note") else "left")
+    for column in columns:  # only the note wraps: a number or an interval split over two lines misreads
+        left = column in ("block", "state", "note", "comparison")
+        table.add_column(column, justify="left" if left else "right", no_wrap=column != "note")
     rank = 0
     for r in rows:
         loss, step = r["val_loss"], r["step_time_s"]
@@ -67,7 +80,8 @@ def print_leaderboard(
             f"{loss:.4f}" if loss is not None else "",
             seeds_cell(r),
             interval_cell(r.get("vs_baseline")),
-            beyond_cell(r.get("vs_baseline")),
+            r.get("comparison") or "",
+            f"{r['compute_ratio']:.2f}x" if r.get("compute_ratio") is not None else "",
             f"{step * 1e3:.1f}" if step is not None else "",
             "uncertain"
             if r.get("step_time_uncertain")
@@ -102,9 +116,11 @@ def noise_line(noise: dict[str, Any]) -> str:
         )
     else:
         paired = "until a trial is re-evaluated, intervals are an unpaired bound (wider than they will be)"
+    comparisons = noise.get("comparisons") or 1
     return (
-        f"{head}; seed sd {noise['seed_sd']:.4f} (pooled over {pooled}{evaluation}); {paired}; intervals are 95%: "
-        "a trial beats the baseline beyond noise when its whole interval is below 0"
+        f"{head}; seed sd {noise['seed_sd']:.4f} (pooled over {pooled}{evaluation}); {paired}; intervals are 95% "
+        f"simultaneous over {comparisons} comparison(s) (Bonferroni), on re-evaluated trials' held-out seeds: a trial "
+        "beats the baseline beyond noise when its whole interval is below 0, and wins only at equal compute"
     )
 
 
@@ -118,21 +134,28 @@ def seeds_cell(row: dict[str, Any]) -> str:
 
 
 def interval_cell(interval: dict[str, Any] | None) -> str:
-    """``-0.041 [-0.210,+0.128]``: the difference from the baseline (seed by seed, averaged) and its interval
-    (``bound`` while it is the unpaired bound, ``eval only`` while the seed noise is not measured)."""
+    """``-0.041 [-0.210, +0.128]``: the difference from the baseline (seed by seed, averaged; a re-evaluated trial's
+    selection seed left out) and its interval (``bound`` while it is the unpaired bound, ``eval only`` while the
+    seed noise is not measured), as every view prints it (:func:`brainsearch.search.verdict.fmt_interval`)."""
     if not interval:
         return ""
-    cell = f"{interval['difference']:+.3f} [{interval['low']:+.3f},{interval['high']:+.3f}]"
+    from brainsearch.search.noise import Interval
+    from brainsearch.search.verdict import fmt_interval
+
+    cell = fmt_interval(Interval.model_validate(interval))
     method = interval.get("method")
     return cell + {"unpaired bound": " bound", "evaluation only": " eval only"}.get(method or "", "")
 
 
-def beyond_cell(interval: dict[str, Any] | None) -> str:
-    """``yes`` when the whole interval is below 0, ``no`` when not, ``?`` while the seed noise is not measured."""
-    if not interval:
-        return ""
-    beyond = interval.get("beyond_noise")
-    return "?" if beyond is None else ("yes" if beyond else "no")
+def verdict_line(verdict: dict[str, Any]) -> str:
+    """The search's verdict as printed (its ``text``, the same sentence the API and the dashboard show)."""
+    return f"verdict: {verdict['text']}"
+
+
+def print_verdict(verdict: dict[str, Any] | None) -> None:
+    """The verdict line, last: what the search found (:mod:`brainsearch.search.verdict`)."""
+    if verdict is not None:
+        out.print(verdict_line(verdict), markup=False, highlight=False)
 
 
 def memory_plan(row: dict[str, Any]) -> str:
@@ -202,7 +225,19 @@ def print_scale_up(report: dict[str, Any]) -> None:
 def _rungs_table(report: dict[str, Any]) -> Table:
     """Each candidate at each rung: its loss, its speed against the baseline's, how much sooner it converged."""
     table = Table(title=f"search {report['search_id']}: scale-up over {' -> '.join(report['ladder'])}")
-    for column in ("candidate", "block", "proxy loss", "rung", "val loss", "steps/s vs base", "convergence", "state"):
+    columns = (
+        "candidate",
+        "block",
+        "proxy loss",
+        "rung",
+        "val loss",
+        "vs base",
+        "compute",
+        "steps/s vs base",
+        "convergence",
+        "state",
+    )
+    for column in columns:
         table.add_column(column, justify="left" if column in ("candidate", "block", "rung", "state") else "right")
     for c in report["candidates"]:
         for i, r in enumerate(c["rungs"]):
@@ -214,8 +249,10 @@ def _rungs_table(report: dict[str, Any]) -> Table:
                 c["label"] if i == 0 else "",
                 c["pattern"] if i == 0 else "",
                 f"{c['proxy_val_loss']:.4f}" if i == 0 and c["proxy_val_loss"] is not None else "",
-                r["rung"],
+                r["rung"] + (" (proxy run)" if r.get("reused_proxy_run") else ""),
                 _val_loss(r),
+                interval_cell(r.get("vs_baseline")),
+                f"{r['compute_ratio']:.2f}x" if r.get("compute_ratio") is not None else "",
                 _speed(r),
                 conv_text,
                 r["state"],
@@ -249,6 +286,12 @@ def _speed_notes(report: dict[str, Any]) -> list[str]:
     lines = []
     if any(r.get("val_loss_low") is not None for _, r in rungs):
         lines.append("val loss ± its 95% interval: evaluation error only (one seed per rung)")
+    if any(r.get("vs_baseline") for _, r in rungs):
+        lines.append(
+            "vs base: the run's loss minus the baseline's at the same rung and seed, with the interval the seed noise "
+            "measured on the proxies gives it; compute: its training compute over the baseline's there; convergence: "
+            "the baseline's compute to its final loss over the run's compute to reach it"
+        )
     if any(r.get("speed_source") for _, r in rungs):
         lines.append(
             "steps/s vs base: a ratio with (low-high) is a timing probe's, its range over rounds (both models back "

@@ -20,7 +20,7 @@ from brainsearch.cli.common import (
     search_or_fail,
 )
 from brainsearch.cli.progress import follow, follow_remote
-from brainsearch.cli.render import print_leaderboard, print_scale_up
+from brainsearch.cli.render import print_leaderboard, print_scale_up, print_verdict
 from brainsearch.errors import ArchitectureError, Problem
 
 if TYPE_CHECKING:
@@ -151,10 +151,11 @@ def _finish(repo: Repository, search_id: int, url: str) -> None:
 
     search = follow(repo, search_id, url)
     page = repo.list_trials(search_id, limit=LEADERBOARD_ROWS)
-    rows, noise = _repo_rows(repo, search, page.items)
+    rows, noise, verdict = _repo_rows(repo, search, page.items)
     print_leaderboard(rows, search_id, page.total, _repo_reference(repo, search), noise=noise)
     if search.settings.get("search", {}).get("scale_up"):
         print_scale_up(_repo_scale_up(repo, search_id))
+    print_verdict(verdict)
     if search.status != "completed":
         err.print(f"search {search_id} {search.status}: {search.error}", markup=False)
         raise typer.Exit(1)
@@ -169,14 +170,17 @@ def _repo_reference(repo: Repository, search: Search) -> tuple[str, float | None
     return name, Progress.of(repo, search).baselines.get(name)
 
 
-def _repo_rows(repo: Repository, search: Search, trials: list[Trial]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Leaderboard rows of stored trials as the API has them (runs over seeds, interval against the baseline, timing
-    probe), and the search's noise document."""
+def _repo_rows(
+    repo: Repository, search: Search, trials: list[Trial]
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """Leaderboard rows of stored trials as the API has them (runs over seeds, interval against the baseline, compute
+    ratios, timing probe), the search's noise document and its verdict."""
     from brainsearch.search.noise import leaderboard_row
-    from brainsearch.search.submission import search_noise_view
+    from brainsearch.search.submission import search_noise_view, search_verdict_of
 
     view = search_noise_view(repo, search)
-    return [leaderboard_row(t, view) for t in trials], view.noise.model_dump(mode="json")
+    verdict = search_verdict_of(repo, search, view=view).model_dump(mode="json")
+    return [leaderboard_row(t, view) for t in trials], view.noise.model_dump(mode="json"), verdict
 
 
 def remote_reference(search: dict[str, Any]) -> tuple[str, float | None]:
@@ -209,17 +213,19 @@ def leaderboard_cmd(
         page = client.trials(search_id, sort=sort, limit=limit)
         document = client.search(search_id)
         rows, total, reference, noise = page["items"], page["total"], remote_reference(document), document["noise"]
+        verdict = document["verdict"]
     else:
         repo, _ = open_repository(db)
         search = search_or_fail(repo, search_id)
         trial_page = repo.list_trials(search_id, sort=sort, limit=limit)
-        rows, noise = _repo_rows(repo, search, trial_page.items)
+        rows, noise, verdict = _repo_rows(repo, search, trial_page.items)
         total, reference = trial_page.total, _repo_reference(repo, search)
     if as_json:
         for row in rows:
             sys.stdout.write(json.dumps(row, default=str) + "\n")
         return
     print_leaderboard(rows, search_id, total, reference, sort, noise=noise)
+    print_verdict(verdict)
 
 
 def _ladder_document(ladder: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -234,15 +240,14 @@ def _ladder_document(ladder: str, params: dict[str, Any]) -> dict[str, Any]:
 def _repo_scale_up(repo: Repository, search_id: int, **params: Any) -> dict[str, Any]:
     """The scale-up report of a stored search, as the API's JSON (with the checkpoints on disk under the data
     directory); a bad --target exits 2."""
-    from brainsearch.search.scaleup_report import scale_up_report
-    from brainsearch.search.submission import stored_space
+    from brainsearch.search.submission import search_scale_up_report
     from brainsearch.settings import get_settings
     from brainsearch.store import RunStore
 
     search = search_or_fail(repo, search_id)
     store = RunStore(get_settings().data_dir, repo.database_id())
     try:
-        return scale_up_report(repo, search_id, stored_space(search), store=store, **params).model_dump(mode="json")
+        return search_scale_up_report(repo, search, store=store, **params).model_dump(mode="json")
     except ArchitectureError as exc:
         raise fail([Problem("--target", p.message) for p in exc.problems]) from None
 

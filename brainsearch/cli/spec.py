@@ -18,6 +18,7 @@ from brainsearch.arch.devices import NotEnoughDevices, plan_devices
 from brainsearch.arch.plan import RECIPES
 from brainsearch.cli.common import err, fail, out
 from brainsearch.errors import ArchitectureError, Problem
+from brainsearch.space.baselines import describe_budget
 
 if TYPE_CHECKING:
     from brainsearch.space import SearchSpace
@@ -89,7 +90,7 @@ def validate_cmd(
 def _settings_rows(space: SearchSpace) -> list[tuple[str, str]]:
     """The proxy and search settings of a space, and what its scale-up stage (if any) will do."""
     p, s = space.proxy, space.search
-    budget = next(f"{fmt_count(v)} {k}" for k, v in p.budget.model_dump().items() if v is not None)
+    budget = describe_budget(space)
     if s.scale_up is None:
         stage = "no scale-up stage (add search.scale_up, or run one later: brainsearch scale-up ID --ladder ...)"
     else:

@@ -11,7 +11,7 @@ Modules by job (import the one you need; this package imports nothing, so readin
 - :mod:`~brainsearch.search.runner`: what a worker runs - one job, trained and recorded;
 - :mod:`~brainsearch.search.pruning`: the pruning judge (step-time constraint, quarter-budget rule, Optuna pruners);
 - :mod:`~brainsearch.search.samplers` and :mod:`~brainsearch.search.evolution`: Optuna samplers by name, with the
-  paper's regularized evolution; :mod:`~brainsearch.search.baselines`: the GLaM and dense reference blocks;
+  paper's regularized evolution; :mod:`~brainsearch.space.baselines`: the GLaM and dense reference blocks;
 - :mod:`~brainsearch.search.scaleup` (which runs the scale-up stage trains), :mod:`~brainsearch.search.scaleup_report`
   (what it reports) and :mod:`~brainsearch.search.scaling` (scaling-law fits).
 

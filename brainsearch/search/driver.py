@@ -6,7 +6,7 @@ sees every finished trial after a restart and optuna-dashboard can open the stud
 1. reconciles what a dead process left behind: brainsearch trials still ``running`` become ``crashed`` and their
    parameters are enqueued again (retried); Optuna trials still running are told the recorded result when the
    worker had written one, and failed otherwise;
-2. trains the baselines (GLaM and dense blocks at the proxy scale, :mod:`brainsearch.search.baselines`) once;
+2. trains the baselines (GLaM and dense blocks at the proxy scale, :mod:`brainsearch.space.baselines`) once;
 3. asks the sampler for trials until ``trials`` of them have finished (crashed ones do not count and are retried),
    keeping ``concurrency`` in flight, with the reference baseline's other ``baseline_seeds`` seeds interleaved with
    the first trials (seed runs, :mod:`brainsearch.search.noise`: the search's measured seed noise). A sampled
@@ -52,11 +52,10 @@ from optuna.trial import TrialState as OptunaState
 from brainsearch.arch.cost import cost
 from brainsearch.arch.spec import Architecture
 from brainsearch.errors import ArchitectureError, InputError, StorageError
-from brainsearch.search.baselines import baseline_architectures
 from brainsearch.search.executor import Executor, Finished
 from brainsearch.search.jobs import BaselineRef, CandidateJob, Job, TrialJob
 from brainsearch.search.local import LocalExecutor
-from brainsearch.search.noise import other_seeds, reevaluation_pool
+from brainsearch.search.noise import other_seeds, reevaluation_pool, reference_trial
 from brainsearch.search.pruning import budget_fraction
 from brainsearch.search.runner import record_crash
 from brainsearch.search.samplers import make_sampler
@@ -69,6 +68,7 @@ from brainsearch.search.submission import (
     study_name,
     trial_train_settings,
 )
+from brainsearch.space.baselines import baseline_architectures, trial_budget
 from brainsearch.space.constraints import violations
 from brainsearch.space.sample import sample
 from brainsearch.storage import Repository, Search, Trial
@@ -428,7 +428,7 @@ class SearchDriver:
             self.reference = None
             return
         flops = int(trial.cost.get("flops_per_token", 0))
-        budget = self.space.proxy.budget
+        budget = trial_budget(self.space)
         curve = [
             (
                 budget_fraction(budget, CurvePoint(**vars(p)), flops),
@@ -563,7 +563,8 @@ class SearchDriver:
 
     def _reevaluate(self, executor: Executor) -> None:
         """Train the best trials again with their other ``top_k_seeds`` seeds (the pool of
-        :func:`~brainsearch.search.noise.reevaluation_pool`), so the top-k is chosen on means."""
+        :func:`~brainsearch.search.noise.reevaluation_pool`), so the top-k is chosen on means; the reference baseline
+        trains every seed they do (their held-out seeds are compared with its runs of the same seeds)."""
         pending = [
             (trial, seed)
             for trial in reevaluation_pool(self.repo, self.search.id, self.space)
@@ -571,6 +572,11 @@ class SearchDriver:
         ]
         if not pending:
             return
+        reference = self._reference_trial()
+        if reference is not None and self.settings.top_k_seeds > self.settings.baseline_seeds:
+            pending = [
+                (reference, seed) for seed in self._missing_seeds(reference, self.settings.top_k_seeds)
+            ] + pending
         self._note(f"re-evaluating the best trials: {len(pending)} run(s) with other seeds")
         self._stage = f"re-evaluation 0/{len(pending)}"
         self._emit()
@@ -596,6 +602,7 @@ class SearchDriver:
             hardware=probe_hardware(self.options.device, self.options.executor),
             store=self.store,
             launcher="ray" if self.options.executor == "ray" else "torchrun",
+            proxy_settings=self._train_settings(),
         )
         for text in notes:
             self._note(f"scale-up: {text}")
@@ -614,7 +621,7 @@ class SearchDriver:
                 record_crash(self.repo, fin.job, fin.crash or "worker died")
                 what = f"crashed ({fin.crash})"
             elif fin.outcome.val_loss is not None:
-                what = f"val_loss {fin.outcome.val_loss:.4f}"
+                what = f"val_loss {fin.outcome.val_loss:.4f}" + (" (its proxy run)" if fin.job.reuse_proxy else "")
             else:
                 what = f"{fin.outcome.state}: {fin.outcome.reason}"
             self._note(f"scale-up {count}: {fin.job.label}: {what}")
@@ -644,13 +651,16 @@ class SearchDriver:
         if run.state != "completed":
             self._note(f"{fin.job.label} ended {run.state}: {run.reason}")
 
+    def _reference_trial(self) -> Trial | None:
+        """The reference baseline's completed run (:func:`~brainsearch.search.noise.reference_trial`)."""
+        return reference_trial(self.repo, self.search.id, self.space.constraints.baseline)
+
     def _baseline_seeds(self) -> list[tuple[Trial, int]]:
         """The reference baseline's seeds still to train, after its first run completed."""
-        name = self.space.constraints.baseline
-        done = [t for t in self.repo.baselines(self.search.id) if t.baseline_name == name and t.state == "completed"]
-        if not done:
+        done = self._reference_trial()
+        if done is None:
             return []
-        return [(done[-1], seed) for seed in self._missing_seeds(done[-1], self.settings.baseline_seeds)]
+        return [(done, seed) for seed in self._missing_seeds(done, self.settings.baseline_seeds)]
 
     def _loop(self, study: optuna.Study, executor: Executor) -> None:
         numbers: dict[int, int] = {}  # brainsearch trial id -> Optuna number, for trials in flight

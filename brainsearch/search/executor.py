@@ -7,7 +7,8 @@ jobs (:mod:`brainsearch.search.jobs`) to an executor and collects what finished.
 - :class:`~brainsearch.search.ray_executor.RayExecutor`: long-lived Ray actors on a Ray cluster (or a local Ray),
   each holding its run's CPUs and GPUs.
 
-Both keep their workers between jobs (torch is imported once per worker) and have each worker run
+Both keep their workers between jobs (torch is imported once per worker, in the environment of
+:func:`worker_environment`) and have each worker run
 :func:`brainsearch.search.runner.run_job`, which trains the job and records it in the database itself. A worker that
 dies fails only its own job, reported as a :class:`Finished` without an outcome. Duplicate proposals never reach an
 executor: the driver holds them until the original finishes.
@@ -20,7 +21,20 @@ from typing import Protocol
 
 from brainsearch.search.jobs import Job, TrialOutcome
 
-__all__ = ["Executor", "Finished"]
+__all__ = ["Executor", "Finished", "worker_environment"]
+
+
+def worker_environment(threads: int) -> dict[str, str]:
+    """The environment a training worker starts with (before torch loads OpenMP, which reads it once).
+
+    OpenMP's default wait policy keeps an idle thread spinning on its core; a worker with several torch threads then
+    fights every other process that wants those cores, its own search's other workers included. Measured on a
+    2-core machine (``benchmarks/thread_policy.py``, cpu-tiny GLaM): alone, 2 threads step in 15.8 ms; three such
+    processes at once, 175 ms each (11x), against 32 ms each waiting passively and 34 ms each with one thread. So a
+    worker with more than one thread waits passively (``OMP_WAIT_POLICY=PASSIVE``): up to 2x slower alone on tiny
+    models (1.2x at cpu-small), never the collapse. A one-thread worker has no team to wait for: nothing is set.
+    The thread count itself is the run's (``Resources.cpus``: the cores split over the runs at once)."""
+    return {"OMP_WAIT_POLICY": "PASSIVE"} if threads > 1 else {}
 
 
 @dataclass(frozen=True)

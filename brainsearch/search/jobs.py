@@ -92,7 +92,9 @@ class CandidateJob(BaseModel):
     (:mod:`brainsearch.train.launch`); ``init`` says whether it starts from scratch or upcycles its dense twin
     trained on ``dense_fraction`` of the budget. ``baseline_arch`` (the reference baseline ``baseline_name`` scaled to
     the same rung; set for a candidate that is not the baseline, on one device) is timed against the candidate after
-    its run, back to back in the same process: the rung's steps/s ratio that load cannot fake."""
+    its run, back to back in the same process: the rung's steps/s ratio that load cannot fake. ``reuse_proxy``: the
+    run is the trial's own proxy run (same architecture, budget, batch, seed and recipe), recorded without training
+    again."""
 
     model_config = ConfigDict(frozen=True)
     search_id: int
@@ -108,6 +110,9 @@ class CandidateJob(BaseModel):
     launcher: Literal["torchrun", "ray"] = "torchrun"
     baseline_arch: dict[str, object] | None = None
     baseline_name: str | None = None
+    # The rung is the proxy's own scale and training: the trial's proxy run is recorded as this run instead of
+    # training the same model on the same batches again (it would reproduce the proxy's losses exactly).
+    reuse_proxy: bool = False
 
     @property
     def label(self) -> str:

@@ -19,7 +19,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-from brainsearch.search.executor import Finished
+from brainsearch.search.executor import Finished, worker_environment
 from brainsearch.search.jobs import Job, Resources, TrialJob
 
 __all__ = ["LocalExecutor"]
@@ -61,6 +61,7 @@ def _worker_main(conn: Connection, threads: int, parent_pid: int, memory_bytes: 
     if os.getppid() != parent_pid:  # the parent died before the death signal was armed
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the search's to handle
+    os.environ.update(worker_environment(threads))  # read by OpenMP when torch loads it, just below
     import torch
 
     from brainsearch.search.runner import cached_corpus, run_job

@@ -9,24 +9,47 @@ are trained again with ``search.top_k_seeds`` (:class:`~brainsearch.storage.Seed
 is the trial itself, the value the sampler saw, and every trial's first seed is the search's seed).
 
 A comparison is paired by seed: a trial's difference from the baseline is the mean, over the seeds both trained
-with, of ``x_trial(s) - x_baseline(s)``, so what a seed does to every block cancels. Its interval:
+with, of ``x_trial(s) - x_baseline(s)``, so what a seed does to every block cancels.
 
-- **paired** (once some block other than the baseline has two or more seeds in common with it): the spread of those
-  per-seed differences around each block's mean difference, pooled over the blocks (``sum (n_a - 1)`` degrees of
-  freedom), gives the variance of one seed's difference ``v``; the interval is ``mean +- t * sqrt(v / n)`` over the
-  ``n`` common seeds;
+**The selection seed is left out.** The best trials are re-evaluated *because* their first run (the search's seed)
+came out well: that run is biased towards luck (the winner's curse), and averaging it in keeps the bias. So a
+re-evaluated trial is compared, ranked and pooled on its other seeds only (``Seeds.selection_seed``: the seed it was
+chosen on); a trial trained once is compared on that one run, which was not selected on anything else. The
+baseline was not selected: all of its seeds count.
+
+Its interval:
+
+- **paired** (once some block other than the baseline has two or more held-out seeds in common with it): the
+  spread of those per-seed differences around each block's mean difference, pooled over the blocks
+  (``sum (n_a - 1)`` degrees of freedom), gives the variance of one seed's difference ``v``; the interval is
+  ``mean +- t * sqrt(v / n)`` over the ``n`` common seeds;
 - **unpaired bound** (only the baseline has several seeds, the search's first trials): ``v`` is bounded by twice the
   variance of the baseline's runs around their mean (a seed's difference varies at most as two independent runs do);
   wider, never narrower than it should be;
 - **evaluation only** (no block trained twice yet): each side's evaluation error (``val_loss_stderr``); nothing is
   called beyond noise.
 
-Student's t at the degrees of freedom of the spread used, 95% by default. A trial "beats the baseline beyond noise"
-when its whole interval lies below zero. :class:`SearchNoise` also reports the seed standard deviation of single
-runs (the spread within blocks, evaluation error removed): what one seed moves a loss by.
+**Many comparisons at once.** A search compares every trial with the baseline; at 95% each, one in forty equal
+blocks would be called better by chance, and a search of forty trials would almost always "find" one. The intervals
+are Bonferroni-corrected, simultaneous over the search's ``comparisons`` (every completed trial and other baseline
+compared with the reference): each is a ``1 - 0.05 / m`` interval, so the chance that *any* equal block is called
+beyond noise stays under 2.5%. Bonferroni rather than Holm or Benjamini-Hochberg because the verdict must be
+readable off the interval shown beside it (Holm's step-down decisions and the false discovery rate have no interval
+that agrees with them) and because it holds whatever the dependence between comparisons (they share the
+baseline's runs). It is conservative: the price is wider intervals as a search grows.
 
-:func:`rank_by_mean` orders re-evaluated trials by their mean over seeds: the scale-up stage and the quickstart's
-winner use it; the sampler only ever sees the first value.
+Student's t at the degrees of freedom of the spread used. A trial "beats the baseline beyond noise" when its whole
+interval lies below zero. :class:`SearchNoise` also reports the seed standard deviation of single runs (the spread
+within blocks, evaluation error removed): what one seed moves a loss by.
+
+**Compute.** A bigger block trained on the same tokens is expected to win; that says nothing about which block is
+better for the same compute. Every comparison carries its training compute as a ratio to the reference baseline's
+(FLOPs per token x tokens trained, from the cost model and the run) and its FLOPs per token ratio. A comparison
+above ``EQUAL_COMPUTE`` (1.05x) is never a win: it reads "beyond noise at 1.9x compute"
+(:attr:`TrialNoise.comparison`), and only ``beats_baseline`` (beyond noise at equal compute) counts as one.
+
+:func:`rank_by_mean` orders re-evaluated trials by their held-out mean over seeds: the scale-up stage and the
+search's verdict use it; the sampler only ever sees the first value.
 """
 
 from __future__ import annotations
@@ -43,6 +66,7 @@ from brainsearch.space.schema import SearchSpace
 from brainsearch.storage import Repository, SeedRun, Trial
 
 __all__ = [
+    "EQUAL_COMPUTE",
     "LEVEL",
     "Interval",
     "NoiseView",
@@ -50,17 +74,23 @@ __all__ = [
     "Seeds",
     "TrialNoise",
     "compare",
+    "compute_label",
     "leaderboard_row",
     "noise_from",
     "other_seeds",
     "rank_by_mean",
     "reevaluation_pool",
+    "reference_trial",
     "search_noise",
     "seeds_of",
     "timing_fields",
+    "training_compute",
 ]
 
 LEVEL = 0.95
+# A comparison within 5% of the reference baseline's training compute is at equal compute: a budget in FLOPs rounds
+# to whole steps (at most one step over), so matched runs land within a step of 1.00x.
+EQUAL_COMPUTE = 1.05
 
 
 @dataclass(frozen=True)
@@ -72,6 +102,8 @@ class Seeds:
     values: tuple[float, ...]
     stderrs: tuple[float | None, ...]
     seeds: tuple[int, ...] = ()  # empty: numbered 0, 1, ... in order
+    # The seed the trial was selected on (its first run, the search's seed); None for the baseline, chosen on nothing.
+    selection_seed: int | None = None
 
     @property
     def n(self) -> int:
@@ -90,6 +122,27 @@ class Seeds:
         """The losses by seed."""
         return dict(zip(self.seeds or range(self.n), self.values, strict=True))
 
+    def held_out(self) -> Seeds:
+        """The runs a comparison uses: without the selection seed when other seeds were run (the first run is why the
+        trial was re-evaluated, so it carries the winner's curse), else all of them."""
+        if self.selection_seed is None:
+            return self
+        keep = [i for i, s in enumerate(self.seeds or range(self.n)) if s != self.selection_seed]
+        if not keep or len(keep) == self.n:
+            return self
+        seeds = self.seeds or tuple(range(self.n))
+        return Seeds(
+            self.trial_id,
+            tuple(self.values[i] for i in keep),
+            tuple(self.stderrs[i] for i in keep),
+            tuple(seeds[i] for i in keep),
+        )
+
+    @property
+    def left_out_selection(self) -> bool:
+        """Whether comparisons leave this block's selection seed out (it has other seeds)."""
+        return self.held_out() is not self
+
     def eval_variance(self, default: float) -> float:
         """The mean squared evaluation error of these runs (``default`` where none was recorded)."""
         known = [e * e for e in self.stderrs if e is not None and math.isfinite(e)]
@@ -107,8 +160,12 @@ class SearchNoise(BaseModel):
     every architecture trained with two or more seeds (``dof`` degrees of freedom, ``architectures`` of them),
     evaluation noise removed; ``run_sd`` the same spread with it; ``eval_stderr`` the runs' typical evaluation error.
     ``paired_sd``: the standard deviation of one seed's difference from the baseline, pooled over the architectures
-    with two or more seeds in common with it (``paired_dof``, ``paired_architectures``; None before any). The
-    baseline's own runs are listed apart: ``baseline_values`` (by seed), their mean and spread."""
+    with two or more held-out seeds in common with it (``paired_architectures``; None before any), with
+    ``paired_dof`` effective degrees of freedom (the baseline's share of the spread rests on the seeds in common,
+    however many blocks are pooled: see ``_paired``). The baseline's own runs are listed apart: ``baseline_values``
+    (by seed), their mean and spread. ``comparisons``: how many trials (and other baselines) are compared with the
+    baseline at once; every interval is corrected for them (``correction``, see the module). Re-evaluated trials
+    count with their held-out seeds only."""
 
     model_config = ConfigDict(frozen=True)
     baseline: str | None
@@ -126,18 +183,40 @@ class SearchNoise(BaseModel):
     paired_dof: int = 0
     paired_architectures: int = 0
     level: float = LEVEL
+    # How many comparisons with the baseline the intervals are simultaneous over (Bonferroni; see the module).
+    comparisons: int = 1
+    correction: Literal["bonferroni"] = "bonferroni"
 
     @property
     def measured(self) -> bool:
         return self.dof > 0
 
+    @classmethod
+    def unmeasured(cls) -> SearchNoise:
+        """No seed noise measured: intervals hold the evaluation error only."""
+        return cls(
+            baseline=None,
+            baseline_trial_id=None,
+            baseline_seeds=1,
+            baseline_values=[],
+            baseline_mean=None,
+            baseline_sd=None,
+            seed_sd=None,
+            run_sd=None,
+            eval_stderr=None,
+            dof=0,
+            architectures=0,
+        )
+
 
 class Interval(BaseModel):
     """``difference`` = a trial's loss minus the baseline's, averaged over the seeds both trained with (``seeds`` of
-    them), with its ``level`` interval ``[low, high]``. ``method``: ``paired`` (the measured spread of per-seed
-    differences), ``unpaired bound`` (twice the baseline's run variance: wider than it should be) or ``evaluation
-    only`` (no seed noise measured yet). ``beyond_noise``: the interval lies wholly below zero (True), or not
-    (False); None when the seed noise is not measured."""
+    them; the trial's selection seed left out when it has others, ``selection_seed_left_out``), with its interval
+    ``[low, high]``: simultaneous at ``level`` over ``comparisons`` comparisons (Bonferroni: each is a
+    ``level_each`` interval). ``method``: ``paired`` (the measured spread of per-seed differences), ``unpaired
+    bound`` (twice the baseline's run variance: wider than it should be) or ``evaluation only`` (no seed noise
+    measured yet). ``beyond_noise``: the interval lies wholly below zero (True), or not (False); None when the seed
+    noise is not measured."""
 
     model_config = ConfigDict(frozen=True)
     difference: float
@@ -149,6 +228,9 @@ class Interval(BaseModel):
     noise_measured: bool
     seeds: int  # the seeds the difference averages over (both sides trained with them)
     baseline_seeds: int  # the baseline's runs
+    comparisons: int = 1
+    level_each: float = LEVEL
+    selection_seed_left_out: bool = False
 
 
 def _quantile(dof: int, level: float) -> float:
@@ -162,7 +244,7 @@ def _pooled(groups: Iterable[Seeds]) -> tuple[float | None, float | None, int, i
     """(pooled variance of runs, their mean evaluation variance, degrees of freedom, architectures)."""
     squares, dof, archs = 0.0, 0, 0
     evals: list[float] = []
-    for g in groups:
+    for g in (group.held_out() for group in groups):
         if g.n < 2:
             continue
         mean = statistics.fmean(g.values)
@@ -176,27 +258,47 @@ def _pooled(groups: Iterable[Seeds]) -> tuple[float | None, float | None, int, i
 
 
 def _paired(groups: Iterable[Seeds], baseline: Seeds | None) -> tuple[float | None, int, int]:
-    """(pooled variance of one seed's difference from the baseline, degrees of freedom, architectures)."""
+    """(pooled variance of one seed's difference from the baseline, its effective degrees of freedom,
+    architectures).
+
+    Every block's differences share the baseline's runs: the part of the spread that comes from the baseline's own
+    seed effects is measured on the few seeds in common, however many blocks are pooled. Counting ``sum (n_a - 1)``
+    degrees of freedom would then claim more than the data hold (simulated: the coverage of a 95% interval fell to
+    93% with eight re-evaluated blocks over three seeds). The two parts are taken as equal, so Satterthwaite's
+    approximation gives ``4 / (1 / sum (n_a - 1) + 1 / (S - 1))`` for ``S`` distinct seeds, never more than the
+    plain count."""
     if baseline is None:
         return None, 0, 0
     squares, dof, archs = 0.0, 0, 0
+    seeds: set[int] = set()
     for g in groups:
         if g.trial_id == baseline.trial_id:
             continue
-        d = _differences(g, baseline)
+        held_out = g.held_out()
+        d = _differences(held_out, baseline)
         if len(d) < 2:
             continue
         mean = statistics.fmean(d)
         squares += sum((x - mean) ** 2 for x in d)
         dof += len(d) - 1
         archs += 1
-    return (squares / dof if dof else None), dof, archs
+        seeds |= set(held_out.by_seed()) & set(baseline.by_seed())
+    if not dof:
+        return None, 0, 0
+    effective = min(dof, math.floor(4 / (1 / dof + 1 / (len(seeds) - 1))))
+    return squares / dof, effective, archs
 
 
 def noise_from(
-    groups: Sequence[Seeds], baseline: Seeds | None, *, baseline_name: str | None, baseline_seeds: int
+    groups: Sequence[Seeds],
+    baseline: Seeds | None,
+    *,
+    baseline_name: str | None,
+    baseline_seeds: int,
+    comparisons: int = 1,
 ) -> SearchNoise:
-    """The noise measured by ``groups`` (every architecture's runs; the baseline's among them)."""
+    """The noise measured by ``groups`` (every architecture's runs; the baseline's among them); ``comparisons``: how
+    many blocks the search compares with the baseline (the intervals' correction)."""
     run_var, eval_var, dof, archs = _pooled(groups)
     seed_sd = math.sqrt(max(0.0, run_var - (eval_var or 0.0))) if run_var is not None else None
     all_stderrs = [e for g in groups for e in g.stderrs if e is not None and math.isfinite(e)]
@@ -216,21 +318,24 @@ def noise_from(
         paired_sd=math.sqrt(paired_var) if paired_var is not None else None,
         paired_dof=paired_dof,
         paired_architectures=paired_archs,
+        comparisons=max(1, comparisons),
     )
 
 
 def compare(trial: Seeds, baseline: Seeds, noise: SearchNoise, level: float = LEVEL) -> Interval | None:
-    """The trial's loss minus the baseline's over their common seeds, with its interval (see the module docstring);
-    None when either has no completed run. Without a common seed (a baseline re-run under another seed), the means
-    are compared unpaired."""
+    """The trial's loss minus the baseline's over their common seeds (its selection seed left out when it has
+    others), with its interval, simultaneous over ``noise.comparisons`` (see the module docstring); None when
+    either has no completed run. Without a common seed (a baseline re-run under another seed), the means are
+    compared unpaired."""
     if trial.n == 0 or baseline.n == 0:
         return None
-    d = _differences(trial, baseline)
+    used = trial.held_out()
+    d = _differences(used, baseline)
     if d:
         difference, n_t, n_b = statistics.fmean(d), len(d), len(d)
     else:
-        assert trial.mean is not None and baseline.mean is not None
-        difference, n_t, n_b = trial.mean - baseline.mean, trial.n, baseline.n
+        assert used.mean is not None and baseline.mean is not None
+        difference, n_t, n_b = used.mean - baseline.mean, used.n, baseline.n
     method: Literal["paired", "unpaired bound", "evaluation only"]
     if d and noise.paired_sd is not None:
         method, variance, dof = "paired", noise.paired_sd**2 / len(d), noise.paired_dof
@@ -241,8 +346,10 @@ def compare(trial: Seeds, baseline: Seeds, noise: SearchNoise, level: float = LE
     else:
         default = (noise.eval_stderr or 0.0) ** 2
         method, dof = "evaluation only", 0
-        variance = trial.eval_variance(default) / n_t + baseline.eval_variance(default) / n_b
-    half = _quantile(dof, level) * math.sqrt(variance)
+        variance = used.eval_variance(default) / n_t + baseline.eval_variance(default) / n_b
+    comparisons = max(1, noise.comparisons)
+    level_each = 1 - (1 - level) / comparisons
+    half = _quantile(dof, level_each) * math.sqrt(variance)
     low, high = difference - half, difference + half
     measured = method != "evaluation only"
     return Interval(
@@ -255,11 +362,15 @@ def compare(trial: Seeds, baseline: Seeds, noise: SearchNoise, level: float = LE
         noise_measured=measured,
         seeds=n_t,
         baseline_seeds=baseline.n,
+        comparisons=comparisons,
+        level_each=level_each,
+        selection_seed_left_out=used is not trial,
     )
 
 
 def seeds_of(trial: Trial, runs: Iterable[SeedRun], first_seed: int = 0) -> Seeds:
-    """A trial's completed runs: its own (``first_seed``, the search's seed) and its completed seed runs, by seed."""
+    """A trial's completed runs: its own (``first_seed``, the search's seed) and its completed seed runs, by seed; a
+    trial that is not a baseline was selected on ``first_seed``."""
     found: dict[int, tuple[float, float | None]] = {}
     if trial.state == "completed" and trial.val_loss is not None and math.isfinite(trial.val_loss):
         found[first_seed] = (float(trial.val_loss), trial.metrics.get("val_loss_stderr"))
@@ -267,24 +378,39 @@ def seeds_of(trial: Trial, runs: Iterable[SeedRun], first_seed: int = 0) -> Seed
         if run.trial_id == trial.id and run.state == "completed" and run.val_loss is not None:
             found[run.seed] = (float(run.val_loss), run.val_loss_stderr)
     seeds = sorted(found)
-    return Seeds(trial.id, tuple(found[s][0] for s in seeds), tuple(found[s][1] for s in seeds), tuple(seeds))
+    return Seeds(
+        trial.id,
+        tuple(found[s][0] for s in seeds),
+        tuple(found[s][1] for s in seeds),
+        tuple(seeds),
+        selection_seed=None if trial.is_baseline else first_seed,
+    )
 
 
-def _reference(repo: Repository, search_id: int, name: str | None) -> Trial | None:
-    """The completed reference baseline's trial (the newest, after a crashed run was retried)."""
+def reference_trial(repo: Repository, search_id: int, name: str | None) -> Trial | None:
+    """The search's reference baseline: the newest completed run of the baseline named ``name`` (a crashed run is
+    followed by its retry)."""
     done = [t for t in repo.baselines(search_id) if t.baseline_name == name and t.state == "completed"]
     return done[-1] if done else None
 
 
 def search_noise(
-    repo: Repository, search_id: int, *, baseline_name: str | None, baseline_seeds: int, first_seed: int = 0
+    repo: Repository,
+    search_id: int,
+    *,
+    baseline_name: str | None,
+    baseline_seeds: int,
+    first_seed: int = 0,
+    reference: Trial | None = None,
 ) -> tuple[SearchNoise, dict[int, Seeds]]:
-    """The search's noise and every trial's runs that have seed runs (by trial id; the baseline's included)."""
+    """The search's noise and every trial's runs that have seed runs (by trial id; the baseline's included). Its
+    intervals are simultaneous over every completed trial and other baseline compared with the reference
+    (``reference``: its trial, when the caller has read it; else read here)."""
     runs = repo.list_seed_runs(search_id)
     by_trial: dict[int, list[SeedRun]] = {}
     for run in runs:
         by_trial.setdefault(run.trial_id, []).append(run)
-    reference = _reference(repo, search_id, baseline_name)
+    reference = reference or reference_trial(repo, search_id, baseline_name)
     ids = set(by_trial) | ({reference.id} if reference is not None else set())
     groups: dict[int, Seeds] = {}
     for trial_id in sorted(ids):
@@ -292,48 +418,115 @@ def search_noise(
         if trial is not None:
             groups[trial_id] = seeds_of(trial, by_trial.get(trial_id, []), first_seed)
     base = groups.get(reference.id) if reference is not None else None
-    noise = noise_from(list(groups.values()), base, baseline_name=baseline_name, baseline_seeds=baseline_seeds)
+    compared = repo.count_trials(search_id).get("completed", 0) - (1 if reference is not None else 0)
+    noise = noise_from(
+        list(groups.values()),
+        base,
+        baseline_name=baseline_name,
+        baseline_seeds=baseline_seeds,
+        comparisons=compared,
+    )
     return noise, groups
 
 
 def rank_by_mean(trials: Sequence[Trial], seeds: dict[int, Seeds]) -> list[Trial]:
     """``trials`` (in leaderboard order) with the re-evaluated ones (two or more seeds) first, by their mean over
-    seeds, then the rest in the order given."""
+    their held-out seeds (the selection seed left out, :meth:`Seeds.held_out`), then the rest in the order given."""
     multi = [t for t in trials if t.id in seeds and seeds[t.id].n >= 2]
     rest = [t for t in trials if not (t.id in seeds and seeds[t.id].n >= 2)]
-    multi.sort(key=lambda t: seeds[t.id].mean or math.inf)
+    multi.sort(key=lambda t: seeds[t.id].held_out().mean or math.inf)
     return multi + rest
 
 
+def training_compute(trial: Trial) -> float | None:
+    """The training FLOPs a trial's own run spent: the cost model's FLOPs per token x the tokens it trained (None
+    when it trained nothing or the cost is unknown)."""
+    fpt, tokens = trial.cost.get("flops_per_token"), trial.metrics.get("tokens")
+    return float(fpt) * float(tokens) if fpt and tokens else None
+
+
+def compute_label(interval: Interval | None, compute_ratio: float | None) -> str | None:
+    """What a comparison says, in words, the same everywhere: ``beyond noise`` (a win: the whole interval below 0 at
+    equal compute), ``beyond noise at 1.86x compute`` (more compute bought it: not a win), ``worse beyond noise``,
+    ``within noise``, or ``seed noise not measured``; None without a comparison."""
+    if interval is None:
+        return None
+    if interval.beyond_noise is None:
+        return "seed noise not measured"
+    if interval.beyond_noise:
+        if compute_ratio is not None and compute_ratio > EQUAL_COMPUTE:
+            return f"beyond noise at {compute_ratio:.2f}x compute"
+        return "beyond noise"
+    return "worse beyond noise" if interval.low > 0 else "within noise"
+
+
 class TrialNoise(BaseModel):
-    """A leaderboard row's noise: its completed runs (``seeds``), their ``mean`` and spread, and its difference from
-    the reference baseline with the interval (None for the reference baseline itself and for trials that did not
-    complete; another baseline has one)."""
+    """A leaderboard row's comparison with the reference baseline: its completed runs (``seeds``), their mean and
+    spread, ``val_loss_held_out`` (the mean it is ranked and compared on: its seeds but the selection seed when it
+    was re-evaluated), its difference from the baseline with the interval (None for the reference baseline itself
+    and for trials that did not complete; another baseline has one), its training compute and FLOPs per token as
+    ratios to the baseline's, the ``comparison`` in words every view shows and ``beats_baseline`` (beyond noise at equal
+    compute: the only kind of win)."""
 
     model_config = ConfigDict(frozen=True)
     seeds: int
     val_loss_mean: float | None
     val_loss_seed_sd: float | None
     vs_baseline: Interval | None
+    val_loss_held_out: float | None = None
+    compute_ratio: float | None = None
+    flops_per_token_ratio: float | None = None
+    comparison: str | None = None
+    beats_baseline: bool = False
 
 
 @dataclass(frozen=True)
 class NoiseView:
-    """A search's noise and what it makes of each of its trials (:meth:`of`)."""
+    """A search's noise and what it makes of each of its trials (:meth:`of`); ``reference``: the reference
+    baseline's trial (its compute is every ratio's denominator)."""
 
     noise: SearchNoise
     groups: dict[int, Seeds]
     first_seed: int = 0
+    reference: Trial | None = None
+
+    def seeds(self, trial: Trial) -> Seeds:
+        """The trial's completed runs over seeds."""
+        return self.groups.get(trial.id) or seeds_of(trial, (), self.first_seed)
 
     def of(self, trial: Trial) -> TrialNoise:
-        seeds = self.groups.get(trial.id) or seeds_of(trial, (), self.first_seed)
+        seeds = self.seeds(trial)
         base_id = self.noise.baseline_trial_id
         base = self.groups.get(base_id) if base_id is not None else None
         interval = None
         reference = trial.is_baseline and trial.baseline_name == self.noise.baseline
         if base is not None and trial.id != base_id and not reference:
             interval = compare(seeds, base, self.noise)
-        return TrialNoise(seeds=seeds.n, val_loss_mean=seeds.mean, val_loss_seed_sd=seeds.sd, vs_baseline=interval)
+        compute, flops = self.ratios(trial)
+        comparison = compute_label(interval, compute)
+        return TrialNoise(
+            seeds=seeds.n,
+            val_loss_mean=seeds.mean,
+            val_loss_seed_sd=seeds.sd,
+            vs_baseline=interval,
+            val_loss_held_out=seeds.held_out().mean,
+            compute_ratio=compute,
+            flops_per_token_ratio=flops,
+            comparison=comparison,
+            beats_baseline=comparison == "beyond noise" and not trial.is_baseline,
+        )
+
+    def ratios(self, trial: Trial) -> tuple[float | None, float | None]:
+        """(training compute, FLOPs per token) over the reference baseline's (1.0 for the baseline itself)."""
+        ref = self.reference
+        if ref is None:
+            return None, None
+        mine, theirs = training_compute(trial), training_compute(ref)
+        fpt, ref_fpt = trial.cost.get("flops_per_token"), ref.cost.get("flops_per_token")
+        return (
+            mine / theirs if mine and theirs else None,
+            float(fpt) / float(ref_fpt) if fpt and ref_fpt else None,
+        )
 
 
 def noise_view(
@@ -341,10 +534,16 @@ def noise_view(
 ) -> NoiseView:
     """The search's :class:`NoiseView` (reads its seed runs and reference baseline once); ``first_seed``: the
     search's seed, every trial's own run's."""
+    reference = reference_trial(repo, search_id, baseline_name)
     noise, groups = search_noise(
-        repo, search_id, baseline_name=baseline_name, baseline_seeds=baseline_seeds, first_seed=first_seed
+        repo,
+        search_id,
+        baseline_name=baseline_name,
+        baseline_seeds=baseline_seeds,
+        first_seed=first_seed,
+        reference=reference,
     )
-    return NoiseView(noise, groups, first_seed)
+    return NoiseView(noise, groups, first_seed, reference)
 
 
 def other_seeds(first_seed: int, seeds: int) -> list[int]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from brainsearch.errors import InputError, Problem
-from brainsearch.search.executor import Finished
+from brainsearch.search.executor import Finished, worker_environment
 from brainsearch.search.jobs import Job, Resources, TrialOutcome
 
 __all__ = ["RayExecutor"]
@@ -190,7 +190,12 @@ class RayExecutor:
         if resources.workers > 1:  # a launcher: the TorchTrainer it starts holds the resources
             actor = _actor_class().options(num_cpus=0, num_gpus=0).remote(resources.cpus)
         else:
-            actor = _actor_class().options(num_cpus=resources.cpus, num_gpus=resources.gpus).remote(resources.cpus)
+            env = {"env_vars": worker_environment(resources.cpus)}
+            actor = (
+                _actor_class()
+                .options(num_cpus=resources.cpus, num_gpus=resources.gpus, runtime_env=env)
+                .remote(resources.cpus)
+            )
         slot = _Slot(actor, resources)
         self._slots.append(slot)
         return slot

@@ -177,8 +177,11 @@ def _keeper(job: TrialJob, arch: Architecture, saved: dict[str, str]) -> Callabl
 # --- a scale-up candidate run --------------------------------------------------------------------------------------
 def _run_candidate(job: CandidateJob, repo: Repository) -> TrialOutcome:
     """Train a candidate run: sharded over ``job.resources.workers`` processes (launched, each loading its corpus
-    and resuming from the run's last checkpoint), upcycled from its dense twin, or on this worker alone."""
+    and resuming from the run's last checkpoint), upcycled from its dense twin, or on this worker alone; a run that
+    is the trial's own proxy run (``reuse_proxy``) is recorded from it, with a timing probe."""
     arch = Architecture.from_json(job.arch)
+    if job.reuse_proxy:
+        return _reuse_proxy(job, arch, repo)
     if job.plan is not None and job.plan.recipe.shards > 1:
         from brainsearch.train.sharded import train_distributed
 
@@ -211,6 +214,22 @@ def _run_candidate(job: CandidateJob, repo: Repository) -> TrialOutcome:
         metrics = _with_probe(metrics, _rung_probe(job, arch))
     _add_candidate(repo, job, state=result.status, reason=result.reason, metrics=metrics, val_loss=outcome.val_loss)
     return outcome
+
+
+def _reuse_proxy(job: CandidateJob, arch: Architecture, repo: Repository) -> TrialOutcome:
+    """Record the trial's proxy run as its run at this rung (same model, batches and budget: training again would
+    reproduce its losses exactly). The rung's validation curve is the proxy's own evaluations, its steps/s ratio a
+    fresh timing probe against the baseline."""
+    trial = repo.get_trial(job.trial_id)
+    if trial is None or trial.state != "completed":
+        raise RuntimeError(f"trial {job.trial_id} has no completed proxy run to reuse")
+    curve = [[p.step, p.val_loss] for p in repo.trial_curve(trial.id) if p.val_loss is not None]
+    kept = {k: v for k, v in trial.metrics.items() if k not in ("timing_probe", "notes", "weights_error")}
+    metrics = {**kept, "val_curve": curve, "reused_proxy_run": True}
+    if job.baseline_arch is not None:
+        metrics = _with_probe(metrics, _rung_probe(job, arch))
+    _add_candidate(repo, job, state=trial.state, reason=trial.reason, metrics=metrics, val_loss=trial.val_loss)
+    return TrialOutcome(trial_id=job.trial_id, state=trial.state, val_loss=trial.val_loss)
 
 
 def _rung_probe(job: CandidateJob, arch: Architecture) -> dict[str, Any]:

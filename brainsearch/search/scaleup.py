@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
+from brainsearch.arch.cost import cost
 from brainsearch.arch.devices import DevicePlan, NotEnoughDevices, plan_devices_shared
 from brainsearch.arch.plan import NoPlanFits, plan_memory
 from brainsearch.arch.scale import scale, scale_preset
@@ -33,6 +34,7 @@ from brainsearch.errors import ArchitectureError
 from brainsearch.search.hardware import Hardware
 from brainsearch.search.jobs import CandidateJob, Resources
 from brainsearch.search.noise import rank_by_mean, seeds_of
+from brainsearch.space.baselines import reference_architecture
 from brainsearch.space.schema import Rung, ScaleUpSettings, SearchSpace
 from brainsearch.storage import Candidate, Repository, Trial
 from brainsearch.store import RunStore, candidate_run_key
@@ -43,8 +45,10 @@ __all__ = [
     "candidate_trials",
     "planned_runs",
     "recorded_runs",
+    "rung_budget",
     "rung_device_plan",
     "rung_train_settings",
+    "same_training",
     "scale_up_jobs",
 ]
 
@@ -52,16 +56,32 @@ __all__ = [
 UPCYCLE_SUFFIX = "+upcycle"
 
 
+def rung_budget(rung: Rung, space: SearchSpace) -> dict[str, float]:
+    """A rung's token budget (the rung's own or its preset's), or, in a space of equal compute
+    (``proxy.budget.compute: match_baseline``), the training FLOPs the reference baseline scaled to the rung spends
+    on those tokens: every candidate of the rung then trains with the baseline's compute, as on the proxies."""
+    preset = scale_preset(rung.preset)
+    batch = rung.batch_size or preset.batch_size
+    tokens = rung.budget_tokens or preset.budget_tokens
+    reference = reference_architecture(space) if space.proxy.budget.matches_baseline else None
+    if reference is None:
+        return {"tokens": tokens}
+    steps = max(1, math.ceil(tokens / (batch * preset.seq_len)))
+    flops_per_token = cost(scale(reference, rung.preset), batch_size=batch).flops_per_token
+    return {"flops": float(flops_per_token * steps * batch * preset.seq_len)}
+
+
 def rung_train_settings(rung: Rung, space: SearchSpace, up: ScaleUpSettings, device: str = "auto") -> TrainSettings:
-    """How a candidate trains at ``rung``: the preset's batch and token budget (or the rung's own), the search's data,
-    validation at ``up.evaluations`` points along the run (the convergence speed-up reads them)."""
+    """How a candidate trains at ``rung``: the preset's batch and budget (or the rung's own; the baseline's compute
+    at the rung in a space of equal compute, :func:`rung_budget`), the search's data, validation at
+    ``up.evaluations`` points along the run (the convergence speed-up reads them)."""
     preset = scale_preset(rung.preset)
     batch = rung.batch_size or preset.batch_size
     tokens = rung.budget_tokens or preset.budget_tokens
     steps = max(1, math.ceil(tokens / (batch * preset.seq_len)))
     return TrainSettings.model_validate(
         {
-            "budget": {"tokens": tokens},
+            "budget": rung_budget(rung, space),
             "batch_size": batch,
             "data": space.proxy.data,
             "seed": up.seed,
@@ -71,15 +91,15 @@ def rung_train_settings(rung: Rung, space: SearchSpace, up: ScaleUpSettings, dev
     )
 
 
-def _ranked(repo: Repository, search_id: int) -> Iterator[Trial]:
-    """Completed trials best first: those re-evaluated with several seeds by their mean over seeds
-    (:func:`~brainsearch.search.noise.rank_by_mean`), then the rest by validation loss."""
+def _ranked(repo: Repository, search_id: int, first_seed: int) -> Iterator[Trial]:
+    """Completed trials best first: those re-evaluated with several seeds by their mean over their held-out seeds
+    (:func:`~brainsearch.search.noise.rank_by_mean`; ``first_seed``, the search's, is the one they were selected
+    on), then the rest by validation loss."""
     runs = repo.list_seed_runs(search_id)
     by_trial = {r.trial_id for r in runs}
     seeded = [t for t in (repo.get_trial(i) for i in sorted(by_trial)) if t is not None]
     seeded = [t for t in seeded if not t.is_baseline and t.state == "completed"]
-    # The ranking reads each trial's mean over its runs: which seed is which does not matter here.
-    yield from rank_by_mean(seeded, {t.id: seeds_of(t, runs) for t in seeded})
+    yield from rank_by_mean(seeded, {t.id: seeds_of(t, runs, first_seed) for t in seeded})
     taken = {t.id for t in seeded}
     offset = 0
     while True:
@@ -90,13 +110,15 @@ def _ranked(repo: Repository, search_id: int) -> Iterator[Trial]:
         offset += len(page)
 
 
-def candidate_trials(repo: Repository, search_id: int, top_k: int, first_rung: str, baseline: str) -> list[Trial]:
-    """The ``top_k`` best completed trials (the re-evaluated ones by their mean over seeds) whose blocks stay
-    distinct when scaled to ``first_rung`` (two proxies that differ only in widths become one architecture at a
+def candidate_trials(
+    repo: Repository, search_id: int, top_k: int, first_rung: str, baseline: str, first_seed: int = 0
+) -> list[Trial]:
+    """The ``top_k`` best completed trials (the re-evaluated ones by their held-out mean over seeds) whose blocks
+    stay distinct when scaled to ``first_rung`` (two proxies that differ only in widths become one architecture at a
     fixed-width preset), then the completed reference ``baseline``, if any."""
     chosen: list[Trial] = []
     seen: set[str] = set()
-    for trial in _ranked(repo, search_id) if top_k > 0 else ():
+    for trial in _ranked(repo, search_id, first_seed) if top_k > 0 else ():
         try:
             digest = scale(Architecture.from_json(trial.arch), first_rung).digest
         except ArchitectureError:
@@ -119,7 +141,9 @@ def planned_runs(
     if up is None:
         return [], []
     notes: list[str] = []
-    trials = candidate_trials(repo, search_id, space.search.top_k, up.ladder[0].preset, space.constraints.baseline)
+    trials = candidate_trials(
+        repo, search_id, space.search.top_k, up.ladder[0].preset, space.constraints.baseline, space.search.seed
+    )
     if not any(not t.is_baseline for t in trials):
         notes.append("no completed trial to scale up")
     labels = {"scratch": [""], "upcycle": [""], "both": ["", UPCYCLE_SUFFIX]}[up.init]
@@ -156,6 +180,29 @@ def rung_device_plan(rung: Rung, archs: list[Architecture], settings: TrainSetti
     )
 
 
+# What a run's training depends on: two settings equal in everything else train the same model on the same batches
+# to the same losses (evaluation points, device placement, memory plan and checkpoints change none of it).
+_NOT_TRAINING = frozenset(
+    {
+        "eval_interval",
+        "device",
+        "compile",
+        "micro_batch",
+        "activation_checkpointing",
+        "time_limit_s",
+        "memory_limit_bytes",
+        "checkpoint",
+        "timing_warmup_steps",
+    }
+)
+
+
+def same_training(a: TrainSettings, b: TrainSettings) -> bool:
+    """Whether runs with settings ``a`` and ``b`` train alike: same budget, batch, data, seed, optimiser, schedule and
+    loss weights (what differs only in evaluation points, placement or checkpoints does not count)."""
+    return a.model_dump(exclude=set(_NOT_TRAINING)) == b.model_dump(exclude=set(_NOT_TRAINING))
+
+
 def scale_up_jobs(
     repo: Repository,
     search_id: int,
@@ -167,10 +214,14 @@ def scale_up_jobs(
     hardware: Hardware | None = None,
     store: RunStore | None = None,
     launcher: str = "torchrun",
+    proxy_settings: TrainSettings | None = None,
 ) -> tuple[list[CandidateJob], list[str]]:
     """The candidate runs still to do, and notes on what was left out and why. ``hardware`` (default: one CPU
     process per core, the host's memory) sizes each rung; ``store`` gives every run a checkpoint folder (none
-    without it); a sharded run is launched with ``launcher`` (``torchrun``, or ``ray`` on a Ray cluster)."""
+    without it); a sharded run is launched with ``launcher`` (``torchrun``, or ``ray`` on a Ray cluster). Given
+    the trials' ``proxy_settings``, a run at a rung that is the proxy's own scale and training (the same
+    architecture, :func:`same_training`) reuses the trial's proxy run (``reuse_proxy``) instead of training it
+    again."""
     up = space.search.scale_up
     if up is None:
         return [], []
@@ -218,8 +269,15 @@ def scale_up_jobs(
                 except NoPlanFits as refusal:
                     notes.append(f"trial {trial.number} at {label} refused: {refusal}")
                     continue
+            reuse = (
+                proxy_settings is not None
+                and not upcycle
+                and recipe.shards == 1
+                and arch.digest == trial.arch_digest
+                and same_training(settings, proxy_settings)
+            )
             run_settings = settings
-            if store is not None:
+            if store is not None and not reuse:
                 folder = store.checkpoints_dir(search_id, candidate_run_key(trial.id, label))
                 checkpoint = CheckpointSettings(
                     dir=str(folder), interval_s=up.checkpoint_minutes * 60, keep=up.checkpoint_keep
@@ -243,6 +301,7 @@ def scale_up_jobs(
                     launcher="ray" if launcher == "ray" else "torchrun",
                     baseline_arch=None if trial.is_baseline or reference is None else reference[1].to_dict(),
                     baseline_name=None if trial.is_baseline or reference is None else reference[0].baseline_name,
+                    reuse_proxy=reuse,
                 )
             )
     return jobs, notes

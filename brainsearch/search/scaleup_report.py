@@ -3,8 +3,16 @@
 - proxy fidelity per rung: Kendall's tau between the candidates' proxy losses and their losses at that rung;
 - each rung's validation loss with a 95% interval, ``val_loss +- 1.96 * val_loss_stderr``: the evaluation error
   only (the spread of the mean over the evaluation batches), since each rung is trained with one seed;
+- each rung's difference from the baseline at the same rung, with an interval from the seed noise the search
+  measured on its proxies (``vs_baseline``: both runs share the rung's seed, so the proxies' paired spread applies;
+  simultaneous over the rung's candidates) - the noise at a larger scale is taken to be no larger than at the
+  proxy's; and its training compute and FLOPs per token as ratios to the baseline's at the rung
+  (``compute_ratio``, ``flops_per_token_ratio``);
 - speed-up over the baseline at the same rung, as the paper reports it: the steps/s ratio and the convergence
-  speed-up (steps the baseline needed for its final loss over the steps the candidate needed to reach it). The
+  speed-up, counted in training compute (the compute the baseline needed for its final loss over the compute the
+  candidate needed to reach it; with equal FLOPs per token it is the paper's ratio of steps, and a block that
+  costs twice as much per step does not look twice as fast for it). A run evaluated only at its end (a reused proxy
+  run) has no curve to read it from. The
   steps/s ratio comes from the run's timing probe when it has one (``metrics["timing_probe"]``: both models timed
   back to back in one process, so machine load hits both alike): ``1 / ratio`` with the interval ``[1 / high,
   1 / low]`` over the probe's rounds, and no number at all when the probe found its own spread too wide
@@ -46,6 +54,7 @@ from brainsearch.arch.cost import cost
 from brainsearch.arch.scale import scale, scale_preset
 from brainsearch.arch.spec import Architecture
 from brainsearch.errors import ArchitectureError, InputError
+from brainsearch.search.noise import Interval, SearchNoise, Seeds, compare
 from brainsearch.search.scaleup import UPCYCLE_SUFFIX, planned_runs, recorded_runs
 from brainsearch.search.scaling import Law, ScalingFit, TargetScale, convergence_speedup, fit_law, kendall_tau
 from brainsearch.space.schema import ScaleUpSettings, SearchSpace
@@ -114,8 +123,15 @@ class RungResult(BaseModel):
     steps: int | None
     step_time_s: float | None
     steps_per_s_ratio: float | None  # baseline's step time / this candidate's (above 1: faster); None if uncertain
-    convergence_speedup: float | None  # baseline's steps to its final loss / this candidate's steps to that loss
+    # Baseline's training compute to its final loss / this candidate's compute to reach that loss.
+    convergence_speedup: float | None
     reached_baseline_loss: bool | None  # None for the baseline itself or without curves
+    # This run against the baseline's at the same rung: the loss difference with its interval (the proxies' seed
+    # noise), the training compute and FLOPs per token as ratios (None for the baseline itself).
+    vs_baseline: Interval | None = None
+    compute_ratio: float | None = None
+    flops_per_token_ratio: float | None = None
+    reused_proxy_run: bool = False  # the trial's own proxy run (the rung is the proxy's scale and training)
     # 95% interval of val_loss from its evaluation error only (VAL_LOSS_INTERVAL); None without a stderr.
     val_loss_low: float | None = None
     val_loss_high: float | None = None
@@ -202,6 +218,39 @@ def _curve(c: Candidate | None) -> list[tuple[int, float]]:
     if c is None:
         return []
     return [(int(s), float(v)) for s, v in c.metrics.get("val_curve", []) if v is not None and math.isfinite(v)]
+
+
+def _compute_curve(c: Candidate) -> list[tuple[float, float]]:
+    """A run's validation curve against the training compute spent (steps x its FLOPs per step)."""
+    m = c.metrics
+    steps, tokens, fpt = m.get("steps"), m.get("tokens"), m.get("flops_per_token")
+    if not steps or not tokens or not fpt:
+        return []
+    per_step = float(tokens) / float(steps) * float(fpt)
+    return [(step * per_step, loss) for step, loss in _curve(c)]
+
+
+def _compute(c: Candidate) -> float | None:
+    m = c.metrics
+    return float(m["flops_per_token"]) * float(m["tokens"]) if m.get("flops_per_token") and m.get("tokens") else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def _rung_interval(
+    c: Candidate, base: Candidate, noise: SearchNoise | None, comparisons: int, seed: int
+) -> Interval | None:
+    """Run ``c``'s loss minus the baseline's run at the same rung, with the interval the search's proxy noise gives
+    one seed's difference (both runs share the rung's ``seed``), simultaneous over the rung's ``comparisons``; the
+    evaluation error only without measured noise."""
+    if c.val_loss is None or base.val_loss is None:
+        return None
+    mine = Seeds(c.id, (float(c.val_loss),), (c.metrics.get("val_loss_stderr"),), (seed,))
+    theirs = Seeds(base.id, (float(base.val_loss),), (base.metrics.get("val_loss_stderr"),), (seed,))
+    measured = noise or SearchNoise.unmeasured()
+    return compare(mine, theirs, measured.model_copy(update={"comparisons": max(1, comparisons)}))
 
 
 def _x(c: Candidate, scale_by: ScaleBy) -> float | None:
@@ -352,9 +401,12 @@ def scale_up_report(
     law: Law | None = None,
     scale_by: ScaleBy | None = None,
     store: RunStore | None = None,
+    noise: SearchNoise | None = None,
 ) -> ScaleUpReport:
     """The stage's report from the stored candidates; ``target``, ``law`` and ``scale_by`` override the search's.
-    With the run ``store`` each run lists its checkpoints on disk."""
+    With the run ``store`` each run lists its checkpoints on disk; with the search's ``noise`` (measured on its
+    proxies) each run's difference from the baseline at its rung carries a seed-noise interval, else the
+    evaluation error only."""
     up = space.search.scale_up
     target = target or (up.target if up else None)
     if target is not None:
@@ -388,6 +440,13 @@ def scale_up_report(
     for rung in ladder:
         slowed |= _slowed([c for (_, r), c in rows.items() if r == rung])
     base_label = _label(base_trial) if base_trial is not None else "the baseline"
+    seed = up.seed if up else 0
+    base_id = base_trial.id if base_trial is not None else None
+    # The candidates each rung compares with its baseline run: the rung's intervals are simultaneous over them.
+    compared = {
+        rung: sum(1 for (tid, r), c in rows.items() if r == rung and c.state == "completed" and tid != base_id)
+        for rung in ladder
+    }
 
     reports: list[CandidateReport] = []
     for trial, proxy_rank in zip(trials, proxy_ranks, strict=True):
@@ -399,11 +458,17 @@ def scale_up_report(
             base = rows.get((base_trial.id, rung)) if base_trial is not None else None
             m = c.metrics
             conv = reached = None
+            versus: dict[str, Any] = {}
             if base is not None and base.id != c.id and c.state == "completed" and base.state == "completed":
-                mine, theirs = _curve(c), _curve(base)
-                if mine and theirs:
+                mine, theirs = _compute_curve(c), _compute_curve(base)
+                if len(mine) >= 2 and theirs:  # one point (an end-only evaluation) says nothing about the way there
                     conv = convergence_speedup(mine, theirs)
                     reached = conv is not None
+                versus = {
+                    "vs_baseline": _rung_interval(c, base, noise, compared.get(rung, 1), seed),
+                    "compute_ratio": _ratio(_compute(c), _compute(base)),
+                    "flops_per_token_ratio": _ratio(m.get("flops_per_token"), base.metrics.get("flops_per_token")),
+                }
             probe = probes[(trial.id, rung)] if base is None or base.id != c.id else None
             speed = _speed(c, base, probe, slowed, base_label) if base is None or base.id != c.id else {}
             if probe is not None:
@@ -439,6 +504,8 @@ def scale_up_report(
                     slowed_note=slowed.get(c.id),
                     retimed_step_time_s=retimed,
                     checkpoints_on_disk=checkpoints_on_disk(store, search_id, trial.id, rung),
+                    reused_proxy_run=bool(m.get("reused_proxy_run")),
+                    **versus,
                     **speed,
                     **_run_fields(c),
                 )

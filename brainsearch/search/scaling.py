@@ -236,9 +236,9 @@ def kendall_tau(first: Sequence[float], second: Sequence[float]) -> float | None
     return None if tau is None or not math.isfinite(tau) else float(tau)
 
 
-def _steps_to_reach(curve: Sequence[tuple[int, float]], target: float) -> float | None:
-    """The (linearly interpolated) step at which a validation curve first reaches ``target``."""
-    prev: tuple[int, float] | None = None
+def _steps_to_reach(curve: Sequence[tuple[float, float]], target: float) -> float | None:
+    """The (linearly interpolated) point (step, or compute) at which a validation curve first reaches ``target``."""
+    prev: tuple[float, float] | None = None
     for step, loss in curve:
         if loss <= target:
             if prev is None or prev[1] == loss:
@@ -249,10 +249,13 @@ def _steps_to_reach(curve: Sequence[tuple[int, float]], target: float) -> float 
     return None
 
 
-def convergence_speedup(candidate: Sequence[tuple[int, float]], baseline: Sequence[tuple[int, float]]) -> float | None:
-    """The paper's convergence speed-up: steps the baseline took to its final validation loss over the steps the
-    candidate needed to reach that loss (curves of ``(step, val_loss)``). None when the candidate never reached it
-    (read it as below ``1``; the steps ratio would be a bound, not a measurement) or a curve is empty."""
+def convergence_speedup(
+    candidate: Sequence[tuple[float, float]], baseline: Sequence[tuple[float, float]]
+) -> float | None:
+    """The paper's convergence speed-up: what the baseline spent to reach its final validation loss over what the
+    candidate spent to reach that loss (curves of ``(x, val_loss)``, ``x`` in steps or in training compute; the
+    scale-up report uses compute). None when the candidate never reached it (read it as below ``1``; the ratio would
+    be a bound, not a measurement) or a curve is empty."""
     if not candidate or not baseline:
         return None
     target_step, target = baseline[-1]

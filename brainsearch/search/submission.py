@@ -18,10 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from brainsearch._validation import problems_from_validation_error
 from brainsearch.errors import ConflictError, Problem, SpaceError
-from brainsearch.search.baselines import baseline_architectures
 from brainsearch.search.jobs import Resources
-from brainsearch.search.noise import NoiseView, noise_view, other_seeds, reevaluation_pool
+from brainsearch.search.noise import NoiseView, noise_view, other_seeds, reevaluation_pool, reference_trial
 from brainsearch.search.scaleup import planned_runs
+from brainsearch.search.scaleup_report import ScaleUpReport, scale_up_report
+from brainsearch.search.verdict import Verdict, search_verdict
+from brainsearch.space.baselines import baseline_architectures, trial_budget
 from brainsearch.space.loader import validate_document
 from brainsearch.space.schema import Quantity, SearchSettings, SearchSpace
 from brainsearch.storage import Repository, Search
@@ -38,6 +40,8 @@ __all__ = [
     "reference_baseline",
     "repo_url",
     "search_noise_view",
+    "search_scale_up_report",
+    "search_verdict_of",
     "stored_space",
     "study_name",
     "trial_train_settings",
@@ -160,9 +164,11 @@ def stored_space(search: Search) -> SearchSpace:
 
 
 def trial_train_settings(space: SearchSpace, seed: int = 0, device: str = "auto") -> TrainSettings:
-    """How a trial of ``space`` trains: its proxy settings, budget and memory limit per device. Validation runs at
-    the end, and also four times along a token budget when an Optuna pruner (median, successive halving) needs
-    intermediate values; the paper's quarter-budget rule compares training losses and needs none."""
+    """How a trial of ``space`` trains: its proxy settings, budget (:func:`~brainsearch.space.baselines.trial_budget`:
+    the reference baseline's compute under ``compute: match_baseline``) and memory limit per device. Validation runs
+    at the end, and also four times along a token budget (the baseline's, under equal compute) when an Optuna pruner
+    (median, successive halving) needs intermediate values; the paper's quarter-budget rule compares training losses
+    and needs none."""
     proxy = space.proxy
     eval_interval = 1_000_000_000
     if space.search.pruner in ("median", "successive_halving"):
@@ -172,7 +178,7 @@ def trial_train_settings(space: SearchSpace, seed: int = 0, device: str = "auto"
             eval_interval = max(1, steps // 4)
     return TrainSettings.model_validate(
         {
-            "budget": proxy.budget,
+            "budget": trial_budget(space),
             "batch_size": proxy.batch_size,
             "data": proxy.data,
             "seed": seed,
@@ -189,6 +195,9 @@ def _reevaluating(repo: Repository, search_id: int, space: SearchSpace) -> bool:
     pool = reevaluation_pool(repo, search_id, space)
     if not pool:
         return False
+    reference = reference_trial(repo, search_id, space.constraints.baseline)
+    if reference is not None and space.search.top_k_seeds > space.search.baseline_seeds:
+        pool = [*pool, reference]  # it trains the seeds the re-evaluated trials do
     final = {
         (r.trial_id, r.seed)
         for r in repo.list_seed_runs(search_id, [t.id for t in pool])
@@ -263,6 +272,33 @@ class Progress:
                 recorded = {(c.trial_id, c.rung) for c in repo.list_candidates(search.id) if c.state != "crashed"}
                 stage = f"scale-up {len(recorded)}/{len(runs)}"
         return replace(progress, stage=stage)
+
+
+def search_scale_up_report(
+    repo: Repository,
+    search: Search,
+    space: SearchSpace | None = None,
+    view: NoiseView | None = None,
+    **params: Any,
+) -> ScaleUpReport:
+    """The stored search's scale-up report (:func:`~brainsearch.search.scaleup_report.scale_up_report`, ``params``:
+    ``target``, ``law``, ``scale_by``, ``store``), its rungs' intervals from the seed noise the search measured on its
+    proxies (``view``, when the caller has it)."""
+    space = space or stored_space(search)
+    view = view or search_noise_view(repo, search, space)
+    return scale_up_report(repo, search.id, space, noise=view.noise, **params)
+
+
+def search_verdict_of(
+    repo: Repository, search: Search, space: SearchSpace | None = None, view: NoiseView | None = None
+) -> Verdict:
+    """The stored search's verdict (:mod:`brainsearch.search.verdict`): what every view shows as its result."""
+    space = space or stored_space(search)
+    view = view or search_noise_view(repo, search, space)
+    report = None
+    if space.search.scale_up is not None and repo.list_candidates(search.id):
+        report = search_scale_up_report(repo, search, space, view)
+    return search_verdict(repo, search, view, space.constraints.baseline, report)
 
 
 def search_noise_view(repo: Repository, search: Search, space: SearchSpace | None = None) -> NoiseView:

@@ -22,6 +22,7 @@ from brainsearch._format import fmt_bytes, fmt_count
 from brainsearch._validation import dotted, in_document_order, problems_from_validation_error
 from brainsearch.errors import Problem, SpaceError
 from brainsearch.settings import get_settings
+from brainsearch.space.baselines import reference_architecture
 from brainsearch.space.constraints import memory_floor
 from brainsearch.space.params import Categorical, Fixed, FloatRange, IntRange
 from brainsearch.space.sample import bounds
@@ -401,6 +402,25 @@ def _check_fits(space: SearchSpace, source: str | None, lines: _Lines | None) ->
             )
         )
     c = space.constraints
+    if reference_architecture(space) is None:  # a GLaM reference in a space without MoE layers
+        needs = [
+            (("proxy", "budget", "compute"), "compute: match_baseline")
+            if space.proxy.budget.matches_baseline
+            else None,
+            (("constraints", "max_flops_per_token_ratio"), "max_flops_per_token_ratio")
+            if c.max_flops_per_token_ratio is not None
+            else None,
+        ]
+        for loc, what in (n for n in needs if n is not None):
+            problems.append(
+                _problem(
+                    source,
+                    loc,
+                    f"{what} compares with the {c.baseline} baseline, which this space cannot build (its blocks have "
+                    "no MoE layer): set constraints.baseline: dense",
+                    lines,
+                )
+            )
     checks = [
         ("max_params_total", c.max_params_total, small_total.params_total, fmt_count, "total parameters"),
         (

@@ -215,19 +215,38 @@ class BlockSpace(BaseModel):
 
 
 class Budget(BaseModel):
-    """The training budget of each trial: exactly one of tokens, FLOPs or wall-clock seconds."""
+    """The training budget of each trial: exactly one of tokens, FLOPs or wall-clock seconds.
+
+    ``compute: match_baseline`` (with ``tokens``) makes the budget equal compute: the reference baseline
+    (``constraints.baseline``) trains ``tokens`` tokens, and every trial gets the training FLOPs those cost the
+    baseline (its FLOPs per token x ``tokens``), so a block that costs more per token trains on fewer tokens
+    (:func:`brainsearch.space.baselines.trial_budget` resolves it to a FLOPs budget)."""
 
     model_config = _STRICT
     tokens: TokenCount | None = None
     flops: FlopCount | None = None
     seconds: Seconds | None = None
+    compute: Literal["match_baseline"] | None = Field(
+        default=None,
+        description="match_baseline: every trial gets the reference baseline's training compute at `tokens` tokens",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
         given = [k for k in ("tokens", "flops", "seconds") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of tokens, flops, seconds (got {', '.join(given) or 'none'})")
+        if self.compute is not None and self.tokens is None:
+            raise ValueError(
+                f"compute: {self.compute} needs the baseline's budget in tokens (got {given[0]}); a flops budget is "
+                "already equal compute"
+            )
         return self
+
+    @property
+    def matches_baseline(self) -> bool:
+        """Whether every trial gets the reference baseline's training compute (``compute: match_baseline``)."""
+        return self.compute == "match_baseline"
 
 
 class ProxySettings(BaseModel):
@@ -251,6 +270,13 @@ class Constraints(BaseModel):
     max_params_activated: ParamCount | None = None
     max_memory_bytes: ByteCount | None = None
     max_step_time_ratio: float | None = Field(default=None, gt=0, le=1000)
+    max_flops_per_token_ratio: float | None = Field(
+        default=None,
+        gt=0,
+        le=1000,
+        description="training FLOPs per token over the reference baseline's, from the cost model: judged before "
+        "any training",
+    )
     baseline: Literal["glam", "dense"] = "glam"
     min_layers: dict[LayerType, Annotated[int, Field(ge=0, le=MAX_SLOTS)]] = Field(default_factory=dict)
 

@@ -10,8 +10,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 
 from brainsearch.errors import ArchitectureError, ConflictError, InputError, Problem, SpaceError, TrialNotFound
-from brainsearch.search.noise import NoiseView, leaderboard_row
-from brainsearch.search.scaleup_report import ScaleUpReport, checkpoints_on_disk, scale_up_report
+from brainsearch.search.noise import NoiseView, leaderboard_row, timing_fields
+from brainsearch.search.scaleup_report import ScaleUpReport, checkpoints_on_disk
 from brainsearch.search.submission import (
     Progress,
     RunOptions,
@@ -20,6 +20,8 @@ from brainsearch.search.submission import (
     delete_search,
     reference_baseline,
     search_noise_view,
+    search_scale_up_report,
+    search_verdict_of,
     stored_space,
 )
 from brainsearch.space import bundled_space_names, load_space
@@ -35,10 +37,13 @@ TrialStateName = Literal["running", "completed", "pruned", "diverged", "out_of_m
 
 
 def search_out(repo: Repository, s: Search) -> SearchOut:
-    """The API view of a search, with its progress (baselines apart)."""
+    """The API view of a search, with its progress (baselines apart), its measured noise and its verdict."""
     p = Progress.of(repo, s)
+    space = stored_space(s)
+    view = search_noise_view(repo, s, space)
     return SearchOut(
-        noise=search_noise_view(repo, s).noise,
+        noise=view.noise,
+        verdict=search_verdict_of(repo, s, space, view),
         id=s.id,
         name=s.name,
         space_name=s.space_name,
@@ -246,12 +251,32 @@ def pick_trial(
         raise HTTPException(status.HTTP_404_NOT_FOUND, exc.message) from None
 
 
-def pareto_front(trials: list[Trial], key: Literal["step_time_s", "params_activated"]) -> list[Trial]:
-    """The completed trials no other beats on both validation loss and ``key`` (both minimised), by ``key``."""
-    done = [t for t in trials if t.state == "completed" and t.val_loss is not None and getattr(t, key) is not None]
-    done.sort(key=lambda t: (getattr(t, key), t.val_loss))
+ParetoAxis = Literal["compute_ratio", "params_activated", "step_time_ratio"]
+PARETO_AXES: tuple[ParetoAxis, ...] = ("compute_ratio", "params_activated", "step_time_ratio")
+
+
+def pareto_x(trial: Trial, axis: ParetoAxis, view: NoiseView) -> float | None:
+    """A trial's x on a Pareto chart: its training compute over the reference baseline's, its activated
+    parameters, or its step time over the baseline's from a timing probe (both models timed back to back, so load
+    cannot fake it; a raw step time measured in the trial's own run is not a property of the block and is never
+    used). The reference baseline sits at 1 on both ratios."""
+    if axis == "params_activated":
+        return float(trial.params_activated)
+    if axis == "compute_ratio":
+        return view.ratios(trial)[0]
+    if trial.is_baseline and trial.baseline_name == view.noise.baseline:
+        return 1.0
+    ratio = timing_fields(trial.metrics).get("step_time_ratio")
+    return float(ratio) if ratio else None
+
+
+def pareto_front(trials: list[Trial], axis: ParetoAxis, view: NoiseView) -> list[Trial]:
+    """The completed trials no other beats on both validation loss and ``axis`` (both minimised), by ``axis``."""
+    placed = ((pareto_x(t, axis, view), t) for t in trials if t.state == "completed" and t.val_loss is not None)
+    done = [(x, t) for x, t in placed if x is not None]
+    done.sort(key=lambda p: (p[0], p[1].val_loss))
     front: list[Trial] = []
-    for t in done:
+    for _, t in done:
         if not front or t.val_loss < front[-1].val_loss:  # type: ignore[operator]
             front.append(t)
     return front
@@ -259,13 +284,13 @@ def pareto_front(trials: list[Trial], key: Literal["step_time_s", "params_activa
 
 @router.get("/{search_id}/pareto", dependencies=[ReadAccess])
 def pareto(search_id: SearchId, repo: Repo) -> dict[str, list[TrialOut]]:
-    """Pareto fronts of validation loss against step time and against activated parameters."""
+    """Pareto fronts of validation loss against training compute (over the reference baseline's), against
+    activated parameters, and against step time over the baseline's from timing probes (empty without probes: a
+    wall-clock step time of a run is not a property of its block)."""
     search = _search_or_404(repo, search_id)
     trials = repo.list_trials(search_id, state="completed", limit=100_000).items
     noise = search_noise_view(repo, search)
-    return {
-        key: [trial_out(t, noise) for t in pareto_front(trials, key)] for key in ("step_time_s", "params_activated")
-    }
+    return {axis: [trial_out(t, noise) for t in pareto_front(trials, axis, noise)] for axis in PARETO_AXES}
 
 
 @router.get("/{search_id}/scale-up", dependencies=[ReadAccess])
@@ -280,9 +305,9 @@ def scale_up(
     """The scale-up stage: each candidate across the ladder (loss, steps/s and convergence speed-up over the
     baseline; devices, recipe, memory per device, throughput and MFU, checkpoints saved, resumes and those on disk,
     scratch or upcycled), proxy fidelity (Kendall tau per rung) and scaling-law predictions at ``target``."""
-    space = stored_space(_search_or_404(repo, search_id))
+    search = _search_or_404(repo, search_id)
     try:
-        return scale_up_report(repo, search_id, space, target=target, law=law, scale_by=scale_by, store=store)
+        return search_scale_up_report(repo, search, target=target, law=law, scale_by=scale_by, store=store)
     except ArchitectureError as exc:
         raise InputError([Problem("target", p.message, "query") for p in exc.problems]) from None
 

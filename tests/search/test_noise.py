@@ -32,20 +32,28 @@ class FakeTrainer:
         own, evaluation = np.random.default_rng([self.world, seed, arch + 1]).normal(size=2)
         return float(self.true[arch] + COMMON_SD * common + OWN_SD * own + EVAL_SE * evaluation), EVAL_SE
 
-    def seeds(self, arch: int, n: int) -> Seeds:
+    def seeds(self, arch: int, n: int, *, selected: bool = True) -> Seeds:
+        """Block ``arch``'s runs with seeds 0..n-1; a trial (``selected``) was chosen on its seed-0 run."""
         runs = [self.run(arch, s) for s in range(n)]
-        return Seeds(arch, tuple(v for v, _ in runs), tuple(e for _, e in runs), tuple(range(n)))
+        return Seeds(
+            arch,
+            tuple(v for v, _ in runs),
+            tuple(e for _, e in runs),
+            tuple(range(n)),
+            selection_seed=0 if selected else None,
+        )
 
 
 def _searches(delta: float, n: int, *, baseline_seeds: int = 3, others: int = 0) -> list[Interval]:
     """``n`` simulated searches with a trial ``delta`` from the baseline (one run of it, the search's first seed):
-    its interval in each. ``others`` more blocks trained with three seeds each (a re-evaluated top-k) make the
-    comparison paired."""
+    its interval in each. ``others`` more blocks trained with four seeds each (a re-evaluated top-k: three held out
+    besides the selection seed, the baseline trained with the same four) make the comparison paired."""
     out = []
     for world in range(n):
         fake = FakeTrainer({0: 3.0, 1: 3.0 + delta, **{2 + i: 2.9 + 0.05 * i for i in range(others)}}, world)
-        base, trial = fake.seeds(0, baseline_seeds), fake.seeds(1, 1)
-        groups = [base, trial] + [fake.seeds(2 + i, 3) for i in range(others)]
+        base = fake.seeds(0, max(baseline_seeds, 4) if others else baseline_seeds, selected=False)
+        trial = fake.seeds(1, 1)
+        groups = [base, trial] + [fake.seeds(2 + i, 4) for i in range(others)]
         noise = noise_from(groups, base, baseline_name="glam", baseline_seeds=baseline_seeds)
         interval = compare(trial, base, noise)
         assert interval is not None
@@ -80,7 +88,7 @@ def test_pairing_by_seed_narrows_the_interval_when_seeds_move_every_block_alike(
     width = statistics.fmean(i.high - i.low for i in paired)
     assert width < 0.5 * statistics.fmean(i.high - i.low for i in unpaired)
     # Paired by seed: the difference is the one seed both have, whatever the baseline's other seeds did.
-    assert all(i.seeds == 1 and i.baseline_seeds == 3 for i in paired)
+    assert all(i.seeds == 1 and i.baseline_seeds == 4 for i in paired)
 
 
 def test_a_trial_equal_to_the_baseline_is_rarely_beyond_noise() -> None:
@@ -100,6 +108,51 @@ def test_a_trial_far_better_than_the_noise_is_beyond_noise() -> None:
     assert sum(bool(i.beyond_noise) for i in _searches(-1.5, 400)) / 400 >= 0.95
 
 
+def _equal_search(world: int, trials: int, comparisons: int) -> list[Interval]:
+    """One simulated search of ``trials`` blocks all equal to the baseline, every one re-evaluated (selected on seed
+    0, three seeds held out), the baseline trained with the same four seeds: each block's interval."""
+    fake = FakeTrainer({a: 3.0 for a in range(trials + 1)}, world)
+    base = fake.seeds(0, 4, selected=False)
+    blocks = [fake.seeds(a, 4) for a in range(1, trials + 1)]
+    noise = noise_from([base, *blocks], base, baseline_name="glam", baseline_seeds=4, comparisons=comparisons)
+    return [i for i in (compare(b, base, noise) for b in blocks) if i is not None]
+
+
+def test_many_equal_blocks_rarely_yield_a_single_false_win() -> None:
+    """The intervals are simultaneous over the search's comparisons (Bonferroni): in a search of ten blocks that are
+    all as good as the baseline, the chance that any one of them is called beyond noise stays near the one-sided
+    2.5% (it is at most that, for any dependence between the comparisons). Uncorrected, one search in four or so
+    would crown a block that is no better."""
+    searches = 600
+    corrected = sum(any(i.beyond_noise for i in _equal_search(w, 10, 10)) for w in range(searches)) / searches
+    naive = sum(any(i.beyond_noise for i in _equal_search(w, 10, 1)) for w in range(searches)) / searches
+    assert corrected <= 0.035, corrected
+    assert naive >= 4 * max(corrected, 0.02), (naive, corrected)
+    interval = _equal_search(0, 10, 10)[0]
+    assert interval.comparisons == 10 and interval.level == 0.95 and interval.level_each == pytest.approx(0.995)
+
+
+def test_the_held_out_seeds_carry_no_winners_curse() -> None:
+    """Thirty blocks as good as the baseline, the best by its first run re-evaluated with three more seeds: its
+    first run looks better than the baseline by luck alone; compared on its held-out seeds it is not (the mean
+    difference over many searches is 0 within its standard error), while averaging the selection seed in keeps
+    a quarter of the lucky margin."""
+    held_out, with_selection = [], []
+    for world in range(400):
+        fake = FakeTrainer({a: 3.0 for a in range(31)}, world)
+        base = fake.seeds(0, 4, selected=False)
+        best = min(range(1, 31), key=lambda a: fake.run(a, 0)[0] - fake.run(0, 0)[0])
+        block = fake.seeds(best, 4)
+        noise = noise_from([base, block], base, baseline_name="glam", baseline_seeds=4)
+        interval = compare(block, base, noise)
+        assert interval is not None and interval.selection_seed_left_out and interval.seeds == 3
+        held_out.append(interval.difference)
+        with_selection.append(statistics.fmean(block.values) - statistics.fmean(base.values))
+    se = statistics.stdev(held_out) / math.sqrt(len(held_out))
+    assert abs(statistics.fmean(held_out)) < 3 * se, (statistics.fmean(held_out), se)
+    assert statistics.fmean(with_selection) < -0.01, statistics.fmean(with_selection)
+
+
 def test_without_a_second_seed_nothing_is_called_beyond_noise() -> None:
     fake = FakeTrainer({0: 3.0, 1: 2.0}, 0)
     base, trial = fake.seeds(0, 1), fake.seeds(1, 1)
@@ -116,10 +169,12 @@ def test_the_noise_is_measured_as_the_fake_trainer_makes_it() -> None:
     sqrt(COMMON_SD**2 + OWN_SD**2) (evaluation error removed), and one seed's difference from the baseline varies by
     sqrt(2 * (OWN_SD**2 + EVAL_SE**2)) (what every block shares cancels)."""
     fake = FakeTrainer({a: 3.0 + 0.01 * a for a in range(60)}, 7)
-    groups = [fake.seeds(a, 20) for a in range(60)]
+    groups = [fake.seeds(0, 20, selected=False)] + [fake.seeds(a, 20) for a in range(1, 60)]
     noise = noise_from(groups, groups[0], baseline_name="glam", baseline_seeds=20)
-    assert noise.dof == 60 * 19 and noise.architectures == 60
-    assert noise.paired_dof == 59 * 19 and noise.paired_architectures == 59
+    # The trials' selection seed is left out: 19 held-out seeds each; the baseline keeps its 20.
+    assert noise.dof == 19 + 59 * 18 and noise.architectures == 60
+    # 59 * 18 degrees of freedom pooled, but the baseline's share of the spread rests on 19 seeds (Satterthwaite).
+    assert noise.paired_dof == math.floor(4 / (1 / (59 * 18) + 1 / 18)) and noise.paired_architectures == 59
     assert noise.eval_stderr == pytest.approx(EVAL_SE)
     # The 20 seeds' common effects are 20 draws shared by every block: measured up to their sampling (about 16%).
     assert noise.seed_sd == pytest.approx(SEED_SD, rel=0.35)
@@ -167,6 +222,7 @@ def test_the_top_k_chosen_on_means_beats_the_top_k_chosen_on_single_runs() -> No
         single = [t.id for t in trials[:k]]
         reevaluated = {t.id: fake.seeds(t.id, seeds) for t in trials[:pool]}
         by_mean = [t.id for t in rank_by_mean(trials, reevaluated)[:k]]
+        assert all(reevaluated[t].left_out_selection for t in by_mean)
         gains.append(np.mean([true[a] for a in single]) - np.mean([true[a] for a in by_mean]))
     assert np.mean(gains) > 0.004, np.mean(gains)  # about a tenth of the noise that moves the ranking
     assert np.mean(np.asarray(gains) > 0) > np.mean(np.asarray(gains) < 0)

@@ -20,15 +20,16 @@ from tests.service.conftest import LiveServer
 
 def _seed_trials(repo: Repository, search_id: int) -> list[int]:
     arch = scale(preset("glam"), "cpu-tiny")
+    # state, val loss, wall-clock step time, activated params, FLOPs per token, a timing probe's step-time ratio
     rows = [
-        ("completed", 3.0, 0.02, 100),
-        ("completed", 2.8, 0.04, 200),
-        ("completed", 2.9, 0.01, 300),
-        ("pruned", None, 0.03, 150),
-        ("diverged", None, None, 120),
+        ("completed", 3.0, 0.02, 100, 1000, None),
+        ("completed", 2.8, 0.04, 200, 2000, 1.5),
+        ("completed", 2.9, 0.01, 300, 1000, 0.8),
+        ("pruned", None, 0.03, 150, 1500, None),
+        ("diverged", None, None, 120, 1000, None),
     ]
     ids = []
-    for n, (state, loss, step, activated) in enumerate(rows):
+    for n, (state, loss, step, activated, flops, probe) in enumerate(rows):
         t = repo.add_trial(
             search_id=search_id,
             number=n,
@@ -36,7 +37,7 @@ def _seed_trials(repo: Repository, search_id: int) -> list[int]:
             arch_digest=f"{n:016x}",
             pattern=arch.pattern,
             params={"d_model": 48},
-            cost={"params_total": 1},
+            cost={"params_total": 1, "flops_per_token": flops},
             params_activated=activated,
             is_baseline=n == 0,
             baseline_name="glam" if n == 0 else None,
@@ -49,7 +50,9 @@ def _seed_trials(repo: Repository, search_id: int) -> list[int]:
             step_time_s=step,
             metrics={
                 "steps": 2,
+                "tokens": 1024,
                 "moe": None,
+                **({"timing_probe": {"ratio": probe, "uncertain": False}} if probe else {}),
                 "val_bits_per_byte": loss / 0.7 if loss else None,
                 **({"micro_batch": 4, "activation_checkpointing": n == 2} if loss else {}),
             },
@@ -142,8 +145,14 @@ def test_leaderboard_trials_pareto_and_exports(live: Any, repo: Repository) -> N
         assert api.get(f"/searches/{sid}/trials", params={"limit": 0}).status_code == 422
         assert api.get("/searches/999/trials").status_code == 404
         front = api.get(f"/searches/{sid}/pareto").json()
-        assert [t["id"] for t in front["step_time_s"]] == [ids[2], ids[1]]  # 0.01 s/2.9 beats 0.02 s/3.0
+        # Training compute over GLaM's: #2 (1.0x, 2.9) beats GLaM itself (1.0x, 3.0); #1 is better but at 2.0x.
+        assert [t["id"] for t in front["compute_ratio"]] == [ids[2], ids[1]]
+        assert [t["compute_ratio"] for t in front["compute_ratio"]] == [1.0, 2.0]
         assert [t["id"] for t in front["params_activated"]] == [ids[0], ids[1]]
+        # Step times only from timing probes (GLaM at 1.0 by definition), never from the runs' wall clocks: #2's
+        # probe says 0.8x, #1's 1.5x; the wall-clock 0.02 s of GLaM against 0.04 s of #1 plays no part.
+        assert [t["id"] for t in front["step_time_ratio"]] == [ids[2], ids[1]]
+        assert "step_time_s" not in front
         assert api.get(f"/searches/{sid}/candidates").json() == {"items": [], "total": 0, "limit": 0, "offset": 0}
         detail = api.get(f"/trials/{ids[1]}").json()
         assert detail["arch"]["d_model"] == 48 and [p["step"] for p in detail["curve"]] == [1, 2]

@@ -63,7 +63,8 @@ def test_submit_watch_open_and_export(browser: Browser, server: LiveServer, tmp_
     page.click("#leaderboard th a:has-text('val loss')")
     page.wait_for_url("**sort=val_loss**")
     losses = [float(x) for x in page.locator("#leaderboard td.val-loss").all_inner_texts() if x]
-    assert len(losses) == 4 and losses == sorted(losses, reverse="order=desc" in page.url)
+    completed = page.locator("#leaderboard tr.completed").count()  # a trial may be pruned at a quarter of its budget
+    assert len(losses) == completed >= 2 and losses == sorted(losses, reverse="order=desc" in page.url)
     page.locator("#leaderboard tr:not(.baseline) td.num a").first.click()
     page.wait_for_url("**/trials/*")
     assert page.locator("#block .layer").count() == 8

@@ -18,10 +18,10 @@ from starlette.requests import Request
 
 from brainsearch import cost
 from brainsearch.arch import Architecture
-from brainsearch.search.baselines import baseline_architectures
 from brainsearch.search.submission import create_search, study_name
 from brainsearch.settings import Settings
 from brainsearch.space import SearchSpace, sample
+from brainsearch.space.baselines import baseline_architectures
 from brainsearch.storage import MetricPoint, Repository, make_engine, migrate
 from service import dashboard
 from tests.search.conftest import fast_space
@@ -249,8 +249,15 @@ def test_search_page_settings_leaderboard_and_charts(page: Page, site: Site) -> 
     assert "params_total 2.31M exceeds" in board  # the pruned trial's reason
     assert "8 of 8 trials done: 6 completed, 1 pruned, 1 failed." in page.inner_text("#progress")
     _no_raw_floats(page)
-    for chart in ("curves", "pareto-step", "pareto-params", "expert-load", "importance"):
+    for chart in ("curves", "pareto-compute", "pareto-params", "expert-load", "importance"):
         assert page.locator(f"#chart-{chart} .main-svg").count() >= 1, chart
+    # No trial was timed against the baseline by a probe: no step-time front (the runs' own wall clocks are not
+    # a property of their blocks), and the card says why.
+    assert page.locator("#chart-pareto-step .main-svg").count() == 0
+    assert "No timing probe" in page.inner_text("#card-pareto-step")
+    # Loss against training compute: the GLaM baseline at 1.00x among the trials.
+    traces = "document.getElementById('chart-pareto-compute').data"
+    assert page.evaluate(f"{traces}.find(d => d.texttemplate === 'glam').x") == [1.0]
     # The curves: five best trials and two baselines, each a raw and a smoothed line, plus validation points.
     assert page.evaluate("document.getElementById('chart-curves').data.length") == 7 * 3
     assert page.locator("#chart-importance .bars .point").count() >= 5
@@ -266,21 +273,24 @@ def test_search_page_settings_leaderboard_and_charts(page: Page, site: Site) -> 
 
 
 def test_searches_list_columns_and_reference_baseline(page: Page, site: Site) -> None:
-    """Pass: the list shows sampler, trials done / requested, pruned, failed, the best loss and its difference to
-    each space's own reference baseline (glam for one, dense for the other), a duration and the creation time."""
+    """Pass: the list shows sampler, trials done / requested, pruned, failed, the best first run and the verdict
+    against each space's own reference baseline (glam for one, dense for the other: one seed each, so no block
+    beats it), a duration and the creation time; the search page's leaderboard compares with dense."""
     page.goto(site.url + "/")
     row = page.inner_text(f"#searches tr[data-search='{site.finished}']")
     best = min(site.repo.get_trial(i).val_loss for k, i in site.trial_ids.items() if k.startswith("completed"))  # type: ignore[union-attr]
-    assert "random" in row and "8 / 8" in row and f"{best:.4f}" in row and "glam" in row
-    assert f"{best - 3.3703587651252747:+.4f}" in row
+    assert "random" in row and "8 / 8" in row and f"{best:.4f}" in row
+    assert "glam baseline" in row and "no block beats it at equal compute" in row
     dense = page.inner_text(f"#searches tr[data-search='{site.dense_ref}']")
-    assert "dense" in dense and "-0.1000" in dense  # 3.3 against the dense baseline's 3.4, not GLaM's 3.2
+    assert "dense baseline" in dense and "glam" not in dense
     assert re.search(r"\d+(\.\d)? s|\d+ min", row), row
     _no_raw_floats(page)
     _shot(page, "11-searches-list")
     page.goto(f"{site.url}/searches/{site.dense_ref}")
     assert "vs dense" in page.inner_text("#leaderboard") and _settings(page)["reference baseline"] == "dense"
-    assert page.inner_text("#vs-reference") == "-0.1000"
+    assert page.inner_text("#verdict").startswith("winner: the dense baseline")
+    # 3.3 against the dense baseline's 3.4, not GLaM's 3.2
+    assert "-0.100 [-0.100, -0.100]" in page.inner_text("#leaderboard")
 
 
 def _vs_cells(html: str) -> dict[int, str]:
@@ -298,10 +308,15 @@ def test_the_comparison_follows_the_reference_baseline_without_a_browser(site: S
     search whose stored space no longer loads still compares with the baseline its document names."""
     trials = {t.number: t for t in site.repo.list_trials(site.dense_ref).items}
     html = httpx.get(f"{site.url}/searches/{site.dense_ref}").text
-    assert ">vs dense (95%)</th>" in html and "vs glam" not in html and "best vs dense" in html
-    assert _vs_cells(html) == {trials[0].id: "-0.2000", trials[1].id: "", trials[2].id: "-0.1000"}
+    assert ">vs dense (95%)</th>" in html and "vs glam" not in html and "winner: the dense baseline" in html
+    # One seed each and no evaluation error recorded: the interval is the difference itself.
+    assert _vs_cells(html) == {
+        trials[0].id: "-0.200 [-0.200, -0.200]",
+        trials[1].id: "",
+        trials[2].id: "-0.100 [-0.100, -0.100]",
+    }
     trial_html = httpx.get(f"{site.url}/trials/{trials[2].id}").text
-    assert "vs dense" in trial_html and "-0.1000" in trial_html
+    assert "vs dense" in trial_html and "-0.100 [-0.100, -0.100]" in trial_html
     old, _ = site.repo.create_search(
         name="older document",
         space_name="older",
@@ -340,7 +355,9 @@ def test_trial_pages_formatted_with_empty_states(page: Page, site: Site) -> None
 
 def test_compare_view_from_the_leaderboard(page: Page, site: Site) -> None:
     """Pass: ticking 2-4 trials enables "compare", which shows their blocks side by side, the curves overlaid and
-    a metrics table with deltas against the first; 1 or 5 trials, a bad or unknown id are HTML error pages."""
+    a metrics table: each trial against its baseline as the leaderboard compares it (paired difference with its
+    interval, compute ratios), first-run losses and wall-clock step times without deltas, the model's sizes with
+    deltas against the first; 1 or 5 trials, a bad or unknown id are HTML error pages."""
     page.goto(f"{site.url}/searches/{site.finished}")
     button = page.locator("#compare-button")
     boxes = page.locator("#leaderboard tr.completed input.pick")
@@ -359,10 +376,17 @@ def test_compare_view_from_the_leaderboard(page: Page, site: Site) -> None:
     assert page.locator("#compare-blocks .compare-col").count() == 3
     assert page.locator("#compare-blocks .block .layer").count() == 3 * 8
     rows = page.locator("#compare-metrics tbody tr")
-    assert rows.count() == 8
-    loss = rows.nth(0).inner_text()
-    assert loss.startswith("validation loss") and len(re.findall(r"[+-]\d\.\d{4}", loss)) == 2, loss
-    assert re.search(r"[+-]\d+\.\d%", rows.nth(2).inner_text())  # step time, relative
+    assert rows.count() == 12
+    versus = rows.nth(0).inner_text()
+    assert versus.startswith("vs its baseline"), versus
+    assert len(re.findall(r"[+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\] vs glam", versus)) == 3, versus
+    assert rows.nth(1).inner_text().startswith("training compute vs its baseline")
+    assert len(re.findall(r"\d\.\d\dx", rows.nth(1).inner_text())) == 3
+    loss = rows.nth(4).inner_text()
+    assert loss.startswith("validation loss (first run)") and not re.findall(r"[+-]\d\.\d{4}", loss), loss
+    step = rows.nth(6).inner_text()
+    assert step.startswith("step time (wall clock") and not re.search(r"[+-]\d+\.\d%", step), step
+    assert re.search(r"[+-]\d+\.\d%", rows.nth(8).inner_text())  # activated parameters, relative
     assert page.evaluate("document.getElementById('chart-compare-curves').data.length") == 3 * 3
     _no_raw_floats(page)
     _shot(page, "14-compare")
@@ -416,7 +440,7 @@ def test_live_updates_without_reloading(browser: Browser, site: Site, monkeypatc
     assert page.evaluate("window.marker") == 42 and _navigations(page) == 1 and _navigations(listing) == 1
     assert page.evaluate("window.brainsearch.polling") is False and page.evaluate("window.brainsearch.updates") >= 2
     assert page.locator("#live").count() == 0 and page.locator("#cancel").count() == 0
-    assert "-0.1250" in page.inner_text("#vs-reference")
+    assert "-0.125 [" in page.inner_text("#leaderboard") and "winner: the glam baseline" in page.inner_text("#verdict")
     _shot(page, "16-live-finished")
     seen = len(polls)
     page.wait_for_timeout(1000 * dashboard.POLL_S + 1500)

@@ -147,13 +147,18 @@ def test_quickstart_runs_the_tiny_space_and_exports_the_winner(
     assert "dashboard (live while this runs): http://127.0.0.1:" in captured.err and "/searches/1" in captured.err
     # The last word on the dashboard comes after the service stopped, and says how to see the search again.
     assert captured.err.rstrip().splitlines()[-1].startswith("the quickstart's service has stopped")
-    assert "glam baseline" in captured.out and "winner: trial 2" in captured.out
+    # The run ends with its verdict and the time each stage took; the exported winner is the verdict's (with one
+    # trial nothing can beat GLaM beyond noise: the baseline is exported).
+    lines = captured.out.rstrip().splitlines()
+    assert lines[-1].startswith("stages: ") and "baselines " in lines[-1] and "; total " in lines[-1]
+    assert lines[-2].startswith("verdict: winner: the glam baseline - no block beats it beyond noise at equal compute")
+    assert any(line.startswith("winner: the glam baseline (afagafag), exported to ") for line in lines)
     (exports,) = (tmp_path / "data" / "runs").glob("db-*/search-1/exports")  # under the database's own folder
-    exported = json.loads((exports / "trial2.json").read_text())
+    exported = json.loads((exports / "glam-baseline.json").read_text())
     assert exported["trial_id"] and len(exported["architecture"]["block"]) == 8
-    assert {p.name for p in exports.iterdir()} == {f"trial2.{s}" for s in ("json", "py", "safetensors")}
+    assert {p.name for p in exports.iterdir()} == {f"glam-baseline.{s}" for s in ("json", "py", "safetensors")}
     run = subprocess.run(
-        [sys.executable, str(exports / "trial2.py"), str(exports / "trial2.safetensors")],
+        [sys.executable, str(exports / "glam-baseline.py"), str(exports / "glam-baseline.safetensors")],
         capture_output=True,
         text=True,
         timeout=120,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from brainsearch.arch import cost
-from brainsearch.search.baselines import baseline_architectures
 from brainsearch.space import load_space
+from brainsearch.space.baselines import baseline_architectures
 from brainsearch.space.schema import SearchSpace
 
 
