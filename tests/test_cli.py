@@ -49,6 +49,30 @@ def test_progress_text_counts_states_apart() -> None:
     assert (done, total) == (3, 3) and "1 completed, 2 pruned, 0 failed" in text and "glam 2.5000" in text
     done, total, text = bar_state({**p, "stage": "scale-up 2/6", "baselines": {}})
     assert (done, total) == (2, 6) and "scale-up 2/6" in text
+    done, total, text = bar_state({**p, "stage": "re-evaluation 1/8", "baselines": {}})
+    assert (done, total) == (1, 8)
+
+
+def test_progress_off_a_terminal_is_a_line_per_change_with_an_estimate(capsys: pytest.CaptureFixture[str]) -> None:
+    """Pass: with stderr redirected, the progress of a search is one plain line whenever its stage or count changes
+    (nothing when neither does), with the time elapsed and, once a run of the stage is done, the time left; the
+    stage clock gives each stage's time up to the next one."""
+    from brainsearch.cli import progress
+
+    lines = progress._bar("[bold]search {task.fields[id]}")
+    assert isinstance(lines, progress._Lines)  # pytest captures stderr: not a terminal
+    task = lines.add_task("trials", id=7)
+    lines.update(task, total=6, completed=0, status="[bold]trials[/]  0 completed")
+    lines.update(task, total=6, completed=0, status="[bold]trials[/]  0 completed")
+    lines.update(task, total=6, completed=2, status="[bold]trials[/]  2 completed")
+    lines.update(task, total=4, completed=0, status="[bold]scale-up 0/4[/]  6 completed")
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(line.startswith("search 7: ") for line in err)
+    assert err[0].startswith("search 7: 0/6  trials  0 completed  [0 s]") and "ETA" not in err[0]
+    assert "2/6  trials  2 completed" in err[1] and ", ETA " in err[1]
+    assert "0/4  scale-up 0/4" in err[2] and "ETA" not in err[2]
+    clock = progress.StageClock(started=0.0, seen={"baselines": 1.0, "trials": 4.0, "scale-up": 10.0})
+    assert clock.durations(end=12.5) == [("baselines", 3.0), ("trials", 6.0), ("scale-up", 2.5)]
 
 
 def test_leaderboard_notes_are_cut_at_words() -> None:

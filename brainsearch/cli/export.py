@@ -99,22 +99,25 @@ def _local_export(db: str | None, search_id: int, fmt: str, pick: Pick) -> _Expo
 
     from brainsearch.errors import TrialNotFound
     from brainsearch.export import WeightsNotKept, export_file
+    from brainsearch.search.noise import export_comparison
+    from brainsearch.search.submission import search_noise_view
     from brainsearch.settings import get_settings
     from brainsearch.store import RunStore
 
     repo, _ = open_repository(db)
-    search_or_fail(repo, search_id)
+    search = search_or_fail(repo, search_id)
     trial_id, number, rank = pick
     try:
         picked = repo.pick_trial(search_id, trial_id=trial_id, number=number, rank=rank)
     except TrialNotFound as exc:
         raise fail([Problem(_PICK_OPTIONS[exc.selector], exc.message)]) from None
     store = RunStore(get_settings().data_dir, repo.database_id())
+    comparison = export_comparison(picked, search_noise_view(repo, search))
     try:
-        body = export_file(picked, fmt, store).read()  # type: ignore[arg-type]
+        body = export_file(picked, fmt, store, comparison).read()  # type: ignore[arg-type]
     except WeightsNotKept as exc:
         raise fail([Problem("--format", str(exc))]) from None
-    spec = export_file(picked, "json", store).read() if fmt == "safetensors" else None
+    spec = export_file(picked, "json", store, comparison).read() if fmt == "safetensors" else None
     return _Exported(asdict(picked), body, spec, store)
 
 

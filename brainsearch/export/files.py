@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from brainsearch.arch.spec import Architecture
 from brainsearch.errors import BrainsearchError
@@ -69,13 +69,16 @@ def kept_weights(trial: Trial, store: RunStore) -> Path:
     raise WeightsNotKept(f"no trained weights for trial #{trial.number} (id {trial.id}): {why}")
 
 
-def export_file(trial: Trial, fmt: ExportFormat, store: RunStore) -> ExportFile:
-    """``trial`` exported as ``fmt`` (weights from ``store``, the run store of the trial's database)."""
+def export_file(
+    trial: Trial, fmt: ExportFormat, store: RunStore, comparison: dict[str, Any] | None = None
+) -> ExportFile:
+    """``trial`` exported as ``fmt`` (weights from ``store``, the run store of the trial's database); a spec carries
+    ``comparison``, the trial against its search's reference baseline, when the caller gives it."""
     suffix, media = EXPORT_FORMATS[fmt]
     name = f"brainsearch-search{trial.search_id}-trial{trial.number}.{suffix}"
     if fmt == "safetensors":
         return ExportFile(name, media, path=kept_weights(trial, store))
-    doc = export_document(trial)
+    doc = export_document(trial, comparison)
     if fmt == "pytorch":
         provenance = {k: doc[k] for k in ("search_id", "trial_id", "trial_number", "pattern", "baseline")}
         provenance["val_loss"] = trial.val_loss

@@ -75,6 +75,7 @@ __all__ = [
     "TrialNoise",
     "compare",
     "compute_label",
+    "export_comparison",
     "leaderboard_row",
     "noise_from",
     "other_seeds",
@@ -571,6 +572,13 @@ def timing_fields(metrics: dict[str, Any]) -> dict[str, Any]:
         return {}
     uncertain = bool(probe.get("uncertain"))
     return {"step_time_ratio": None if uncertain else probe.get("ratio"), "step_time_uncertain": uncertain}
+
+
+def export_comparison(trial: Trial, view: NoiseView) -> dict[str, Any]:
+    """What an exported spec says of the trial against its search's reference baseline: the baseline, the
+    difference with its interval, what it says, the held-out mean, and the compute and FLOPs-per-token ratios."""
+    n = view.of(trial)
+    return {"baseline": view.noise.baseline, **n.model_dump(mode="json")}
 
 
 def leaderboard_row(trial: Trial, view: NoiseView) -> dict[str, Any]:

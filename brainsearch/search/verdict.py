@@ -105,13 +105,13 @@ def _rung_check(
 
 def _rung_text(check: RungCheck, name: str) -> str:
     """``at cpu-small #4 is -0.032 [-0.070, +0.006] vs glam at 1.00x compute (tau +0.33)``."""
-    tau = f"tau {check.fidelity:+.2f}" if check.fidelity is not None else "tau -"
+    tau = f" (tau {check.fidelity:+.2f})" if check.fidelity is not None else ""
     diff = fmt_interval(check.vs_baseline) if check.vs_baseline is not None else "no loss"
     compute = f" at {check.compute_ratio:.2f}x compute" if check.compute_ratio is not None else ""
     law = ""
     if check.predicted_better is not None:
         law = f"; the scaling law predicts it {'better' if check.predicted_better else 'worse'} at {check.target}"
-    return f"at {check.rung} #{check.trial_number} is {diff} vs {name}{compute} ({tau}){law}"
+    return f"at {check.rung} #{check.trial_number} is {diff} vs {name}{compute}{tau}{law}"
 
 
 def _survived(check: RungCheck) -> bool:
@@ -173,9 +173,9 @@ def search_verdict(
         assert c.vs_baseline is not None
         rung = check(best)
         ratio = c.compute_ratio or 1.0
-        claim = (
-            f"trial #{best.number} ({best.pattern}) beats {baseline} by {fmt_interval(c.vs_baseline)} at "
-            f"{ratio:.2f}x compute on the proxies ({c.vs_baseline.seeds} held-out seed(s); {scope})"
+        gain = (
+            f"by {fmt_interval(c.vs_baseline)} at {ratio:.2f}x compute on the proxies ({c.vs_baseline.seeds} "
+            f"held-out seed(s); {scope})"
         )
         fields = {
             "candidate_trial_id": best.id,
@@ -191,8 +191,8 @@ def search_verdict(
                 winner_number=reference.number,
                 winner_pattern=reference.pattern,
                 survived_scale_up=False,
-                text=f"{so_far}winner: the {baseline} baseline - {claim}, but {_rung_text(rung, baseline)}: the "
-                f"proxy gain did not survive scale-up{tail}",
+                text=f"{so_far}winner: the {baseline} baseline - trial #{best.number} ({best.pattern}) beat it {gain}, "
+                f"but {_rung_text(rung, baseline)}: the proxy gain did not survive scale-up{tail}",
                 **fields,
                 **common,
             )
@@ -203,7 +203,7 @@ def search_verdict(
             winner_number=best.number,
             winner_pattern=best.pattern,
             survived_scale_up=True if rung is not None else None,
-            text=f"{so_far}winner: trial #{best.number} - {claim}{held}{tail}",
+            text=f"{so_far}winner: trial #{best.number} ({best.pattern}) - beats {baseline} {gain}{held}{tail}",
             **fields,
             **common,
         )

@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.responses import FileResponse
 
 from brainsearch.export import ExportFormat, WeightsNotKept, export_file
-from brainsearch.search.noise import leaderboard_row
+from brainsearch.search.noise import export_comparison, leaderboard_row
 from brainsearch.search.submission import search_noise_view
 from brainsearch.storage import Repository, Trial
 from service.deps import ReadAccess, Repo, Store, TrialId
@@ -70,8 +70,10 @@ def export(trial_id: TrialId, repo: Repo, store: Store, format: ExportFormat = "
     standalone Python file with only torch imports and a ``build()`` function) or ``safetensors`` (the trained proxy's
     weights; the architecture JSON is in the file's metadata)."""
     t = _trial_or_404(repo, trial_id)
+    search = repo.get_search(t.search_id)
+    comparison = export_comparison(t, search_noise_view(repo, search)) if search is not None else None
     try:
-        f = export_file(t, format, store)
+        f = export_file(t, format, store, comparison)
     except WeightsNotKept as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     if f.path is not None:

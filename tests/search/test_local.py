@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import signal
 
+from brainsearch.search.executor import worker_environment
 from brainsearch.search.jobs import Resources
 from brainsearch.search.local import LocalExecutor
 from tests.search.conftest import trial_jobs
@@ -41,3 +42,10 @@ def test_workers_are_reused_and_a_killed_worker_fails_only_its_trial(tmp_path) -
         assert finished[0].outcome is not None and finished[0].outcome.state == "completed"
         assert {p.pid for p in _workers()} <= pids
     assert _workers() == []
+
+
+def test_a_worker_with_several_threads_waits_passively() -> None:
+    """Pass: a training worker with more than one torch thread starts with OpenMP's passive wait policy (spinning
+    threads collapse every process sharing the cores: benchmarks/thread_policy.py); a one-thread worker needs none."""
+    assert worker_environment(1) == {}
+    assert worker_environment(2) == worker_environment(16) == {"OMP_WAIT_POLICY": "PASSIVE"}

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -161,6 +162,10 @@ def test_leaderboard_trials_pareto_and_exports(live: Any, repo: Repository) -> N
         assert exported.headers["content-type"].startswith("application/json")
         doc = exported.json()
         assert {"architecture", "cost", "search_id", "trial_id", "metrics"} <= set(doc) and doc["trial_id"] == ids[1]
+        # The export says how the block compares with GLaM, and at what compute: #1 trained with twice its FLOPs.
+        comparison = doc["comparison"]
+        assert comparison["baseline"] == "glam" and comparison["vs_baseline"]["difference"] == pytest.approx(-0.2)
+        assert comparison["compute_ratio"] == 2.0 and comparison["flops_per_token_ratio"] == 2.0
         assert yaml.safe_load(api.get(f"/trials/{ids[1]}/export", params={"format": "yaml"}).text) == doc
         assert api.get(f"/trials/{ids[1]}/export", params={"format": "pickle"}).status_code == 422
         assert api.get("/trials/999").status_code == 404

@@ -108,6 +108,21 @@ def _set(doc: dict, path: str, value: object) -> dict:
             "proxy.budget: give exactly one of tokens, flops, seconds",
         ),
         ("proxy.budget", {"tokens": "lots"}, "proxy.budget.tokens: 'lots' is not a number"),
+        (
+            "proxy.budget",
+            {"flops": 1e12, "compute": "match_baseline"},
+            "proxy.budget: compute: match_baseline needs the baseline's budget in tokens (got flops)",
+        ),
+        (
+            "proxy.budget",
+            {"tokens": "64K", "compute": "equal"},
+            "proxy.budget.compute: Input should be 'match_baseline'",
+        ),
+        (
+            "constraints.max_flops_per_token_ratio",
+            0,
+            "constraints.max_flops_per_token_ratio: Input should be greater than 0",
+        ),
         ("proxy.seq_len", 10**9, "proxy.seq_len: Input should be less than or equal to 32768"),
         ("proxy.batch_size", "eight", "proxy.batch_size: Input should be a valid integer"),
         ("search.sampler", "grid", "search.sampler: Input should be 'evolution', 'random', 'tpe' or 'nsga2'"),
@@ -131,6 +146,25 @@ def test_invalid_field_is_reported_with_its_path(path: str, value: object, expec
     errors = _errors(_set(_doc(), path, value))
     assert any(expected in e for e in errors), errors
     assert all(e.startswith("s.yaml") for e in errors)
+
+
+def test_equal_compute_needs_a_baseline_the_space_can_build() -> None:
+    """Pass: matching the GLaM baseline's compute, or bounding FLOPs per token against it, in a space whose blocks
+    have no MoE layer (no GLaM block to build) is a problem at each field that asks for it, with the way out;
+    against the dense baseline it loads."""
+    doc = _doc()
+    doc["block"]["layer_types"] = ["attention", "ffn"]
+    del doc["block"]["moe"]
+    doc["constraints"] = {"min_layers": {"attention": 1}, "max_flops_per_token_ratio": 1.2}
+    errors = _errors(doc)
+    assert any("proxy.budget.compute: compute: match_baseline compares with the glam baseline" in e for e in errors)
+    assert any(
+        "constraints.max_flops_per_token_ratio: max_flops_per_token_ratio compares with the glam" in e for e in errors
+    )
+    assert all("set constraints.baseline: dense" in e for e in errors) and len(errors) == 2
+    doc["constraints"]["baseline"] = "dense"
+    space = parse_space(yaml.safe_dump(doc))
+    assert space.proxy.budget.matches_baseline and space.constraints.max_flops_per_token_ratio == 1.2
 
 
 def test_problems_carry_the_line_of_the_field() -> None:
