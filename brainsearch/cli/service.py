@@ -136,12 +136,14 @@ def status_cmd(
     follow: Annotated[bool, typer.Option(help="Follow the search with a progress bar until it ends.")] = True,
     interval: Annotated[float, typer.Option(min=0.2, max=600, help="Seconds between polls.")] = 2.0,
 ) -> None:
-    """A search's status on a service; with --follow (default), a progress bar until it ends."""
+    """A search's status on a service (JSON on stdout, with its verdict so far); with --follow (default), a progress
+    bar until it ends."""
     from brainsearch.client import Client
 
     if not server:
         raise fail([Problem("--server", "give the service's URL (or BRAINSEARCH_SERVER)")])
     search = follow_remote(Client(server, token), search_id, follow, interval)
-    sys.stdout.write(json.dumps({k: search[k] for k in ("id", "status", "error", "progress")}) + "\n")
+    sys.stdout.write(json.dumps({k: search[k] for k in ("id", "status", "error", "progress", "verdict")}) + "\n")
+    err.print(f"verdict: {search['verdict']['text']}", markup=False, highlight=False)
     if search["status"] in ("failed", "cancelled"):
         raise typer.Exit(1)

@@ -173,10 +173,8 @@ def search_verdict(
         assert c.vs_baseline is not None
         rung = check(best)
         ratio = c.compute_ratio or 1.0
-        gain = (
-            f"by {fmt_interval(c.vs_baseline)} at {ratio:.2f}x compute on the proxies ({c.vs_baseline.seeds} "
-            f"held-out seed(s); {scope})"
-        )
+        seeds = f"{c.vs_baseline.seeds} {'held-out ' if c.vs_baseline.selection_seed_left_out else ''}seed(s)"
+        gain = f"by {fmt_interval(c.vs_baseline)} at {ratio:.2f}x compute on the proxies ({seeds}; {scope})"
         fields = {
             "candidate_trial_id": best.id,
             "candidate_number": best.number,

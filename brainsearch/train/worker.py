@@ -125,6 +125,9 @@ def _rank_main(spec_path: Path) -> int:
         os._exit(1)
     if result is not None:
         _write_json(Path(spec["result_path"]), result)
+    # Every rank tears gloo down together: a rank still destroying its group after another exited can abort in the
+    # group's destructor ("terminate called without an active exception", seen once under load on 2 cores).
+    dist.barrier()
     dist.destroy_process_group()
     return 0
 
