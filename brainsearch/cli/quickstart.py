@@ -22,15 +22,16 @@ if TYPE_CHECKING:
 
     from brainsearch.client import Client
 
-__all__ = ["SMALL_RUNG_TOKENS", "quickstart_cmd"]
+__all__ = ["QUICKSTART_SEEDS", "SMALL_RUNG_TOKENS", "quickstart_cmd"]
 
 # The quickstart's cpu-small rung trains 100K tokens of GLaM's compute per run (the preset's default is 200K): the
 # scale-up's cost halves, and the rung still trains 2.5x the proxies' model on 1.6x their tokens.
 SMALL_RUNG_TOKENS = 100_000
+QUICKSTART_SEEDS = 4
 
 
 def quickstart_cmd(
-    trials: Annotated[int, typer.Option(min=1, max=1000, help="Trials of the tiny space to run.")] = 6,
+    trials: Annotated[int, typer.Option(min=1, max=1000, help="Trials of the tiny space to run.")] = 8,
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port of the local service (0: any free one).")] = 8000,
     keep_serving: Annotated[bool, typer.Option(help="Keep the dashboard up afterwards, until Ctrl-C.")] = False,
     scale_up: Annotated[bool, typer.Option(help="Run the scale-up stage (cpu-tiny -> cpu-small) after the trials.")] = (
@@ -51,7 +52,14 @@ def quickstart_cmd(
     clock.seen["service start"] = started
     try:
         client = Client(base)
-        body: dict[str, Any] = {"space": "tiny", "trials": trials, "name": "quickstart"}
+        # Four seeds for GLaM and for each of the four best trials: three held-out seeds per re-evaluated trial.
+        body: dict[str, Any] = {
+            "space": "tiny",
+            "trials": trials,
+            "name": "quickstart",
+            "baseline_seeds": QUICKSTART_SEEDS,
+            "top_k_seeds": QUICKSTART_SEEDS,
+        }
         if scale_up:  # the paper's second stage at CPU size: the top 2 and GLaM again at cpu-tiny and cpu-small
             body["scale_up"] = {"ladder": ["cpu-tiny", {"preset": "cpu-small", "budget_tokens": SMALL_RUNG_TOKENS}]}
         search = client.submit(body)

@@ -8,10 +8,12 @@ The question a search answers is "which block is better than the reference basel
    compute within ``EQUAL_COMPUTE`` of the baseline's). A block that is beyond noise only with more compute is named
    with its compute ratio ("#4 is beyond noise only at 1.86x compute") and never wins. Among the winners the best
    held-out mean is taken.
-2. **At the scale-up**, when the stage ran: the proxy winner is trained again at every rung beside the baseline. At
-   the largest rung where both ran, a difference that is not below zero (or a scaling law that predicts the
-   baseline better at the target) means the proxy gain did not survive scale-up: the baseline is the verdict. A
-   winner that was not scaled up stays the winner, marked so.
+2. **At the scale-up**, when the stage ran: the proxy winners are trained again at every rung beside the baseline.
+   At the largest rung where both ran, a difference that is not below zero (or a scaling law that predicts the
+   baseline better at the target) means that winner's gain did not survive scale-up, and the next proxy winner is
+   considered; when none survives, the baseline is the verdict. The rung has one seed: agreeing in sign is all it
+   can confirm, and its interval (the proxies' seed noise) is quoted beside it. A winner that was not scaled up
+   stays the winner, marked so.
 3. Otherwise the baseline is the verdict: no block was shown better for the same compute.
 
 Every difference the verdict quotes is a paired mean with its interval, and every verdict states its compute ratio.
@@ -20,11 +22,11 @@ The exported "winner" (the quickstart's) is the verdict's, and it may be the bas
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from brainsearch.search.noise import EQUAL_COMPUTE, Interval, NoiseView, TrialNoise, rank_by_mean
+from brainsearch.search.noise import EQUAL_COMPUTE, Interval, NoiseView, TrialNoise, compute_label, rank_by_mean
 from brainsearch.search.scaleup_report import CandidateReport, RungResult, ScaleUpReport
 from brainsearch.storage import Repository, Search, Trial
 
@@ -104,14 +106,16 @@ def _rung_check(
 
 
 def _rung_text(check: RungCheck, name: str) -> str:
-    """``at cpu-small #4 is -0.032 [-0.070, +0.006] vs glam at 1.00x compute (tau +0.33)``."""
+    """``#4 at cpu-small is -0.032 [-0.070, +0.006] vs glam (within noise) at 1.00x compute (tau +0.33)``."""
     tau = f" (tau {check.fidelity:+.2f})" if check.fidelity is not None else ""
-    diff = fmt_interval(check.vs_baseline) if check.vs_baseline is not None else "no loss"
+    diff = "no loss"
+    if check.vs_baseline is not None:
+        diff = f"{fmt_interval(check.vs_baseline)} vs {name} ({compute_label(check.vs_baseline, None)})"
     compute = f" at {check.compute_ratio:.2f}x compute" if check.compute_ratio is not None else ""
     law = ""
     if check.predicted_better is not None:
         law = f"; the scaling law predicts it {'better' if check.predicted_better else 'worse'} at {check.target}"
-    return f"at {check.rung} #{check.trial_number} is {diff} vs {name}{compute}{tau}{law}"
+    return f"#{check.trial_number} at {check.rung} is {diff}{compute}{tau}{law}"
 
 
 def _survived(check: RungCheck) -> bool:
@@ -167,42 +171,60 @@ def search_verdict(
 
     common = {"baseline": baseline, "over_compute": over, "compared": len(done), "final": final}
     tail = f"; {'; '.join(over)} (not a win: more compute than {baseline})" if over else ""
-    if winners:
-        best = winners[0]
-        c = comparisons[best.id]
+
+    def gain(trial: Trial) -> str:
+        c = comparisons[trial.id]
         assert c.vs_baseline is not None
-        rung = check(best)
-        ratio = c.compute_ratio or 1.0
         seeds = f"{c.vs_baseline.seeds} {'held-out ' if c.vs_baseline.selection_seed_left_out else ''}seed(s)"
-        gain = f"by {fmt_interval(c.vs_baseline)} at {ratio:.2f}x compute on the proxies ({seeds}; {scope})"
-        fields = {
-            "candidate_trial_id": best.id,
-            "candidate_number": best.number,
+        ratio = c.compute_ratio or 1.0
+        return f"by {fmt_interval(c.vs_baseline)} at {ratio:.2f}x compute on the proxies ({seeds}; {scope})"
+
+    def fields(trial: Trial, rung: RungCheck | None) -> dict[str, Any]:
+        c = comparisons[trial.id]
+        return {
+            "candidate_trial_id": trial.id,
+            "candidate_number": trial.number,
             "vs_baseline": c.vs_baseline,
             "compute_ratio": c.compute_ratio,
             "scale_up": rung,
         }
+
+    # The proxy winners in rank order; one the scale-up contradicts gives way to the next.
+    fell: list[tuple[Trial, RungCheck]] = []
+    for best in winners:
+        rung = check(best)
         if rung is not None and not _survived(rung):
-            return Verdict(
-                winner="baseline",
-                winner_trial_id=reference.id,
-                winner_number=reference.number,
-                winner_pattern=reference.pattern,
-                survived_scale_up=False,
-                text=f"{so_far}winner: the {baseline} baseline - trial #{best.number} ({best.pattern}) beat it {gain}, "
-                f"but {_rung_text(rung, baseline)}: the proxy gain did not survive scale-up{tail}",
-                **fields,
-                **common,
-            )
-        held = f"; it holds {_rung_text(rung, baseline)}" if rung is not None else "; not scaled up"
+            fell.append((best, rung))
+            continue
+        held = f"; at the scale-up {_rung_text(rung, baseline)}" if rung is not None else "; not scaled up"
+        before = "".join(
+            f"; #{t.number} beat {baseline} on the proxies too, but at the scale-up {_rung_text(r, baseline)}"
+            for t, r in fell
+        )
         return Verdict(
             winner="trial",
             winner_trial_id=best.id,
             winner_number=best.number,
             winner_pattern=best.pattern,
             survived_scale_up=True if rung is not None else None,
-            text=f"{so_far}winner: trial #{best.number} ({best.pattern}) - beats {baseline} {gain}{held}{tail}",
-            **fields,
+            text=f"{so_far}winner: trial #{best.number} ({best.pattern}) - beats {baseline} {gain(best)}{held}"
+            f"{before}{tail}",
+            **fields(best, rung),
+            **common,
+        )
+    if fell:
+        first, rung = fell[0]
+        others = f" (and {len(fell) - 1} more proxy winner(s) did not either)" if len(fell) > 1 else ""
+        return Verdict(
+            winner="baseline",
+            winner_trial_id=reference.id,
+            winner_number=reference.number,
+            winner_pattern=reference.pattern,
+            survived_scale_up=False,
+            text=f"{so_far}winner: the {baseline} baseline - trial #{first.number} ({first.pattern}) beat it "
+            f"{gain(first)}, but at the scale-up {_rung_text(rung, baseline)}: the proxy gain did not survive "
+            f"scale-up{others}{tail}",
+            **fields(first, rung),
             **common,
         )
     best_candidate = next((t for t in ranked if check(t) is not None), None)

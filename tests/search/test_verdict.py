@@ -115,9 +115,9 @@ def test_a_proxy_win_that_does_not_survive_the_scale_up_leaves_the_baseline(repo
     assert verdict.scale_up.rung == "cpu-small" and verdict.scale_up.vs_baseline is not None
     assert verdict.scale_up.vs_baseline.difference == pytest.approx(0.05)
     assert verdict.text.startswith("winner: the glam baseline - trial #1 (p1) beat it by -0.303 [")
-    assert (
-        "but at cpu-small #1 is +0.050 [" in verdict.text and "the proxy gain did not survive scale-up" in verdict.text
-    )
+    assert "but at the scale-up #1 at cpu-small is +0.050 [" in verdict.text
+    assert "vs glam (worse beyond noise) at 1.00x compute" in verdict.text
+    assert "the proxy gain did not survive scale-up" in verdict.text
 
 
 def test_a_proxy_win_that_holds_at_the_scale_up_is_the_winner(repo: Repository) -> None:
@@ -127,7 +127,21 @@ def test_a_proxy_win_that_holds_at_the_scale_up_is_the_winner(repo: Repository) 
         _rung(repo, search, trial_id, "cpu-small", small)
     verdict = search_verdict_of(repo, search)
     assert verdict.winner == "trial" and verdict.winner_trial_id == ids["win"] and verdict.survived_scale_up
-    assert "it holds at cpu-small #1 is -0.100 [" in verdict.text and "at 1.00x compute" in verdict.text
+    assert "; at the scale-up #1 at cpu-small is -0.100 [" in verdict.text and "at 1.00x compute" in verdict.text
+
+
+def test_the_next_proxy_winner_is_taken_when_the_first_does_not_survive(repo: Repository) -> None:
+    """Pass: two blocks beat GLaM at equal compute on the proxies; the better one falls behind at the largest rung,
+    the other stays ahead there: it is the verdict, and the first one's fall is said."""
+    search, _, ids = _search(repo, scale_up=True)
+    runner_up = _trial(repo, search, 3, [g - 0.2 + d for g, d in zip(GLAM, (0.0, 0.01, -0.01, 0.0), strict=True)])
+    for trial_id, tiny, small in ((ids["win"], 2.9, 2.75), (runner_up, 2.95, 2.65), (ids["glam"], 3.0, 2.70)):
+        _rung(repo, search, trial_id, "cpu-tiny", tiny)
+        _rung(repo, search, trial_id, "cpu-small", small)
+    verdict = search_verdict_of(repo, search)
+    assert verdict.winner == "trial" and verdict.winner_trial_id == runner_up and verdict.survived_scale_up
+    assert verdict.text.startswith("winner: trial #3 (p3) - beats glam by -0.200 [")
+    assert "; #1 beat glam on the proxies too, but at the scale-up #1 at cpu-small is +0.050 [" in verdict.text
 
 
 def test_without_a_win_the_baseline_is_the_verdict_and_a_running_search_says_so_far(repo: Repository) -> None:
