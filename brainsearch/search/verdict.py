@@ -12,8 +12,9 @@ The question a search answers is "which block is better than the reference basel
    At the largest rung where both ran, a difference that is not below zero (or a scaling law that predicts the
    baseline better at the target) means that winner's gain did not survive scale-up, and the next proxy winner is
    considered; when none survives, the baseline is the verdict. The rung has one seed: agreeing in sign is all it
-   can confirm, and its interval (the proxies' seed noise) is quoted beside it. A winner that was not scaled up
-   stays the winner, marked so.
+   can confirm, and its interval (the proxies' seed noise) is quoted beside it. Where the search ran no scale-up,
+   the proxy winner stands, marked "not scaled up"; where it did, a winner it left out (ranked below its top-k)
+   was never put to that test and cannot win.
 3. Otherwise the baseline is the verdict: no block was shown better for the same compute.
 
 Every difference the verdict quotes is a paired mean with its interval, and every verdict states its compute ratio.
@@ -189,18 +190,24 @@ def search_verdict(
             "scale_up": rung,
         }
 
-    # The proxy winners in rank order; one the scale-up contradicts gives way to the next.
+    # The proxy winners in rank order; one the scale-up contradicts gives way to the next. Where the search ran a
+    # scale-up, a winner it did not scale up (ranked below its top-k) was never put to that test: it cannot win.
+    scaled = report is not None and any(not c.is_baseline and c.rungs for c in report.candidates)
     fell: list[tuple[Trial, RungCheck]] = []
+    untested: list[Trial] = []
     for best in winners:
         rung = check(best)
+        if rung is None and scaled:
+            untested.append(best)
+            continue
         if rung is not None and not _survived(rung):
             fell.append((best, rung))
             continue
         held = f"; at the scale-up {_rung_text(rung, baseline)}" if rung is not None else "; not scaled up"
-        before = "".join(
-            f"; #{t.number} beat {baseline} on the proxies too, but at the scale-up {_rung_text(r, baseline)}"
-            for t, r in fell
-        )
+        before = ""
+        if fell:
+            names = ", ".join(f"#{t.number}" for t, _ in fell)
+            before = f"; {names} beat {baseline} on the proxies too, but not at the scale-up"
         return Verdict(
             winner="trial",
             winner_trial_id=best.id,
@@ -214,7 +221,10 @@ def search_verdict(
         )
     if fell:
         first, rung = fell[0]
-        others = f" (and {len(fell) - 1} more proxy winner(s) did not either)" if len(fell) > 1 else ""
+        others = [f"#{t.number}" for t, _ in fell[1:]]
+        more = f"; nor did {', '.join(others)}" if others else ""
+        if untested:
+            more += f"; {len(untested)} more proxy winner(s) ranked below the scale-up's top-k were not scaled up"
         return Verdict(
             winner="baseline",
             winner_trial_id=reference.id,
@@ -223,20 +233,23 @@ def search_verdict(
             survived_scale_up=False,
             text=f"{so_far}winner: the {baseline} baseline - trial #{first.number} ({first.pattern}) beat it "
             f"{gain(first)}, but at the scale-up {_rung_text(rung, baseline)}: the proxy gain did not survive "
-            f"scale-up{others}{tail}",
+            f"scale-up{more}{tail}",
             **fields(first, rung),
             **common,
         )
     best_candidate = next((t for t in ranked if check(t) is not None), None)
     rung = check(best_candidate) if best_candidate is not None else None
-    scaled = f"; {_rung_text(rung, baseline)}" if rung is not None else ""
+    at_rung = f"; at the scale-up {_rung_text(rung, baseline)}" if rung is not None else ""
+    claim = f"no block beats it beyond noise at equal compute (<= {EQUAL_COMPUTE:.2f}x) on the proxies ({scope})"
+    if untested:
+        names = ", ".join(f"#{t.number}" for t in untested)
+        claim = f"{names} beat it on the proxies ({scope}) but the scale-up did not train them"
     return Verdict(
         winner="baseline",
         winner_trial_id=reference.id,
         winner_number=reference.number,
         winner_pattern=reference.pattern,
         scale_up=rung,
-        text=f"{so_far}winner: the {baseline} baseline - no block beats it beyond noise at equal compute "
-        f"(<= {EQUAL_COMPUTE:.2f}x) on the proxies ({scope}){scaled}{tail}",
+        text=f"{so_far}winner: the {baseline} baseline - {claim}{at_rung}{tail}",
         **common,
     )
