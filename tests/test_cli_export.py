@@ -12,11 +12,10 @@ import yaml
 
 from brainsearch.arch import Architecture, preset, scale
 from brainsearch.cli import main
-from brainsearch.storage import Repository, make_engine, migrate
+from brainsearch.storage import Repository
 from brainsearch.store import RunStore, load_weights
 from brainsearch.train.lifelong import write_prose_corpus
-from tests.search.conftest import seed_scaled_search
-from tests.search.test_scaleup import _run
+from tests.factories import candidate_run, seed_scaled_search, sqlite_repository
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -28,11 +27,8 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 @pytest.fixture
 def seeded(tmp_path: Path) -> tuple[str, Repository, int, list[int]]:
-    """A stored search with a scale-up stage (tests/search/conftest.py), on a SQLite file."""
-    db = f"sqlite:///{tmp_path / 'cli.db'}"
-    engine = make_engine(db)
-    migrate(engine)
-    repo = Repository(engine)
+    """A stored search with a scale-up stage (tests/factories.py), on a SQLite file."""
+    repo, db = sqlite_repository(tmp_path, "cli.db")
     sid, ids = seed_scaled_search(repo, Path(os.environ["BRAINSEARCH_DATA_DIR"]))
     return db, repo, sid, ids
 
@@ -144,7 +140,7 @@ def test_scale_up_report_shows_intervals_timing_and_the_target(
         (ids[2], "cpu-small", 2.6, 1e4, {"step_time_s": 0.1, "mfu": 0.6}),
     ]
     for trial_id, rung, loss, n, metrics in runs:
-        _run(repo, sid, trial_id, rung, loss, params_activated=n, val_curve=[[8, loss]], **metrics)
+        candidate_run(repo, sid, trial_id, rung, loss, params_activated=n, val_curve=[[8, loss]], **metrics)
     code, out, err = run(["scale-up", str(sid), "--db", db, "--target", "8b-64e"], capsys)
     assert code == 0, err
     cells = [[c.strip() for c in line.split("│")] for line in out.splitlines() if line.count("│") == 11]

@@ -14,7 +14,8 @@ import yaml
 
 from brainsearch.cli import main
 from brainsearch.storage import Repository, make_engine
-from tests.search.conftest import fast_space
+from tests.conftest import TrainedSearch
+from tests.factories import completed_trials, fast_space
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -96,22 +97,8 @@ def test_leaderboard_compares_with_the_space_reference_baseline(
     space = fast_space(constraints={"baseline": "dense"})
     search, _ = create_search(repo, space, overrides={"trials": 1})
     archs = baseline_architectures(space)
-    for number, (arch, loss, baseline) in enumerate(
-        [(archs["glam"], 3.2, "glam"), (archs["dense"], 3.4, "dense"), (archs["glam"], 3.3, None)]
-    ):
-        t = repo.add_trial(
-            search_id=search.id,
-            number=number,
-            arch=arch.to_dict(),
-            arch_digest=f"{number:016x}",
-            pattern=arch.pattern,
-            params={},
-            cost={},
-            params_activated=1,
-            is_baseline=baseline is not None,
-            baseline_name=baseline,
-        )
-        repo.finish_trial(t.id, state="completed", val_loss=loss, metrics={"val_loss": loss})
+    specs = [(archs["glam"], 3.2, "glam"), (archs["dense"], 3.4, "dense"), (archs["glam"], 3.3, None)]
+    completed_trials(repo, search.id, specs)
     repo.set_search_status(search.id, "completed")
     live = LiveServer(Settings(database_url=db, data_dir=tmp_path / "data"))
     try:
@@ -153,6 +140,7 @@ def test_search_bad_input_exits_2(
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_search_on_an_existing_ray_cluster(tmp_path: Path) -> None:
     import socket
 
@@ -194,26 +182,26 @@ def test_version_and_help_show_no_value_for_flags(capsys: pytest.CaptureFixture[
 
 
 @pytest.mark.slow
-def test_leaderboard_ranks_export_scale_up_later_and_delete(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Pass: the leaderboard ranks trials, not baselines, and compares them with the reference baseline in the
-    database and the server modes alike; `export --rank N` exports the row ranked N; `scale-up --ladder` runs the
-    stage for a search that finished without one; `delete` needs --yes off a terminal, then removes the search and
-    its files."""
+def test_leaderboard_ranks_export_scale_up_later_and_delete(
+    trained_copy: TrainedSearch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pass (on a copy of the session's trained search): the leaderboard ranks trials, not baselines, and compares
+    them with the reference baseline in the database and the server modes alike, each row's interval the API's;
+    `export --rank N` exports the row ranked N; `scale-up --ladder` runs another stage for the finished search
+    (trials kept, nothing trained twice); `delete` needs --yes off a terminal, then removes the search and its
+    files."""
+    from brainsearch.search.noise import Interval
+    from brainsearch.search.submission import search_noise_view
+    from brainsearch.search.verdict import fmt_interval
     from brainsearch.settings import Settings
     from brainsearch.store import RunStore
     from tests.service.conftest import LiveServer
 
-    space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump(fast_space().model_dump(mode="json")))
-    db = f"sqlite:///{tmp_path / 'later.db'}"
-    args = ["search", str(space), "--trials", "3", "--sampler", "random", "--pruner", "none", "--db", db]
-    code, _, err = run(args, capsys)  # no pruner: every trial completes, so there are ranks to check
-    assert code == 0, err
-    repo = Repository(make_engine(db))
-    glam = next(t for t in repo.baselines(1) if t.baseline_name == "glam")
+    db, sid = trained_copy.database_url, str(trained_copy.search_id)
+    repo = trained_copy.repo
 
     def table(args: list[str]) -> list[list[str]]:
-        code, out, err = run(["leaderboard", "1", *args], capsys)
+        code, out, err = run(["leaderboard", sid, *args], capsys)
         assert code == 0, err
         lines = [line.replace("┃", "│") for line in out.splitlines()]  # the header row's rule is heavier
         return [[c.strip() for c in line.split("│")[1:-1]] for line in lines if line.count("│") > 5]
@@ -233,36 +221,48 @@ def test_leaderboard_ranks_export_scale_up_later_and_delete(tmp_path: Path, caps
     ]
     assert header[-1] == "note"
     ranked = [r for r in rows if r[0]]
-    assert len(ranked) == 3 and [r[0] for r in ranked] == [str(i) for i in range(1, len(ranked) + 1)]
+    assert len(ranked) == 4 and [r[0] for r in ranked] == [str(i) for i in range(1, len(ranked) + 1)]
     assert all(not r[0] for r in rows if r[-1].endswith("baseline"))
-    # One seed each: the difference is the loss minus GLaM's (same seed), its interval the evaluation error only.
-    compared = [r for r in rows if r[4] and r[-1] != "glam baseline"]
-    assert compared and all(r[6].endswith("eval only") and r[7] == "seed noise not measured" for r in compared)
-    assert all(abs(float(r[6].split()[0]) - (float(r[4]) - glam.val_loss)) < 1.5e-3 for r in compared)  # type: ignore[operator]
-    live = LiveServer(Settings(database_url=db, data_dir=Path(os.environ["BRAINSEARCH_DATA_DIR"])))
+    # Each compared row shows its paired interval against GLaM and what it says, as the noise view computes them.
+    search = repo.get_search(trained_copy.search_id)
+    assert search is not None
+    view = search_noise_view(repo, search)
+    trials = {str(t.number): t for t in repo.list_trials(trained_copy.search_id, limit=100).items}
+    compared = [r for r in rows if r[7]]  # every completed row but the reference's own
+    assert len(compared) == 5  # four trials and the dense baseline
+    for r in compared:
+        n = view.of(trials[r[1]])
+        assert n.vs_baseline is not None and r[6] == fmt_interval(Interval.model_validate(n.vs_baseline))
+        assert r[7] == n.comparison and r[8] == f"{n.compute_ratio:.2f}x"
+    live = LiveServer(Settings(database_url=db, data_dir=trained_copy.data_dir))
     try:
         assert table(["--server", live.url]) == local
     finally:
         live.stop()
-    out_file = tmp_path / "r1.json"
-    code, _, err = run(["export", "1", "--rank", "1", "--db", db, "-o", str(out_file)], capsys)
+    out_file = trained_copy.data_dir.parent / "r1.json"
+    code, _, err = run(["export", sid, "--rank", "1", "--db", db, "-o", str(out_file)], capsys)
     assert code == 0, err
     assert json.loads(out_file.read_text())["trial_number"] == int(ranked[0][1])
 
-    code, out, err = run(["scale-up", "1", "--ladder", "cpu-tiny:8K", "--top-k", "1", "--db", db], capsys)
+    before = {(c.trial_id, c.rung) for c in repo.list_candidates(trained_copy.search_id)}
+    code, out, err = run(["scale-up", sid, "--ladder", "cpu-small:4K", "--top-k", "1", "--db", db], capsys)
     assert code == 0, err
-    assert {(c.rung, c.state) for c in repo.list_candidates(1)} == {("cpu-tiny", "completed")}
-    assert len(repo.list_candidates(1)) == 2 and "scale-up over cpu-tiny" in out  # the best trial and GLaM
-    assert repo.get_search(1).status == "completed"  # type: ignore[union-attr]
-    code, _, err = run(["scale-up", "1", "--ladder", "cpu-huge", "--db", db], capsys)
+    after = {(c.trial_id, c.rung): c.state for c in repo.list_candidates(trained_copy.search_id)}
+    added = {key: state for key, state in after.items() if key not in before}
+    # The best trial and GLaM at cpu-small; the earlier cpu-tiny runs are kept, not trained again.
+    assert {rung for _, rung in added} == {"cpu-small"} and set(added.values()) == {"completed"} and len(added) == 2
+    assert before <= set(after) and "scale-up over cpu-small" in out
+    assert repo.get_search(trained_copy.search_id).status == "completed"  # type: ignore[union-attr]
+    code, _, err = run(["scale-up", sid, "--ladder", "cpu-huge", "--db", db], capsys)
     assert code == 2 and "--ladder.scale_up.ladder[0].preset: unknown scale preset 'cpu-huge'" in err
 
-    store = RunStore(Path(os.environ["BRAINSEARCH_DATA_DIR"]), repo.database_id())
-    assert store.search_dir(1).is_dir()
-    code, _, err = run(["delete", "1", "--db", db], capsys)
+    store = RunStore(trained_copy.data_dir, repo.database_id())
+    assert store.search_dir(trained_copy.search_id).is_dir()
+    code, _, err = run(["delete", sid, "--db", db], capsys)
     assert code == 2 and "--yes" in err
-    code, _, err = run(["delete", "1", "--yes", "--db", db], capsys)
-    assert code == 0 and repo.get_search(1) is None and not store.search_dir(1).exists()
+    code, _, err = run(["delete", sid, "--yes", "--db", db], capsys)
+    assert code == 0 and repo.get_search(trained_copy.search_id) is None
+    assert not store.search_dir(trained_copy.search_id).exists()
     repo.engine.dispose()
 
 
@@ -272,7 +272,7 @@ def test_scale_up_report_shows_how_each_run_went(tmp_path: Path, capsys: pytest.
     their defaults, then the checkpoints on disk; --json carries the same fields; a server answers the same table."""
     from brainsearch.settings import Settings
     from brainsearch.storage import migrate
-    from tests.search.conftest import seed_scaled_search
+    from tests.factories import seed_scaled_search
     from tests.service.conftest import LiveServer, add_sharded_runs
 
     db = f"sqlite:///{tmp_path / 'runs.db'}"

@@ -211,7 +211,7 @@ def _run_candidate(job: CandidateJob, repo: Repository) -> TrialOutcome:
         and job.baseline_arch is not None
         and (job.plan is None or job.plan.recipe.shards == 1)
     ):
-        metrics = _with_probe(metrics, _rung_probe(job, arch))
+        metrics = _with_probe(metrics, _rung_probe(job, arch, result.steps))
     _add_candidate(repo, job, state=result.status, reason=result.reason, metrics=metrics, val_loss=outcome.val_loss)
     return outcome
 
@@ -227,19 +227,25 @@ def _reuse_proxy(job: CandidateJob, arch: Architecture, repo: Repository) -> Tri
     kept = {k: v for k, v in trial.metrics.items() if k not in ("timing_probe", "notes", "weights_error")}
     metrics = {**kept, "val_curve": curve, "reused_proxy_run": True}
     if job.baseline_arch is not None:
-        metrics = _with_probe(metrics, _rung_probe(job, arch))
+        metrics = _with_probe(metrics, _rung_probe(job, arch, int(trial.metrics.get("steps") or 0)))
     _add_candidate(repo, job, state=trial.state, reason=trial.reason, metrics=metrics, val_loss=trial.val_loss)
     return TrialOutcome(trial_id=job.trial_id, state=trial.state, val_loss=trial.val_loss)
 
 
-def _rung_probe(job: CandidateJob, arch: Architecture) -> dict[str, Any]:
+def _rung_probe(job: CandidateJob, arch: Architecture, run_steps: int) -> dict[str, Any]:
     """The candidate timed against the baseline scaled to the same rung, back to back, right after its run: the
-    ``timing_probe`` the scale-up report's steps/s ratio reads (or a note saying why there is none)."""
+    ``timing_probe`` the scale-up report's steps/s ratio reads (or a note saying why there is none). Its timed steps
+    are never more than the run's own (``run_steps``): a short rung is timed on one step per model per round, not
+    at twice the cost of training it."""
+    from brainsearch.train.timing import PROBE_ROUNDS, PROBE_STEPS
+
     assert job.baseline_arch is not None
     settings = job.settings.model_copy(update={"checkpoint": None})
     corpus = cached_corpus(job.settings.data, arch.vocab_size)
+    steps = max(1, min(PROBE_STEPS, run_steps // (2 * PROBE_ROUNDS)))
     try:
-        probe = _probe(arch, Architecture.from_json(job.baseline_arch), settings, corpus, job.baseline_name)
+        baseline = Architecture.from_json(job.baseline_arch)
+        probe = _probe(arch, baseline, settings, corpus, job.baseline_name, steps=steps)
     except Exception as exc:  # the run is done and must be recorded: a failed probe is a note, not a crash
         probe = crash_reason(exc)
     if isinstance(probe, str):
@@ -248,16 +254,22 @@ def _rung_probe(job: CandidateJob, arch: Architecture) -> dict[str, Any]:
 
 
 def _probe(
-    candidate: Architecture, baseline: Architecture, settings: TrainSettings, corpus: Corpus, name: str | None
+    candidate: Architecture,
+    baseline: Architecture,
+    settings: TrainSettings,
+    corpus: Corpus,
+    name: str | None,
+    **options: Any,
 ) -> TimingProbe | str:
-    """The timing probe of ``candidate`` against ``baseline`` (:mod:`brainsearch.train.timing`), or why it could not
-    run: both models at once (or one of them) did not fit in memory."""
+    """The timing probe of ``candidate`` against ``baseline`` (:mod:`brainsearch.train.timing`; ``options``: its
+    ``rounds``, ``steps``...), or why it could not run: both models at once (or one of them) did not fit in
+    memory."""
     from brainsearch.arch.plan import NoPlanFits
     from brainsearch.train.device import is_out_of_memory
     from brainsearch.train.timing import timing_probe
 
     try:
-        return timing_probe(candidate, baseline, settings, corpus=corpus, baseline_name=name)
+        return timing_probe(candidate, baseline, settings, corpus=corpus, baseline_name=name, **options)
     except NoPlanFits as exc:
         return f"the timing probe found no memory plan: {exc}"
     except (RuntimeError, MemoryError) as exc:

@@ -190,6 +190,18 @@ def search_verdict(
             "scale_up": rung,
         }
 
+    def baseline_wins(why: str, **extra: Any) -> Verdict:
+        assert reference is not None
+        return Verdict(
+            winner="baseline",
+            winner_trial_id=reference.id,
+            winner_number=reference.number,
+            winner_pattern=reference.pattern,
+            text=f"{so_far}winner: the {baseline} baseline - {why}{tail}",
+            **extra,
+            **common,
+        )
+
     # The proxy winners in rank order; one the scale-up contradicts gives way to the next. Where the search ran a
     # scale-up, a winner it did not scale up (ranked below its top-k) was never put to that test: it cannot win.
     scaled = report is not None and any(not c.is_baseline and c.rungs for c in report.candidates)
@@ -225,17 +237,11 @@ def search_verdict(
         more = f"; nor did {', '.join(others)}" if others else ""
         if untested:
             more += f"; {len(untested)} more proxy winner(s) ranked below the scale-up's top-k were not scaled up"
-        return Verdict(
-            winner="baseline",
-            winner_trial_id=reference.id,
-            winner_number=reference.number,
-            winner_pattern=reference.pattern,
+        return baseline_wins(
+            f"trial #{first.number} ({first.pattern}) beat it {gain(first)}, but at the scale-up "
+            f"{_rung_text(rung, baseline)}: the proxy gain did not survive scale-up{more}",
             survived_scale_up=False,
-            text=f"{so_far}winner: the {baseline} baseline - trial #{first.number} ({first.pattern}) beat it "
-            f"{gain(first)}, but at the scale-up {_rung_text(rung, baseline)}: the proxy gain did not survive "
-            f"scale-up{more}{tail}",
             **fields(first, rung),
-            **common,
         )
     best_candidate = next((t for t in ranked if check(t) is not None), None)
     rung = check(best_candidate) if best_candidate is not None else None
@@ -244,12 +250,4 @@ def search_verdict(
     if untested:
         names = ", ".join(f"#{t.number}" for t in untested)
         claim = f"{names} beat it on the proxies ({scope}) but the scale-up did not train them"
-    return Verdict(
-        winner="baseline",
-        winner_trial_id=reference.id,
-        winner_number=reference.number,
-        winner_pattern=reference.pattern,
-        scale_up=rung,
-        text=f"{so_far}winner: the {baseline} baseline - {claim}{at_rung}{tail}",
-        **common,
-    )
+    return baseline_wins(f"{claim}{at_rung}", scale_up=rung)

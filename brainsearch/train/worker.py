@@ -125,11 +125,14 @@ def _rank_main(spec_path: Path) -> int:
         os._exit(1)
     if result is not None:
         _write_json(Path(spec["result_path"]), result)
-    # Every rank tears gloo down together: a rank still destroying its group after another exited can abort in the
-    # group's destructor ("terminate called without an active exception", seen once under load on 2 cores).
+    # Every rank gets here, then leaves without tearing the process group down: gloo's threads, torn down at exit
+    # while a peer is gone, can abort the process ("terminate called without an active exception", seen under load
+    # on 2 cores, with and without destroy_process_group) after its work and result were done. The group dies with
+    # its processes; the launcher reads the result already written.
     dist.barrier()
-    dist.destroy_process_group()
-    return 0
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def ray_train_loop(config: dict[str, Any]) -> dict[str, Any] | None:

@@ -1,5 +1,6 @@
 """Helpers of the reliability suite: brainsearch processes started as a user would (the CLI, in their own process
-groups, logs to files), killed with SIGKILL, and waited on with deadlines that fail with the logs."""
+groups, logs to files), killed with SIGKILL, and waited on with deadlines that fail with the logs. Every test of the
+suite runs on SQLite and PostgreSQL unless it says otherwise."""
 
 from __future__ import annotations
 
@@ -19,8 +20,16 @@ import pytest
 from brainsearch.search.submission import create_search
 from brainsearch.space import SearchSpace
 from brainsearch.storage import Repository
-from tests.search.conftest import fast_space
+from tests.conftest import BACKENDS, backend_url
+from tests.factories import fast_space
 from tests.service.conftest import live  # noqa: F401  (the live-server fixture, for this suite too)
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The suite's database, on SQLite and on PostgreSQL: what breaks differs between them."""
+    with backend_url(request.param, tmp_path) as url:
+        yield url
 
 
 class Proc:

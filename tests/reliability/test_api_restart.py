@@ -9,6 +9,8 @@ import pytest
 
 from tests.reliability.conftest import Proc, free_port, healthy, slow_space, wait_for
 
+pytestmark = pytest.mark.slow  # the reliability suite starts processes and breaks them
+
 
 @pytest.mark.slow
 def test_api_killed_and_restarted_loses_nothing_and_replays_idempotent_posts(
@@ -23,7 +25,7 @@ def test_api_killed_and_restarted_loses_nothing_and_replays_idempotent_posts(
     api = spawn(*serve, name="api")
     wait_for(lambda: healthy(base), 60, "the API to start", api)
     worker = spawn("worker", "--lease", "5", "--db", database_url, name="worker")
-    body = {"space": slow_space(trials=2, tokens=8 * 512).model_dump(mode="json"), "name": "survivor"}
+    body = {"space": slow_space(trials=1, tokens=8 * 512).model_dump(mode="json"), "name": "survivor"}
     accepted = {}
     with httpx.Client(base_url=f"{base}/api/v1", timeout=30) as client:
         for key in ("key-a", "key-b", "key-c"):

@@ -14,6 +14,8 @@ from brainsearch.storage import Repository, make_engine
 from tests.reliability.conftest import Proc, queue_search, slow_space, wait_for
 from tests.service.conftest import LiveServer
 
+pytestmark = pytest.mark.slow  # the reliability suite starts processes and breaks them
+
 
 def test_100_parallel_posts_50_keys_and_one_shared_make_51_searches(live: Any, database_url: str) -> None:
     """Pass: 50 POSTs with distinct keys and 50 with one shared key, all at once: exactly 51 searches, every shared

@@ -12,8 +12,10 @@ from sqlalchemy import Engine, make_url
 
 from brainsearch.storage import Repository, make_engine, migrate
 from tests.conftest import ADMIN_URL
+from tests.factories import fast_space
 from tests.reliability.conftest import Proc, queue_search, wait_for
-from tests.search.conftest import fast_space
+
+pytestmark = pytest.mark.slow  # the reliability suite starts processes and breaks them
 
 TRIALS = 4
 
@@ -42,6 +44,7 @@ def _restart_postgres() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # it stops the server every other PostgreSQL test uses
 def test_postgres_restart_mid_search_is_waited_out(postgres_url: str, spawn: Callable[..., Proc]) -> None:
     """Pass: with a trial in flight, PostgreSQL is stopped for longer than a trial takes (every connection cut) and
     started again; the worker's driver, its trial process (recording its result, reporting to Optuna's pruner) and

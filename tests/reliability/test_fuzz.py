@@ -20,6 +20,8 @@ from brainsearch.space.loader import parse_space
 from brainsearch.storage import make_engine, migrate
 from service.app import create_app
 
+pytestmark = pytest.mark.slow  # thousands of generated requests and documents
+
 EXAMPLES = 200
 
 

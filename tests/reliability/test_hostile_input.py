@@ -14,8 +14,10 @@ from starlette.routing import Route
 from brainsearch.settings import Settings
 from brainsearch.storage import Repository
 from service.app import create_app
-from tests.search.conftest import fast_space, seed_scaled_search
+from tests.factories import fast_space, seed_scaled_search
 from tests.service.conftest import LiveServer
+
+pytestmark = pytest.mark.slow  # the reliability suite starts servers and sends them hostile input
 
 TOKEN = "s3cret-token"
 READS_BY_POST = {"/api/v1/spaces/validate"}  # validates a document, stores nothing

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
+
 from brainsearch.arch import Architecture, preset, scale
 from brainsearch.search.jobs import TrialJob
 from brainsearch.search.local import LocalExecutor
 from brainsearch.search.submission import create_search
 from brainsearch.storage import Repository
 from brainsearch.train.settings import TrainSettings
-from tests.search.conftest import add_running_trial, fast_space
+from tests.factories import add_running_trial, fast_space
+
+pytestmark = pytest.mark.slow  # the reliability suite starts processes and breaks them
 
 CAP = 400 * 2**20
 

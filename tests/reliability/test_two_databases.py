@@ -15,7 +15,9 @@ import yaml
 from brainsearch.cli import main
 from brainsearch.storage import Repository, make_engine
 from brainsearch.store import RunStore, read_metadata
-from tests.search.conftest import fast_space
+from tests.factories import fast_space
+
+pytestmark = pytest.mark.slow  # it trains two searches
 
 
 def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:

@@ -10,6 +10,8 @@ import pytest
 from brainsearch.storage import Repository
 from tests.reliability.conftest import Proc, queue_search, slow_space, wait_for
 
+pytestmark = pytest.mark.slow  # the reliability suite starts processes and breaks them
+
 LEASE_S = 3
 TRIALS = 4
 

@@ -1,4 +1,5 @@
-"""The search driver end to end on both databases and both executors (local processes, Ray actors): baselines
+"""The search driver end to end on both executors, each on its database (local processes on SQLite, Ray actors on
+PostgreSQL): baselines
 first, trials to the requested number, the Optuna study in step with the leaderboard, constraint pruning before
 training, no architecture trained twice, and a search that fails only past its consecutive-failure limit."""
 
@@ -20,7 +21,9 @@ from brainsearch.space import SearchSpace, sample
 from brainsearch.space.sample import RandomSuggester
 from brainsearch.storage import Repository
 from brainsearch.storage.optuna_storage import optuna_storage
-from tests.search.conftest import fast_space
+from tests.factories import fast_space
+
+pytestmark = pytest.mark.slow  # every test trains a real search end to end
 
 
 def _run(
@@ -199,7 +202,7 @@ def test_multi_objective_search_tells_both_objectives(repo: Repository, database
 def test_median_pruner_sees_the_validation_losses_the_workers_report(
     repo: Repository, database_url: str, executor: Executor
 ) -> None:
-    space = fast_space(tokens=16 * 512)
+    space = fast_space(tokens=8 * 512)
     done, _ = _run(repo, database_url, space, executor, trials=6, sampler="random", pruner="median")
     assert done.status == "completed"
     study = optuna.load_study(study_name=study_name(done.id), storage=optuna_storage(database_url))
@@ -207,7 +210,7 @@ def test_median_pruner_sees_the_validation_losses_the_workers_report(
     for ot in study.trials:
         t = trials[ot.user_attrs["bs_trial_id"]]
         curve = {p.step: p.val_loss for p in repo.trial_curve(t.id) if p.val_loss is not None}
-        assert ot.intermediate_values == curve and len(curve) >= 1  # reported at steps 4, 8, 12, 16 (or until pruned)
+        assert ot.intermediate_values == curve and len(curve) >= 1  # reported at steps 2, 4, 6, 8 (or until pruned)
         if t.state == "pruned":
             assert t.reason and "median pruner stopped it at step" in t.reason
             assert ot.state == optuna.trial.TrialState.PRUNED

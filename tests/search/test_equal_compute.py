@@ -24,8 +24,7 @@ from brainsearch.search.submission import (
 from brainsearch.space import SearchSpace
 from brainsearch.space.baselines import reference_architecture, trial_budget
 from brainsearch.space.schema import Rung
-from brainsearch.storage import Repository, make_engine, migrate
-from tests.search.conftest import fast_space
+from tests.factories import fast_space, sqlite_repository
 
 TOKENS = 16_384  # 32 steps of 512 tokens for the baseline: 22 or more for any block the constraint admits
 
@@ -65,10 +64,7 @@ def test_an_equal_compute_search_prunes_by_flops_and_states_every_compute_ratio(
     training with the reason (no curve, no metrics); every leaderboard row and every scale-up run states its compute
     ratio; the cpu-tiny rung, the proxies' own scale, records the proxy runs of the blocks it leaves unchanged
     (same loss, no training) and trains the others at GLaM's compute."""
-    url = f"sqlite:///{tmp_path / 'equal.db'}"
-    engine = make_engine(url)
-    migrate(engine)
-    repo = Repository(engine)
+    repo, url = sqlite_repository(tmp_path, "equal.db")
     # The rung trains with the search's seed, so a run at the proxies' scale is the proxy run itself.
     rung = {"preset": "cpu-tiny", "budget_tokens": TOKENS}
     space = _space(scale_up={"ladder": [rung], "target": "cpu-small", "seed": 5})
@@ -116,4 +112,4 @@ def test_an_equal_compute_search_prunes_by_flops_and_states_every_compute_ratio(
     assert any(r.reused_proxy_run for _, r in runs)  # GLaM itself is at the proxies' scale
     verdict = search_verdict_of(repo, done)
     assert verdict.text and (verdict.winner == "baseline" or verdict.compute_ratio is not None)
-    engine.dispose()
+    repo.engine.dispose()

@@ -10,7 +10,9 @@ import pytest
 from brainsearch.errors import InputError
 from brainsearch.search.executor import Executor, Finished
 from brainsearch.search.jobs import Resources
-from tests.search.conftest import trial_jobs
+from tests.factories import trial_jobs
+
+pytestmark = pytest.mark.slow  # every test starts workers that train
 
 
 def _next(ex: Executor, timeout: float = 120) -> list[Finished]:

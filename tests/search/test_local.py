@@ -6,10 +6,14 @@ import multiprocessing
 import os
 import signal
 
+import pytest
+
 from brainsearch.search.executor import worker_environment
 from brainsearch.search.jobs import Resources
 from brainsearch.search.local import LocalExecutor
-from tests.search.conftest import trial_jobs
+from tests.factories import trial_jobs
+
+pytestmark = pytest.mark.slow  # it starts worker processes that train
 
 
 def _workers() -> list[multiprocessing.process.BaseProcess]:

@@ -19,7 +19,7 @@ from brainsearch.storage import Repository
 from brainsearch.storage.optuna_storage import optuna_storage
 from brainsearch.train import CurvePoint, TrainSettings, timing
 from brainsearch.train.timing import OnStep, TimingProbe
-from tests.search.conftest import add_running_trial
+from tests.factories import add_running_trial
 
 BUDGET = Budget(tokens=100 * 512)
 
@@ -141,6 +141,7 @@ def _constrained_job(repo: Repository, database_url: str, **changes: object) -> 
     return _job(**{**fields, **changes})
 
 
+@pytest.mark.slow
 def test_a_certainly_slower_candidate_is_pruned_before_training(
     repo: Repository, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -167,6 +168,7 @@ def test_a_certainly_slower_candidate_is_pruned_before_training(
     assert stored.val_loss is None and outcome.val_loss is None
 
 
+@pytest.mark.slow
 def test_an_uncertain_probe_trains_the_trial_and_says_why(
     repo: Repository, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,4 +1,5 @@
-"""Kill -9 of a running search, then resume, on SQLite and PostgreSQL: finished trials are kept with identical
+"""Kill -9 of a running search, then resume (on SQLite; a killed worker's search resumed on PostgreSQL:
+tests/reliability/test_worker_killed.py): finished trials are kept with identical
 metrics, the orphaned trial is marked crashed and retried with the same parameters, nothing is counted twice, and
 the requested number of trials is reached."""
 
@@ -13,12 +14,15 @@ from collections import Counter
 from pathlib import Path
 
 import optuna
+import pytest
 import yaml
 
 from brainsearch.search.submission import study_name
 from brainsearch.storage import Repository
 from brainsearch.storage.optuna_storage import optuna_storage
-from tests.search.conftest import fast_space
+from tests.factories import fast_space
+
+pytestmark = pytest.mark.slow  # it trains a search in a process, kills it and resumes it
 
 TRIALS = 5
 

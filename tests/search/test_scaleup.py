@@ -1,6 +1,6 @@
 """The scale-up stage end to end on the CPU: a tiny search, its top 2 and GLaM trained again at cpu-tiny and
 cpu-small, the report (fidelity, speed-ups, scaling-law predictions), the kept weights, and exports that round-trip.
-Runs on SQLite and PostgreSQL."""
+On SQLite (the candidate rows on PostgreSQL too: tests/storage)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,18 @@ from brainsearch.search.scaleup_report import scale_up_report
 from brainsearch.search.submission import create_search
 from brainsearch.storage import Repository
 from brainsearch.store import RunStore, load_weights
-from tests.search.conftest import fast_space
+from tests.factories import (
+    SHARDED_RUN,
+    candidate_run,
+    completed_trials,
+    fast_space,
+    glam_tiny,
+    save_checkpoint,
+    sqlite_repository,
+    timing_probe,
+)
 
-LADDER = [{"preset": "cpu-tiny", "budget_tokens": 8192}, {"preset": "cpu-small", "budget_tokens": 16384}]
+LADDER = [{"preset": "cpu-tiny", "budget_tokens": 8192}, {"preset": "cpu-small", "budget_tokens": 8192}]
 
 
 def _import(path: Path) -> ModuleType:
@@ -37,12 +46,7 @@ def _import(path: Path) -> ModuleType:
 
 @pytest.fixture
 def sqlite_repo(tmp_path: Path) -> tuple[Repository, str]:
-    from brainsearch.storage import make_engine, migrate
-
-    url = f"sqlite:///{tmp_path / 'scale.db'}"
-    engine = make_engine(url)
-    migrate(engine)
-    return Repository(engine), url
+    return sqlite_repository(tmp_path, "scale.db")
 
 
 @pytest.mark.slow
@@ -50,8 +54,7 @@ def test_tiny_search_scaled_up_reported_and_exported(sqlite_repo: tuple[Reposito
     """Pass: 6 candidate runs (top 2 + GLaM at 2 rungs), every candidate with fidelity, speed-up and a scaling-law
     prediction whose band holds it; weights kept for the top 2 and the baselines only; a resumed search trains
     nothing again; the JSON export rebuilds the same architecture and the standalone file with the kept weights gives
-    brainsearch's logits. (SQLite only, for CI time: the candidate rows and the report's queries run on both
-    backends in the test below; searches on PostgreSQL in tests/search/test_driver.py.)"""
+    brainsearch's logits. (Searches on PostgreSQL: tests/search/test_driver.py, with the Ray executor.)"""
     repo, database_url = sqlite_repo
     space = fast_space(
         4096,
@@ -85,7 +88,7 @@ def test_tiny_search_scaled_up_reported_and_exported(sqlite_repo: tuple[Reposito
     assert {c.trial_id for c in rows} == {top[0].id, top[1].id, glam.id}
     small = next(c for c in rows if c.trial_id == top[0].id and c.rung == "cpu-small")
     assert Architecture.from_json(small.arch) == scale(Architecture.from_json(top[0].arch), "cpu-small")
-    assert small.metrics["steps"] == 8 and len(small.metrics["val_curve"]) == 4  # 16K tokens / 2048 per step
+    assert small.metrics["steps"] == 4 and len(small.metrics["val_curve"]) == 4  # 8K tokens / 2048 per step
 
     report = scale_up_report(repo, search.id, space)
     assert report.complete and report.baseline == "glam" and report.ladder == ["cpu-tiny", "cpu-small"]
@@ -147,7 +150,7 @@ def test_crashed_candidate_runs_are_retried_and_superseded(repo: Repository, dat
     row wins."""
     space = fast_space(4096, search={"top_k": 1, "scale_up": {"ladder": ["cpu-tiny"]}})
     search, _ = create_search(repo, space)
-    arch = Architecture.from_json(_glam_tiny())
+    arch = glam_tiny()
     trials = []
     for number, loss in enumerate([3.0, 3.2]):
         t = repo.add_trial(
@@ -182,43 +185,6 @@ def test_crashed_candidate_runs_are_retried_and_superseded(repo: Repository, dat
     assert report.fidelity["cpu-tiny"] is None and report.fidelity_pairs["cpu-tiny"] == 2
 
 
-def _glam_tiny() -> dict[str, object]:
-    from brainsearch.arch.presets import preset
-
-    return scale(preset("glam"), "cpu-tiny").to_dict()
-
-
-# What a two-device run reports (the fields of ProxyResult a scale-up report shows), as the runner stores it.
-SHARDED_RUN = {
-    "device": "cuda",
-    "devices": 2,
-    "sharding": "fsdp2",
-    "recipe": "FSDP2 x 2, fp32 AdamW",
-    "micro_batch": 4,
-    "activation_checkpointing": True,
-    "memory_estimate_bytes": 3 * 2**30,
-    "memory_peak_bytes": 2 * 2**30,
-    "tokens_per_s": 12_500.0,
-    "mfu": 0.412,
-    "peak_flops_label": "NVIDIA H200 bf16 dense",
-    "checkpoints": [{"step": 4, "path": "/x/step-4", "saved_at": 1.8e9, "bytes": 100}],
-    "checkpoint_count": 3,
-    "resume_count": 1,
-    "resumed_from": [4],
-}
-
-
-def save_checkpoint(folder: Path, step: int, saved_at: float, complete: bool = True) -> int:
-    """A step-N checkpoint folder as the training loop leaves it: a shard file, then the COMPLETE marker. Returns its
-    size in bytes."""
-    path = folder / f"step-{step}"
-    path.mkdir(parents=True)
-    (path / "shard-0.distcp").write_bytes(b"\0" * 1000)
-    if complete:
-        (path / "COMPLETE").write_text(json.dumps({"step": step, "saved_at": saved_at}))
-    return sum(f.stat().st_size for f in path.iterdir())
-
-
 def test_report_shows_how_each_run_went_and_fits_scratch_runs_only(repo: Repository, tmp_path: Path) -> None:
     """Pass: with init both, each preset has a scratch and a "+upcycle" rung side by side; each run's devices,
     sharding, recipe, memory per device, throughput, MFU with its peak's label, checkpoint and resume counts and init
@@ -233,7 +199,7 @@ def test_report_shows_how_each_run_went_and_fits_scratch_runs_only(repo: Reposit
     ladder = {"ladder": ["cpu-tiny", "cpu-small"], "target": "1b-64e", "init": "both"}
     space = fast_space(4096, search={"top_k": 1, "scale_up": ladder})
     search, _ = create_search(repo, space)
-    arch = Architecture.from_json(_glam_tiny())
+    arch = glam_tiny()
     t = repo.add_trial(
         search_id=search.id,
         number=0,
@@ -298,7 +264,7 @@ def test_a_stage_that_only_upcycles_fits_its_upcycled_runs(repo: Repository) -> 
     space = fast_space(4096, search={"top_k": 1, "scale_up": ladder})
     search, _ = create_search(repo, space)
     assert scale_up_report(repo, search.id, space).ladder == ["cpu-tiny", "cpu-small"]  # nothing recorded yet
-    arch = Architecture.from_json(_glam_tiny())
+    arch = glam_tiny()
     t = repo.add_trial(
         search_id=search.id,
         number=0,
@@ -340,60 +306,6 @@ def test_a_stage_that_only_upcycles_fits_its_upcycled_runs(repo: Repository) -> 
 # Honest extrapolation, intervals and timing in the report (issue 17): candidate rows written directly, no training.
 
 
-def _trials(repo: Repository, search_id: int, specs: list[tuple[Architecture, float, str | None]]) -> list[int]:
-    """Completed trials, one per ``(architecture, proxy loss, baseline name or None)``, numbered in order."""
-    ids = []
-    for number, (arch, loss, baseline) in enumerate(specs):
-        t = repo.add_trial(
-            search_id=search_id,
-            number=number,
-            arch=arch.to_dict(),
-            arch_digest=f"{number:016x}",
-            pattern=arch.pattern,
-            params={},
-            cost={},
-            params_activated=1,
-            is_baseline=baseline is not None,
-            baseline_name=baseline,
-        )
-        ids.append(repo.finish_trial(t.id, state="completed", val_loss=loss, metrics={"val_loss": loss}).id)
-    return ids
-
-
-def _run(repo: Repository, search_id: int, trial_id: int, rung: str, loss: float, **metrics: object) -> None:
-    """A completed candidate run at ``rung`` with ``metrics`` (an evaluation stderr of 0.01 unless given)."""
-    arch = Architecture.from_json(_glam_tiny())
-    repo.add_candidate(
-        search_id=search_id,
-        trial_id=trial_id,
-        rung=rung,
-        state="completed",
-        arch=arch.to_dict(),
-        arch_digest=arch.digest,
-        metrics={"val_loss_stderr": 0.01, "val_curve": [[4, loss]], **metrics},
-        val_loss=loss,
-    )
-
-
-def _probe(ratio: float, low: float, high: float, *, uncertain: bool = False, **extra: object) -> dict[str, object]:
-    """A timing probe as the runner stores it: candidate step time / baseline step time over 3 rounds."""
-    return {
-        "ratio": ratio,
-        "low": low,
-        "high": high,
-        "ratios": [low, ratio, high],
-        "spread": (high - low) / ratio,
-        "bound": 0.2,
-        "uncertain": uncertain,
-        "candidate_step_s": 0.1 * ratio,
-        "baseline_step_s": 0.1,
-        "rounds": 3,
-        "steps": 4,
-        "baseline": "glam",
-        **extra,
-    }
-
-
 def test_every_candidate_is_predicted_and_ranked_at_the_baselines_scale(repo: Repository) -> None:
     """Pass: one target for all (the preset applied to the baseline's block, in activated parameters and compute),
     even for a candidate whose own block would scale elsewhere; the predicted ranks follow the losses at that one
@@ -407,14 +319,18 @@ def test_every_candidate_is_predicted_and_ranked_at_the_baselines_scale(repo: Re
 
     space = fast_space(4096, search={"top_k": 2, "scale_up": {"ladder": ["cpu-tiny", "cpu-small"], "target": "1b-64e"}})
     search, _ = create_search(repo, space)
-    tiny = Architecture.from_json(_glam_tiny())
+    tiny = glam_tiny()
     # The baseline's block is at the proxy scale (d_model 768): at 1b-64e it has ~1B activated parameters, while
     # trial #1's own block (d_model 48) would scale to ~4M: it is predicted at the baseline's size all the same.
-    ids = _trials(repo, search.id, [(preset("glam"), 3.1, "glam"), (tiny, 2.9, None), (tiny, 3.0, None)])
+    ids = completed_trials(repo, search.id, [(preset("glam"), 3.1, "glam"), (tiny, 2.9, None), (tiny, 3.0, None)])
     losses = {ids[0]: (3.1, 2.7), ids[1]: (3.0, 2.5), ids[2]: (2.9, 2.6)}
     for trial_id, (small_x, big_x) in losses.items():
-        _run(repo, search.id, trial_id, "cpu-tiny", small_x, params_activated=1e5, flops_per_token=1e6, tokens=1e4)
-        _run(repo, search.id, trial_id, "cpu-small", big_x, params_activated=1e6, flops_per_token=1e7, tokens=1e4)
+        candidate_run(
+            repo, search.id, trial_id, "cpu-tiny", small_x, params_activated=1e5, flops_per_token=1e6, tokens=1e4
+        )
+        candidate_run(
+            repo, search.id, trial_id, "cpu-small", big_x, params_activated=1e6, flops_per_token=1e7, tokens=1e4
+        )
 
     report = scale_up_report(repo, search.id, space)
     at_1b = cost(scale(preset("glam"), "1b-64e"))
@@ -448,10 +364,10 @@ def test_every_candidate_is_predicted_and_ranked_at_the_baselines_scale(repo: Re
     # No baseline among the candidates: the proxy's best block (trial #1) sets the one target.
     lone_space = fast_space(4096, search={"top_k": 2, "scale_up": {"ladder": ["cpu-tiny", "cpu-small"]}})
     lone, _ = create_search(repo, lone_space)
-    lone_ids = _trials(repo, lone.id, [(preset("glam"), 3.0, None), (tiny, 2.9, None)])
+    lone_ids = completed_trials(repo, lone.id, [(preset("glam"), 3.0, None), (tiny, 2.9, None)])
     for trial_id in lone_ids:
-        _run(repo, lone.id, trial_id, "cpu-tiny", 3.0, params_activated=1e5)
-        _run(repo, lone.id, trial_id, "cpu-small", 2.6, params_activated=1e6)
+        candidate_run(repo, lone.id, trial_id, "cpu-tiny", 3.0, params_activated=1e5)
+        candidate_run(repo, lone.id, trial_id, "cpu-small", 2.6, params_activated=1e6)
     lone_report = scale_up_report(repo, lone.id, lone_space, target="8b-64e")
     assert lone_report.target_scale is not None and lone_report.target_scale.reference == "trial #1"
     assert lone_report.target_scale.params_activated == cost(scale(tiny, "8b-64e")).params_activated
@@ -467,15 +383,15 @@ def test_speed_ups_come_from_timing_probes_with_their_range_and_losses_carry_int
     evaluation-error interval."""
     space = fast_space(4096, search={"top_k": 3, "scale_up": {"ladder": ["cpu-tiny"]}})
     search, _ = create_search(repo, space)
-    tiny = Architecture.from_json(_glam_tiny())
-    ids = _trials(repo, search.id, [(tiny, 3.1, "glam")] + [(tiny, 3.0 - i / 10, None) for i in range(4)])
-    _run(repo, search.id, ids[0], "cpu-tiny", 3.0, step_time_s=0.1, val_loss_stderr=0.02)
-    _run(repo, search.id, ids[1], "cpu-tiny", 2.9, step_time_s=0.5, timing_probe=_probe(0.8, 0.75, 0.9))
-    uncertain = _probe(0.5, 0.3, 1.2, uncertain=True, baseline_step_s=0.3)
-    _run(repo, search.id, ids[2], "cpu-tiny", 2.8, step_time_s=0.05, timing_probe=uncertain)
-    _run(repo, search.id, ids[3], "cpu-tiny", 2.7, step_time_s=0.2)
-    other = _probe(0.5, 0.45, 0.55, baseline="dense")
-    _run(repo, search.id, ids[4], "cpu-tiny", 2.6, step_time_s=0.2, timing_probe=other)
+    tiny = glam_tiny()
+    ids = completed_trials(repo, search.id, [(tiny, 3.1, "glam")] + [(tiny, 3.0 - i / 10, None) for i in range(4)])
+    candidate_run(repo, search.id, ids[0], "cpu-tiny", 3.0, step_time_s=0.1, val_loss_stderr=0.02)
+    candidate_run(repo, search.id, ids[1], "cpu-tiny", 2.9, step_time_s=0.5, timing_probe=timing_probe(0.8, 0.75, 0.9))
+    uncertain = timing_probe(0.5, 0.3, 1.2, uncertain=True, baseline_step_s=0.3)
+    candidate_run(repo, search.id, ids[2], "cpu-tiny", 2.8, step_time_s=0.05, timing_probe=uncertain)
+    candidate_run(repo, search.id, ids[3], "cpu-tiny", 2.7, step_time_s=0.2)
+    other = timing_probe(0.5, 0.45, 0.55, baseline="dense")
+    candidate_run(repo, search.id, ids[4], "cpu-tiny", 2.6, step_time_s=0.2, timing_probe=other)
 
     report = scale_up_report(repo, search.id, space)
     assert "evaluation error only" in report.val_loss_interval
@@ -510,15 +426,17 @@ def test_a_slowed_run_is_marked_retimed_and_never_a_speed_up(repo: Repository) -
     called slowed."""
     space = fast_space(4096, search={"top_k": 3, "scale_up": {"ladder": ["cpu-tiny", "cpu-small"]}})
     search, _ = create_search(repo, space)
-    tiny = Architecture.from_json(_glam_tiny())
-    ids = _trials(repo, search.id, [(tiny, 3.1, "glam")] + [(tiny, 3.0 - i / 10, None) for i in range(3)])
+    tiny = glam_tiny()
+    ids = completed_trials(repo, search.id, [(tiny, 3.1, "glam")] + [(tiny, 3.0 - i / 10, None) for i in range(3)])
     mfus = [0.12, 0.56, 0.58, 0.60]
     for trial_id, mfu in zip(ids, mfus, strict=True):
-        probe = {"timing_probe": _probe(0.9, 0.85, 0.95)} if trial_id == ids[1] else {}
-        _run(repo, search.id, trial_id, "cpu-small", 2.5, step_time_s=0.1 if mfu > 0.5 else 0.45, mfu=mfu, **probe)
+        probe = {"timing_probe": timing_probe(0.9, 0.85, 0.95)} if trial_id == ids[1] else {}
+        candidate_run(
+            repo, search.id, trial_id, "cpu-small", 2.5, step_time_s=0.1 if mfu > 0.5 else 0.45, mfu=mfu, **probe
+        )
     # cpu-tiny: trial #2 slowed itself (20% against a median of 58%); trial #3 has no MFU.
     for trial_id, mfu in zip(ids, [0.58, 0.6, 0.2, None], strict=True):
-        _run(repo, search.id, trial_id, "cpu-tiny", 2.8, step_time_s=0.1, mfu=mfu)
+        candidate_run(repo, search.id, trial_id, "cpu-tiny", 2.8, step_time_s=0.1, mfu=mfu)
 
     report = scale_up_report(repo, search.id, space)
     rungs = {(c.trial_id, r.rung): r for c in report.candidates for r in c.rungs}
@@ -540,9 +458,9 @@ def test_a_slowed_run_is_marked_retimed_and_never_a_speed_up(repo: Repository) -
 
     # Three runs with an MFU are needed to call one slowed: with two, a low MFU is only a low MFU.
     few, _ = create_search(repo, space)
-    few_ids = _trials(repo, few.id, [(tiny, 3.1, "glam"), (tiny, 3.0, None)])
+    few_ids = completed_trials(repo, few.id, [(tiny, 3.1, "glam"), (tiny, 3.0, None)])
     for trial_id, mfu in zip(few_ids, [0.12, 0.6], strict=True):
-        _run(repo, few.id, trial_id, "cpu-tiny", 2.8, step_time_s=0.1, mfu=mfu)
+        candidate_run(repo, few.id, trial_id, "cpu-tiny", 2.8, step_time_s=0.1, mfu=mfu)
     few_rungs = [r for c in scale_up_report(repo, few.id, space).candidates for r in c.rungs]
     assert not any(r.slowed for r in few_rungs) and not any(r.speed_uncertain for r in few_rungs)
 
@@ -556,23 +474,8 @@ def _probe_search(repo: Repository, ladder: list[dict[str, object]]) -> tuple[in
     from brainsearch.arch.presets import preset
 
     search, _ = create_search(repo, fast_space(4096, search=_probe_settings(ladder)))
-    ids = []
-    for number, (name, baseline) in enumerate([("brainformer-1", None), ("glam", "glam")]):
-        arch = scale(preset(name), "cpu-tiny")
-        t = repo.add_trial(
-            search_id=search.id,
-            number=number,
-            arch=arch.to_dict(),
-            arch_digest=arch.digest,
-            pattern=arch.pattern,
-            params={},
-            cost={},
-            params_activated=1,
-            is_baseline=baseline is not None,
-            baseline_name=baseline,
-        )
-        ids.append(repo.finish_trial(t.id, state="completed", val_loss=3.0, metrics={"val_loss": 3.0}).id)
-    return search.id, ids
+    specs = [(scale(preset("brainformer-1"), "cpu-tiny"), 3.0, None), (glam_tiny(), 3.0, "glam")]
+    return search.id, completed_trials(repo, search.id, specs, digest=True)
 
 
 def _probe_settings(ladder: list[dict[str, object]]) -> dict[str, object]:

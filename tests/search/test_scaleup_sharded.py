@@ -14,17 +14,14 @@ from brainsearch.search.hardware import Hardware
 from brainsearch.search.scaleup import scale_up_jobs
 from brainsearch.search.scaleup_report import scale_up_report
 from brainsearch.search.submission import create_search
-from brainsearch.storage import Repository, make_engine, migrate
+from brainsearch.storage import Repository
 from brainsearch.store import RunStore, candidate_run_key, list_checkpoints
-from tests.search.conftest import fast_space
+from tests.factories import fast_space, sqlite_repository
 
 
 @pytest.fixture
 def sqlite_repo(tmp_path: Path) -> tuple[Repository, str]:
-    url = f"sqlite:///{tmp_path / 'scale.db'}"
-    engine = make_engine(url)
-    migrate(engine)
-    return Repository(engine), url
+    return sqlite_repository(tmp_path, "scale.db")
 
 
 def _search(repo: Repository, scale_up: dict[str, object]):

@@ -11,8 +11,8 @@ import pytest
 from brainsearch.arch import preset, scale
 from brainsearch.search.submission import create_search, search_noise_view, search_verdict_of
 from brainsearch.space import SearchSpace
-from brainsearch.storage import Repository, Search, make_engine, migrate
-from tests.search.conftest import fast_space
+from brainsearch.storage import Repository, Search
+from tests.factories import candidate_run, fast_space, sqlite_repository
 
 GLAM = [3.00, 3.10, 2.95, 3.05]  # the baseline's losses over seeds 0-3
 FLOPS, TOKENS = 1_000_000, 4096
@@ -20,9 +20,7 @@ FLOPS, TOKENS = 1_000_000, 4096
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Repository:
-    engine = make_engine(f"sqlite:///{tmp_path / 'verdict.db'}")
-    migrate(engine)
-    return Repository(engine)
+    return sqlite_repository(tmp_path, "verdict.db")[0]
 
 
 def _trial(
@@ -59,19 +57,9 @@ def _trial(
 
 
 def _rung(repo: Repository, search: Search, trial_id: int, rung: str, loss: float, flops: int = FLOPS) -> None:
-    arch = scale(preset("glam"), "cpu-tiny")
-    metrics = {"val_loss_stderr": 0.001, "flops_per_token": flops, "tokens": TOKENS, "params_activated": 1e5}
-    metrics["params_activated"] *= 10 if rung == "cpu-small" else 1
-    repo.add_candidate(
-        search_id=search.id,
-        trial_id=trial_id,
-        rung=rung,
-        state="completed",
-        arch=arch.to_dict(),
-        arch_digest=arch.digest,
-        metrics=metrics,
-        val_loss=loss,
-    )
+    activated = 1e6 if rung == "cpu-small" else 1e5
+    metrics = {"val_loss_stderr": 0.001, "val_curve": None, "flops_per_token": flops, "tokens": TOKENS}
+    candidate_run(repo, search.id, trial_id, rung, loss, **metrics, params_activated=activated)
 
 
 def _search(repo: Repository, scale_up: bool) -> tuple[Search, SearchSpace, dict[str, int]]:

@@ -1,5 +1,6 @@
-"""The REST API over real HTTP on both backends: submit with validation and idempotency, the leaderboard, trials
-and exports, cancel, auth, Host and body-size checks, and no input that produces a 500."""
+"""The REST API, served in process by FastAPI's test client (the server itself: tests/service/test_serve.py and the
+reliability suite): submit with validation and idempotency, the leaderboard, trials and exports, cancel, auth, Host
+and body-size checks, and no input that produces a 500."""
 
 from __future__ import annotations
 
@@ -14,58 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from brainsearch.arch import preset, scale
-from brainsearch.storage import MetricPoint, Repository
-from tests.search.test_scaleup import SHARDED_RUN, save_checkpoint
-from tests.service.conftest import LiveServer
+from brainsearch.storage import Repository
+from tests.factories import SHARDED_RUN, candidate_run, save_checkpoint, seed_leaderboard
+from tests.service.conftest import InProcessServer
 
 
-def _seed_trials(repo: Repository, search_id: int) -> list[int]:
-    arch = scale(preset("glam"), "cpu-tiny")
-    # state, val loss, wall-clock step time, activated params, FLOPs per token, a timing probe's step-time ratio
-    rows = [
-        ("completed", 3.0, 0.02, 100, 1000, None),
-        ("completed", 2.8, 0.04, 200, 2000, 1.5),
-        ("completed", 2.9, 0.01, 300, 1000, 0.8),
-        ("pruned", None, 0.03, 150, 1500, None),
-        ("diverged", None, None, 120, 1000, None),
-    ]
-    ids = []
-    for n, (state, loss, step, activated, flops, probe) in enumerate(rows):
-        t = repo.add_trial(
-            search_id=search_id,
-            number=n,
-            arch=arch.to_dict(),
-            arch_digest=f"{n:016x}",
-            pattern=arch.pattern,
-            params={"d_model": 48},
-            cost={"params_total": 1, "flops_per_token": flops},
-            params_activated=activated,
-            is_baseline=n == 0,
-            baseline_name="glam" if n == 0 else None,
-        )
-        curve = [MetricPoint(1, 512, 0.1, 5.0, None, 1e-3), MetricPoint(2, 1024, 0.2, 4.0, loss, 1e-3)]
-        repo.finish_trial(
-            t.id,
-            state=state,
-            val_loss=loss,
-            step_time_s=step,
-            metrics={
-                "steps": 2,
-                "tokens": 1024,
-                "moe": None,
-                **({"timing_probe": {"ratio": probe, "uncertain": False}} if probe else {}),
-                "val_bits_per_byte": loss / 0.7 if loss else None,
-                **({"micro_batch": 4, "activation_checkpointing": n == 2} if loss else {}),
-            },
-            curve=curve,
-            reason=None if state == "completed" else "why",
-        )  # type: ignore[arg-type]
-        ids.append(t.id)
-    return ids
-
-
-def test_submit_list_read_and_cancel(live: Any) -> None:
-    with live().client() as api:
+def test_submit_list_read_and_cancel(in_process: Any) -> None:
+    with in_process().client() as api:
         assert api.get("/healthz").json()["status"] == "ok"
         r = api.post("/searches", json={"space": "tiny", "trials": 3, "sampler": "random", "name": "mine"})
         assert r.status_code == 201, r.text
@@ -82,9 +38,9 @@ def test_submit_list_read_and_cancel(live: Any) -> None:
         assert api.post("/searches/999/cancel").status_code == 404
 
 
-def test_inline_spaces_are_validated_with_field_paths(live: Any) -> None:
+def test_inline_spaces_are_validated_with_field_paths(in_process: Any) -> None:
     doc = yaml.safe_load(Path("search_spaces/tiny.yaml").read_text())
-    with live().client() as api:
+    with in_process().client() as api:
         r = api.post("/searches", json={"space": doc, "trials": 2})
         assert r.status_code == 201 and r.json()["space_name"] == "tiny"
         bad = json.loads(json.dumps(doc))
@@ -113,8 +69,8 @@ def test_inline_spaces_are_validated_with_field_paths(live: Any) -> None:
         assert "tiny" in names and "brainformer" in names
 
 
-def test_idempotency_key(live: Any) -> None:
-    with live().client() as api:
+def test_idempotency_key(in_process: Any) -> None:
+    with in_process().client() as api:
         key = {"Idempotency-Key": "abc-123"}
         first = api.post("/searches", json={"space": "tiny", "trials": 2}, headers=key)
         again = api.post("/searches", json={"space": "tiny", "trials": 2}, headers=key)
@@ -126,11 +82,11 @@ def test_idempotency_key(live: Any) -> None:
         assert api.get("/searches").json()["total"] == 1
 
 
-def test_leaderboard_trials_pareto_and_exports(live: Any, repo: Repository) -> None:
-    server: LiveServer = live()
+def test_leaderboard_trials_pareto_and_exports(in_process: Any, repo: Repository) -> None:
+    server: InProcessServer = in_process()
     with server.client() as api:
         sid = api.post("/searches", json={"space": "tiny"}).json()["id"]
-        ids = _seed_trials(repo, sid)
+        ids = seed_leaderboard(repo, sid)
         board = api.get(f"/searches/{sid}/trials").json()
         assert [t["id"] for t in board["items"]] == [ids[1], ids[2], ids[0], ids[3], ids[4]]
         assert board["total"] == 5 and board["items"][2]["is_baseline"]
@@ -171,15 +127,15 @@ def test_leaderboard_trials_pareto_and_exports(live: Any, repo: Repository) -> N
         assert api.get("/trials/999").status_code == 404
 
 
-def test_pick_a_trial_by_number_or_rank(live: Any, repo: Repository) -> None:
+def test_pick_a_trial_by_number_or_rank(in_process: Any, repo: Repository) -> None:
     """Pass: GET /searches/{id}/trial answers the leaderboard row of the trial with that number (a baseline too) or
     at that rank (completed trials by validation loss, baselines unranked); no match is a 404 saying what was asked
     and how many completed trials there are; neither or both selectors, or a rank of 0, is the one 422 shape; the
     route is in the OpenAPI schema with both selectors and its 404."""
-    server: LiveServer = live()
+    server: InProcessServer = in_process()
     with server.client() as api:
         sid = api.post("/searches", json={"space": "tiny"}).json()["id"]
-        ids = _seed_trials(repo, sid)  # #0 the GLaM baseline (3.0), #1 2.8, #2 2.9, #3 pruned, #4 diverged
+        ids = seed_leaderboard(repo, sid)  # #0 the GLaM baseline (3.0), #1 2.8, #2 2.9, #3 pruned, #4 diverged
         for params, expected in [
             ({"rank": 1}, ids[1]),
             ({"rank": 2}, ids[2]),
@@ -207,13 +163,15 @@ def test_pick_a_trial_by_number_or_rank(live: Any, repo: Repository) -> None:
         ]:
             detail = _is_one_shape(api.get(f"/searches/{sid}/trial", params=params))
             assert [(p["in"], p["loc"]) for p in detail] == [("query", loc)], (params, detail)
-    route = httpx.get(f"{server.url}/openapi.json").json()["paths"]["/api/v1/searches/{search_id}/trial"]["get"]
+    route = server.http().get("/openapi.json").json()["paths"]["/api/v1/searches/{search_id}/trial"]["get"]
     assert {p["name"] for p in route["parameters"]} == {"search_id", "number", "rank"}
     assert route["responses"]["404"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorOut")
     assert route["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/TrialOut")
 
 
-def test_pytorch_and_safetensors_exports_and_the_scale_up_report(live: Any, repo: Repository, tmp_path: Path) -> None:
+def test_pytorch_and_safetensors_exports_and_the_scale_up_report(
+    in_process: Any, repo: Repository, tmp_path: Path
+) -> None:
     """Pass: the pytorch export is a Python file defining build(); safetensors serves the kept weights byte for byte
     and 404s (with the reason) where none were kept; the scale-up report lists stored candidates and rejects an
     unknown target with 422."""
@@ -223,7 +181,7 @@ def test_pytorch_and_safetensors_exports_and_the_scale_up_report(live: Any, repo
     from brainsearch import build_model
     from brainsearch.store import RunStore, candidate_run_key, save_weights, weights_metadata
 
-    server: LiveServer = live()
+    server: InProcessServer = in_process()
     with server.client() as api:
         body = {"space": "tiny", "scale_up": {"ladder": ["cpu-tiny", "cpu-small"], "target": "1b-64e"}, "top_k": 1}
         created = api.post("/searches", json=body)
@@ -232,7 +190,7 @@ def test_pytorch_and_safetensors_exports_and_the_scale_up_report(live: Any, repo
         assert created.json()["settings"]["search"]["scale_up"]["ladder"][1]["preset"] == "cpu-small"
         bad = api.post("/searches", json={"space": "tiny", "scale_up": {"ladder": ["cpu-huge"]}})
         assert bad.status_code == 422 and "unknown scale preset 'cpu-huge'" in bad.text
-        ids = _seed_trials(repo, sid)
+        ids = seed_leaderboard(repo, sid)
         arch = scale(preset("glam"), "cpu-tiny")
         torch.manual_seed(0)
         state = build_model(arch).state_dict()
@@ -266,15 +224,8 @@ def test_pytorch_and_safetensors_exports_and_the_scale_up_report(live: Any, repo
             (ids[1], "cpu-tiny", 2.7, 1e5, {}),
             (ids[1], "cpu-small", 2.5, 1e6, sharded),
         ]:
-            repo.add_candidate(
-                search_id=sid,
-                trial_id=trial_id,
-                rung=rung,
-                state="completed",
-                arch=arch.to_dict(),
-                arch_digest=arch.digest,
-                metrics={**run, "params_activated": n, "val_curve": [[4, loss]], "step_time_s": 0.1},
-                val_loss=loss,
+            candidate_run(
+                repo, sid, trial_id, rung, loss, val_loss_stderr=None, **run, params_activated=n, step_time_s=0.1
             )
         folder = store.checkpoints_dir(sid, candidate_run_key(ids[1], "cpu-small"))
         size = save_checkpoint(folder, 16, 1.8e9)
@@ -310,8 +261,8 @@ def test_pytorch_and_safetensors_exports_and_the_scale_up_report(live: Any, repo
         assert api.get("/searches/999/scale-up").status_code == 404
 
 
-def test_token_host_and_body_limits(live: Any) -> None:
-    server: LiveServer = live(api_token="s3cret", max_body_bytes=4096)
+def test_token_host_and_body_limits(in_process: Any) -> None:
+    server: InProcessServer = in_process(api_token="s3cret", max_body_bytes=4096)
     with server.client() as anonymous, server.client("s3cret") as user, server.client("wrong") as wrong:
         assert anonymous.post("/searches", json={"space": "tiny"}).status_code == 401
         assert wrong.post("/searches", json={"space": "tiny"}).status_code == 401
@@ -320,9 +271,9 @@ def test_token_host_and_body_limits(live: Any) -> None:
         assert anonymous.post(f"/searches/{sid}/cancel").status_code == 401
         big = user.post("/searches", content=b"{" + b" " * 10_000 + b"}", headers={"Content-Type": "application/json"})
         assert big.status_code == 413
-        evil = httpx.get(f"{server.url}/api/v1/healthz", headers={"Host": "evil.example"})
+        evil = server.http().get("/api/v1/healthz", headers={"Host": "evil.example"})
         assert evil.status_code == 400
-    closed: LiveServer = live(api_token="s3cret", api_read_auth=True)
+    closed: InProcessServer = in_process(api_token="s3cret", api_read_auth=True)
     with closed.client() as anonymous, closed.client("s3cret") as user:
         assert anonymous.get("/searches").status_code == 401
         assert user.get("/searches").status_code == 200
@@ -335,8 +286,8 @@ json_values = st.recursive(
 )
 
 
-def test_no_input_gives_a_500(live: Any) -> None:
-    server: LiveServer = live()
+def test_no_input_gives_a_500(in_process: Any) -> None:
+    server: InProcessServer = in_process()
     with server.client() as api:
 
         @settings(max_examples=80)
@@ -353,12 +304,12 @@ def test_no_input_gives_a_500(live: Any) -> None:
         check()
 
 
-def test_dashboard_form_reports_bad_settings_on_the_page(live: Any) -> None:
-    server: LiveServer = live()
+def test_dashboard_form_reports_bad_settings_on_the_page(in_process: Any) -> None:
+    server: InProcessServer = in_process()
     form = {"space": "tiny", "trials": "2", "sampler": "anneal & co"}
-    r = httpx.post(f"{server.url}/ui/searches", data=form, follow_redirects=True, timeout=30)
+    r = server.http().post("/ui/searches", data=form, follow_redirects=True)
     assert r.status_code == 200 and "search.sampler" in r.text and "No searches yet" in r.text
-    bad_space = httpx.post(f"{server.url}/ui/searches", data={**form, "space": "../etc"}, timeout=30)
+    bad_space = server.http().post("/ui/searches", data={**form, "space": "../etc"})
     assert bad_space.status_code == 422
 
 
@@ -375,10 +326,10 @@ def _is_one_shape(r: httpx.Response) -> list[dict[str, Any]]:
     return list(detail)
 
 
-def test_every_422_has_one_shape_documented_in_openapi(live: Any) -> None:
+def test_every_422_has_one_shape_documented_in_openapi(in_process: Any) -> None:
     """Pass: bad input found by the space loader, the overrides, FastAPI's own checks (body, query, path), the body
     scan and the scale-up report all answer the same shape, naming where; the schema documents exactly it."""
-    server: LiveServer = live()
+    server: InProcessServer = in_process()
     with server.client() as api:
         sid = api.post("/searches", json={"space": "tiny"}).json()["id"]
         json_body = {"Content-Type": "application/json"}
@@ -401,7 +352,7 @@ def test_every_422_has_one_shape_documented_in_openapi(live: Any) -> None:
         for r, where, loc in cases:
             detail = _is_one_shape(r)
             assert any(p["in"] == where and p["loc"].startswith(loc) for p in detail), (where, loc, detail)
-    schema = httpx.get(f"{server.url}/openapi.json").json()
+    schema = server.http().get("/openapi.json").json()
     problem = schema["components"]["schemas"]["ProblemOut"]
     assert set(problem["properties"]) == {"loc", "msg", "in", "line"}
     submit = schema["paths"]["/api/v1/searches"]["post"]["responses"]["422"]
@@ -409,10 +360,10 @@ def test_every_422_has_one_shape_documented_in_openapi(live: Any) -> None:
     assert "HTTPValidationError" not in schema["components"]["schemas"]
 
 
-def test_validate_follows_the_auth_rule_and_takes_bundled_names(live: Any) -> None:
+def test_validate_follows_the_auth_rule_and_takes_bundled_names(in_process: Any) -> None:
     """Pass: /spaces/validate is a write route (401 without the token when one is set), and it takes a bundled
     space's name as POST /searches does."""
-    server: LiveServer = live(api_token="s3cret")
+    server: InProcessServer = in_process(api_token="s3cret")
     with server.client() as anonymous, server.client("s3cret") as user:
         assert anonymous.post("/spaces/validate", json={"space": "tiny"}).status_code == 401
         ok = user.post("/spaces/validate", json={"space": "tiny"})
@@ -422,14 +373,14 @@ def test_validate_follows_the_auth_rule_and_takes_bundled_names(live: Any) -> No
 
 
 def test_location_progress_delete_and_scale_up_of_a_finished_search(
-    live: Any, repo: Repository, tmp_path: Path
+    in_process: Any, repo: Repository, tmp_path: Path
 ) -> None:
     """Pass: 201 has a Location; progress has every count and the stage from the start; DELETE is 409 while a
     search is queued, 204 after, and takes its trials and files with it; POST /scale-up queues a finished search
     again with the stage (409 while queued, 422 for a bad ladder or a search with nothing completed)."""
     from brainsearch.store import RunStore
 
-    server: LiveServer = live()
+    server: InProcessServer = in_process()
     with server.client() as api:
         created = api.post("/searches", json={"space": "tiny", "trials": 3})
         sid = created.json()["id"]
@@ -442,7 +393,7 @@ def test_location_progress_delete_and_scale_up_of_a_finished_search(
         ladder = {"scale_up": {"ladder": ["cpu-tiny", "cpu-small"]}}
         assert api.post(f"/searches/{sid}/scale-up", json=ladder).status_code == 409  # still queued
         assert api.delete(f"/searches/{sid}").status_code == 409
-        ids = _seed_trials(repo, sid)
+        ids = seed_leaderboard(repo, sid)
         repo.set_search_status(sid, "completed")
         board = api.get(f"/searches/{sid}").json()
         assert board["progress"]["done"] == 4 and board["progress"]["pruned"] == 1  # the baseline apart

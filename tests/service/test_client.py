@@ -14,8 +14,7 @@ from brainsearch.cli import main
 from brainsearch.client import Client
 from brainsearch.errors import InputError
 from brainsearch.storage import Repository
-from tests.search.conftest import fast_space
-from tests.service.test_api import _seed_trials
+from tests.factories import fast_space, seed_leaderboard
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -25,6 +24,7 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
     return int(info.value.code or 0), captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_submit_follow_and_leaderboard(live: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     server = live(embedded_worker=True, api_token="tok")
     space = tmp_path / "space.yaml"
@@ -65,7 +65,7 @@ def test_pick_trial_by_number_or_rank(live: Any, repo: Repository) -> None:
     raises InputError at --number / --rank with the server's message (what was asked, how many completed)."""
     client = Client(live().url)
     sid = client.submit({"space": "tiny"})["id"]
-    ids = _seed_trials(repo, sid)  # #0 the GLaM baseline, #1 and #2 completed, #3 pruned, #4 diverged
+    ids = seed_leaderboard(repo, sid)  # #0 the GLaM baseline, #1 and #2 completed, #3 pruned, #4 diverged
     assert client.pick_trial(sid, rank=2)["id"] == ids[2] and client.pick_trial(sid, number=0)["id"] == ids[0]
     for kwargs, problem in [
         ({"rank": 4}, f"--rank: search {sid} has 2 completed trial(s), not 4"),

@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser
 
 from brainsearch.settings import Settings
-from tests.service.conftest import ARTIFACTS, LiveServer, add_sharded_runs
+from tests.factories import screenshot, seed_scaled_search, sqlite_repository
+from tests.service.conftest import LiveServer, add_sharded_runs
 
 
 @pytest.fixture
@@ -22,11 +23,6 @@ def server(tmp_path: Path) -> Iterator[LiveServer]:
     live = LiveServer(settings, embedded_worker=True)
     yield live
     live.stop()
-
-
-def _shot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 @pytest.mark.slow
@@ -39,7 +35,7 @@ def test_submit_watch_open_and_export(browser: Browser, server: LiveServer, tmp_
     page.select_option("select[name=space]", "tiny")
     page.fill("input[name=trials]", "2")
     page.select_option("select[name=sampler]", "random")
-    _shot(page, "01-index")
+    screenshot(page, "01-index")
     page.click("#submit button")
     page.wait_for_url("**/searches/*")
     assert page.locator("#live").count() == 1 and page.locator("#cancel").count() == 1
@@ -52,7 +48,7 @@ def test_submit_watch_open_and_export(browser: Browser, server: LiveServer, tmp_
         page.wait_for_timeout(1000)
     assert page.inner_text("#status") == "completed"
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
-    _shot(page, "02-search-completed")
+    screenshot(page, "02-search-completed")
     rows = page.locator("#leaderboard tr[data-trial]")
     assert rows.count() == 4  # 2 baselines + 2 trials
     assert page.locator("#leaderboard tr.baseline").count() == 2
@@ -69,7 +65,7 @@ def test_submit_watch_open_and_export(browser: Browser, server: LiveServer, tmp_
     page.wait_for_url("**/trials/*")
     assert page.locator("#block .layer").count() == 8
     assert page.locator(".chart .main-svg").count() >= 1
-    _shot(page, "03-trial")
+    screenshot(page, "03-trial")
     with page.expect_download() as info:
         page.click("#export-json")
     exported = json.loads(Path(info.value.path()).read_text())
@@ -86,13 +82,7 @@ def test_scale_up_view_and_weight_downloads(browser: Browser, tmp_path: Path) ->
     best trial's page offers the standalone file and its kept weights, and both download."""
     from safetensors.torch import load_file
 
-    from brainsearch.storage import Repository, make_engine, migrate
-    from tests.search.conftest import seed_scaled_search
-
-    url = f"sqlite:///{tmp_path / 'scaled.db'}"
-    engine = make_engine(url)
-    migrate(engine)
-    repo = Repository(engine)
+    repo, url = sqlite_repository(tmp_path, "scaled.db")
     sid, ids = seed_scaled_search(repo, tmp_path / "data")
     add_sharded_runs(repo, sid, ids[1], tmp_path / "data")
     live = LiveServer(Settings(database_url=url, data_dir=tmp_path / "data"))
@@ -132,7 +122,7 @@ def test_scale_up_view_and_weight_downloads(browser: Browser, tmp_path: Path) ->
         assert page.locator("#chart-scaling .main-svg").count() >= 1  # the scaling laws, drawn
         assert "Scaling laws" in page.inner_text("#card-scaling")
         assert "No learning curve yet" in page.inner_text("#card-curves")  # seeded rows have no curve
-        _shot(page, "04-scale-up")
+        screenshot(page, "04-scale-up")
         page.click("#candidates a:has-text('trial #1')")
         page.wait_for_url(f"**/trials/{ids[1]}")
         with page.expect_download() as info:
@@ -153,13 +143,7 @@ def test_scale_up_runs_in_the_page_and_its_live_part(tmp_path: Path) -> None:
     before runs reported devices alike, and the checkpoints on disk; a search with old rows only renders too."""
     import httpx
 
-    from brainsearch.storage import Repository, make_engine, migrate
-    from tests.search.conftest import seed_scaled_search
-
-    url = f"sqlite:///{tmp_path / 'scaled.db'}"
-    engine = make_engine(url)
-    migrate(engine)
-    repo = Repository(engine)
+    repo, url = sqlite_repository(tmp_path, "scaled.db")
     old_only, _ = seed_scaled_search(repo, tmp_path / "data")
     sid, ids = seed_scaled_search(repo, tmp_path / "data")
     add_sharded_runs(repo, sid, ids[1], tmp_path / "data")

@@ -9,12 +9,10 @@ from typing import Any
 
 import httpx
 
-from brainsearch.arch import Architecture
 from brainsearch.arch.presets import preset
 from brainsearch.search.submission import create_search
 from brainsearch.storage import Repository
-from tests.search.conftest import fast_space
-from tests.search.test_scaleup import _glam_tiny, _probe, _run, _trials
+from tests.factories import candidate_run, completed_trials, fast_space, glam_tiny, timing_probe
 
 
 def _cells(html: str, table: str, cls: str) -> list[str]:
@@ -34,11 +32,13 @@ def test_scale_up_section_shows_intervals_uncertain_speed_slowed_runs_and_the_ta
     space = fast_space(4096, search={"top_k": 3, "scale_up": {"ladder": ["cpu-tiny", "cpu-small"], "target": "1b-64e"}})
     search, _ = create_search(repo, space)
     repo.set_search_status(search.id, "completed")
-    tiny = Architecture.from_json(_glam_tiny())
-    ids = _trials(repo, search.id, [(preset("glam"), 3.1, "glam")] + [(tiny, 3.0 - i / 10, None) for i in range(3)])
+    tiny = glam_tiny()
+    ids = completed_trials(
+        repo, search.id, [(preset("glam"), 3.1, "glam")] + [(tiny, 3.0 - i / 10, None) for i in range(3)]
+    )
     for trial_id, mfu in zip(ids, [0.12, 0.56, 0.58, 0.60], strict=True):
-        probe = {"timing_probe": _probe(0.8, 0.75, 0.9)} if trial_id == ids[1] else {}
-        _run(
+        probe = {"timing_probe": timing_probe(0.8, 0.75, 0.9)} if trial_id == ids[1] else {}
+        candidate_run(
             repo,
             search.id,
             trial_id,
@@ -50,7 +50,7 @@ def test_scale_up_section_shows_intervals_uncertain_speed_slowed_runs_and_the_ta
             **probe,
         )
     for trial_id in ids:
-        _run(repo, search.id, trial_id, "cpu-tiny", 2.8, step_time_s=0.1, mfu=0.5, params_activated=1e5)
+        candidate_run(repo, search.id, trial_id, "cpu-tiny", 2.8, step_time_s=0.1, mfu=0.5, params_activated=1e5)
 
     html = httpx.get(f"{live().url}/searches/{search.id}").text
     speeds = _cells(html, "candidates", "speed")

@@ -22,11 +22,10 @@ from brainsearch.search.submission import create_search, study_name
 from brainsearch.settings import Settings
 from brainsearch.space import SearchSpace, sample
 from brainsearch.space.baselines import baseline_architectures
-from brainsearch.storage import MetricPoint, Repository, make_engine, migrate
+from brainsearch.storage import MetricPoint, Repository
 from service import dashboard
-from tests.search.conftest import fast_space
+from tests.factories import fast_space, screenshot, sqlite_repository
 from tests.service.conftest import LiveServer
-from tests.service.test_dashboard import _shot
 
 TOKEN = "views-token"
 RAW_FLOAT = re.compile(r"\d\.\d{7,}")  # a float shown as Python prints it: never on a page
@@ -176,10 +175,7 @@ def _seed_finished(repo: Repository, url: str, space: SearchSpace) -> tuple[int,
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("views")
-    url = f"sqlite:///{tmp / 'views.db'}"
-    engine = make_engine(url)
-    migrate(engine)
-    repo = Repository(engine)
+    repo, url = sqlite_repository(tmp, "views.db")
     finished, ids = _seed_finished(repo, url, fast_space())
     dense_space = fast_space(constraints={"baseline": "dense"})
     dense_ref, _ = create_search(repo, dense_space, name="dense-reference", overrides={"trials": 2})
@@ -192,7 +188,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     server = LiveServer(Settings(database_url=url, data_dir=tmp / "data", api_token=TOKEN))
     yield Site(server, repo, server.url, finished, ids, dense_ref.id)
     server.stop()
-    engine.dispose()
+    repo.engine.dispose()
 
 
 @pytest.fixture
@@ -269,7 +265,7 @@ def test_search_page_settings_leaderboard_and_charts(page: Page, site: Site) -> 
     assert bar is not None and title is not None and bar["y"] >= title["y"] + title["height"]
     assert page.evaluate("window.brainsearch.polling") is False and page.locator("#live").count() == 0
     assert page.locator("#cancel").count() == 0  # a finished search has nothing to cancel
-    _shot(page, "10-search-settings-charts")
+    screenshot(page, "10-search-settings-charts")
 
 
 def test_searches_list_columns_and_reference_baseline(page: Page, site: Site) -> None:
@@ -285,7 +281,7 @@ def test_searches_list_columns_and_reference_baseline(page: Page, site: Site) ->
     assert "dense baseline" in dense and "glam" not in dense
     assert re.search(r"\d+(\.\d)? s|\d+ min", row), row
     _no_raw_floats(page)
-    _shot(page, "11-searches-list")
+    screenshot(page, "11-searches-list")
     page.goto(f"{site.url}/searches/{site.dense_ref}")
     assert "vs dense" in page.inner_text("#leaderboard") and _settings(page)["reference baseline"] == "dense"
     assert page.inner_text("#verdict").startswith("winner: the dense baseline")
@@ -344,11 +340,11 @@ def test_trial_pages_formatted_with_empty_states(page: Page, site: Site) -> None
     _no_raw_floats(page)
     assert page.locator("#chart-curve .main-svg").count() >= 1
     assert page.locator("#chart-trial-expert-load .main-svg").count() >= 1
-    _shot(page, "12-trial")
+    screenshot(page, "12-trial")
     page.goto(f"{site.url}/trials/{site.trial_ids['pruned']}")
     assert "pruned before it trained (params_total 2.31M exceeds" in page.inner_text("#card-curve")
     assert page.locator("#chart-curve").is_hidden() and page.locator(".main-svg").count() == 0
-    _shot(page, "13-trial-pruned")
+    screenshot(page, "13-trial-pruned")
     page.goto(f"{site.url}/trials/{site.trial_ids['glam']}")
     assert page.inner_text("#baseline") == "glam baseline"
 
@@ -389,7 +385,7 @@ def test_compare_view_from_the_leaderboard(page: Page, site: Site) -> None:
     assert re.search(r"[+-]\d+\.\d%", rows.nth(8).inner_text())  # activated parameters, relative
     assert page.evaluate("document.getElementById('chart-compare-curves').data.length") == 3 * 3
     _no_raw_floats(page)
-    _shot(page, "14-compare")
+    screenshot(page, "14-compare")
     for query, code in (
         (f"trials={picked[0]}", 422),
         ("trials=1,2,3,4,5", 422),
@@ -430,7 +426,7 @@ def test_live_updates_without_reloading(browser: Browser, site: Site, monkeypatc
     page.wait_for_function("document.querySelector('#progress').innerText.startsWith('1 of 2')", timeout=15_000)
     assert page.locator("#leaderboard input.pick:checked").count() == 1  # the tick survived the update
     assert page.inner_text("#compare-count") == "1" and page.input_value("#cancel input[name=token]") == "half-typed"
-    _shot(page, "15-live-running")
+    screenshot(page, "15-live-running")
     site.repo.set_search_status(search.id, "completed")
     page.wait_for_function("document.getElementById('status').innerText === 'completed'", timeout=15_000)
     listing.wait_for_function(
@@ -441,7 +437,7 @@ def test_live_updates_without_reloading(browser: Browser, site: Site, monkeypatc
     assert page.evaluate("window.brainsearch.polling") is False and page.evaluate("window.brainsearch.updates") >= 2
     assert page.locator("#live").count() == 0 and page.locator("#cancel").count() == 0
     assert "-0.125 [" in page.inner_text("#leaderboard") and "winner: the glam baseline" in page.inner_text("#verdict")
-    _shot(page, "16-live-finished")
+    screenshot(page, "16-live-finished")
     seen = len(polls)
     page.wait_for_timeout(1000 * dashboard.POLL_S + 1500)
     assert len(polls) == seen  # it stopped asking
@@ -460,7 +456,7 @@ def test_cancel_needs_the_token(page: Page, site: Site) -> None:
         page.click("#cancel button")
     assert nav.value is not None and nav.value.status == 401
     assert "401" in page.inner_text(".error-page") and "token" in page.inner_text("#error-message")
-    _shot(page, "17-cancel-unauthorized")
+    screenshot(page, "17-cancel-unauthorized")
     assert site.repo.get_search(search.id).status == "queued"  # type: ignore[union-attr]
     page.goto(f"{site.url}/searches/{search.id}")
     page.fill("#cancel input[name=token]", TOKEN)
@@ -486,7 +482,7 @@ def test_error_pages_are_html_for_browsers_json_for_the_api(page: Page, site: Si
         assert response is not None and response.status == 404
         assert response.headers["content-type"].startswith("text/html")
         assert page.inner_text("#error-message") == message and page.locator("header.topbar").count() == 1
-    _shot(page, "18-error-404")
+    screenshot(page, "18-error-404")
     page.click("#home")
     page.wait_for_url(site.url + "/")
     as_json = httpx.get(f"{site.url}/searches/{10**9}", headers={"Accept": "application/json"})

@@ -9,7 +9,8 @@ from urllib.parse import urlsplit
 from playwright.sync_api import Browser, Route
 
 from brainsearch.settings import Settings
-from tests.service.conftest import ARTIFACTS, LiveServer
+from tests.factories import screenshot
+from tests.service.conftest import LiveServer
 
 
 def test_swagger_ui_and_redoc_render_with_the_network_cut(browser: Browser, tmp_path: Path) -> None:
@@ -32,12 +33,11 @@ def test_swagger_ui_and_redoc_render_with_the_network_cut(browser: Browser, tmp_
         page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)
         assert "brainsearch" in page.inner_text(".swagger-ui .info")
         assert page.locator(".opblock-summary-path", has_text="/api/v1/searches").count() >= 1
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "docs-swagger.png"))
+        screenshot(page, "docs-swagger")
         page.goto(server.url + "/redoc")
         page.wait_for_selector("h1", timeout=30_000)
         assert "brainsearch" in page.inner_text("h1")
-        page.screenshot(path=str(ARTIFACTS / "docs-redoc.png"))
+        screenshot(page, "docs-redoc")
         assert outside == []
         page.close()
     finally:

@@ -1,23 +1,23 @@
-"""Seed noise end to end: a real tiny search on the CPU trains its baseline with three seeds (interleaved with the
-first trials) and re-evaluates its best trials, and the spread and the intervals reach the API, the CLI and the
-dashboard."""
+"""Seed noise end to end: the session's real tiny search (tests/conftest.py: its baseline trained with three seeds,
+interleaved with the first trials, its best trials re-evaluated) and the spread and the intervals it measured,
+as the API, the CLI and the dashboard show them."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
 
 import optuna
 import pytest
 from playwright.sync_api import Browser
 
 from brainsearch.cli import main
-from brainsearch.search.driver import SearchDriver
-from brainsearch.search.submission import RunOptions, create_search, study_name
-from brainsearch.storage import Repository
+from brainsearch.search.submission import study_name
+from brainsearch.settings import Settings
 from brainsearch.storage.optuna_storage import optuna_storage
-from tests.search.conftest import fast_space
+from tests.conftest import TrainedSearch
+from tests.service.conftest import LiveServer
+
+pytestmark = pytest.mark.slow  # it reads the session's trained search, in a browser too
 
 
 def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -26,28 +26,8 @@ def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]
     return int(info.value.code or 0), capsys.readouterr().out
 
 
-def _noisy_search(repo: Repository, database_url: str, tmp_path: Path) -> int:
-    """A finished tiny search: GLaM over three seeds, four trials (none pruned), the best two re-evaluated with two
-    more seeds."""
-    space = fast_space(search={"baseline_seeds": 3, "top_k_seeds": 3, "reevaluate": 2})
-    search, _ = create_search(
-        repo,
-        space,
-        overrides={"trials": 4, "concurrency": 2, "sampler": "random", "top_k": 1, "pruner": "none"},
-        options=RunOptions(executor="local", threads_per_trial=1),
-    )
-    done = SearchDriver(repo, search.id, database_url, data_dir=tmp_path).run()
-    assert done.status == "completed", done.error
-    return search.id
-
-
 def test_seed_noise_is_measured_and_shown_by_the_api_the_cli_and_the_dashboard(
-    live: Any,
-    browser: Browser,
-    repo: Repository,
-    database_url: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    trained_copy: TrainedSearch, browser: Browser, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Pass: the baseline trains with seeds 0-2, the first seed run before the last trial (interleaved), the two
     best trials again with seeds 1 and 2; the sampler sees first values only; the API's search document has the
@@ -61,7 +41,7 @@ def test_seed_noise_is_measured_and_shown_by_the_api_the_cli_and_the_dashboard(
     from brainsearch.search.noise import Interval
     from brainsearch.search.verdict import fmt_interval
 
-    sid = _noisy_search(repo, database_url, tmp_path)
+    repo, database_url, sid = trained_copy.repo, trained_copy.database_url, trained_copy.search_id
     glam = next(t for t in repo.baselines(sid) if t.baseline_name == "glam")
     runs = repo.list_seed_runs(sid)
     assert {(r.seed, r.state) for r in runs if r.trial_id == glam.id} == {(1, "completed"), (2, "completed")}
@@ -82,7 +62,7 @@ def test_seed_noise_is_measured_and_shown_by_the_api_the_cli_and_the_dashboard(
     told = {ot.user_attrs["bs_trial_id"]: ot.value for ot in study.trials if "bs_trial_id" in ot.user_attrs}
     assert told == {t.id: t.val_loss for t in repo.list_trials(sid, is_baseline=False, limit=100).items}
 
-    server = live()
+    server = LiveServer(Settings(database_url=database_url, data_dir=trained_copy.data_dir))
     with server.client() as api:
         document = api.get(f"/searches/{sid}").json()
         board = api.get(f"/searches/{sid}/trials").json()["items"]
@@ -113,9 +93,8 @@ def test_seed_noise_is_measured_and_shown_by_the_api_the_cli_and_the_dashboard(
         assert vs["method"] == "paired" and vs["difference"] == pytest.approx(sum(differences) / len(differences))
         assert vs["beyond_noise"] == (vs["high"] < 0) and vs["seeds"] == len(differences) and vs["baseline_seeds"] == 3
         assert r["compute_ratio"] is not None and r["comparison"]
-    # The CLI: the same rows as JSON, and a table that says what the noise is; from the SQLite file itself (the
-    # command's own database connection is not closed before its process ends: on PostgreSQL, through the service).
-    where = ["--db", database_url] if database_url.startswith("sqlite") else ["--server", server.url]
+    # The CLI: the same rows as JSON, and a table that says what the noise is, from the database file itself.
+    where = ["--db", database_url]
     code, out = _cli(["leaderboard", str(sid), *where, "--json"], capsys)
     assert code == 0
     cli_rows = {r["id"]: r for r in map(json.loads, out.splitlines())}
@@ -161,3 +140,4 @@ def test_seed_noise_is_measured_and_shown_by_the_api_the_cli_and_the_dashboard(
         assert cell.get_attribute("title") == verdict["text"]
     finally:
         page.close()
+        server.stop()

@@ -15,7 +15,9 @@ import pytest
 
 from brainsearch.search.submission import create_search
 from brainsearch.storage import Repository, make_engine
-from tests.search.conftest import fast_space
+from tests.factories import fast_space
+
+pytestmark = pytest.mark.slow  # every test starts brainsearch processes or trains a search
 
 
 def _free_port() -> int:

@@ -1,15 +1,21 @@
-"""The worker loop on both backends: a queued search runs to completion under a lease; cancel stops its running
-trial promptly; shutdown requeues it with finished trials kept; a dead worker's search is taken over and resumed."""
+"""The worker loop (on SQLite; leases on both backends: tests/storage/test_leases.py): a queued search runs to
+completion under a lease; cancel stops its running trial promptly; shutdown requeues it with finished trials kept; a
+dead worker's search is taken over and resumed."""
 
 from __future__ import annotations
 
 import threading
 import time
+from typing import Any
+
+import pytest
 
 from brainsearch.search.submission import create_search
 from brainsearch.storage import Repository, Search
 from service.worker import Worker
-from tests.search.conftest import fast_space
+from tests.factories import fast_space
+
+pytestmark = pytest.mark.slow  # every test trains searches on a worker
 
 
 def _queue(repo: Repository, trials: int, tokens: int = 2048) -> Search:
@@ -72,11 +78,13 @@ def test_shutdown_requeues_and_another_worker_finishes(repo: Repository, databas
     assert len([t for t in after.values() if not t.is_baseline and t.state != "crashed"]) == 3
 
 
-def test_a_dead_workers_search_is_taken_over_after_its_lease(repo: Repository, database_url: str) -> None:
+def test_a_dead_workers_search_is_taken_over_after_its_lease(
+    repo: Repository, database_url: str, database_clock: Any
+) -> None:
     search = _queue(repo, 1)
     assert repo.claim_search("dead-worker", lease_seconds=2) is not None  # claimed, then never renewed
     successor = Worker(repo, database_url, name="successor", lease_seconds=5)
     assert successor.run_once() is None  # the lease still holds
-    time.sleep(2.1)
+    database_clock.advance(2.1)
     done = successor.run_once()
     assert done is not None and done.id == search.id and done.status == "completed"

@@ -4,7 +4,7 @@ worker's search is claimed again after its lease expires; heartbeats, release, r
 from __future__ import annotations
 
 import threading
-import time
+from typing import Any
 
 import pytest
 
@@ -45,15 +45,17 @@ def test_claims_are_oldest_first_and_exclusive_under_concurrency(repo: Repositor
         assert s is not None and s.status == "running" and s.lease_owner is not None and s.started_at is not None
 
 
-def test_a_dead_workers_search_is_claimed_again_after_its_lease(repo: Repository) -> None:
+def test_a_dead_workers_search_is_claimed_again_after_its_lease(repo: Repository, database_clock: Any) -> None:
     (search_id,) = _queue(repo, 1)
     first = repo.claim_search("alive-then-dead", lease_seconds=0.3)
     assert first is not None and first.id == search_id
+    database_clock.advance(0.2)
     assert repo.claim_search("other", lease_seconds=60) is None  # the lease still holds
-    time.sleep(0.4)
+    database_clock.advance(0.2)
     again = repo.claim_search("other", lease_seconds=60)
     assert again is not None and again.id == search_id and again.lease_owner == "other"
     assert repo.renew_lease(search_id, "alive-then-dead", 60) is None  # the old owner lost it
+    database_clock.advance(1)
     renewed = repo.renew_lease(search_id, "other", 60)
     assert renewed is not None and renewed.lease_expires_at is not None
     assert renewed.lease_expires_at > again.lease_expires_at  # type: ignore[operator]

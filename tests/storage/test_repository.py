@@ -12,6 +12,7 @@ from sqlalchemy import inspect, text
 from brainsearch.arch import cost, preset
 from brainsearch.errors import ConflictError, StorageError
 from brainsearch.storage import MetricPoint, Repository, make_engine, migrate, schema_revision
+from tests.factories import add_running_trial
 
 
 def _search(repo: Repository, **kw: object):
@@ -29,17 +30,8 @@ def _search(repo: Repository, **kw: object):
 def _trial(repo: Repository, search_id: int, number: int, name: str = "glam", **kw: object):
     arch = preset(name)
     c = cost(arch)
-    return repo.add_trial(
-        search_id=search_id,
-        number=number,
-        arch=arch.to_dict(),
-        arch_digest=arch.digest,
-        pattern=arch.pattern,
-        params={"d_model": arch.d_model},
-        cost=c.model_dump(),
-        params_activated=c.params_activated,
-        **kw,
-    )  # type: ignore[arg-type]
+    fields = {"params": {"d_model": arch.d_model}, "cost": c.model_dump(), "params_activated": c.params_activated}
+    return add_running_trial(repo, search_id, number, arch, **fields, **kw)
 
 
 def test_schema_is_versioned_and_migrating_twice_is_a_no_op(database_url: str) -> None:

@@ -21,6 +21,8 @@ from brainsearch.store import list_checkpoints
 from brainsearch.train import ProxyResult, TrainSettings, train
 from brainsearch.train.sharded import train_distributed
 
+pytestmark = pytest.mark.slow  # every test launches two gloo processes (torchrun or Ray Train)
+
 STEPS = 10
 
 

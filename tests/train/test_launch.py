@@ -80,6 +80,7 @@ def _running(pid: int) -> bool:
     return state != "Z"  # a zombie has ended; its parent has not reaped it yet
 
 
+@pytest.mark.slow
 def test_rank_0_result_comes_back(tmp_path: Path) -> None:
     """(Under Ray too: tests/train/test_distributed.py trains through both launchers.)"""
     result = run("all_reduce_ranks", "torchrun", tmp_path, echo="hello")
@@ -88,6 +89,7 @@ def test_rank_0_result_comes_back(tmp_path: Path) -> None:
     assert_no_rank_left(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_raising_rank_is_named_with_its_exception(launcher: str, tmp_path: Path) -> None:
     with pytest.raises(LaunchError, match=r"^rank 1 raised ValueError: rank 1 refuses$"):
         run("raise_on_rank_1", launcher, tmp_path)
@@ -99,6 +101,7 @@ def test_a_raising_rank_is_named_with_its_exception(launcher: str, tmp_path: Pat
         assert {"rank0.stdout", "rank0.stderr", "rank1.stdout", "torchrun.log", "spec.json"} <= names
 
 
+@pytest.mark.slow
 def test_a_killed_rank_fails_the_launch(launcher: str, tmp_path: Path) -> None:
     # Ray does not report the signal that ended a worker; torchrun does
     expected = r"^rank 1 was killed by SIGKILL$" if launcher == "torchrun" else r"^rank 1 died: .*SIGKILL"
@@ -121,6 +124,7 @@ def test_the_time_limit_kills_every_rank(tmp_path: Path) -> None:
     assert_no_rank_left(tmp_path)
 
 
+@pytest.mark.slow
 def test_two_torchrun_launches_run_side_by_side(tmp_path: Path) -> None:
     """``--standalone`` puts each launch's rendezvous on a free port of its own."""
     results: dict[int, Any] = {}
@@ -140,6 +144,7 @@ def test_two_torchrun_launches_run_side_by_side(tmp_path: Path) -> None:
     assert all(results[n]["sum"] == 1.0 for n in range(2))
 
 
+@pytest.mark.slow
 def test_a_torchrun_launch_dies_with_its_launcher(tmp_path: Path) -> None:
     """A launching process killed with SIGKILL takes torchrun's agent and every rank with it."""
     script = textwrap.dedent(

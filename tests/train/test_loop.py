@@ -257,6 +257,7 @@ def test_no_plan_that_fits_is_out_of_memory_before_a_step(corpus: Corpus) -> Non
 # --- equal budgets ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_seconds_budget_charges_training_steps_only_and_decays_without_a_cliff(corpus: Corpus) -> None:
     """The issue: with set-up charged, a slow build made the cosine fall from 0.003 to 0.0003 in one step."""
     arch = _small(DENSE, num_blocks=1)

@@ -198,9 +198,11 @@ def test_callback_can_stop_the_run(golden_corpus) -> None:
 
 
 @pytest.mark.slow
-def test_cpu_small_dense_learns_well_below_unigram_entropy() -> None:
-    arch = scale(preset("dense"), "cpu-small")
-    r = train(arch, TrainSettings(budget={"tokens": 100 * 16 * 128}, batch_size=16, eval_interval=50, device="cpu"))
+def test_a_dense_proxy_learns_well_below_unigram_entropy() -> None:
+    """A cpu-tiny dense model, 150 steps: measured 2.56 nats against the corpus's unigram entropy 3.23 (the cpu-small
+    proxy reached 2.45 in 98 steps, and trains end to end in tests/search/test_scaleup.py)."""
+    arch = scale(preset("dense"), "cpu-tiny")
+    r = train(arch, TrainSettings(budget={"tokens": 150 * 8 * 64}, batch_size=8, eval_interval=50, device="cpu"))
     assert r.status == "completed" and r.unigram_entropy is not None and r.val_loss is not None
     assert r.val_loss < r.unigram_entropy - 0.5, (r.val_loss, r.unigram_entropy)
 
@@ -208,12 +210,12 @@ def test_cpu_small_dense_learns_well_below_unigram_entropy() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["glam", "brainformer-1"])
 def test_moe_presets_train_without_divergence(name: str) -> None:
-    arch = scale(preset(name), "cpu-small")
-    r = train(arch, TrainSettings(budget={"tokens": 40 * 16 * 128}, batch_size=16, eval_interval=10, device="cpu"))
+    arch = scale(preset(name), "cpu-tiny")
+    r = train(arch, TrainSettings(budget={"tokens": 60 * 8 * 64}, batch_size=8, eval_interval=15, device="cpu"))
     assert r.status == "completed", r.reason
     vals = [p.val_loss for p in r.curve if p.val_loss is not None]
-    # Measured drop over the 40 steps: glam 0.28-0.29 (1-2 threads), brainformer-1 more; 0.2 says "it learns".
-    assert all(math.isfinite(v) for v in vals) and vals[-1] < vals[0] - 0.2
+    # Measured drop over the 60 steps: glam 0.77, brainformer-1 0.81 (one thread); 0.5 says "it learns".
+    assert all(math.isfinite(v) for v in vals) and vals[-1] < vals[0] - 0.5
 
 
 @pytest.mark.slow

@@ -19,6 +19,8 @@ from brainsearch.arch.scale import scale
 from brainsearch.train import TrainSettings
 from brainsearch.train.timing import PROBE_ROUNDS, SPREAD_BOUND, TimingProbe, timing_probe
 
+pytestmark = pytest.mark.slow  # every probe trains two models for dozens of steps
+
 SETTINGS = TrainSettings(batch_size=8, device="cpu", timing_warmup_steps=1)
 # Many times the micro model's step on a loaded 2-core CPU (a millisecond to a few tens).
 SLEEP_S = 0.15
