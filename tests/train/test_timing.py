@@ -19,7 +19,8 @@ from brainsearch.arch.scale import scale
 from brainsearch.train import TrainSettings
 from brainsearch.train.timing import PROBE_ROUNDS, SPREAD_BOUND, TimingProbe, timing_probe
 
-pytestmark = pytest.mark.slow  # every probe trains two models for dozens of steps
+# A probe trains two models for dozens of steps and reads the wall clock: its tests are slow, and serial (alone, after
+# the parallel tests: a neighbour's load lands in one model's millisecond steps and not the other's).
 
 SETTINGS = TrainSettings(batch_size=8, device="cpu", timing_warmup_steps=1)
 # Many times the micro model's step on a loaded 2-core CPU (a millisecond to a few tens).
@@ -52,6 +53,8 @@ def micro() -> Architecture:
     return Architecture.from_json({"d_model": 16, "vocab_size": 256, "seq_len": 16, "num_blocks": 1, "block": block})
 
 
+@pytest.mark.slow
+@pytest.mark.serial
 def test_the_same_model_twice_has_a_ratio_near_one(glam: Architecture) -> None:
     probe = timing_probe(glam, glam, SETTINGS, baseline_name="glam", bound=LOOSE_BOUND, attempts=4)
     assert 0.5 < probe.ratio < 2 and probe.low <= probe.ratio <= probe.high
@@ -61,6 +64,8 @@ def test_the_same_model_twice_has_a_ratio_near_one(glam: Architecture) -> None:
     assert probe.candidate_step_s > 0 and probe.baseline_step_s > 0
 
 
+@pytest.mark.slow
+@pytest.mark.serial
 def test_a_baseline_slowed_in_some_rounds_is_uncertain_not_a_speed_up(micro: Architecture) -> None:
     """The acceptance test of issue 17: the baseline's steps sleep in every other round (load that comes and goes),
     so most rounds, and the median, say the candidate is several times faster; the probe flags the ratio instead, and
@@ -80,6 +85,8 @@ def test_a_baseline_slowed_in_some_rounds_is_uncertain_not_a_speed_up(micro: Arc
     assert stored == probe and stored is not None and stored.speedup() is None
 
 
+@pytest.mark.slow
+@pytest.mark.serial
 def test_a_baseline_slowed_in_every_step_is_measured_as_slower(micro: Architecture) -> None:
     """A slowdown in every step of one model is not load: it is what that model's steps cost here. The probe reports
     the ratio it sees, as a number (the candidate about four times faster), not as uncertain. (The candidate's steps
@@ -95,6 +102,8 @@ def test_a_baseline_slowed_in_every_step_is_measured_as_slower(micro: Architectu
     assert speedup is not None and speedup > 1.5 and probe.baseline is None
 
 
+@pytest.mark.slow
+@pytest.mark.serial
 def test_a_bigger_candidate_is_slower(glam: Architecture) -> None:
     wide = Architecture.from_json({**glam.to_dict(), "d_model": glam.d_model * 4})
     probe = timing_probe(wide, glam, SETTINGS, rounds=3, steps=2)
