@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from brainsearch._format import fmt_bytes, fmt_count
 from brainsearch.errors import BrainsearchError, ConflictError
 from brainsearch.search.noise import NoiseView, TrialNoise, timing_fields
+from brainsearch.search.standings import ranks, reference_trial, standings
 from brainsearch.search.submission import (
     Progress,
     RunOptions,
@@ -116,11 +117,8 @@ def _space_of(search: Search) -> SearchSpace | None:
 
 
 def _reference_loss(repo: Repository, search_id: int, reference: str) -> float | None:
-    # The newest completed run of that baseline (a crashed baseline is followed by its re-run).
-    for t in reversed(repo.baselines(search_id)):
-        if t.baseline_name == reference and t.state == "completed" and t.val_loss is not None:
-            return t.val_loss
-    return None
+    trial = reference_trial(repo, search_id, reference)
+    return trial.val_loss if trial is not None else None
 
 
 def _summary(repo: Repository, search: Search, now: datetime | None = None) -> SearchSummary:
@@ -257,7 +255,7 @@ def _search_view(
         charts.append(scaling_chart(report))
     query = {"sort": sort, "order": order, "offset": offset, "limit": limit}
     return {
-        "ranks": _ranks(repo, search.id, page.items, sort, order, offset),
+        "ranks": ranks(view.ranking) if view is not None else ranks(standings(repo, search.id, {})),
         "search": search,
         "summary": summary,
         "settings_rows": _settings_rows(search, space),
@@ -274,19 +272,6 @@ def _search_view(
         "live_url": f"/ui/searches/{search.id}/live?{urlencode(query)}",
         "poll_s": POLL_S,
     }
-
-
-def _ranks(repo: Repository, search_id: int, rows: list[Trial], sort: str, order: str, offset: int) -> dict[int, int]:
-    """Ranks of a page's rows, as the CLI and ``export --rank`` count them: completed trials only, baselines unranked
-    (the rows before ``offset`` are read to know where the page starts)."""
-    before = repo.list_trials(search_id, sort=sort, order=order, limit=offset).items if offset else []  # type: ignore[arg-type]
-    rank = sum(t.state == "completed" and not t.is_baseline for t in before)
-    ranks: dict[int, int] = {}
-    for t in rows:
-        if t.state == "completed" and not t.is_baseline:
-            rank += 1
-            ranks[t.id] = rank
-    return ranks
 
 
 # Sortable leaderboard columns: (sort key, header, cell class). The other columns are not sortable.

@@ -121,6 +121,12 @@ class TrialOut(BaseModel):
     params_activated: int
     micro_batch: int | None = Field(default=None, description="sequences per forward (the global batch in chunks)")
     activation_checkpointing: bool | None = Field(default=None, description="activations recomputed per block")
+    rank: int | None = Field(
+        default=None,
+        description="its rank among the search's completed trials (1: the best; None for baselines and unfinished "
+        "trials): by the mean over its held-out seeds where it was re-evaluated (those first), else by its validation "
+        "loss, ties by number; what export --rank, GET /searches/{id}/trial?rank= and the dashboard count",
+    )
     seeds: int = Field(default=0, description="completed runs of this architecture (its first seed and re-runs)")
     val_loss_mean: float | None = Field(default=None, description="validation loss averaged over those runs")
     val_loss_seed_sd: float | None = Field(default=None, description="their standard deviation (two runs or more)")

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 __all__ = [
+    "FLOPS",
     "SHARDED_RUN",
+    "TOKENS",
     "add_running_trial",
     "candidate_run",
     "completed_trials",
@@ -30,6 +32,7 @@ __all__ = [
     "screenshot",
     "seed_leaderboard",
     "seed_scaled_search",
+    "seeded_trial",
     "sqlite_repository",
     "timing_probe",
     "trial_jobs",
@@ -95,6 +98,36 @@ def completed_trials(
         )
         ids.append(repo.finish_trial(t.id, state="completed", val_loss=loss, metrics={"val_loss": loss}).id)
     return ids
+
+
+FLOPS, TOKENS = 1_000_000, 4096  # seeded_trial's default FLOPs per token and tokens trained
+
+
+def seeded_trial(
+    repo: Repository,
+    search_id: int,
+    number: int,
+    losses: list[float],
+    *,
+    flops: int = FLOPS,
+    tokens: int = TOKENS,
+    baseline: str | None = None,
+    arch: Architecture | None = None,
+) -> int:
+    """A completed trial of ``arch`` (GLaM's cpu-tiny block by default) whose run over seed ``s`` reached
+    ``losses[s]`` (seed 0 is its own run, the rest seed runs), at ``flops`` per token on ``tokens`` tokens, its
+    pattern ``p<number>``. Its id."""
+    arch = arch or glam_tiny()
+    fields = {"arch_digest": f"{number:016x}", "pattern": f"p{number}", "cost": {"flops_per_token": flops}}
+    t = add_running_trial(
+        repo, search_id, number, arch, is_baseline=baseline is not None, baseline_name=baseline, **fields
+    )
+    metrics = {"val_loss_stderr": 0.001, "tokens": tokens, "flops_per_token": flops}
+    repo.finish_trial(t.id, state="completed", val_loss=losses[0], metrics=metrics)
+    for seed, loss in enumerate(losses[1:], start=1):
+        run = repo.add_seed_run(search_id=search_id, trial_id=t.id, seed=seed)
+        repo.finish_seed_run(run.id, state="completed", val_loss=loss, val_loss_stderr=0.001)
+    return t.id
 
 
 def candidate_run(repo: Repository, search_id: int, trial_id: int, rung: str, loss: float, **metrics: object) -> None:

@@ -1,4 +1,4 @@
-"""The ``export`` command: one trial, picked by id, number or leaderboard rank (the repository's ``pick_trial``,
+"""The ``export`` command: one trial, picked by id, number or rank (:func:`brainsearch.search.standings.pick_trial`,
 or the service's ``GET /searches/{id}/trial``), written as a spec, a standalone PyTorch file or its weights."""
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ def _local_export(db: str | None, search_id: int, fmt: str, pick: Pick) -> _Expo
     from brainsearch.errors import TrialNotFound
     from brainsearch.export import WeightsNotKept, export_file
     from brainsearch.search.noise import export_comparison
+    from brainsearch.search.standings import pick_trial
     from brainsearch.search.submission import search_noise_view
     from brainsearch.settings import get_settings
     from brainsearch.store import RunStore
@@ -107,12 +108,13 @@ def _local_export(db: str | None, search_id: int, fmt: str, pick: Pick) -> _Expo
     repo, _ = open_repository(db)
     search = search_or_fail(repo, search_id)
     trial_id, number, rank = pick
+    view = search_noise_view(repo, search)
     try:
-        picked = repo.pick_trial(search_id, trial_id=trial_id, number=number, rank=rank)
+        picked = pick_trial(repo, search_id, view.ranking, trial_id=trial_id, number=number, rank=rank)
     except TrialNotFound as exc:
         raise fail([Problem(_PICK_OPTIONS[exc.selector], exc.message)]) from None
     store = RunStore(get_settings().data_dir, repo.database_id())
-    comparison = export_comparison(picked, search_noise_view(repo, search))
+    comparison = export_comparison(picked, view)
     try:
         body = export_file(picked, fmt, store, comparison).read()  # type: ignore[arg-type]
     except WeightsNotKept as exc:

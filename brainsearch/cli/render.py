@@ -42,8 +42,8 @@ def print_leaderboard(
     95% interval (simultaneous over the search's comparisons), what it says ("beyond noise", "beyond noise at 1.86x
     compute", ...) and its training compute as a ratio to the baseline's; above it, the seed noise the search
     measured (``noise``: the search document's). Step times are the runs' own wall-clock medians (``step ms
-    (wall)``); the ratio beside them is a timing probe's. Ranks count completed trials, not baselines: ``export
-    --rank N`` exports the row ranked N."""
+    (wall)``); the ratio beside them is a timing probe's. Ranks are the search's standings
+    (:mod:`brainsearch.search.standings`, baselines unranked): ``export --rank N`` exports the row ranked N."""
     name, _ = reference
     if noise is not None:
         out.print(noise_line(noise), markup=False, highlight=False)
@@ -67,13 +67,10 @@ def print_leaderboard(
     for column in columns:  # only the note wraps: a number or an interval split over two lines misreads
         left = column in ("block", "state", "note", "comparison")
         table.add_column(column, justify="left" if left else "right", no_wrap=column != "note")
-    rank = 0
     for r in rows:
         loss, step = r["val_loss"], r["step_time_s"]
-        ranked = r["state"] == "completed" and not r["is_baseline"]
-        rank += ranked
         table.add_row(
-            str(rank) if ranked else "",
+            str(r["rank"]) if r.get("rank") is not None else "",
             str(r["number"]),
             r["pattern"],
             r["state"],

@@ -55,11 +55,12 @@ from brainsearch.errors import ArchitectureError, InputError, StorageError
 from brainsearch.search.executor import Executor, Finished
 from brainsearch.search.jobs import BaselineRef, CandidateJob, Job, TrialJob
 from brainsearch.search.local import LocalExecutor
-from brainsearch.search.noise import other_seeds, reevaluation_pool, reference_trial
+from brainsearch.search.noise import other_seeds, reevaluation_pool
 from brainsearch.search.pruning import budget_fraction
 from brainsearch.search.runner import record_crash
 from brainsearch.search.samplers import make_sampler
 from brainsearch.search.scaleup import scale_up_jobs
+from brainsearch.search.standings import reference_trial
 from brainsearch.search.submission import (
     FAILED_STATES,
     Progress,
@@ -418,15 +419,24 @@ class SearchDriver:
         return jobs
 
     def _load_reference(self) -> None:
-        """The baseline the candidates are compared with (``constraints.baseline``), once it has trained."""
+        """The baseline the candidates are compared with (``constraints.baseline``), once it has trained: its newest
+        completed run (:func:`~brainsearch.search.standings.reference_trial`; a run that crashed before a resume
+        trained it again is not it)."""
         name = self.space.constraints.baseline
-        trial = next((t for t in self.repo.baselines(self.search.id) if t.baseline_name == name), None)
-        if trial is None or trial.state != "completed":
+        trial = self._reference_trial()
+        if trial is None:
             if self.settings.pruner == "baseline" or self.space.constraints.max_step_time_ratio is not None:
-                why = f"it ended {trial.state}: {trial.reason}" if trial is not None else "the space has no MoE layers"
+                tried = [t for t in self.repo.baselines(self.search.id) if t.baseline_name == name]
+                why = f"it ended {tried[-1].state}: {tried[-1].reason}" if tried else "the space has no MoE layers"
                 self._note(f"no {name} baseline to compare with ({why}); its pruning rules are off for this search")
             self.reference = None
             return
+        earlier = [t for t in self.repo.baselines(self.search.id) if t.baseline_name == name and t.id < trial.id]
+        if earlier and (self.settings.pruner == "baseline" or self.space.constraints.max_step_time_ratio is not None):
+            self._note(
+                f"the {name} baseline's run #{trial.number} judges the trials "
+                f"(its earlier run #{earlier[-1].number} ended {earlier[-1].state})"
+            )
         flops = int(trial.cost.get("flops_per_token", 0))
         budget = trial_budget(self.space)
         curve = [
@@ -652,7 +662,7 @@ class SearchDriver:
             self._note(f"{fin.job.label} ended {run.state}: {run.reason}")
 
     def _reference_trial(self) -> Trial | None:
-        """The reference baseline's completed run (:func:`~brainsearch.search.noise.reference_trial`)."""
+        """The reference baseline's completed run (:func:`~brainsearch.search.standings.reference_trial`)."""
         return reference_trial(self.repo, self.search.id, self.space.constraints.baseline)
 
     def _baseline_seeds(self) -> list[tuple[Trial, int]]:

@@ -48,8 +48,8 @@ better for the same compute. Every comparison carries its training compute as a 
 above ``EQUAL_COMPUTE`` (1.05x) is never a win: it reads "beyond noise at 1.9x compute"
 (:attr:`TrialNoise.comparison`), and only ``beats_baseline`` (beyond noise at equal compute) counts as one.
 
-:func:`rank_by_mean` orders re-evaluated trials by their held-out mean over seeds: the scale-up stage and the
-search's verdict use it; the sampler only ever sees the first value.
+Trials rank by their held-out mean over seeds where they have several (:mod:`brainsearch.search.standings`, which
+also decides the reference baseline); the sampler only ever sees the first value.
 """
 
 from __future__ import annotations
@@ -58,10 +58,12 @@ import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from brainsearch.search.standings import ranks, reference_trial, standings
 from brainsearch.space.schema import SearchSpace
 from brainsearch.storage import Repository, SeedRun, Trial
 
@@ -79,9 +81,7 @@ __all__ = [
     "leaderboard_row",
     "noise_from",
     "other_seeds",
-    "rank_by_mean",
     "reevaluation_pool",
-    "reference_trial",
     "search_noise",
     "seeds_of",
     "timing_fields",
@@ -388,13 +388,6 @@ def seeds_of(trial: Trial, runs: Iterable[SeedRun], first_seed: int = 0) -> Seed
     )
 
 
-def reference_trial(repo: Repository, search_id: int, name: str | None) -> Trial | None:
-    """The search's reference baseline: the newest completed run of the baseline named ``name`` (a crashed run is
-    followed by its retry)."""
-    done = [t for t in repo.baselines(search_id) if t.baseline_name == name and t.state == "completed"]
-    return done[-1] if done else None
-
-
 def search_noise(
     repo: Repository,
     search_id: int,
@@ -428,15 +421,6 @@ def search_noise(
         comparisons=compared,
     )
     return noise, groups
-
-
-def rank_by_mean(trials: Sequence[Trial], seeds: dict[int, Seeds]) -> list[Trial]:
-    """``trials`` (in leaderboard order) with the re-evaluated ones (two or more seeds) first, by their mean over
-    their held-out seeds (the selection seed left out, :meth:`Seeds.held_out`), then the rest in the order given."""
-    multi = [t for t in trials if t.id in seeds and seeds[t.id].n >= 2]
-    rest = [t for t in trials if not (t.id in seeds and seeds[t.id].n >= 2)]
-    multi.sort(key=lambda t: seeds[t.id].held_out().mean or math.inf)
-    return multi + rest
 
 
 def training_compute(trial: Trial) -> float | None:
@@ -484,12 +468,23 @@ class TrialNoise(BaseModel):
 @dataclass(frozen=True)
 class NoiseView:
     """A search's noise and what it makes of each of its trials (:meth:`of`); ``reference``: the reference
-    baseline's trial (its compute is every ratio's denominator)."""
+    baseline's trial (its compute is every ratio's denominator); ``ranking``: its completed trials, best first
+    (:func:`~brainsearch.search.standings.standings`)."""
 
     noise: SearchNoise
     groups: dict[int, Seeds]
     first_seed: int = 0
     reference: Trial | None = None
+    ranking: tuple[Trial, ...] = ()
+
+    def rank(self, trial: Trial) -> int | None:
+        """The trial's rank among the search's completed trials (from 1; None for a baseline or an unfinished
+        trial)."""
+        return self._ranks.get(trial.id)
+
+    @cached_property
+    def _ranks(self) -> dict[int, int]:
+        return ranks(self.ranking)
 
     def seeds(self, trial: Trial) -> Seeds:
         """The trial's completed runs over seeds."""
@@ -544,7 +539,7 @@ def noise_view(
         first_seed=first_seed,
         reference=reference,
     )
-    return NoiseView(noise, groups, first_seed, reference)
+    return NoiseView(noise, groups, first_seed, reference, tuple(standings(repo, search_id, groups)))
 
 
 def other_seeds(first_seed: int, seeds: int) -> list[int]:
@@ -583,5 +578,6 @@ def export_comparison(trial: Trial, view: NoiseView) -> dict[str, Any]:
 
 def leaderboard_row(trial: Trial, view: NoiseView) -> dict[str, Any]:
     """A trial as a leaderboard row (the API's ``TrialOut`` fields, the CLI's table): the stored trial, its runs
-    over seeds and interval against the baseline, and its timing probe's ratio."""
-    return {**vars(trial), **timing_fields(trial.metrics), **view.of(trial).model_dump()}
+    over seeds and interval against the baseline, its rank (:mod:`brainsearch.search.standings`) and its timing
+    probe's ratio."""
+    return {**vars(trial), **timing_fields(trial.metrics), **view.of(trial).model_dump(), "rank": view.rank(trial)}

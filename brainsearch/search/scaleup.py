@@ -23,7 +23,6 @@ anything starts, with a note naming what it needs. A sharded run's memory plan i
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 from brainsearch.arch.cost import cost
 from brainsearch.arch.devices import DevicePlan, NotEnoughDevices, plan_devices_shared
@@ -33,7 +32,8 @@ from brainsearch.arch.spec import Architecture
 from brainsearch.errors import ArchitectureError
 from brainsearch.search.hardware import Hardware
 from brainsearch.search.jobs import CandidateJob, Resources
-from brainsearch.search.noise import rank_by_mean, seeds_of
+from brainsearch.search.noise import seeds_of
+from brainsearch.search.standings import reference_trial, standings
 from brainsearch.space.baselines import reference_architecture
 from brainsearch.space.schema import Rung, ScaleUpSettings, SearchSpace
 from brainsearch.storage import Candidate, Repository, Trial
@@ -44,6 +44,7 @@ __all__ = [
     "UPCYCLE_SUFFIX",
     "candidate_trials",
     "planned_runs",
+    "ranked_trials",
     "recorded_runs",
     "rung_budget",
     "rung_device_plan",
@@ -91,23 +92,12 @@ def rung_train_settings(rung: Rung, space: SearchSpace, up: ScaleUpSettings, dev
     )
 
 
-def _ranked(repo: Repository, search_id: int, first_seed: int) -> Iterator[Trial]:
-    """Completed trials best first: those re-evaluated with several seeds by their mean over their held-out seeds
-    (:func:`~brainsearch.search.noise.rank_by_mean`; ``first_seed``, the search's, is the one they were selected
-    on), then the rest by validation loss."""
+def ranked_trials(repo: Repository, search_id: int, first_seed: int) -> list[Trial]:
+    """The search's standings (:func:`~brainsearch.search.standings.standings`: the re-evaluated trials by their mean
+    over their held-out seeds, ``first_seed`` being the one they were selected on, then the rest by loss)."""
     runs = repo.list_seed_runs(search_id)
-    by_trial = {r.trial_id for r in runs}
-    seeded = [t for t in (repo.get_trial(i) for i in sorted(by_trial)) if t is not None]
-    seeded = [t for t in seeded if not t.is_baseline and t.state == "completed"]
-    yield from rank_by_mean(seeded, {t.id: seeds_of(t, runs, first_seed) for t in seeded})
-    taken = {t.id for t in seeded}
-    offset = 0
-    while True:
-        page = repo.list_trials(search_id, state="completed", is_baseline=False, limit=50, offset=offset).items
-        if not page:
-            return
-        yield from (t for t in page if t.id not in taken)
-        offset += len(page)
+    seeded = (repo.get_trial(i) for i in sorted({r.trial_id for r in runs}))
+    return standings(repo, search_id, {t.id: seeds_of(t, runs, first_seed) for t in seeded if t is not None})
 
 
 def candidate_trials(
@@ -118,7 +108,7 @@ def candidate_trials(
     fixed-width preset), then the completed reference ``baseline``, if any."""
     chosen: list[Trial] = []
     seen: set[str] = set()
-    for trial in _ranked(repo, search_id, first_seed) if top_k > 0 else ():
+    for trial in ranked_trials(repo, search_id, first_seed) if top_k > 0 else ():
         try:
             digest = scale(Architecture.from_json(trial.arch), first_rung).digest
         except ArchitectureError:
@@ -128,7 +118,7 @@ def candidate_trials(
             chosen.append(trial)
             if len(chosen) == top_k:
                 break
-    base = next((t for t in repo.baselines(search_id) if t.baseline_name == baseline and t.state == "completed"), None)
+    base = reference_trial(repo, search_id, baseline)
     return chosen + ([base] if base is not None else [])
 
 

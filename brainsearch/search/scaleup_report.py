@@ -55,8 +55,9 @@ from brainsearch.arch.scale import scale, scale_preset
 from brainsearch.arch.spec import Architecture
 from brainsearch.errors import ArchitectureError, InputError
 from brainsearch.search.noise import Interval, SearchNoise, Seeds, compare
-from brainsearch.search.scaleup import UPCYCLE_SUFFIX, planned_runs, recorded_runs
+from brainsearch.search.scaleup import UPCYCLE_SUFFIX, planned_runs, ranked_trials, recorded_runs
 from brainsearch.search.scaling import Law, ScalingFit, TargetScale, convergence_speedup, fit_law, kendall_tau
+from brainsearch.search.standings import ranks, reference_trial
 from brainsearch.space.schema import ScaleUpSettings, SearchSpace
 from brainsearch.storage import Candidate, Repository, Trial
 from brainsearch.store import RunStore, candidate_run_key, list_checkpoints
@@ -166,7 +167,10 @@ class RungResult(BaseModel):
 
 
 class CandidateReport(BaseModel):
-    """A scale-up candidate across the ladder, with its scaling-law prediction."""
+    """A scale-up candidate across the ladder, with its scaling-law prediction: ``proxy_rank`` orders the candidates
+    (the baseline among them) by their proxy run's loss; ``rank`` is the trial's rank in the search
+    (:mod:`brainsearch.search.standings`; None for a baseline): the stage's N-th candidate is the trial of rank N
+    unless a better one scaled to the same block at the first rung."""
 
     model_config = ConfigDict(frozen=True)
     trial_id: int
@@ -176,6 +180,7 @@ class CandidateReport(BaseModel):
     pattern: str
     proxy_val_loss: float | None
     proxy_rank: int
+    rank: int | None = None
     rungs: list[RungResult]
     prediction: ScalingFit | None
     prediction_error: str | None
@@ -420,7 +425,9 @@ def scale_up_report(
     trial_ids = sorted({tid for tid, _ in rows})
     trials = [t for t in (repo.get_trial(i) for i in trial_ids) if t is not None]
     baseline_name = space.constraints.baseline
-    base_trial = next((t for t in trials if t.is_baseline and t.baseline_name == baseline_name), None)
+    ref = reference_trial(repo, search_id, baseline_name)
+    base_trial = next((t for t in trials if ref is not None and t.id == ref.id), None)
+    standing = ranks(ranked_trials(repo, search_id, up.seed if up else 0))
     trials.sort(key=lambda t: (t.is_baseline, t.val_loss if t.val_loss is not None else math.inf))
     proxy_ranks = _rank([t.val_loss for t in trials])
 
@@ -542,6 +549,7 @@ def scale_up_report(
                 pattern=trial.pattern,
                 proxy_val_loss=trial.val_loss,
                 proxy_rank=proxy_rank or 0,
+                rank=standing.get(trial.id),
                 rungs=rung_results,
                 prediction=prediction,
                 prediction_error=error,

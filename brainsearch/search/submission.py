@@ -19,9 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from brainsearch._validation import problems_from_validation_error
 from brainsearch.errors import ConflictError, Problem, SpaceError
 from brainsearch.search.jobs import Resources
-from brainsearch.search.noise import NoiseView, noise_view, other_seeds, reevaluation_pool, reference_trial
+from brainsearch.search.noise import NoiseView, noise_view, other_seeds, reevaluation_pool
 from brainsearch.search.scaleup import planned_runs
 from brainsearch.search.scaleup_report import ScaleUpReport, scale_up_report
+from brainsearch.search.standings import reference_trial
 from brainsearch.search.verdict import Verdict, search_verdict
 from brainsearch.space.baselines import baseline_architectures, trial_budget
 from brainsearch.space.loader import validate_document
@@ -298,7 +299,7 @@ def search_verdict_of(
     report = None
     if space.search.scale_up is not None and repo.list_candidates(search.id):
         report = search_scale_up_report(repo, search, space, view)
-    return search_verdict(repo, search, view, space.constraints.baseline, report)
+    return search_verdict(search, view, space.constraints.baseline, report)
 
 
 def search_noise_view(repo: Repository, search: Search, space: SearchSpace | None = None) -> NoiseView:

@@ -27,9 +27,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from brainsearch.search.noise import EQUAL_COMPUTE, Interval, NoiseView, TrialNoise, compute_label, rank_by_mean
+from brainsearch.search.noise import EQUAL_COMPUTE, Interval, NoiseView, TrialNoise, compute_label
 from brainsearch.search.scaleup_report import CandidateReport, RungResult, ScaleUpReport
-from brainsearch.storage import Repository, Search, Trial
+from brainsearch.storage import Search, Trial
 
 __all__ = ["RungCheck", "Verdict", "fmt_interval", "search_verdict"]
 
@@ -127,7 +127,6 @@ def _survived(check: RungCheck) -> bool:
 
 
 def search_verdict(
-    repo: Repository,
     search: Search,
     view: NoiseView,
     baseline: str,
@@ -138,7 +137,7 @@ def search_verdict(
     final = search.status not in ("queued", "running")
     so_far = "" if final else "so far: "
     reference = view.reference
-    done = repo.list_trials(search.id, state="completed", is_baseline=False, limit=100_000).items
+    ranked = list(view.ranking)  # the search's standings: completed trials, best first
     if reference is None:
         return Verdict(
             winner="none",
@@ -146,12 +145,11 @@ def search_verdict(
             winner_number=None,
             winner_pattern=None,
             baseline=baseline,
-            compared=len(done),
+            compared=len(ranked),
             final=final,
             text=f"{so_far}no verdict: no {baseline} baseline completed to compare with",
         )
-    comparisons: dict[int, TrialNoise] = {t.id: view.of(t) for t in done}
-    ranked = rank_by_mean(done, view.groups)
+    comparisons: dict[int, TrialNoise] = {t.id: view.of(t) for t in ranked}
     winners = [t for t in ranked if comparisons[t.id].beats_baseline]
     over = [
         f"#{t.number} is beyond noise only at {comparisons[t.id].compute_ratio:.2f}x compute"
@@ -161,7 +159,7 @@ def search_verdict(
         and c.compute_ratio is not None
     ]
     m = view.noise.comparisons
-    scope = f"{len(done)} trial(s), 95% simultaneous over {m} comparison(s)"
+    scope = f"{len(ranked)} trial(s), 95% simultaneous over {m} comparison(s)"
     base_row = next((c for c in report.candidates if c.is_baseline), None) if report is not None else None
 
     def check(trial: Trial) -> RungCheck | None:
@@ -170,7 +168,7 @@ def search_verdict(
         row = next((c for c in report.candidates if c.trial_id == trial.id), None)
         return _rung_check(trial.number, row, base_row, report) if row is not None else None
 
-    common = {"baseline": baseline, "over_compute": over, "compared": len(done), "final": final}
+    common = {"baseline": baseline, "over_compute": over, "compared": len(ranked), "final": final}
     tail = f"; {'; '.join(over)} (not a win: more compute than {baseline})" if over else ""
 
     def gain(trial: Trial) -> str:

@@ -660,30 +660,26 @@ class Repository:
             ).first()
             return _trial(row) if row is not None else None
 
-    def pick_trial(
-        self, search_id: int, *, trial_id: int | None = None, number: int | None = None, rank: int | None = None
-    ) -> Trial:
-        """The trial of a search that exactly one selector names: its id, its number (the leaderboard's ``#``, the
-        Optuna trial's number) or its leaderboard rank (1: the lowest validation loss among completed trials,
-        baselines unranked, ties by number; how the CLI and the dashboard count ranks). Nothing matching raises
-        :class:`TrialNotFound`; zero or several selectors, or a rank below 1, are a caller's bug: ValueError."""
-        picks = {k: v for k, v in (("trial_id", trial_id), ("number", number), ("rank", rank)) if v is not None}
-        if len(picks) != 1 or (rank is not None and rank < 1):
-            raise ValueError(f"pick a trial by exactly one of trial_id, number and rank (from 1), got {picks}")
+    def pick_trial(self, search_id: int, *, trial_id: int | None = None, number: int | None = None) -> Trial:
+        """The trial of a search that exactly one selector names: its id or its number (the leaderboard's ``#``, the
+        Optuna trial's number). A rank is the search layer's (:func:`brainsearch.search.standings.pick_trial`: it
+        needs the runs over seeds). Nothing matching raises :class:`TrialNotFound`; zero or both selectors are a
+        caller's bug: ValueError."""
+        picks = {k: v for k, v in (("trial_id", trial_id), ("number", number)) if v is not None}
+        if len(picks) != 1:
+            raise ValueError(f"pick a trial by exactly one of trial_id and number, got {picks}")
         ((selector, value),) = picks.items()
+        column = TrialRow.id if selector == "trial_id" else TrialRow.number
+        query = select(TrialRow).where(TrialRow.search_id == search_id, column == value)
         ranked = (TrialRow.search_id == search_id, TrialRow.state == "completed", TrialRow.is_baseline.is_(False))
-        if selector == "rank":  # the leaderboard's order (list_trials): loss, missing losses last, then number
-            query = select(TrialRow).where(*ranked).order_by(TrialRow.val_loss.asc().nulls_last(), TrialRow.number)
-            query = query.offset(value - 1)
-        else:
-            column = TrialRow.id if selector == "trial_id" else TrialRow.number
-            query = select(TrialRow).where(TrialRow.search_id == search_id, column == value)
         with self._session() as s:
             row = s.scalars(query.limit(1)).first()
             if row is not None:
                 return _trial(row)
             completed = s.scalar(select(func.count()).select_from(TrialRow).where(*ranked)) or 0
-        raise TrialNotFound(selector, _not_found(search_id, selector, value, completed))
+        asked = f"#{value}" if selector == "number" else f"with id {value}"
+        message = f"search {search_id} has no trial {asked} (it has {completed} completed trial(s))"
+        raise TrialNotFound(selector, message)
 
     def list_candidates(self, search_id: int) -> list[Candidate]:
         """A search's candidates, by rung then loss."""
@@ -694,14 +690,6 @@ class Repository:
                 .order_by(CandidateRow.rung, CandidateRow.val_loss.asc().nulls_last())
             ).all()
             return [_candidate(r) for r in rows]
-
-
-def _not_found(search_id: int, selector: str, value: int, completed: int) -> str:
-    """What a pick that matched nothing asked for, and how many completed trials there are to pick from."""
-    if selector == "rank":
-        return f"search {search_id} has {completed} completed trial(s), not {value}"
-    asked = f"#{value}" if selector == "number" else f"with id {value}"
-    return f"search {search_id} has no trial {asked} (it has {completed} completed trial(s))"
 
 
 for _name, _method in list(vars(Repository).items()):

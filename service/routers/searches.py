@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 
 from brainsearch.errors import ArchitectureError, ConflictError, InputError, Problem, SpaceError, TrialNotFound
+from brainsearch.search import standings
 from brainsearch.search.noise import NoiseView, leaderboard_row, timing_fields
 from brainsearch.search.scaleup_report import ScaleUpReport, checkpoints_on_disk
 from brainsearch.search.submission import (
@@ -235,7 +236,12 @@ def pick_trial(
     ] = None,
     rank: Annotated[
         int | None,
-        Query(ge=1, le=MAX_ID, description="the N-th best completed trial by validation loss (baselines unranked)"),
+        Query(
+            ge=1,
+            le=MAX_ID,
+            description="the N-th best completed trial (baselines unranked): by the mean over held-out seeds where "
+            "it has several, else by its validation loss",
+        ),
     ] = None,
 ) -> TrialOut:
     """One trial of a search, picked by its ``number`` or by its ``rank`` on the leaderboard (exactly one of them):
@@ -245,8 +251,8 @@ def pick_trial(
     if (number is None) == (rank is None):
         raise InputError([Problem("", "give exactly one of number and rank", "query")])
     try:
-        picked = repo.pick_trial(search_id, number=number, rank=rank)
-        return trial_out(picked, search_noise_view(repo, search))
+        view = search_noise_view(repo, search)
+        return trial_out(standings.pick_trial(repo, search_id, view.ranking, number=number, rank=rank), view)
     except TrialNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, exc.message) from None
 

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from brainsearch.search.noise import Interval, Seeds, compare, noise_from, rank_by_mean
+from brainsearch.search.noise import Interval, Seeds, compare, noise_from
+from brainsearch.search.standings import rank_by_mean
 from brainsearch.storage import Trial
 
 # The fake trainer's noise: a seed's effect on every block alike (its data order and validation batches), its

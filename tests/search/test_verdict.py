@@ -8,14 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from brainsearch.arch import preset, scale
 from brainsearch.search.submission import create_search, search_noise_view, search_verdict_of
 from brainsearch.space import SearchSpace
 from brainsearch.storage import Repository, Search
-from tests.factories import candidate_run, fast_space, sqlite_repository
+from tests.factories import FLOPS, TOKENS, candidate_run, fast_space, seeded_trial, sqlite_repository
 
 GLAM = [3.00, 3.10, 2.95, 3.05]  # the baseline's losses over seeds 0-3
-FLOPS, TOKENS = 1_000_000, 4096
 
 
 @pytest.fixture
@@ -23,37 +21,9 @@ def repo(tmp_path: Path) -> Repository:
     return sqlite_repository(tmp_path, "verdict.db")[0]
 
 
-def _trial(
-    repo: Repository,
-    search: Search,
-    number: int,
-    losses: list[float],
-    *,
-    flops: int = FLOPS,
-    tokens: int = TOKENS,
-    baseline: str | None = None,
-) -> int:
-    """A completed trial whose run over seed ``s`` reached ``losses[s]`` (seed 0 is its own run, the rest seed runs),
-    at ``flops`` per token on ``tokens`` tokens."""
-    arch = scale(preset("glam"), "cpu-tiny")
-    t = repo.add_trial(
-        search_id=search.id,
-        number=number,
-        arch=arch.to_dict(),
-        arch_digest=f"{number:016x}",
-        pattern=f"p{number}",
-        params={},
-        cost={"flops_per_token": flops},
-        params_activated=1,
-        is_baseline=baseline is not None,
-        baseline_name=baseline,
-    )
-    metrics = {"val_loss_stderr": 0.001, "tokens": tokens, "flops_per_token": flops}
-    repo.finish_trial(t.id, state="completed", val_loss=losses[0], metrics=metrics)
-    for seed, loss in enumerate(losses[1:], start=1):
-        run = repo.add_seed_run(search_id=search.id, trial_id=t.id, seed=seed)
-        repo.finish_seed_run(run.id, state="completed", val_loss=loss, val_loss_stderr=0.001)
-    return t.id
+def _shifted(by: float, jitter: tuple[float, ...]) -> list[float]:
+    """GLaM's losses over seeds moved by ``by``, each seed by its ``jitter`` too."""
+    return [g + by + d for g, d in zip(GLAM, jitter, strict=True)]
 
 
 def _rung(repo: Repository, search: Search, trial_id: int, rung: str, loss: float, flops: int = FLOPS) -> None:
@@ -69,9 +39,9 @@ def _search(repo: Repository, scale_up: bool) -> tuple[Search, SearchSpace, dict
     space = fast_space(search={"top_k": 1, "scale_up": up, "baseline_seeds": 4, "top_k_seeds": 4})
     search, _ = create_search(repo, space)
     ids = {
-        "glam": _trial(repo, search, 0, GLAM, baseline="glam"),
-        "win": _trial(repo, search, 1, [g - 0.3 + d for g, d in zip(GLAM, (0.01, -0.01, 0.005, -0.005), strict=True)]),
-        "costly": _trial(repo, search, 2, [GLAM[0] - 0.4], flops=2 * FLOPS, tokens=int(0.95 * TOKENS)),
+        "glam": seeded_trial(repo, search.id, 0, GLAM, baseline="glam"),
+        "win": seeded_trial(repo, search.id, 1, _shifted(-0.3, (0.01, -0.01, 0.005, -0.005))),
+        "costly": seeded_trial(repo, search.id, 2, [GLAM[0] - 0.4], flops=2 * FLOPS, tokens=int(0.95 * TOKENS)),
     }
     return repo.set_search_status(search.id, "completed"), space, ids
 
@@ -122,7 +92,7 @@ def test_the_next_proxy_winner_is_taken_when_the_first_does_not_survive(repo: Re
     """Pass: two blocks beat GLaM at equal compute on the proxies; the better one falls behind at the largest rung,
     the other stays ahead there: it is the verdict, and the first one's fall is said."""
     search, _, ids = _search(repo, scale_up=True)
-    runner_up = _trial(repo, search, 3, [g - 0.2 + d for g, d in zip(GLAM, (0.0, 0.01, -0.01, 0.0), strict=True)])
+    runner_up = seeded_trial(repo, search.id, 3, _shifted(-0.2, (0.0, 0.01, -0.01, 0.0)))
     for trial_id, tiny, small in ((ids["win"], 2.9, 2.75), (runner_up, 2.95, 2.65), (ids["glam"], 3.0, 2.70)):
         _rung(repo, search, trial_id, "cpu-tiny", tiny)
         _rung(repo, search, trial_id, "cpu-small", small)
@@ -135,8 +105,8 @@ def test_the_next_proxy_winner_is_taken_when_the_first_does_not_survive(repo: Re
 def test_without_a_win_the_baseline_is_the_verdict_and_a_running_search_says_so_far(repo: Repository) -> None:
     space = fast_space(search={"baseline_seeds": 4, "top_k_seeds": 4})
     search, _ = create_search(repo, space)
-    _trial(repo, search, 0, GLAM, baseline="glam")
-    _trial(repo, search, 1, [g + d for g, d in zip(GLAM, (-0.02, 0.03, -0.01, 0.02), strict=True)])
+    seeded_trial(repo, search.id, 0, GLAM, baseline="glam")
+    seeded_trial(repo, search.id, 1, _shifted(0.0, (-0.02, 0.03, -0.01, 0.02)))
     verdict = search_verdict_of(repo, repo.set_search_status(search.id, "running"))
     assert verdict.winner == "baseline" and not verdict.final
     assert verdict.text.startswith(
