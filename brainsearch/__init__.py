@@ -1,6 +1,6 @@
 """brainsearch: neural architecture search for Brainformer-style Mixture-of-Experts blocks.
 
-The public Python API (DESIGN.md, "Contracts")::
+The public Python API::
 
     space = brainsearch.load_space("tiny")           # a bundled space by name, or a YAML path
     arch = brainsearch.Architecture.from_json(text)  # the canonical exchange format

@@ -8,7 +8,9 @@ a list of :class:`Problem` s, each naming where the problem is (a file and a dot
     ├── InputError                 bad user input; CLI exit 2, HTTP 4xx
     │   ├── SpaceError             a search-space document that does not load or validate
     │   ├── ArchitectureError      an Architecture document that does not validate
-    │   └── DataError              a corpus that is missing, empty, too short or of the wrong type
+    │   ├── DataError              a corpus that is missing, empty, too short or of the wrong type
+    │   └── TrialNotFound          a pick (id, number, rank) that matches no trial of a search
+    ├── ResourceError              the hardware cannot hold a run (NoPlanFits, NotEnoughDevices)
     ├── StorageError               a database operation failed (any backend), translated at one choke point
     └── ConflictError              a request that contradicts stored state (an idempotency key reused differently)
 """
@@ -25,6 +27,7 @@ __all__ = [
     "DataError",
     "InputError",
     "Problem",
+    "ResourceError",
     "SpaceError",
     "StorageError",
     "TrialNotFound",
@@ -80,6 +83,11 @@ class TrialNotFound(InputError):
     def __init__(self, selector: str, message: str) -> None:
         super().__init__([Problem(selector, message)])
         self.selector, self.message = selector, message
+
+
+class ResourceError(BrainsearchError, ValueError):
+    """The hardware cannot hold a run: no memory plan fits a device (:class:`~brainsearch.arch.plan.NoPlanFits`), or
+    the cluster has too few devices (:class:`~brainsearch.arch.devices.NotEnoughDevices`)."""
 
 
 class StorageError(BrainsearchError):

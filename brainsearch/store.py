@@ -32,7 +32,7 @@ import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from brainsearch.arch.spec import Architecture
 from brainsearch.errors import ArchitectureError, DataError, Problem
@@ -64,12 +64,22 @@ _DATABASE_ID = re.compile(r"^[0-9a-f-]{8,36}$")
 _MAX_HEADER_BYTES = 64 << 20
 
 
+class _HasDatabaseId(Protocol):
+    def database_id(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class RunStore:
     """The files of one database's runs, under ``data_dir/runs/db-<database_id>``."""
 
     data_dir: Path
     database_id: str
+
+    @classmethod
+    def of(cls, data_dir: Path, database: _HasDatabaseId) -> RunStore:
+        """The run store of ``database`` (a repository, or anything that knows its database's id) under
+        ``data_dir``: the one way a caller gets it."""
+        return cls(data_dir, database.database_id())
 
     def __post_init__(self) -> None:
         if not _DATABASE_ID.match(self.database_id):  # it names a folder: never a path of its own

@@ -1,1 +1,2 @@
-"""The brainsearch REST service and dashboard (FastAPI). Not built yet: see the service issue."""
+"""The brainsearch REST service and dashboard (FastAPI): ``create_app`` (app.py), the API routers (routers/), the
+dashboard (dashboard.py, charts.py, templates/) and the queue worker (worker.py)."""

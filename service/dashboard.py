@@ -60,7 +60,7 @@ from service.charts import (
     trial_curve_chart,
     trial_label,
 )
-from service.deps import MAX_ID, Offset, ReadAccess, Repo, SearchId, TrialId, get_store
+from service.deps import MAX_ID, Offset, ReadAccess, Repo, SearchId, TrialId, get_store, search_or_404
 from service.routers.searches import PARETO_AXES
 
 __all__ = ["error_page", "router", "wants_html"]
@@ -193,13 +193,6 @@ def _settings_rows(search: Search, space: SearchSpace | None) -> list[tuple[str,
     rows.append(("weights kept", s.keep_weights.replace("_", " ")))
     rows.append(("executor", f"{run.get('executor', 'local')}, device {run.get('device', 'auto')}"))
     return rows
-
-
-def _search_or_404(repo: Repository, search_id: int) -> Search:
-    search = repo.get_search(search_id)
-    if search is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"There is no search {search_id}.")
-    return search
 
 
 def _rung_note(budget_tokens: float | None, devices: int | None) -> str:
@@ -379,7 +372,7 @@ def cancel_form(
 ) -> RedirectResponse:
     """The cancel button: cancel a queued or running search, then show it (409 when it has finished)."""
     _check_form_token(request, token, "cancel a search")  # before the id is looked up: no probing without it
-    _search_or_404(repo, search_id)
+    search_or_404(repo, search_id)
     try:
         repo.cancel_search(search_id)
     except ConflictError as exc:
@@ -398,7 +391,7 @@ def search_page(
     limit: int = 25,
 ) -> HTMLResponse:
     """A search: settings, progress, leaderboard and charts, updated in place while it runs."""
-    search = _search_or_404(repo, search_id)
+    search = search_or_404(repo, search_id)
     offset, limit = _page_args(offset, limit)
     context = _search_view(request, repo, search, sort, order, offset, limit, importance=True)
     return templates.TemplateResponse(request, "search.html", context)
@@ -416,7 +409,7 @@ def search_live(
 ) -> JSONResponse:
     """The search page's changing parts (header, leaderboard, scale-up, charts) for its live updates; the last
     answer, once the search has finished, also carries the parameter importance."""
-    search = _search_or_404(repo, search_id)
+    search = search_or_404(repo, search_id)
     offset, limit = _page_args(offset, limit)
     active = search.status in ACTIVE
     view = _search_view(request, repo, search, sort, order, offset, limit, importance=not active)

@@ -1,4 +1,5 @@
-"""Dependencies of the routers: the repository and the bearer-token checks."""
+"""Dependencies of the routers: the repository, the app's settings and run store, a search or 404, and the bearer-token
+checks."""
 
 from __future__ import annotations
 
@@ -8,10 +9,22 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Path, Query, Request, status
 
 from brainsearch.settings import Settings
-from brainsearch.storage import Repository
+from brainsearch.storage import Repository, Search
 from brainsearch.store import RunStore
 
-__all__ = ["MAX_ID", "Offset", "ReadAccess", "Repo", "SearchId", "SettingsDep", "Store", "TrialId", "WriteAccess"]
+__all__ = [
+    "MAX_ID",
+    "Offset",
+    "ReadAccess",
+    "Repo",
+    "SearchId",
+    "SettingsDep",
+    "Store",
+    "TrialId",
+    "WriteAccess",
+    "app_settings",
+    "search_or_404",
+]
 
 # Ids and offsets are 64-bit signed integers in both databases: larger values are 422, not a driver overflow.
 MAX_ID = 2**63 - 1
@@ -25,14 +38,22 @@ def get_repo(request: Request) -> Repository:
     return repo
 
 
-def get_settings(request: Request) -> Settings:
+def app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
 def get_store(request: Request) -> RunStore:
     """The run store (weights, exports) of this app's database, under the settings' data directory."""
-    return RunStore(get_settings(request).data_dir, get_repo(request).database_id())
+    return RunStore.of(app_settings(request).data_dir, get_repo(request))
+
+
+def search_or_404(repo: Repository, search_id: int) -> Search:
+    """The stored search, or a 404 that says so (the same words from the API and the dashboard)."""
+    search = repo.get_search(search_id)
+    if search is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no search {search_id}")
+    return search
 
 
 def _check_token(request: Request, settings: Settings) -> None:
@@ -47,12 +68,12 @@ def _check_token(request: Request, settings: Settings) -> None:
         )
 
 
-def require_write(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+def require_write(request: Request, settings: Annotated[Settings, Depends(app_settings)]) -> None:
     """Writes need the token whenever one is configured."""
     _check_token(request, settings)
 
 
-def require_read(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+def require_read(request: Request, settings: Annotated[Settings, Depends(app_settings)]) -> None:
     """Reads need it only when ``api_read_auth`` is set."""
     if settings.api_read_auth:
         _check_token(request, settings)
@@ -60,6 +81,6 @@ def require_read(request: Request, settings: Annotated[Settings, Depends(get_set
 
 Repo = Annotated[Repository, Depends(get_repo)]
 Store = Annotated[RunStore, Depends(get_store)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(app_settings)]
 WriteAccess = Depends(require_write)
 ReadAccess = Depends(require_read)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from brainsearch.arch.cost import Precision, TrainingRecipe
 from brainsearch.arch.plan import RECIPES, CheckpointingPolicy, MemoryPlan, NoPlanFits, min_memory_bytes, plan_memory
 from brainsearch.arch.spec import Architecture
+from brainsearch.errors import ResourceError
 
 __all__ = [
     "MEMORY_FRACTION",
@@ -63,7 +64,7 @@ class DevicePlan(BaseModel):
     device_memory_bytes: int
 
 
-class NotEnoughDevices(ValueError):
+class NotEnoughDevices(ResourceError):
     """The run needs more devices than the cluster has (``needed``), or does not fit even ``max_devices``
     (``needed`` is None); ``available`` is what the cluster has."""
 

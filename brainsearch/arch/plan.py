@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from brainsearch.arch.cost import Precision, TrainingRecipe, cost
 from brainsearch.arch.spec import Architecture, MoESpec
+from brainsearch.errors import ResourceError
 
 __all__ = [
     "RECIPES",
@@ -52,7 +53,7 @@ RECIPES: dict[str, TrainingRecipe] = {
 }
 
 
-class NoPlanFits(ValueError):
+class NoPlanFits(ResourceError):
     """No micro-batch (with the allowed checkpointing) brings the estimated training memory under the limit."""
 
     def __init__(self, smallest: int, limit_bytes: int, micro_batch: int, checkpointing: bool) -> None:

@@ -2,7 +2,7 @@
 
 An Architecture is pure data (no torch): a block, an ordered list of sub-layer specs, stacked ``num_blocks`` times
 between a token embedding and an output head (Brainformer, arXiv 2306.00008, section 3). Its JSON form is the
-exchange format of the whole project (DESIGN.md, "Architecture JSON").
+exchange format of the whole project: what exports, the API and the database store.
 """
 
 from __future__ import annotations

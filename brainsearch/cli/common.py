@@ -14,6 +14,7 @@ from brainsearch.errors import Problem
 
 if TYPE_CHECKING:
     from brainsearch.storage import Repository, Search
+    from brainsearch.store import RunStore
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -26,6 +27,7 @@ __all__ = [
     "fail",
     "open_repository",
     "out",
+    "run_store",
     "search_or_fail",
 ]
 
@@ -88,6 +90,16 @@ def search_or_fail(repo: Repository, search_id: int) -> Search:
     if search is None:
         raise fail([Problem("SEARCH_ID", f"no search {search_id} in {repo.engine.url!r}")])
     return search
+
+
+def run_store(database: Repository | str) -> RunStore:
+    """The run store (weights, checkpoints, exports) of a repository, or of a database id (a service's), under the
+    settings' data directory."""
+    from brainsearch.settings import get_settings
+    from brainsearch.store import RunStore
+
+    data_dir = get_settings().data_dir
+    return RunStore(data_dir, database) if isinstance(database, str) else RunStore.of(data_dir, database)
 
 
 def check_writable(path: Path, suffix: str) -> None:

@@ -18,6 +18,7 @@ from brainsearch.cli.common import (
     fail,
     open_repository,
     out,
+    run_store,
     search_or_fail,
 )
 from brainsearch.errors import Problem
@@ -102,8 +103,6 @@ def _local_export(db: str | None, search_id: int, fmt: str, pick: Pick) -> _Expo
     from brainsearch.search.noise import export_comparison
     from brainsearch.search.standings import pick_trial
     from brainsearch.search.submission import search_noise_view
-    from brainsearch.settings import get_settings
-    from brainsearch.store import RunStore
 
     repo, _ = open_repository(db)
     search = search_or_fail(repo, search_id)
@@ -113,7 +112,7 @@ def _local_export(db: str | None, search_id: int, fmt: str, pick: Pick) -> _Expo
         picked = pick_trial(repo, search_id, view.ranking, trial_id=trial_id, number=number, rank=rank)
     except TrialNotFound as exc:
         raise fail([Problem(_PICK_OPTIONS[exc.selector], exc.message)]) from None
-    store = RunStore(get_settings().data_dir, repo.database_id())
+    store = run_store(repo)
     comparison = export_comparison(picked, view)
     try:
         body = export_file(picked, fmt, store, comparison).read()  # type: ignore[arg-type]
@@ -125,8 +124,6 @@ def _local_export(db: str | None, search_id: int, fmt: str, pick: Pick) -> _Expo
 
 def _remote_export(client: Client, search_id: int, fmt: str, pick: Pick) -> _Exported:
     """The picked trial of a search on a service, its export and (for weights) its JSON spec."""
-    from brainsearch.settings import get_settings
-    from brainsearch.store import RunStore
 
     trial_id, number, rank = pick
     if trial_id is not None:
@@ -138,7 +135,7 @@ def _remote_export(client: Client, search_id: int, fmt: str, pick: Pick) -> _Exp
         row = client.pick_trial(search_id, number=number, rank=rank)
     body = client.download(row["id"], fmt)
     spec = client.download(row["id"], "json") if fmt == "safetensors" else None
-    return _Exported(row, body, spec, RunStore(get_settings().data_dir, client.health()["database_id"]))
+    return _Exported(row, body, spec, run_store(client.health()["database_id"]))
 
 
 def _write(output: Path, body: bytes, spec: bytes | None) -> None:

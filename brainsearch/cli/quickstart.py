@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from brainsearch.cli.common import DbOption, err, fail, open_repository, out
+from brainsearch.cli.common import DbOption, err, fail, open_repository, out, run_store
 from brainsearch.cli.progress import StageClock, follow_remote
 from brainsearch.cli.render import print_leaderboard, print_scale_up, print_verdict
 from brainsearch.cli.searches import remote_reference
@@ -42,8 +42,6 @@ def quickstart_cmd(
     """The main job on embedded defaults: start the service on 127.0.0.1 (SQLite, local executor), submit the
     tiny space, show the dashboard URL and the progress, then print the leaderboard and export the winner."""
     from brainsearch.client import Client
-    from brainsearch.settings import get_settings
-    from brainsearch.store import RunStore
 
     started = time.monotonic()
     repo, url = open_repository(db)
@@ -73,7 +71,7 @@ def quickstart_cmd(
         # The winner is the verdict's: a block that beat GLaM at equal compute and held at the scale-up, or GLaM.
         verdict = search["verdict"]
         if verdict.get("winner_trial_id") is not None:
-            store = RunStore(get_settings().data_dir, repo.database_id())
+            store = run_store(repo)
             _export_winner(client, verdict, store.exports_dir(search["id"]))
         print_verdict(verdict)
         out.print(_stage_times(clock, finished, time.monotonic()), markup=False, highlight=False)

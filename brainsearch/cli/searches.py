@@ -17,6 +17,7 @@ from brainsearch.cli.common import (
     err,
     fail,
     open_repository,
+    run_store,
     search_or_fail,
 )
 from brainsearch.cli.progress import follow, follow_remote
@@ -241,11 +242,9 @@ def _repo_scale_up(repo: Repository, search_id: int, **params: Any) -> dict[str,
     """The scale-up report of a stored search, as the API's JSON (with the checkpoints on disk under the data
     directory); a bad --target exits 2."""
     from brainsearch.search.submission import search_scale_up_report
-    from brainsearch.settings import get_settings
-    from brainsearch.store import RunStore
 
     search = search_or_fail(repo, search_id)
-    store = RunStore(get_settings().data_dir, repo.database_id())
+    store = run_store(repo)
     try:
         return search_scale_up_report(repo, search, store=store, **params).model_dump(mode="json")
     except ArchitectureError as exc:
@@ -325,13 +324,11 @@ def delete_cmd(
     else:
         from brainsearch.errors import ConflictError
         from brainsearch.search.submission import delete_search
-        from brainsearch.settings import get_settings
-        from brainsearch.store import RunStore
 
         repo, _ = open_repository(db)
         search_or_fail(repo, search_id)
         try:
-            delete_search(repo, search_id, RunStore(get_settings().data_dir, repo.database_id()))
+            delete_search(repo, search_id, run_store(repo))
         except ConflictError as exc:
             raise fail([Problem("SEARCH_ID", str(exc))]) from None
     err.print(f"search {search_id} deleted")

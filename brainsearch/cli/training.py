@@ -13,7 +13,7 @@ from rich.table import Table
 from brainsearch._format import fmt_count
 from brainsearch.arch import Architecture, preset, preset_names
 from brainsearch.arch.devices import DevicePlan
-from brainsearch.cli.common import DbOption, check_writable, err, fail, open_repository, out
+from brainsearch.cli.common import DbOption, check_writable, err, fail, open_repository, out, run_store
 from brainsearch.cli.render import print_wide
 from brainsearch.cli.spec import read_architecture
 from brainsearch.errors import Problem
@@ -284,8 +284,6 @@ def _weights_source(source: str, db: str | None) -> Path:
             raise fail([Problem("TRIAL_OR_WEIGHTS", f"no such weights file: {path}")])
         return path
     from brainsearch.export import WeightsNotKept, kept_weights
-    from brainsearch.settings import get_settings
-    from brainsearch.store import RunStore
 
     search_part, colon, number_part = source.partition(":")
     if not (search_part.isdigit() and (not colon or number_part.isdigit())):
@@ -301,7 +299,7 @@ def _weights_source(source: str, db: str | None) -> Path:
     if found is None:
         raise fail([Problem("TRIAL_OR_WEIGHTS", f"no trial {source} in {repo.engine.url!r}")])
     try:
-        return kept_weights(found, RunStore(get_settings().data_dir, repo.database_id()))
+        return kept_weights(found, run_store(repo))
     except WeightsNotKept as exc:
         raise fail([Problem("TRIAL_OR_WEIGHTS", str(exc))]) from None
 

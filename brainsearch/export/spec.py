@@ -1,4 +1,4 @@
-"""Architecture specs as exported: the DESIGN.md document (architecture, cost, provenance, metrics) in JSON or YAML.
+"""Architecture specs as exported: one document (architecture, cost, provenance, metrics) in JSON or YAML.
 
 ``{"architecture": {Architecture JSON}, "cost": {...}, "search_id": ..., "trial_id": ..., "metrics": {...}}``, plus
 the trial's number and block pattern, and, given by the caller that read the search, ``comparison``: how the trial

@@ -145,7 +145,7 @@ class SearchDriver:
             from brainsearch.settings import get_settings
 
             data_dir = get_settings().data_dir
-        self.store = RunStore(data_dir, repo.database_id())
+        self.store = RunStore.of(data_dir, repo)
         self.store.describe(repo.engine.url.render_as_string(hide_password=True))
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -9,7 +9,7 @@ Before training (:func:`speed_verdict`, applied by :mod:`brainsearch.search.runn
   baseline's is pruned without training. A probe whose ratio is uncertain (its spread over rounds exceeds the bound:
   the machine's load changed while it ran) prunes nothing: the trial trains and its metrics say why it was not
   judged. The step time the baseline's own run recorded, in another process at another time, is never compared with:
-  load during either run would fake the ratio (issue 17). A reference without an architecture (a driver that does
+  load during either run would fake the ratio. A reference without an architecture (a driver that does
   not send one) leaves the constraint unchecked, with a note in the trial's metrics.
 
 While training (:class:`PruningJudge`, the trainer's report callback):

@@ -1,7 +1,7 @@
 """Step-time ratios that machine load cannot fake: a short timing probe of two models run back to back in one process.
 
 A step time measured in one run and compared with another run's measures the machine's load as much as the models
-(issue 17: a baseline trained while the machine was busy made every candidate look 2-4x faster). The probe builds
+(a baseline trained while the machine was busy once made every candidate look 2-4x faster). The probe builds
 both models as the trainer does for the given settings (:func:`brainsearch.train.loop.prepare`: device, memory plan
 and micro-batches, weights' dtype, compilation; the optimiser of
 :func:`brainsearch.train.optim.build_optimizer`) and times full training steps of each with the loop's own

@@ -29,7 +29,7 @@ from brainsearch.space import bundled_space_names, load_space
 from brainsearch.space.loader import validate_document
 from brainsearch.space.schema import SearchSpace
 from brainsearch.storage import TRIAL_SORT_KEYS, Repository, Search, Trial
-from service.deps import MAX_ID, Offset, ReadAccess, Repo, SearchId, Store, WriteAccess
+from service.deps import MAX_ID, Offset, ReadAccess, Repo, SearchId, Store, WriteAccess, search_or_404
 from service.schemas import ErrorOut, Page, ProgressOut, ScaleUpRequest, SearchCreate, SearchOut, TrialOut
 
 router = APIRouter(prefix="/searches", tags=["searches"])
@@ -64,13 +64,6 @@ def trial_out(t: Trial, noise: NoiseView) -> TrialOut:
     """The leaderboard row of a trial, with the memory plan its run used (micro-batch, checkpointing), its runs over
     seeds and its interval against the reference baseline, and its timing probe's step-time ratio."""
     return TrialOut.model_validate({**leaderboard_row(t, noise), **TrialOut.memory_plan(t.metrics)})
-
-
-def _search_or_404(repo: Repository, search_id: int) -> Search:
-    s = repo.get_search(search_id)
-    if s is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no search {search_id}")
-    return s
 
 
 def space_of(given: str | dict[str, object]) -> SearchSpace:
@@ -147,13 +140,13 @@ def list_searches(
 @router.get("/{search_id}", dependencies=[ReadAccess])
 def get_search(search_id: SearchId, repo: Repo) -> SearchOut:
     """One search and its progress."""
-    return search_out(repo, _search_or_404(repo, search_id))
+    return search_out(repo, search_or_404(repo, search_id))
 
 
 @router.post("/{search_id}/cancel", dependencies=[WriteAccess])
 def cancel(search_id: SearchId, repo: Repo) -> SearchOut:
     """Cancel a queued or running search (its worker stops the running trials at its next heartbeat)."""
-    _search_or_404(repo, search_id)
+    search_or_404(repo, search_id)
     try:
         return search_out(repo, repo.cancel_search(search_id))
     except ConflictError as exc:
@@ -169,7 +162,7 @@ def cancel(search_id: SearchId, repo: Repo) -> SearchOut:
 def delete(search_id: SearchId, repo: Repo, store: Store) -> Response:
     """Delete a finished (completed, failed or cancelled) search: its trials, curves, candidates, Optuna study and
     files (kept weights, exports). Cancel a queued or running search first."""
-    _search_or_404(repo, search_id)
+    search_or_404(repo, search_id)
     try:
         delete_search(repo, search_id, store)
     except ConflictError as exc:
@@ -187,7 +180,7 @@ def run_scale_up(search_id: SearchId, body: ScaleUpRequest, repo: Repo, response
     """Run the scale-up stage for a finished search: its settings gain ``scale_up`` (and ``top_k``), and it is
     queued again; a worker trains the candidates (the trials are kept, nothing is trained twice). Follow it with
     ``GET /searches/{id}``, read the result at ``GET /searches/{id}/scale-up``."""
-    search = _search_or_404(repo, search_id)
+    search = search_or_404(repo, search_id)
     try:
         queued = add_scale_up(repo, search, body.scale_up, top_k=body.top_k, prefix=())
     except ConflictError as exc:
@@ -209,7 +202,7 @@ def leaderboard(
     offset: Offset = 0,
 ) -> Page[TrialOut]:
     """The leaderboard: completed trials by ``sort``, then pruned, failed and running ones."""
-    search = _search_or_404(repo, search_id)
+    search = search_or_404(repo, search_id)
     if sort not in TRIAL_SORT_KEYS:
         raise InputError([Problem("sort", f"must be one of {', '.join(TRIAL_SORT_KEYS)}, got {sort!r}", "query")])
     page = repo.list_trials(search_id, sort=sort, order=order, state=state, limit=limit, offset=offset)
@@ -247,7 +240,7 @@ def pick_trial(
     """One trial of a search, picked by its ``number`` or by its ``rank`` on the leaderboard (exactly one of them):
     the leaderboard row of what ``brainsearch export --number N / --rank N`` exports, without paging through the
     leaderboard. Neither or both selectors is a 422."""
-    search = _search_or_404(repo, search_id)
+    search = search_or_404(repo, search_id)
     if (number is None) == (rank is None):
         raise InputError([Problem("", "give exactly one of number and rank", "query")])
     try:
@@ -293,7 +286,7 @@ def pareto(search_id: SearchId, repo: Repo) -> dict[str, list[TrialOut]]:
     """Pareto fronts of validation loss against training compute (over the reference baseline's), against
     activated parameters, and against step time over the baseline's from timing probes (empty without probes: a
     wall-clock step time of a run is not a property of its block)."""
-    search = _search_or_404(repo, search_id)
+    search = search_or_404(repo, search_id)
     trials = repo.list_trials(search_id, state="completed", limit=100_000).items
     noise = search_noise_view(repo, search)
     return {axis: [trial_out(t, noise) for t in pareto_front(trials, axis, noise)] for axis in PARETO_AXES}
@@ -311,7 +304,7 @@ def scale_up(
     """The scale-up stage: each candidate across the ladder (loss, steps/s and convergence speed-up over the
     baseline; devices, recipe, memory per device, throughput and MFU, checkpoints saved, resumes and those on disk,
     scratch or upcycled), proxy fidelity (Kendall tau per rung) and scaling-law predictions at ``target``."""
-    search = _search_or_404(repo, search_id)
+    search = search_or_404(repo, search_id)
     try:
         return search_scale_up_report(repo, search, target=target, law=law, scale_by=scale_by, store=store)
     except ArchitectureError as exc:
@@ -323,7 +316,7 @@ def candidates(search_id: SearchId, repo: Repo, store: Store) -> Page[dict[str, 
     """The scale-up candidates (empty until the scale-up stage has run): each run's metrics, its counts of
     checkpoints saved and resumes, and ``checkpoints``, the complete ones on disk now (step, saved_at as Unix time,
     bytes; the rows of one trial and rung, a crashed run and its retry, share one run folder)."""
-    _search_or_404(repo, search_id)
+    search_or_404(repo, search_id)
     items = [
         {
             "id": c.id,

@@ -475,7 +475,7 @@ def test_error_pages_are_html_for_browsers_json_for_the_api(page: Page, site: Si
     """Pass: an unknown search or trial in a browser is a 404 page in the site's layout with a link home; the same
     URL asked for JSON, and the API, answer JSON."""
     for path, message in (
-        (f"/searches/{10**9}", f"There is no search {10**9}."),
+        (f"/searches/{10**9}", f"no search {10**9}"),
         ("/trials/424242", "There is no trial 424242."),
     ):
         response = page.goto(site.url + path)
@@ -486,7 +486,7 @@ def test_error_pages_are_html_for_browsers_json_for_the_api(page: Page, site: Si
     page.click("#home")
     page.wait_for_url(site.url + "/")
     as_json = httpx.get(f"{site.url}/searches/{10**9}", headers={"Accept": "application/json"})
-    assert as_json.status_code == 404 and as_json.json() == {"detail": f"There is no search {10**9}."}
+    assert as_json.status_code == 404 and as_json.json() == {"detail": f"no search {10**9}"}
     api = httpx.get(f"{site.url}/api/v1/searches/{10**9}", headers={"Accept": "text/html"})
     assert api.status_code == 404 and api.headers["content-type"].startswith("application/json")
 
