@@ -3,10 +3,12 @@ checks."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Query, Request, status
+from pydantic import BeforeValidator
 
 from brainsearch.settings import Settings
 from brainsearch.storage import Repository, Search
@@ -14,6 +16,7 @@ from brainsearch.store import RunStore
 
 __all__ = [
     "MAX_ID",
+    "Limit",
     "Offset",
     "ReadAccess",
     "Repo",
@@ -21,6 +24,7 @@ __all__ = [
     "SettingsDep",
     "Store",
     "TrialId",
+    "WholeNumber",
     "WriteAccess",
     "app_settings",
     "search_or_404",
@@ -28,9 +32,21 @@ __all__ = [
 
 # Ids and offsets are 64-bit signed integers in both databases: larger values are 422, not a driver overflow.
 MAX_ID = 2**63 - 1
-SearchId = Annotated[int, Path(ge=0, le=MAX_ID, description="a search's id")]
-TrialId = Annotated[int, Path(ge=0, le=MAX_ID, description="a trial's id")]
-Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
+_DIGITS = re.compile(r"[+-]?[0-9]+")
+
+
+def _whole_number(value: object) -> object:
+    # A path or query integer arrives as text: pydantic's lax int would also take "0.0"; the schema says integer.
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        raise ValueError("must be a whole number, in digits")
+    return value
+
+
+WholeNumber = BeforeValidator(_whole_number)
+SearchId = Annotated[int, WholeNumber, Path(ge=0, le=MAX_ID, description="a search's id")]
+TrialId = Annotated[int, WholeNumber, Path(ge=0, le=MAX_ID, description="a trial's id")]
+Offset = Annotated[int, WholeNumber, Query(ge=0, le=MAX_ID)]
+Limit = Annotated[int, WholeNumber, Query(ge=1, le=500)]
 
 
 def get_repo(request: Request) -> Repository:

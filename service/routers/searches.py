@@ -29,7 +29,18 @@ from brainsearch.space import bundled_space_names, load_space
 from brainsearch.space.loader import validate_document
 from brainsearch.space.schema import SearchSpace
 from brainsearch.storage import TRIAL_SORT_KEYS, Repository, Search, Trial
-from service.deps import MAX_ID, Offset, ReadAccess, Repo, SearchId, Store, WriteAccess, search_or_404
+from service.deps import (
+    MAX_ID,
+    Limit,
+    Offset,
+    ReadAccess,
+    Repo,
+    SearchId,
+    Store,
+    WholeNumber,
+    WriteAccess,
+    search_or_404,
+)
 from service.schemas import ErrorOut, Page, ProgressOut, ScaleUpRequest, SearchCreate, SearchOut, TrialOut
 
 router = APIRouter(prefix="/searches", tags=["searches"])
@@ -129,7 +140,7 @@ def list_searches(
     status_: Annotated[
         Literal["queued", "running", "completed", "failed", "cancelled"] | None, Query(alias="status")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: Limit = 50,
     offset: Offset = 0,
 ) -> Page[SearchOut]:
     """Searches, newest first."""
@@ -198,7 +209,7 @@ def leaderboard(
     ),
     order: Literal["asc", "desc"] = "asc",
     state: TrialStateName | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: Limit = 50,
     offset: Offset = 0,
 ) -> Page[TrialOut]:
     """The leaderboard: completed trials by ``sort``, then pruned, failed and running ones."""
@@ -225,10 +236,13 @@ def pick_trial(
     search_id: SearchId,
     repo: Repo,
     number: Annotated[
-        int | None, Query(ge=0, le=MAX_ID, description="the trial's number in the search (the leaderboard's #)")
+        int | None,
+        WholeNumber,
+        Query(ge=0, le=MAX_ID, description="the trial's number in the search (the leaderboard's #)"),
     ] = None,
     rank: Annotated[
         int | None,
+        WholeNumber,
         Query(
             ge=1,
             le=MAX_ID,

@@ -345,6 +345,10 @@ def test_every_422_has_one_shape_documented_in_openapi(in_process: Any) -> None:
             (api.get(f"/searches/{sid}/trials", params={"sort": "colour"}), "query", "sort"),
             (api.get(f"/searches/{sid}/trials", params={"limit": 0}), "query", "limit"),
             (api.get("/searches/abc"), "path", "search_id"),
+            # Integers in digits only: pydantic's lax int would take "0.0" or "1.0" (the fuzz test found it).
+            (api.get("/searches", params={"offset": "0.0"}), "query", "offset"),
+            (api.get(f"/searches/{sid}/trial", params={"rank": "1.0"}), "query", "rank"),
+            (api.get("/trials/1.0"), "path", "trial_id"),
             (api.get(f"/searches/{sid}/scale-up", params={"target": "9t"}), "query", "target"),
             (api.post("/spaces/validate", json={"space": {"name": "x"}}), "body", "space.block"),
             (api.get("/trials/1/export", params={"format": "pickle"}), "query", "format"),
