@@ -81,6 +81,15 @@ def test_export_bad_input_exits_2(
     assert code == 2 and expected.format(sid=sid) in err and "Traceback" not in err
 
 
+def test_export_into_a_folder_exits_2(
+    seeded: tuple[str, Repository, int, list[int]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, _, sid, _ = seeded
+    (tmp_path / "folder.json").mkdir()
+    code, _, err = run(["export", str(sid), "--db", db, "-o", str(tmp_path / "folder.json")], capsys)
+    assert code == 2 and f"--output: cannot write {tmp_path / 'folder.json'}: Is a directory" in err
+
+
 def test_scale_up_report_and_its_errors(
     seeded: tuple[str, Repository, int, list[int]], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from brainsearch.errors import TrialNotFound
 from brainsearch.search.noise import seeds_of
-from brainsearch.search.standings import rank_by_mean, reference_trial, standings
+from brainsearch.search.standings import pick_trial, rank_by_mean, reference_trial, standings, trial_at_rank
 from brainsearch.search.submission import create_search
 from tests.factories import add_running_trial, fast_space, glam_tiny, seeded_trial, sqlite_repository
 
@@ -46,3 +49,18 @@ def test_ranking_puts_the_reevaluated_first_by_held_out_mean_then_loss_with_ties
     # Without runs over seeds (during the search) the ranking is the leaderboard's: by loss, ties by number.
     by_loss = [tie_late, once_tie_early, once_tie_late, tie_early, best_mean, once_worse]
     assert [t.id for t in standings(repo, sid, {})] == by_loss
+
+
+def test_a_pick_names_exactly_one_selector_and_ranks_count_from_one(tmp_path: Path) -> None:
+    repo, _ = sqlite_repository(tmp_path)
+    sid = create_search(repo, fast_space())[0].id
+    only = seeded_trial(repo, sid, 0, [3.0])
+    ranked = standings(repo, sid, {})
+    assert pick_trial(repo, sid, ranked, rank=1).id == only == pick_trial(repo, sid, ranked, number=0).id
+    for selectors in ({}, {"number": 0, "rank": 1}):
+        with pytest.raises(ValueError, match="exactly one of trial_id, number and rank"):
+            pick_trial(repo, sid, ranked, **selectors)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ranks count from 1"):
+        trial_at_rank(ranked, sid, 0)
+    with pytest.raises(TrialNotFound, match="has 1 completed trial"):
+        pick_trial(repo, sid, ranked, rank=2)

@@ -114,3 +114,14 @@ def test_without_a_win_the_baseline_is_the_verdict_and_a_running_search_says_so_
     )
     empty, _ = create_search(repo, space)
     assert search_verdict_of(repo, empty).winner == "none"
+
+
+def test_a_proxy_winner_the_scale_up_did_not_train_cannot_win(repo: Repository) -> None:
+    """Pass: the scale-up trained #2 and GLaM but not #1 (the proxy winner): #1 was never put to that test, so the
+    baseline is the verdict and the text says #1 was not scaled up."""
+    search, _, ids = _search(repo, scale_up=True)
+    for trial_id, loss in ((ids["costly"], 2.9), (ids["glam"], 3.0)):
+        _rung(repo, search, trial_id, "cpu-tiny", loss)
+    verdict = search_verdict_of(repo, search)
+    assert verdict.winner == "baseline" and verdict.winner_trial_id == ids["glam"]
+    assert "#1 beat it on the proxies" in verdict.text and "the scale-up did not train them" in verdict.text
