@@ -23,6 +23,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from brainsearch.arch import Architecture, cost, preset, scale, scale_preset
 from brainsearch.data import Corpus, load_corpus
+from brainsearch.settings import get_settings
 from brainsearch.space.schema import parse_quantity
 from brainsearch.train import ProxyResult, TrainSettings, train
 
@@ -60,7 +61,7 @@ def main() -> None:
     cand_fpt = cost(candidate, batch_size=p.batch_size).flops_per_token
     steps = math.ceil(tokens / (p.batch_size * p.seq_len))
     flops = float(base_fpt * steps * p.batch_size * p.seq_len)
-    corpus = load_corpus("default", baseline.vocab_size)
+    corpus = load_corpus("default", baseline.vocab_size, get_settings().data_dir)
     print(
         f"{args.candidate} ({candidate.pattern}) against {args.baseline} ({baseline.pattern}) at "
         f"{args.preset}: {args.baseline} trains {steps * p.batch_size * p.seq_len:,} tokens ({flops:.3g} FLOPs); "

@@ -50,6 +50,7 @@ import torch
 from torch import Tensor
 
 from brainsearch.arch import Architecture, cost
+from brainsearch.settings import get_settings
 
 __all__ = ["SECTIONS", "Check", "main", "run_sections"]
 
@@ -95,7 +96,7 @@ class Check:
         if key not in self.shared:
             from brainsearch.data import load_corpus
 
-            self.shared[key] = load_corpus("default", vocab_size)
+            self.shared[key] = load_corpus("default", vocab_size, get_settings().data_dir)
         return self.shared[key]
 
 

@@ -32,6 +32,7 @@ import optuna
 from brainsearch.data import load_corpus
 from brainsearch.search.driver import SearchDriver
 from brainsearch.search.submission import RunOptions, create_search, trial_train_settings
+from brainsearch.settings import get_settings
 from brainsearch.space import load_space, sample
 from brainsearch.space.baselines import baseline_architectures
 from brainsearch.storage import Repository, make_engine, migrate
@@ -75,7 +76,7 @@ def _brainsearch(executor: str, trials: int, threads: int) -> Times:
     overrides: dict[str, Any] = {"trials": trials, "sampler": "random", "pruner": "none", "concurrency": 1}
     search, _ = create_search(repo, load_space("tiny"), overrides=overrides, options=options)
     start = time.perf_counter()
-    done = SearchDriver(repo, search.id, url).run()
+    done = SearchDriver(repo, search.id, url, data_dir=get_settings().data_dir).run()
     wall = time.perf_counter() - start
     assert done.status == "completed", done.error
     rows = repo.list_trials(search.id, limit=1000).items
@@ -89,7 +90,7 @@ def main() -> None:
     parser.add_argument("--executors", default="inprocess,local,ray,ray-running")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
-    load_corpus("default", 256)  # the tokenised corpus cache exists before anything is timed
+    load_corpus("default", 256, get_settings().data_dir)  # the tokenised corpus cache exists before anything is timed
     results: dict[str, Times] = {}
     for name in args.executors.split(","):
         if name == "inprocess":

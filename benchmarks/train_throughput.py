@@ -34,6 +34,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from brainsearch.arch import Architecture, preset, scale, scale_preset
 from brainsearch.data import Corpus, load_corpus
+from brainsearch.settings import get_settings
 from brainsearch.train import ProxyResult, TrainSettings, train
 
 __all__ = ["MODELS", "ThroughputRow", "ThroughputTable", "markdown", "measure", "result_field"]
@@ -115,7 +116,7 @@ def measure(
     archs: dict[str, Architecture] = {name: scale(preset(name), preset_name) for name in models}
     first = next(iter(archs.values()))
     batch = batch_size or _BATCH.get(preset_name, scale_preset(preset_name).batch_size)
-    corpus = corpus or load_corpus("default", first.vocab_size)
+    corpus = corpus or load_corpus("default", first.vocab_size, get_settings().data_dir)
     results: dict[tuple[str, bool], list[ProxyResult]] = {(n, c): [] for n in archs for c in compile_modes}
     failures: dict[tuple[str, bool], str] = {}
     for _ in range(rounds):

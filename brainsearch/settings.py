@@ -1,6 +1,8 @@
 """Process-wide settings, read once from ``BRAINSEARCH_*`` environment variables (pydantic-settings).
 
-Command-line flags override these; tests override them by clearing the :func:`get_settings` cache.
+Only the entry points read them (the CLI, the service, the queue worker) and pass what the library needs (the data
+directory, the space ceiling) as arguments. Command-line flags override these; tests override them by clearing the
+:func:`get_settings` cache.
 """
 
 from __future__ import annotations
@@ -11,7 +13,12 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["DEFAULT_DATA_DIR", "DEFAULT_MAX_SPACE_PARAMS", "Settings", "get_settings"]
+
+# The defaults the library falls back to when a caller passes nothing; only the entry points (the CLI, the service,
+# the queue worker) read the environment, through :func:`get_settings`, and pass what they read down.
+DEFAULT_DATA_DIR = Path.home() / ".brainsearch"
+DEFAULT_MAX_SPACE_PARAMS = 2e12
 
 
 class Settings(BaseSettings):
@@ -20,7 +27,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BRAINSEARCH_", extra="ignore")
 
     data_dir: Path = Field(
-        default=Path.home() / ".brainsearch",
+        default=DEFAULT_DATA_DIR,
         description="Holds the SQLite database, corpus caches and exports.",
     )
     database_url: str | None = Field(
@@ -36,7 +43,7 @@ class Settings(BaseSettings):
     executor: str = Field(default="local", description="Trial executor: local or ray.")
     ray_address: str | None = Field(default=None, description="Address of a running Ray cluster.")
     max_space_params: float = Field(
-        default=2e12,
+        default=DEFAULT_MAX_SPACE_PARAMS,
         gt=0,
         description="Hard ceiling on the total parameters of a space's largest architecture; larger spaces are "
         "rejected at load time.",

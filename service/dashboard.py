@@ -350,7 +350,7 @@ def submit_form(
     try:
         search, _ = create_search(
             repo,
-            load_space(space),
+            load_space(space, max_params=request.app.state.settings.max_space_params),
             overrides={"trials": trials, "sampler": sampler},
             options=RunOptions(executor=request.app.state.settings.executor),
         )

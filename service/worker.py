@@ -42,10 +42,10 @@ class Worker:
         poll_seconds: float = 1.0,
         on_progress: Callable[[Progress], None] | None = None,
         options: dict[str, Any] | None = None,
-        data_dir: Path | None = None,
+        data_dir: Path,
     ) -> None:
         self.repo, self.database_url = repo, database_url
-        self.data_dir = data_dir  # where runs keep their files (default: the settings' data directory)
+        self.data_dir = data_dir  # where runs keep their files and corpus caches
         self.options = options  # e.g. {"executor": "ray", "ray_address": ...}: how this worker runs every search
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.lease_seconds, self.poll_seconds = lease_seconds, poll_seconds

@@ -1,10 +1,10 @@
-"""Dependency rules of DESIGN.md: the layers import downwards only, no module imports itself back through others,
-and the spec layers and the CLI's spec commands never import torch.
+"""Dependency rules: the layers import downwards only, no module imports itself back through others,
+and the spec layers and the CLI's spec commands never import torch; only the entry points read the settings.
 
 Layers, lowest first: shared basics (errors, validation messages, formatting, settings) -> the architecture spec
-and the search space over it -> the model, the data and the run store -> the package's public facade -> training and SQL
-storage -> the search and the exporters -> the HTTP client -> the service -> the CLI. Imports inside functions count
-(a lazy import is still a dependency); imports only for type checking do not.
+and the search space over it -> the model and the data -> the run store -> the package's public facade -> training
+and SQL storage -> the search and the exporters -> the HTTP client -> the service -> the CLI. Imports inside
+functions count (a lazy import is still a dependency); imports only for type checking do not.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ LAYERS: dict[str, float] = {
     "space": 1.5,
     "model": 2,
     "data": 2,
-    "store": 2,
+    "store": 2.25,  # loads a weights file into a model
     "brainsearch": 2.5,  # the package's facade (build_model, load_space, ...)
     "train": 3,
     "storage": 3,
@@ -183,3 +183,42 @@ def test_cli_spec_commands_do_not_import_torch() -> None:
         "assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+# The entry points read the process's settings (``BRAINSEARCH_*``) and pass what the library needs as arguments.
+ENTRY_POINTS = ("brainsearch.cli", "service.app", "brainsearch.__main__")
+
+
+def _settings_readers(modules: dict[str, Path]) -> list[str]:
+    """Where a module calls ``get_settings()`` (as a name or an attribute), ``module:line``."""
+    found = []
+    for name, path in sorted(modules.items()):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                func = node.func
+                called = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+                if called == "get_settings":
+                    found.append(f"{name}:{node.lineno}")
+    return found
+
+
+def test_only_the_entry_points_read_the_settings() -> None:
+    below = [
+        where
+        for where in _settings_readers(_modules())
+        if not where.split(":")[0].startswith(ENTRY_POINTS) and not where.startswith("brainsearch.settings:")
+    ]
+    assert below == []
+
+
+def test_the_settings_finder_finds_a_call(tmp_path: Path) -> None:
+    """The check above can fail: a library function that reads the settings is found, a mention is not."""
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        "import brainsearch.settings as s\nfrom brainsearch.settings import get_settings\n"
+        "def f():\n    return get_settings().data_dir, s.get_settings()\n# get_settings()\n"
+    )
+    assert _settings_readers({"brainsearch.data.planted": planted}) == [
+        "brainsearch.data.planted:4",
+        "brainsearch.data.planted:4",
+    ]

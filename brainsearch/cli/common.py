@@ -13,6 +13,7 @@ from typer.core import TyperOption
 from brainsearch.errors import Problem
 
 if TYPE_CHECKING:
+    from brainsearch.space import SearchSpace
     from brainsearch.storage import Repository, Search
     from brainsearch.store import RunStore
 
@@ -23,10 +24,12 @@ __all__ = [
     "ServerOption",
     "TokenOption",
     "check_writable",
+    "data_dir",
     "err",
     "fail",
     "open_repository",
     "out",
+    "read_space",
     "run_store",
     "search_or_fail",
 ]
@@ -92,14 +95,27 @@ def search_or_fail(repo: Repository, search_id: int) -> Search:
     return search
 
 
+def data_dir() -> Path:
+    """The data directory of this process's settings (``BRAINSEARCH_DATA_DIR``)."""
+    from brainsearch.settings import get_settings
+
+    return get_settings().data_dir
+
+
 def run_store(database: Repository | str) -> RunStore:
     """The run store (weights, checkpoints, exports) of a repository, or of a database id (a service's), under the
     settings' data directory."""
-    from brainsearch.settings import get_settings
     from brainsearch.store import RunStore
 
-    data_dir = get_settings().data_dir
-    return RunStore(data_dir, database) if isinstance(database, str) else RunStore.of(data_dir, database)
+    return RunStore(data_dir(), database) if isinstance(database, str) else RunStore.of(data_dir(), database)
+
+
+def read_space(path: str | Path) -> SearchSpace:
+    """A space file or bundled space name, checked against this process's ceiling (``BRAINSEARCH_MAX_SPACE_PARAMS``)."""
+    from brainsearch.settings import get_settings
+    from brainsearch.space import load_space
+
+    return load_space(path, max_params=get_settings().max_space_params)
 
 
 def check_writable(path: Path, suffix: str) -> None:

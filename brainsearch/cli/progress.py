@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from brainsearch.cli.common import err
+from brainsearch.cli.common import data_dir, err
 
 if TYPE_CHECKING:
     from brainsearch.client import Client
@@ -160,7 +160,12 @@ def _drive(repo: Repository, search_id: int, url: str) -> Search:
             bar.update(task, total=total, completed=done, status=status)
 
         driver = SearchDriver(
-            repo, search_id, url, on_progress=on_progress, on_note=lambda text: bar.console.print(f"note: {text}")
+            repo,
+            search_id,
+            url,
+            on_progress=on_progress,
+            on_note=lambda text: bar.console.print(f"note: {text}"),
+            data_dir=data_dir(),
         )
         return driver.run()
 

@@ -17,6 +17,7 @@ from brainsearch.cli.common import (
     err,
     fail,
     open_repository,
+    read_space,
     run_store,
     search_or_fail,
 )
@@ -85,9 +86,8 @@ def search_cmd(
     from brainsearch._validation import problems_from_validation_error
     from brainsearch.search.submission import RunOptions, create_search
     from brainsearch.settings import get_settings
-    from brainsearch.space import load_space
 
-    space = load_space(space_file)
+    space = read_space(space_file)
     overrides: dict[str, Any] = {
         k: v
         for k, v in (

@@ -16,9 +16,11 @@ from brainsearch.cli.common import (
     SearchIdArgument,
     ServerOption,
     TokenOption,
+    data_dir,
     err,
     fail,
     open_repository,
+    read_space,
 )
 from brainsearch.cli.progress import follow_remote
 from brainsearch.errors import Problem
@@ -95,7 +97,7 @@ def worker_cmd(
     repo, url = open_repository(db)
     options = {k: v for k, v in (("executor", executor), ("ray_address", ray_address)) if v is not None}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    w = Worker(repo, url, lease_seconds=lease, options=options or None)
+    w = Worker(repo, url, lease_seconds=lease, options=options or None, data_dir=data_dir())
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: w.shutdown())
     err.print(f"worker {w.name} on {repo.engine.url!r}")
@@ -116,13 +118,13 @@ def submit_cmd(
 ) -> None:
     """Submit a search to a service; the space file is checked here first (the same messages as validate)."""
     from brainsearch.client import Client
-    from brainsearch.space import bundled_space_names, load_space
+    from brainsearch.space import bundled_space_names
 
     if not server:
         raise fail([Problem("--server", "give the service's URL (or BRAINSEARCH_SERVER)")])
     space: str | dict[str, Any] = space_file
     if not (space_file in bundled_space_names() and not Path(space_file).exists()):
-        space = load_space(space_file).model_dump(mode="json")
+        space = read_space(space_file).model_dump(mode="json")
     body = {"space": space, "trials": trials, "sampler": sampler, "name": name}
     search = Client(server, token).submit({k: v for k, v in body.items() if v is not None})
     sys.stdout.write(f"{search['id']}\n")

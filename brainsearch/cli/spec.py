@@ -16,7 +16,7 @@ from brainsearch.arch import Architecture, Cost, cost, preset, preset_names
 from brainsearch.arch.cost import Precision
 from brainsearch.arch.devices import NotEnoughDevices, plan_devices
 from brainsearch.arch.plan import RECIPES
-from brainsearch.cli.common import err, fail, out
+from brainsearch.cli.common import err, fail, out, read_space
 from brainsearch.errors import ArchitectureError, Problem
 from brainsearch.space.baselines import describe_budget
 
@@ -36,9 +36,9 @@ def validate_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Check a search-space file; print its dimensions, size and cost range (exit 2 on problems)."""
-    from brainsearch.space import bounds, dimensions, load_space, space_size
+    from brainsearch.space import bounds, dimensions, space_size
 
-    space = load_space(space_file)
+    space = read_space(space_file)
     extremes = bounds(space)
     assert extremes is not None, "load_space rejects spaces without a feasible assignment"
     batch = space.proxy.batch_size
@@ -113,9 +113,9 @@ def sample_cmd(
     seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed.")] = 0,
 ) -> None:
     """Print architectures sampled uniformly from a space as JSON, one per line."""
-    from brainsearch.space import RandomSuggester, load_space, sample
+    from brainsearch.space import RandomSuggester, sample
 
-    space = load_space(space_file)
+    space = read_space(space_file)
     suggester = RandomSuggester(seed)
     for _ in range(n):
         sys.stdout.write(sample(space, suggester).to_json() + "\n")

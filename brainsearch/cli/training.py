@@ -13,7 +13,7 @@ from rich.table import Table
 from brainsearch._format import fmt_count
 from brainsearch.arch import Architecture, preset, preset_names
 from brainsearch.arch.devices import DevicePlan
-from brainsearch.cli.common import DbOption, check_writable, err, fail, open_repository, out, run_store
+from brainsearch.cli.common import DbOption, check_writable, data_dir, err, fail, open_repository, out, run_store
 from brainsearch.cli.render import print_wide
 from brainsearch.cli.spec import read_architecture
 from brainsearch.errors import Problem
@@ -105,7 +105,7 @@ def train_cmd(
         raise fail(
             [Problem("--budget-*", "give at most one of --budget-tokens, --budget-flops, --budget-seconds", "train")]
         )
-    options: dict[str, Any] = {"data": data, "seed": seed, "device": device}
+    options: dict[str, Any] = {"data": data, "data_dir": data_dir(), "seed": seed, "device": device}
     if scale_name:
         p = scale_preset(scale_name)
         arch = scale(arch, p)
@@ -356,7 +356,7 @@ def expand_cmd(
         check_writable(output, ".safetensors")
     try:
         with err.status(f"expanding {weights.name}: +{add_experts} experts per MoE layer, training on {data}"):
-            report = expand(weights, add_experts, data, old_data, settings, output=output)
+            report = expand(weights, add_experts, data, old_data, settings, data_dir=data_dir(), output=output)
     except OSError as exc:  # the weights could not be written after all (a full disk, say)
         raise fail([Problem("--output", f"cannot write {output}: {exc.strerror or exc}")]) from None
     if as_json:

@@ -23,6 +23,7 @@ import numpy as np
 
 from brainsearch.data.tokenizer import BPETokenizer, ByteTokenizer, Tokenizer, train_bpe
 from brainsearch.errors import DataError, Problem
+from brainsearch.settings import DEFAULT_DATA_DIR
 
 __all__ = ["Corpus", "load_corpus"]
 
@@ -150,10 +151,9 @@ def load_corpus(
     source: str = "default", vocab_size: int = 256, data_dir: Path | None = None, val_fraction: float = 0.05
 ) -> Corpus:
     """Load ``source`` (``"default"``, a text file or folder, ``.jsonl``, ``.npy`` / ``.bin`` token array), cached
-    under ``data_dir/corpora``; raises :class:`~brainsearch.errors.DataError` naming what is wrong."""
-    from brainsearch.settings import get_settings
-
-    cache = (data_dir or get_settings().data_dir) / "corpora"
+    under ``data_dir/corpora`` (default: ``~/.brainsearch``; the entry points pass ``BRAINSEARCH_DATA_DIR``); raises
+    :class:`~brainsearch.errors.DataError` naming what is wrong."""
+    cache = (data_dir or DEFAULT_DATA_DIR) / "corpora"
     bytes_per_token: float | None
     if source == "default":
         files = _stdlib_files()

@@ -119,7 +119,7 @@ class SearchDriver:
         should_stop: Callable[[], StopKind | None] | None = None,
         options: dict[str, Any] | None = None,
         max_fruitless_asks: int = MAX_FRUITLESS_ASKS,
-        data_dir: Path | None = None,
+        data_dir: Path,
     ) -> None:
         search = repo.get_search(search_id)
         if search is None:
@@ -141,10 +141,7 @@ class SearchDriver:
         self._stage: str | None = None
         self._running: dict[int, Job] = {}  # id(job) -> job, this search's jobs on the executor
         self.resources = self.options.resources(self.settings.concurrency)
-        if data_dir is None:
-            from brainsearch.settings import get_settings
-
-            data_dir = get_settings().data_dir
+        self.data_dir = data_dir  # the run store's root and the corpus cache's
         self.store = RunStore.of(data_dir, repo)
         self.store.describe(repo.engine.url.render_as_string(hide_password=True))
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -172,7 +169,7 @@ class SearchDriver:
         """How every trial of this search trains."""
         settings = trial_train_settings(self.space, self.settings.seed, self.options.device)
         limits = [x for x in (settings.memory_limit_bytes, self.options.memory_per_trial) if x is not None]
-        update: dict[str, Any] = {"compile": self.options.compile}
+        update: dict[str, Any] = {"compile": self.options.compile, "data_dir": self.data_dir}
         if limits:
             update["memory_limit_bytes"] = min(limits)
         return settings.model_copy(update=update)
@@ -181,7 +178,7 @@ class SearchDriver:
         """Load the corpus once here, so bad data is one clear error and workers find the tokenised cache."""
         from brainsearch.data import load_corpus
 
-        load_corpus(self.space.proxy.data, self.space.proxy.vocab_size)
+        load_corpus(self.space.proxy.data, self.space.proxy.vocab_size, self.data_dir)
 
     def _reconcile(self, study: optuna.Study, reason: str = "worker stopped while the trial ran") -> int:
         """Settle what a dead (or interrupted) process left running; returns how many trials were retried."""
@@ -460,7 +457,7 @@ class SearchDriver:
             except InputError as exc:  # Ray cannot be started or reached: the search cannot run as submitted
                 self.repo.set_search_status(self.search.id, "failed", error=str(exc)[:2000])
                 raise
-            executor.prestart(self.space.proxy.data, self.space.proxy.vocab_size)
+            executor.prestart(self.space.proxy.data, self.space.proxy.vocab_size, self.data_dir)
         try:
             self._check_data()
         except BaseException:

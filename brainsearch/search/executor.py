@@ -17,6 +17,7 @@ executor: the driver holds them until the original finishes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from brainsearch.search.jobs import Job, TrialOutcome
@@ -59,8 +60,9 @@ class Executor(Protocol):
         """Jobs in flight."""
         ...
 
-    def prestart(self, data: str, vocab_size: int) -> None:
-        """Start the workers now and have them load the corpus, while the driver does its own set-up."""
+    def prestart(self, data: str, vocab_size: int, data_dir: Path | None) -> None:
+        """Start the workers now and have them load the corpus (cached under ``data_dir``), while the driver does its
+        own set-up."""
         ...
 
     def submit(self, job: Job) -> None:

@@ -77,9 +77,9 @@ def _worker_main(conn: Connection, threads: int, parent_pid: int, memory_bytes: 
             return
         if job is None:
             return
-        if isinstance(job, tuple):  # ("preload", data, vocab): load the corpus while the search sets up
+        if isinstance(job, tuple):  # ("preload", data, vocab, data_dir): load the corpus while the search sets up
             with contextlib.suppress(Exception):  # a bad corpus is reported by the trial that needs it
-                cached_corpus(job[1], job[2])
+                cached_corpus(*job[1:])
             continue
         repo = repos.get(job.database_url)
         if repo is None:
@@ -153,11 +153,11 @@ class LocalExecutor:
         """How many more jobs can start now."""
         return self.concurrency - self.running
 
-    def prestart(self, data: str, vocab_size: int) -> None:
+    def prestart(self, data: str, vocab_size: int, data_dir: Path | None) -> None:
         """Start every worker now and have it load the corpus, while the search does its own set-up."""
         while len(self._workers) < self.concurrency:
             worker = _Worker(self._ctx, self.threads_per_trial, self.memory_per_trial)
-            worker.conn.send(("preload", data, vocab_size))
+            worker.conn.send(("preload", data, vocab_size, data_dir))
             self._workers.append(worker)
 
     def busy_workers(self) -> dict[int, int]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from brainsearch.errors import InputError, Problem
@@ -38,12 +39,12 @@ class _Worker:
         torch.set_num_threads(threads)
         self._repos: dict[str, Any] = {}
 
-    def preload(self, data: str, vocab_size: int) -> None:
+    def preload(self, data: str, vocab_size: int, data_dir: Path | None) -> None:
         """Load the corpus now, while the search sets up (a bad corpus is reported by the job that needs it)."""
         from brainsearch.search.runner import cached_corpus
 
         with contextlib.suppress(Exception):
-            cached_corpus(data, vocab_size)
+            cached_corpus(data, vocab_size, data_dir)
 
     def run(self, job: Job) -> TrialOutcome:
         """Train ``job`` and record it (never raises for a failed run)."""
@@ -115,11 +116,11 @@ class RayExecutor:
         """How many more jobs can start now."""
         return self.concurrency - self.running
 
-    def prestart(self, data: str, vocab_size: int) -> None:
+    def prestart(self, data: str, vocab_size: int, data_dir: Path | None) -> None:
         """Start ``concurrency`` actors with the default resources and have each load the corpus."""
         while len(self._slots) < self.concurrency:
             slot = self._new_slot(self.default)
-            slot.actor.preload.remote(data, vocab_size)
+            slot.actor.preload.remote(data, vocab_size, data_dir)
 
     def submit(self, job: Job) -> None:
         """Start ``job`` on an idle actor with its resources (a new actor if none fits); raises when all are busy,

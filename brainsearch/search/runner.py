@@ -39,11 +39,16 @@ __all__ = ["cached_corpus", "crash_reason", "record_crash", "run_job"]
 
 
 @functools.cache
-def cached_corpus(data: str, vocab_size: int) -> Corpus:
-    """The corpus, loaded once per worker process."""
+def cached_corpus(data: str, vocab_size: int, data_dir: Path | None) -> Corpus:
+    """The corpus (its tokenised cache under ``data_dir``), loaded once per worker process."""
     from brainsearch.data import load_corpus
 
-    return load_corpus(data, vocab_size)
+    return load_corpus(data, vocab_size, data_dir)
+
+
+def _corpus(job: Job, arch: Architecture) -> Corpus:
+    """The corpus ``job`` trains on, from this process's cache."""
+    return cached_corpus(job.settings.data, arch.vocab_size, job.settings.data_dir)
 
 
 def crash_reason(exc: BaseException) -> str:
@@ -84,7 +89,7 @@ def _run_trial(job: TrialJob, repo: Repository) -> TrialOutcome:
     from brainsearch.train.proxy import train  # torch: likewise
 
     arch = Architecture.from_json(job.arch)
-    corpus = cached_corpus(job.settings.data, arch.vocab_size)
+    corpus = _corpus(job, arch)
     speed, pruned = _step_time_constraint(job, arch, corpus)
     if pruned is not None:  # judged before training: nothing trains
         repo.finish_trial(job.trial_id, state="pruned", reason=pruned, metrics=speed)
@@ -140,7 +145,7 @@ def _run_seed(job: TrialJob, repo: Repository) -> TrialOutcome:
 
     assert job.seed_run_id is not None
     arch = Architecture.from_json(job.arch)
-    result = train(arch, job.settings, corpus=cached_corpus(job.settings.data, arch.vocab_size))
+    result = train(arch, job.settings, corpus=_corpus(job, arch))
     outcome = TrialOutcome.of(job.trial_id, result)
     repo.finish_seed_run(
         job.seed_run_id,
@@ -196,12 +201,12 @@ def _run_candidate(job: CandidateJob, repo: Repository) -> TrialOutcome:
     elif job.init == "upcycle":
         from brainsearch.train.upcycle import train_upcycled
 
-        corpus = cached_corpus(job.settings.data, arch.vocab_size)
+        corpus = _corpus(job, arch)
         result = train_upcycled(arch, job.settings, dense_fraction=job.dense_fraction, corpus=corpus)
     else:
         from brainsearch.train.proxy import train  # torch: only in the processes that train
 
-        result = train(arch, job.settings, corpus=cached_corpus(job.settings.data, arch.vocab_size))
+        result = train(arch, job.settings, corpus=_corpus(job, arch))
     outcome = TrialOutcome.of(job.trial_id, result)
     metrics = _metrics(result)
     # A sharded run gets no probe: timing both models back to back would need the whole process group again; its
@@ -241,7 +246,7 @@ def _rung_probe(job: CandidateJob, arch: Architecture, run_steps: int) -> dict[s
 
     assert job.baseline_arch is not None
     settings = job.settings.model_copy(update={"checkpoint": None})
-    corpus = cached_corpus(job.settings.data, arch.vocab_size)
+    corpus = _corpus(job, arch)
     steps = max(1, min(PROBE_STEPS, run_steps // (2 * PROBE_ROUNDS)))
     try:
         baseline = Architecture.from_json(job.baseline_arch)

@@ -159,8 +159,9 @@ def _settings_with(current: SearchSettings, overrides: dict[str, Any], prefix: t
 
 
 def stored_space(search: Search) -> SearchSpace:
-    """A stored search's space with the search settings it was submitted with (overrides applied)."""
-    space = validate_document(search.space, f"search {search.id}")
+    """A stored search's space with the search settings it was submitted with (overrides applied). The hard ceiling
+    was checked when the search was submitted, under that process's setting: it is not checked again."""
+    space = validate_document(search.space, f"search {search.id}", max_params=None)
     return space.model_copy(update={"search": SearchSettings.model_validate(search.settings.get("search", {}))})
 
 

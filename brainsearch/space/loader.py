@@ -12,6 +12,7 @@ costed. Each later step's work is therefore bounded by the earlier steps' limits
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from brainsearch._format import fmt_bytes, fmt_count
 from brainsearch._validation import dotted, in_document_order, problems_from_validation_error
 from brainsearch.errors import Problem, SpaceError
-from brainsearch.settings import get_settings
+from brainsearch.settings import DEFAULT_MAX_SPACE_PARAMS
 from brainsearch.space.baselines import reference_architecture
 from brainsearch.space.constraints import memory_floor
 from brainsearch.space.params import Categorical, Fixed, FloatRange, IntRange
@@ -126,8 +127,11 @@ def _problem(source: str | None, loc: Loc, message: str, lines: _Lines | None) -
     return Problem(dotted(loc), message, source, lines(loc) if lines else None)
 
 
-def parse_space(text: str | bytes, source: str | None = None) -> SearchSpace:
-    """Parse and validate a YAML search-space document; raises :class:`SpaceError` listing every problem."""
+def parse_space(
+    text: str | bytes, source: str | None = None, *, max_params: float | None = DEFAULT_MAX_SPACE_PARAMS
+) -> SearchSpace:
+    """Parse and validate a YAML search-space document; raises :class:`SpaceError` listing every problem.
+    ``max_params`` is the hard ceiling on the parameters of the space's largest architecture (None: none)."""
     if isinstance(text, bytes):
         if len(text) > MAX_SPACE_FILE_BYTES:
             raise SpaceError([Problem("", f"file is larger than {MAX_SPACE_FILE_BYTES} bytes", source)])
@@ -153,7 +157,7 @@ def parse_space(text: str | bytes, source: str | None = None) -> SearchSpace:
         raise SpaceError([Problem("", "document is nested too deeply", source)]) from None
     if problems:
         raise SpaceError(in_document_order(Problem(p.path, p.message, source, p.line) for p in problems))
-    return validate_document(doc, source, lines)
+    return validate_document(doc, source, lines, max_params=max_params)
 
 
 def _compose(text: str, lines: _Lines) -> tuple[Any, list[Problem]]:
@@ -171,12 +175,19 @@ def _compose(text: str, lines: _Lines) -> tuple[Any, list[Problem]]:
         loader.dispose()
 
 
-def validate_document(doc: Any, source: str | None = None, lines: _Lines | None = None) -> SearchSpace:
+def validate_document(
+    doc: Any,
+    source: str | None = None,
+    lines: _Lines | None = None,
+    *,
+    max_params: float | None = DEFAULT_MAX_SPACE_PARAMS,
+) -> SearchSpace:
     """Validate an already-parsed document (a dict, as from JSON or YAML); raises :class:`SpaceError`.
 
     Cheap checks first, each later one only on a document that passed the earlier: the fields' types and bounds
     (pydantic), every parameter value inside its domain, the block's structure (a loop over at most ``MAX_SLOTS``
-    slots), and last the space's extreme architectures against the hard ceiling and its own constraints.
+    slots), and last the space's extreme architectures against the hard ceiling ``max_params`` (None: no ceiling;
+    the entry points pass the ``BRAINSEARCH_MAX_SPACE_PARAMS`` setting) and its own constraints.
     """
     if doc is None:
         raise SpaceError([Problem("", "the document is empty", source)])
@@ -188,15 +199,16 @@ def validate_document(doc: Any, source: str | None = None, lines: _Lines | None 
         raise SpaceError(in_document_order(problems_from_validation_error(exc, source, line_of=lines))) from None
     except RecursionError:
         raise SpaceError([Problem("", "document is nested too deeply", source)]) from None
-    for check in (_check_domains, _check_structure, _check_fits):
+    for check in (_check_domains, _check_structure, functools.partial(_check_fits, max_params=max_params)):
         problems = check(space, source, lines)
         if problems:
             raise SpaceError(in_document_order(problems))
     return space
 
 
-def load_space(path: str | Path) -> SearchSpace:
-    """Load a search-space YAML file (a path, or the name of a bundled space such as ``"tiny"``)."""
+def load_space(path: str | Path, *, max_params: float | None = DEFAULT_MAX_SPACE_PARAMS) -> SearchSpace:
+    """Load a search-space YAML file (a path, or the name of a bundled space such as ``"tiny"``); ``max_params`` as
+    in :func:`validate_document`."""
     from brainsearch.space.bundled import resolve_space_path
 
     file = resolve_space_path(path)
@@ -214,7 +226,7 @@ def load_space(path: str | Path) -> SearchSpace:
 
             hint = f" (bundled spaces: {', '.join(bundled_space_names())})"
         raise SpaceError([Problem("", f"cannot read: {exc.strerror or exc}{hint}", str(path))]) from None
-    return parse_space(data, str(path))
+    return parse_space(data, str(path), max_params=max_params)
 
 
 ParamT = Fixed | Categorical | IntRange | FloatRange
@@ -377,7 +389,9 @@ def _not_divisible(d_model: ParamT, h: int) -> int | None:
     return None
 
 
-def _check_fits(space: SearchSpace, source: str | None, lines: _Lines | None) -> list[Problem]:
+def _check_fits(
+    space: SearchSpace, source: str | None, lines: _Lines | None, *, max_params: float | None
+) -> list[Problem]:
     """The space is not empty under its constraints and its largest model is below the hard ceiling."""
     try:
         extremes = bounds(space)
@@ -390,8 +404,8 @@ def _check_fits(space: SearchSpace, source: str | None, lines: _Lines | None) ->
         first = exc.errors(include_url=False)[0]
         return [_problem(source, ("block",), f"an extreme architecture of the space is invalid: {first['msg']}", lines)]
     problems: list[Problem] = []
-    ceiling = get_settings().max_space_params
-    if large_total.params_total > ceiling:
+    ceiling = max_params
+    if ceiling is not None and large_total.params_total > ceiling:
         problems.append(
             _problem(
                 source,

@@ -87,7 +87,7 @@ def train(
         "sharding": "fsdp2" if plan.recipe.shards > 1 else None,
         "recipe": plan.recipe.label,
     }
-    corpus = corpus or load_corpus(settings.data, arch.vocab_size)
+    corpus = corpus or load_corpus(settings.data, arch.vocab_size, settings.data_dir)
     batches = _training_batches(corpus, arch, settings)
 
     def build() -> LanguageModel:

@@ -3,6 +3,7 @@ other configuration of the training loop extends (expansion's ``ExpansionSetting
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -40,6 +41,10 @@ class TrainSettings(BaseModel):
     budget: Budget = Field(default_factory=lambda: Budget(tokens=65_536))
     batch_size: int = Field(default=8, ge=1, le=4096)
     data: str = Field(default="default", min_length=1)
+    data_dir: Path | None = Field(
+        default=None,
+        description="the data directory whose corpora/ folder caches the tokenised corpus (default: ~/.brainsearch)",
+    )
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     optimizer: Literal["adamw", "adafactor"] = "adamw"
     param_dtype: Literal["fp32", "bf16"] = Field(

@@ -107,7 +107,7 @@ def train_upcycled(
     """
     dense_steps, sparse_steps = phase_steps(arch, settings, dense_fraction)
     tokens_per_step = settings.batch_size * arch.seq_len
-    corpus = corpus or load_corpus(settings.data, arch.vocab_size)
+    corpus = corpus or load_corpus(settings.data, arch.vocab_size, settings.data_dir)
     twin = dense_twin(arch)
     kept: list[LanguageModel] = []
     dense_settings = _phase_settings(settings, dense_steps * tokens_per_step, "dense")

@@ -25,6 +25,7 @@ from brainsearch.search.submission import (
     search_verdict_of,
     stored_space,
 )
+from brainsearch.settings import Settings
 from brainsearch.space import bundled_space_names, load_space
 from brainsearch.space.loader import validate_document
 from brainsearch.space.schema import SearchSpace
@@ -77,15 +78,15 @@ def trial_out(t: Trial, noise: NoiseView) -> TrialOut:
     return TrialOut.model_validate({**leaderboard_row(t, noise), **TrialOut.memory_plan(t.metrics)})
 
 
-def space_of(given: str | dict[str, object]) -> SearchSpace:
+def space_of(given: str | dict[str, object], settings: Settings) -> SearchSpace:
     """The ``space`` field of a request: a bundled space's name or an inline document (problems named
-    ``space.<path>``)."""
+    ``space.<path>``), under the service's ceiling on a space's size."""
     if isinstance(given, str):
         if given not in bundled_space_names():
             names = ", ".join(bundled_space_names())
             raise SpaceError([Problem("space", f"no bundled space {given!r} (bundled: {names})")])
-        return load_space(given)
-    return validate_document(given, "space")
+        return load_space(given, max_params=settings.max_space_params)
+    return validate_document(given, "space", max_params=settings.max_space_params)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[WriteAccess])
@@ -98,7 +99,7 @@ def submit(
 ) -> SearchOut:
     """Validate the space (the CLI's messages, as ``detail``) and queue the search for a worker; ``Location``
     names the new search."""
-    space = space_of(body.space)
+    space = space_of(body.space, request.app.state.settings)
     overrides = body.model_dump(
         include={
             "trials",

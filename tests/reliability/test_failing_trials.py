@@ -17,6 +17,7 @@ from brainsearch.search.jobs import TrialJob
 from brainsearch.search.local import LocalExecutor
 from brainsearch.search.runner import run_job
 from brainsearch.search.submission import create_search
+from brainsearch.settings import get_settings
 from brainsearch.storage import Repository
 from tests.factories import fast_space
 from tests.reliability.conftest import slow_space
@@ -68,7 +69,9 @@ def test_nan_losses_become_diverged_trials_and_the_search_completes(repo: Reposi
     """Pass: two trials whose losses turn NaN are recorded `diverged` with the step it happened at; the other
     trials complete and the search completes with the requested number of trials."""
     search, _ = create_search(repo, fast_space(4096, search={"trials": 4, "pruner": "none", "sampler": "random"}))
-    done = SearchDriver(repo, search.id, database_url).run(_InProcess(repo, poisoned={2, 4}))  # numbers 0-1: baselines
+    done = SearchDriver(repo, search.id, database_url, data_dir=get_settings().data_dir).run(
+        _InProcess(repo, poisoned={2, 4})
+    )  # numbers 0-1: baselines
     trials = {t.number: t for t in repo.list_trials(search.id, limit=50).items if not t.is_baseline}
     assert sorted(trials) == [2, 3, 4, 5] and done.status == "completed"
     for number, t in trials.items():
@@ -101,7 +104,7 @@ def test_a_segfaulting_trial_process_fails_alone(repo: Repository, database_url:
     killer.start()
     try:
         with executor:
-            done = SearchDriver(repo, search.id, database_url).run(executor)
+            done = SearchDriver(repo, search.id, database_url, data_dir=get_settings().data_dir).run(executor)
     finally:
         stop.set()
         killer.join(5)

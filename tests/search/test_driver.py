@@ -17,6 +17,7 @@ from brainsearch.search.driver import SearchDriver
 from brainsearch.search.executor import Executor, Finished
 from brainsearch.search.jobs import Job
 from brainsearch.search.submission import RunOptions, create_search, study_name
+from brainsearch.settings import get_settings
 from brainsearch.space import SearchSpace, sample
 from brainsearch.space.sample import RandomSuggester
 from brainsearch.storage import Repository
@@ -31,7 +32,7 @@ def _run(
 ) -> tuple[Any, list[str]]:
     search, _ = create_search(repo, space, overrides=overrides)
     notes: list[str] = []
-    done = SearchDriver(repo, search.id, url, on_note=notes.append).run(executor)
+    done = SearchDriver(repo, search.id, url, on_note=notes.append, data_dir=get_settings().data_dir).run(executor)
     return done, notes
 
 
@@ -119,7 +120,9 @@ def test_an_architecture_is_never_trained_twice(repo: Repository, database_url: 
     space = SearchSpace.model_validate(doc)
     search, _ = create_search(repo, space, overrides={"trials": 3, "sampler": "random", "pruner": "none"})
     notes: list[str] = []
-    done = SearchDriver(repo, search.id, database_url, on_note=notes.append, max_fruitless_asks=40).run(executor)
+    done = SearchDriver(
+        repo, search.id, database_url, on_note=notes.append, max_fruitless_asks=40, data_dir=get_settings().data_dir
+    ).run(executor)
     candidates = [t for t in repo.list_trials(done.id, limit=100).items if not t.is_baseline]
     assert sorted(t.arch["d_model"] for t in candidates) == [32, 48]
     assert done.status == "completed" and any("already tried" in n for n in notes)
@@ -146,8 +149,8 @@ class _Killing:
     def running(self) -> int:
         return self.inner.running
 
-    def prestart(self, data: str, vocab_size: int) -> None:
-        self.inner.prestart(data, vocab_size)
+    def prestart(self, data: str, vocab_size: int, data_dir: Path | None) -> None:
+        self.inner.prestart(data, vocab_size, data_dir)
 
     def submit(self, job: Job) -> None:
         self.inner.submit(job)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from brainsearch.search.submission import create_search
+from brainsearch.settings import get_settings
 from brainsearch.storage import Repository, Search
 from service.worker import Worker
 from tests.factories import fast_space
@@ -34,7 +35,7 @@ def _wait_for(predicate, timeout: float = 120.0) -> None:  # type: ignore[no-unt
 
 def test_worker_runs_queued_searches_in_order(repo: Repository, database_url: str) -> None:
     first, second = _queue(repo, 2), _queue(repo, 1)
-    worker = Worker(repo, database_url, name="w1", lease_seconds=5)
+    worker = Worker(repo, database_url, name="w1", lease_seconds=5, data_dir=get_settings().data_dir)
     done = worker.run_once()
     assert done is not None and done.id == first.id and done.status == "completed" and done.lease_owner is None
     assert repo.count_trials(first.id, is_baseline=False) in ({"completed": 2}, {"completed": 1, "pruned": 1})
@@ -44,7 +45,7 @@ def test_worker_runs_queued_searches_in_order(repo: Repository, database_url: st
 
 def test_cancel_stops_the_running_trial_promptly(repo: Repository, database_url: str) -> None:
     search = _queue(repo, 3, tokens=200 * 512)  # long trials: cancel lands mid-trial
-    worker = Worker(repo, database_url, name="w", lease_seconds=1.5)
+    worker = Worker(repo, database_url, name="w", lease_seconds=1.5, data_dir=get_settings().data_dir)
     result: list[Search | None] = []
     thread = threading.Thread(target=lambda: result.append(worker.run_once()))
     thread.start()
@@ -62,7 +63,7 @@ def test_cancel_stops_the_running_trial_promptly(repo: Repository, database_url:
 
 def test_shutdown_requeues_and_another_worker_finishes(repo: Repository, database_url: str) -> None:
     search = _queue(repo, 3, tokens=24 * 512)
-    worker = Worker(repo, database_url, name="leaving", lease_seconds=3)
+    worker = Worker(repo, database_url, name="leaving", lease_seconds=3, data_dir=get_settings().data_dir)
     thread = threading.Thread(target=worker.run_once)
     thread.start()
     _wait_for(lambda: repo.count_trials(search.id, is_baseline=False).get("completed", 0) >= 1)
@@ -71,7 +72,7 @@ def test_shutdown_requeues_and_another_worker_finishes(repo: Repository, databas
     thread.join(60)
     requeued = repo.get_search(search.id)
     assert requeued is not None and requeued.status == "queued" and requeued.lease_owner is None
-    done = Worker(repo, database_url, name="next", lease_seconds=3).run_once()
+    done = Worker(repo, database_url, name="next", lease_seconds=3, data_dir=get_settings().data_dir).run_once()
     assert done is not None and done.id == search.id and done.status == "completed"
     after = {t.id: t for t in repo.list_trials(search.id, limit=50).items}
     assert all(after[tid] == t for tid, t in kept.items())  # finished trials kept exactly
@@ -83,7 +84,7 @@ def test_a_dead_workers_search_is_taken_over_after_its_lease(
 ) -> None:
     search = _queue(repo, 1)
     assert repo.claim_search("dead-worker", lease_seconds=2) is not None  # claimed, then never renewed
-    successor = Worker(repo, database_url, name="successor", lease_seconds=5)
+    successor = Worker(repo, database_url, name="successor", lease_seconds=5, data_dir=get_settings().data_dir)
     assert successor.run_once() is None  # the lease still holds
     database_clock.advance(2.1)
     done = successor.run_once()

@@ -197,12 +197,34 @@ def test_head_dim_must_be_given_when_not_divisible() -> None:
     assert any("block.attention.head_dim: head_dim may be null" in e for e in _errors(doc))
 
 
-def test_hard_ceiling_rejects_enormous_spaces(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hard_ceiling_rejects_enormous_spaces() -> None:
+    text = yaml.safe_dump(_doc(), sort_keys=False)
+    with pytest.raises(SpaceError) as info:
+        parse_space(text, "s.yaml", max_params=1e6)
+    assert any("above the hard ceiling 1M" in str(p) for p in info.value.problems)
+    assert parse_space(text, "s.yaml", max_params=None).name  # no ceiling: the same space passes
+
+
+def test_the_entry_points_apply_the_ceiling_setting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """BRAINSEARCH_MAX_SPACE_PARAMS reaches the library through the CLI and the service, which read the settings."""
+    from fastapi.testclient import TestClient
+
+    from brainsearch.cli import main
     from brainsearch.settings import get_settings
+    from service.app import create_app
 
     monkeypatch.setenv("BRAINSEARCH_MAX_SPACE_PARAMS", "1e6")
     get_settings.cache_clear()
-    assert any("above the hard ceiling 1M" in e for e in _errors(_doc()))
+    with pytest.raises(SystemExit) as exited:
+        main(["validate", "tiny"])
+    assert exited.value.code == 2
+    assert "above the hard ceiling 1M" in capsys.readouterr().err
+    with TestClient(create_app(), base_url="http://127.0.0.1") as client:
+        answer = client.post("/api/v1/spaces/validate", json={"space": "tiny"})
+    assert answer.status_code == 422
+    assert "above the hard ceiling 1M" in answer.text
 
 
 def test_enormous_space_rejected_by_default_ceiling() -> None:
