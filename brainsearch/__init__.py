@@ -6,6 +6,7 @@ The public Python API::
     arch = brainsearch.Architecture.from_json(text)  # the canonical exchange format
     brainsearch.cost(arch)                           # parameters, FLOPs per token, memory
     model = brainsearch.build_model(arch)            # a torch LM (torch is imported on first use)
+    model = brainsearch.load_model(path)             # the same, with a saved weights file's architecture and weights
 
 Importing brainsearch does not import torch.
 """
@@ -20,6 +21,7 @@ from brainsearch.space import SearchSpace, load_space, sample
 
 if TYPE_CHECKING:
     from brainsearch.model import build_model
+    from brainsearch.store import load_model
 
 __version__ = "0.1.0"
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "SpaceError",
     "build_model",
     "cost",
+    "load_model",
     "load_space",
     "preset",
     "sample",
@@ -40,9 +43,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # build_model pulls in torch; importing it lazily keeps the spec layers (and the API process) torch-free.
+    # build_model and load_model pull in torch; importing them lazily keeps the spec layers (and the API process)
+    # torch-free.
     if name == "build_model":
         from brainsearch.model import build_model
 
         return build_model
+    if name == "load_model":
+        from brainsearch.store import load_model
+
+        return load_model
     raise AttributeError(f"module 'brainsearch' has no attribute {name!r}")

@@ -15,8 +15,8 @@ search and trial ids in their metadata; :meth:`RunStore.kept_weights` serves a f
 
 Weights files are Hugging Face's safetensors (no pickle: loading a file cannot run code) whose metadata carries the
 architecture JSON (``brainsearch.architecture``), so a weights file alone is enough to rebuild the model
-(:func:`load_weights`; ``brainsearch.build_model(arch)`` then ``load_state_dict``), plus whatever string entries the
-caller adds (database, search, trial, data).
+(:func:`load_model`, or :func:`load_weights` for the parts), plus whatever string entries the caller adds (database,
+search, trial, data).
 
 This module imports neither torch (until weights are saved or loaded) nor the storage layer: the API process uses it
 to find and check files.
@@ -39,6 +39,8 @@ from brainsearch.errors import ArchitectureError, DataError, Problem
 
 if TYPE_CHECKING:
     import torch
+
+    from brainsearch.model import LanguageModel
 
 __all__ = [
     "ARCH_KEY",
@@ -234,3 +236,21 @@ def load_weights(path: Path) -> tuple[Architecture, dict[str, torch.Tensor], dic
     except ArchitectureError as exc:
         raise DataError([Problem("weights", f"the stored architecture is invalid: {exc}", str(path))]) from None
     return arch, tensors, meta
+
+
+def load_model(path: Path) -> LanguageModel:
+    """The model a :func:`save_weights` file holds (on the CPU, float32): the file's architecture built by
+    :func:`~brainsearch.model.build_model`, then its weights loaded. A missing, foreign or mismatched file raises
+    :class:`~brainsearch.errors.DataError` naming it."""
+    from brainsearch.model import build_model
+
+    arch, state, _ = load_weights(path)
+    model = build_model(arch)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0][:300]
+        raise DataError(
+            [Problem("weights", f"the weights do not fit the stored architecture: {first}", str(path))]
+        ) from None
+    return model

@@ -12,9 +12,9 @@ import yaml
 
 from brainsearch.arch import Architecture, preset, scale
 from brainsearch.cli import main
+from brainsearch.data import write_prose_corpus
 from brainsearch.storage import Repository
 from brainsearch.store import RunStore, load_weights
-from brainsearch.train.lifelong import write_prose_corpus
 from tests.factories import candidate_run, seed_scaled_search, sqlite_repository
 
 

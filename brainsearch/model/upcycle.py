@@ -10,7 +10,8 @@ sub-layer (the two must agree in everything but the MoE sub-layers):
   (``N(0, 0.02)`` rows, drawn under ``seed``): the paper initialises the router from scratch too;
 - a target MoE of ``E' = m * E`` experts whose source is an MoE of ``E`` (same widths): expert ``j`` copies source
   expert ``j mod E``, and router row ``j`` copies source row ``j mod E``. The target's first ``E`` experts are then
-  exactly the source's, as in Lifelong-MoE expansion (:mod:`brainsearch.train.lifelong`), which uses the same rule.
+  exactly the source's, as in Lifelong-MoE expansion (:mod:`brainsearch.model.expand`): both copy through
+  :mod:`brainsearch.model.transplant`.
 
 Shape legend: G groups (1 for a dense FFN, E experts), E experts, D model dim; see :mod:`brainsearch.model.ffn`.
 
@@ -40,9 +41,10 @@ from torch import nn
 
 from brainsearch.arch.spec import Architecture, AttentionSpec, FFNSpec, LayerSpec, MoESpec
 from brainsearch.errors import ArchitectureError, Problem
-from brainsearch.model.ffn import DenseFFN, FeedForward
+from brainsearch.model.ffn import DenseFFN
 from brainsearch.model.lm import LanguageModel, build_model
 from brainsearch.model.moe import Dispatch, MoE
+from brainsearch.model.transplant import check_moe_params, copy_experts, copy_groups, copy_module, transplant
 
 __all__ = ["upcycle", "upcycle_problems"]
 
@@ -77,24 +79,7 @@ def upcycle(
         model = build_model(
             target, dispatch=dispatch, load_balance_weight=load_balance_weight, z_loss_weight=z_loss_weight
         )
-    unknown = {name for name, _ in model.named_children()} - {"embed", "norms", "layers", "final_norm", "head"}
-    if unknown:  # a module added to the language model later must be taught to upcycling
-        raise NotImplementedError(f"upcycling does not know the language model's modules {sorted(unknown)}")
-    with torch.no_grad():
-        for name in ("embed", "norms", "final_norm"):
-            _copy_module(getattr(model, name), getattr(source, name))
-        if model.head is not None and source.head is not None:
-            _copy_module(model.head, source.head)
-        for new, old in zip(model.layers, source.layers, strict=True):
-            if isinstance(new, MoE) and isinstance(old, DenseFFN):
-                _check_moe_params(new)
-                _copy_experts(new.experts, old.ffn)
-            elif isinstance(new, MoE) and isinstance(old, MoE):
-                _check_moe_params(new)
-                rows = _copy_experts(new.experts, old.experts)
-                new.router.weight_ED.copy_(old.router.weight_ED.index_select(0, rows.to(old.router.weight_ED.device)))
-            else:
-                _copy_module(new, old)
+    transplant(model, source, _copy_layer, _SOURCE)
     return model
 
 
@@ -145,29 +130,15 @@ def _layer_mismatch(old: LayerSpec, new: LayerSpec) -> str | None:
     return None
 
 
-def _copy_module(new: nn.Module, old: nn.Module) -> None:
-    """Copy every parameter and persistent buffer of ``old`` into ``new`` (same structure and shapes)."""
-    new.load_state_dict(old.state_dict())
-
-
-def _check_moe_params(moe: MoE) -> None:
-    unknown = [n for n, _ in moe.named_parameters() if n != "router.weight_ED" and not n.startswith("experts.")]
-    if unknown:  # a parameter added to the MoE layer later must be taught to upcycling
-        raise NotImplementedError(f"upcycling does not know the MoE parameters {unknown}")
-
-
-def _group_dim(name: str) -> int:
-    """The group (expert) dimension of a :class:`FeedForward` parameter, read from its shape suffix: ``w_in_GXD``
-    -> 0, ``v_in_MGHR`` -> 1."""
-    return name.rsplit("_", 1)[-1].index("G")
-
-
-def _copy_experts(new: FeedForward, old: FeedForward) -> torch.Tensor:
-    """Fill ``new``'s ``E'`` groups from ``old``'s ``G`` (``E'`` a multiple of ``G``): group ``j`` copies group
-    ``j mod G``. Returns that source index of every target group, ``[E']``."""
-    rows = torch.arange(new.num_groups) % old.num_groups
-    old_params = dict(old.named_parameters())
-    for name, param in new.named_parameters():
-        source = old_params[name]
-        param.copy_(source.index_select(_group_dim(name), rows.to(source.device)))
-    return rows
+def _copy_layer(new: nn.Module, old: nn.Module) -> None:
+    """Copy one sub-layer of the source into the target's: experts from a dense FFN or from fewer experts (router
+    row ``j`` follows expert ``j``), anything else as it is."""
+    if isinstance(new, MoE) and isinstance(old, DenseFFN):
+        check_moe_params(new, _SOURCE)
+        copy_experts(new.experts, old.ffn)
+    elif isinstance(new, MoE) and isinstance(old, MoE):
+        check_moe_params(new, _SOURCE)
+        copy_experts(new.experts, old.experts)
+        copy_groups(new.router.weight_ED, old.router.weight_ED, 0)
+    else:
+        copy_module(new, old)

@@ -11,27 +11,9 @@ replayed). :func:`expand` also fine-tunes the un-expanded model plainly (``L_LM 
 optimiser and schedule) as the baseline, and reports validation loss on the old and the new corpus before and after
 each method; *forgetting* is the old-corpus loss increase.
 
-Choices the paper leaves open (REFERENCE.md: the number of experts added and lambda are not published):
-
-- New experts start as copies of trained ones (new expert ``j`` copies old expert ``j mod E``) plus Gaussian noise of
-  ``init_noise`` times the weight tensor's standard deviation, which breaks the symmetry with the parent; the copies
-  start from features the shared layers already feed. ``expert_init="random"`` gives them a fresh init instead.
-- New router rows start at the mean of the old rows (plus the same relative noise), so a token's logit for a new
-  expert is the mean of its old logits: a new expert enters a token's top-k only where one old expert dominates.
-  Fresh ``N(0, 0.02)`` rows would not do: the router z-loss drives trained logits below zero, so near-zero rows win
-  most tokens (measured on cpu-tiny GLaM: 75-79% of assignments to the new experts and +0.13 to +0.31 nats on the
-  old corpus before any training, against 10-15% and +0.004 to +0.03 with mean rows). The router has no bias, so no
-  choice of rows keeps the new experts unused for every token (and more experts mean less capacity per expert):
-  the expanded model starts *close to*, not equal to, the old one. Every old parameter is copied exactly; the
-  distillation term pulls the outputs back toward the old model's.
-- Compute per token. Token choice: each token still visits k experts; capacity per expert
-  ``ceil(cf * T * k / E)`` shrinks as E grows, so the total number of slots stays ``cf * T * k``; only the router grows
-  (``d_model`` parameters per new expert per MoE layer). Expert choice: each expert takes ``ceil(B * cf / E)``
-  tokens per position, so a token still meets about ``cf`` experts (more after rounding up; once ``B * cf < E`` every
-  expert takes one token per position, ``E / B`` per token), but each old expert takes fewer tokens than before:
-  expert choice cannot keep the old experts' assignments (the new experts take ``add / (E + add)`` of them at once;
-  on cpu-tiny Brainformer-1, 4 + 4 experts, the old-corpus loss still rose only 0.02-0.03 nats at expansion).
-- ``kl_weight`` (lambda) defaults to 1.0, a choice of ours.
+How the model grows - new experts as noisy copies of old ones, new router rows at the mean of the old rows, and
+what happens to compute per token under token and expert choice - is :mod:`brainsearch.model.expand`. The paper
+publishes neither the number of experts added nor lambda: ``kl_weight`` (lambda) defaults to 1.0, a choice of ours.
 
 Measured on cpu-tiny GLaM (tests/train/test_lifelong.py: 300 steps on stdlib code, then 100 steps on English
 documentation prose, add 4 experts to 4, 5 seeds): lifelong forgets 0.04-0.07 nats on the old corpus against
@@ -68,9 +50,11 @@ from torch import Tensor, nn
 from brainsearch.arch.cost import cost
 from brainsearch.arch.spec import Architecture, MoESpec
 from brainsearch.data import BatchSampler, Corpus, load_corpus
-from brainsearch.errors import DataError, InputError, Problem
-from brainsearch.model import LanguageModel, MoE, TokenChoiceRouter, build_model
-from brainsearch.store import load_weights, save_weights
+from brainsearch.errors import DataError, Problem
+from brainsearch.model import LanguageModel
+from brainsearch.model.expand import ExpertInit, check_expandable, expand_model
+from brainsearch.model.transplant import expert_params, moe_layers
+from brainsearch.store import load_model, save_weights
 from brainsearch.train.budget import StepBudget
 from brainsearch.train.device import resolve_device
 from brainsearch.train.evaluate import evaluate
@@ -87,17 +71,12 @@ __all__ = [
     "MethodResult",
     "TrainLog",
     "expand",
-    "expand_model",
-    "expanded_architecture",
     "finetune",
     "lifelong_train",
-    "load_model",
     "run_expansion",
     "validation_loss",
-    "write_prose_corpus",
 ]
 
-ExpertInit = Literal["copy", "random"]
 DEFAULT_STEPS = 200
 
 
@@ -216,102 +195,7 @@ class Expansion:
     finetuned: LanguageModel | None
 
 
-# --- expansion -------------------------------------------------------------------------------------------------------
-
-
-def _moe_layers(model: LanguageModel) -> list[tuple[int, MoE]]:
-    return [(i, layer) for i, layer in enumerate(model.layers) if isinstance(layer, MoE)]
-
-
-def _expert_params(moe: MoE) -> list[tuple[str, nn.Parameter, int]]:
-    """``(name inside the MoE layer, parameter, its expert dim)`` for every per-expert parameter of ``moe``."""
-    out = [("router.weight_ED", moe.router.weight_ED, 0)]
-    for name, p in moe.experts.named_parameters():
-        # The shape suffix names the expert (group) dim: w_in_GXD -> 0, v_in_MGHR -> 1.
-        out.append((f"experts.{name}", p, name.rsplit("_", 1)[-1].index("G")))
-    known = {name for name, _, _ in out}
-    unknown = sorted(name for name, _ in moe.named_parameters() if name not in known)
-    if unknown:  # a parameter added to the MoE layer later must be taught to expansion and freezing
-        raise NotImplementedError(f"expansion does not know the MoE parameters {unknown}")
-    return out
-
-
-def _check_expandable(arch: Architecture, add_experts: int) -> None:
-    problems = []
-    if add_experts < 1:
-        problems.append(Problem("add_experts", f"must be at least 1, got {add_experts}"))
-    if not any(isinstance(layer, MoESpec) for layer in arch.block):
-        problems.append(
-            Problem("architecture", f"has no MoE sub-layer to add experts to (block pattern {arch.pattern!r})")
-        )
-    if problems:
-        raise InputError(problems)
-
-
-def expanded_architecture(arch: Architecture, add_experts: int) -> Architecture:
-    """``arch`` with ``add_experts`` more experts in every MoE sub-layer, all else equal.
-
-    Raises :class:`~brainsearch.errors.InputError` for ``add_experts < 1`` or an architecture without MoE sub-layers
-    (an :class:`~brainsearch.errors.ArchitectureError` when the result breaks a limit of the spec).
-    """
-    _check_expandable(arch, add_experts)
-    doc = arch.to_dict()
-    for layer in doc["block"]:
-        if layer["type"] == "moe":
-            layer["experts"] += add_experts
-    return Architecture.from_json(doc, source=f"the architecture with {add_experts} experts added")
-
-
-def expand_model(
-    model: LanguageModel,
-    add_experts: int,
-    *,
-    seed: int = 0,
-    expert_init: ExpertInit = "copy",
-    init_noise: float = 0.01,
-) -> LanguageModel:
-    """A new model (on the CPU) of :func:`expanded_architecture` holding ``model``'s weights.
-
-    Every old parameter is copied exactly: the old experts are the first ``E`` along each expert dim and the old
-    router rows the first ``E`` rows. New experts are copies of old ones plus noise (``expert_init="copy"``: new
-    expert ``j`` copies expert ``j mod E``, noise ``init_noise`` x the tensor's std) or freshly initialised
-    (``"random"``); new router rows are the mean of the old rows plus the same relative noise (see the module
-    docstring for why). Deterministic in ``seed``; the global RNG is left alone.
-    """
-    arch = expanded_architecture(model.arch, add_experts)
-    moes = _moe_layers(model)
-    first = moes[0][1]
-    token_choice = next((m.router for _, m in moes if isinstance(m.router, TokenChoiceRouter)), None)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        expanded = build_model(
-            arch,
-            dispatch=first.dispatch,
-            load_balance_weight=token_choice.load_balance_weight if token_choice is not None else 0.01,
-            z_loss_weight=token_choice.z_loss_weight if token_choice is not None else 0.001,
-        )
-    gen = torch.Generator().manual_seed(seed)
-    expert_dims = {f"layers.{i}.{name}": dim for i, moe in moes for name, _, dim in _expert_params(moe)}
-    old_state, new_state = model.state_dict(), expanded.state_dict()
-    assert old_state.keys() == new_state.keys(), "an expanded model has the same parameters, some of them larger"
-    with torch.no_grad():
-        for key, old in old_state.items():
-            new = new_state[key]
-            if key not in expert_dims:
-                new.copy_(old)
-                continue
-            dim = expert_dims[key]
-            num_old = old.shape[dim]
-            new.narrow(dim, 0, num_old).copy_(old)
-            added = new.narrow(dim, num_old, add_experts)
-            noise = torch.randn(added.shape, generator=gen) * (init_noise * float(old.float().std()))
-            if key.endswith("router.weight_ED"):
-                # Every token's logit for a new expert starts at the mean of its old logits: rarely in the top-k.
-                added.copy_(old.detach().float().mean(0, keepdim=True).cpu() + noise)
-            elif expert_init == "copy":
-                parents = torch.arange(add_experts, device=old.device) % num_old
-                added.copy_(old.detach().index_select(dim, parents).cpu() + noise)
-    return expanded
+# --- freezing ------------------------------------------------------------------------------------------------------
 
 
 class FrozenExperts:
@@ -323,12 +207,12 @@ class FrozenExperts:
     """
 
     def __init__(self, model: LanguageModel, experts_before: Sequence[int]) -> None:
-        moes = _moe_layers(model)
+        moes = moe_layers(model)
         if len(moes) != len(experts_before):
             raise ValueError(f"{len(moes)} MoE sub-layers, but {len(experts_before)} expert counts")
         self._slices: list[tuple[nn.Parameter, int, int, Tensor]] = []
         for (_, moe), num_old in zip(moes, experts_before, strict=True):
-            for _, p, dim in _expert_params(moe):
+            for _, p, dim in expert_params(moe, "expansion"):
                 self._slices.append((p, dim, num_old, p.detach().narrow(dim, 0, num_old).clone()))
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
@@ -462,10 +346,10 @@ def run_expansion(
     """
     settings = settings or ExpansionSettings()
     start = time.perf_counter()
-    _check_expandable(model.arch, add_experts)
+    check_expandable(model.arch, add_experts)
     _check_corpora(model.arch, old_data=old_corpus, new_data=new_corpus)
     device = resolve_device(settings)
-    experts_before = [moe.spec.experts for _, moe in _moe_layers(model)]
+    experts_before = [moe.spec.experts for _, moe in moe_layers(model)]
 
     expanded = expand_model(
         model, add_experts, seed=settings.seed, expert_init=settings.expert_init, init_noise=settings.init_noise
@@ -536,39 +420,7 @@ def run_expansion(
     return Expansion(report=report, expanded=expanded, finetuned=finetuned)
 
 
-# --- files: trained weights and corpora ----------------------------------------------------------------------------
-
-
-def load_model(path: Path) -> LanguageModel:
-    """The model a :func:`~brainsearch.export.save_weights` file holds (on the CPU); a missing, foreign or
-    mismatched file raises :class:`~brainsearch.errors.DataError` naming it."""
-    arch, state, _ = load_weights(path)
-    model = build_model(arch)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0][:300]
-        raise DataError(
-            [Problem("weights", f"the weights do not fit the stored architecture: {first}", str(path))]
-        ) from None
-    return model
-
-
-def write_prose_corpus(folder: Path) -> Path:
-    """Write English prose to ``folder/python-docs-topics.txt`` and return the path: the documentation topics that
-    ``pydoc`` shows (``pydoc_data.topics``, part of every CPython install), one after another.
-
-    A distribution unlike the built-in corpus (stdlib source code) that needs no download: a new corpus for
-    :func:`expand`. The file is rewritten only when its text changes, so a corpus cache of it stays valid.
-    """
-    from pydoc_data.topics import topics
-
-    text = "\n\n".join(topics[name].strip() for name in sorted(topics)) + "\n"
-    path = folder / "python-docs-topics.txt"
-    folder.mkdir(parents=True, exist_ok=True)
-    if not path.is_file() or path.read_text(encoding="utf-8") != text:
-        path.write_text(text, encoding="utf-8")
-    return path
+# --- the entry point -----------------------------------------------------------------------------------------------
 
 
 def _load(field: str, source: str, vocab_size: int, data_dir: Path | None) -> Corpus:
@@ -598,7 +450,7 @@ def expand(
     naming the field, before any training.
     """
     model = weights if isinstance(weights, LanguageModel) else load_model(Path(weights))
-    _check_expandable(model.arch, add_experts)
+    check_expandable(model.arch, add_experts)
     vocab = model.arch.vocab_size
     new_corpus = _load("new_data", new_data, vocab, data_dir)  # first: the default old corpus is slow to build
     old_corpus = _load("old_data", old_data, vocab, data_dir)

@@ -36,3 +36,11 @@ def moe_per_expert_loop(moe: MoE, x_BSD: Tensor) -> Tensor:
         y = ffn_one_group(moe.experts, e, x_TD[tokens])
         out_TD = out_TD.index_add(0, tokens, y * r.gate_N[mask].unsqueeze(-1))
     return out_TD.view(B, S, D)
+
+
+def expert_tensors(moe: MoE) -> list[tuple[str, Tensor, int]]:
+    """Every per-expert tensor of ``moe`` with its expert dim, read off the shape suffix independently of the
+    library's own list (:func:`brainsearch.model.transplant.expert_params`)."""
+    out: list[tuple[str, Tensor, int]] = [("router.weight_ED", moe.router.weight_ED, 0)]
+    out += [(f"experts.{n}", p, n.rsplit("_", 1)[-1].index("G")) for n, p in moe.experts.named_parameters()]
+    return out

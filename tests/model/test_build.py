@@ -1,14 +1,19 @@
-"""build_model: parameter counts equal the cost model's, and every bundled space's architectures train a step."""
+"""build_model: parameter counts equal the cost model's, and every bundled space's architectures train a step;
+load_model: a saved weights file is the same model again."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 
 import brainsearch
 from brainsearch.arch import Architecture, cost, preset, preset_names
+from brainsearch.errors import DataError
 from brainsearch.model import build_model
 from brainsearch.space import RandomSuggester, bundled_space_names, load_space, sample
+from brainsearch.store import save_weights
 
 
 def _count(arch: Architecture) -> int:
@@ -81,6 +86,20 @@ def test_public_api_builds_from_json_and_top_level_name() -> None:
     assert isinstance(model, torch.nn.Module)
     logits = model(torch.randint(0, 256, (2, 8))).logits
     assert logits.shape == (2, 8, 256)
+
+
+def test_public_api_loads_saved_weights_into_the_same_model(tmp_path: Path) -> None:
+    model = build_model(shrink(preset("glam")))
+    path = save_weights(model.state_dict(), model.arch, tmp_path / "m.safetensors")
+    loaded = brainsearch.load_model(path)
+    assert loaded.arch == model.arch
+    assert all(
+        torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values(), strict=True)
+    )
+    other = save_weights(model.state_dict(), shrink(preset("dense")), tmp_path / "other.safetensors")
+    with pytest.raises(DataError, match="weights: the weights do not fit the stored architecture") as exc:
+        brainsearch.load_model(other)
+    assert exc.value.problems[0].source == str(other)
 
 
 def test_too_long_input_is_a_clear_error() -> None:
