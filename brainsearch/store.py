@@ -24,12 +24,14 @@ to find and check files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import struct
 import threading
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -124,6 +126,29 @@ class RunStore:
     def remove_search(self, search_id: int) -> None:
         """Delete a search's folder (a deleted search leaves nothing on disk)."""
         shutil.rmtree(self.search_dir(search_id), ignore_errors=True)
+
+    def weights_files(self, search_id: int) -> dict[int, Path]:
+        """The search's kept weights files, by trial id."""
+        folder = self.weights_dir(search_id)
+        files = {}
+        for path in folder.glob("trial-*.safetensors") if folder.is_dir() else ():
+            match = re.fullmatch(r"trial-(\d+)\.safetensors", path.name)
+            if match:
+                files[int(match.group(1))] = path
+        return files
+
+    def prune_weights(self, search_id: int, keep: Collection[int], prunable: Callable[[int], bool]) -> list[int]:
+        """Delete the search's weights files but ``keep``'s, each only where ``prunable(trial_id)`` says its trial
+        may lose it (a caller keeps a file whose trial is not recorded finished yet: its worker writes the weights,
+        then the result); the trial ids whose files went."""
+        removed = []
+        for trial_id, path in sorted(self.weights_files(search_id).items()):
+            if trial_id in keep or not prunable(trial_id):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(trial_id)
+        return removed
 
     def kept_weights(self, search_id: int, trial_id: int) -> Path | None:
         """The trial's weights file when it exists inside this store and its metadata names this database, search

@@ -7,15 +7,20 @@ parent, copies the parent's parameters and mutates them: one parameter chosen at
 default) or each parameter with probability ``mutation_rate`` (at least one). Mutating a slot's layer type changes
 which conditional parameters exist; parameters the parent never had are drawn at random. Until the population is
 full, trials are drawn at random. Single objective, minimised or maximised as the study says.
+
+A child's lineage (its parent's number and the parameters mutated) is kept by the sampler (:meth:`lineage`) for
+whoever asked for the trial to record: the search's study bridge writes it as the trial's ``evolution:parent`` and
+``evolution:mutated`` user attributes. Only Optuna's public API is used.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from typing import Any
 
-from optuna.distributions import BaseDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
@@ -36,8 +41,8 @@ class RegularizedEvolutionSampler(BaseSampler):
         self.population_size, self.tournament_size, self.mutation_rate = population_size, tournament_size, mutation_rate
         self._rng = random.Random(seed)
         self._random = RandomSampler(seed=seed)
-        # trial number -> (parent params, names to mutate); kept in memory for the trial's lifetime.
-        self._plans: dict[int, tuple[dict[str, Any], set[str]]] = {}
+        # trial number -> (parent number, parent params, names to mutate); kept in memory for the trial's lifetime.
+        self._plans: dict[int, tuple[int, dict[str, Any], set[str]]] = {}
 
     def reseed_rng(self) -> None:
         """New random streams (Optuna calls this for samplers shared across processes)."""
@@ -56,7 +61,7 @@ class RegularizedEvolutionSampler(BaseSampler):
 
     def population(self, study: Study) -> list[FrozenTrial]:
         """The living population: the most recent ``population_size`` completed trials, by birth order."""
-        done = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True)
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         done = [t for t in done if t.values is not None and len(t.values) == 1]
         return sorted(done, key=lambda t: t.number)[-self.population_size :]
 
@@ -77,9 +82,16 @@ class RegularizedEvolutionSampler(BaseSampler):
             mutate = {n for n in names if self._rng.random() < self.mutation_rate} or {self._rng.choice(names)}
         else:
             mutate = {self._rng.choice(names)}
-        self._plans[trial.number] = (dict(parent.params), mutate)
-        study._storage.set_trial_system_attr(trial._trial_id, "evolution:parent", parent.number)
-        study._storage.set_trial_system_attr(trial._trial_id, "evolution:mutated", sorted(mutate))
+        self._plans[trial.number] = (parent.number, dict(parent.params), mutate)
+
+    def lineage(self, number: int) -> dict[str, Any]:
+        """Trial ``number``'s parent and mutated parameters (``evolution:parent``, ``evolution:mutated``), while it
+        runs; empty for a trial drawn at random."""
+        plan = self._plans.get(number)
+        if plan is None:
+            return {}
+        parent_number, _, mutate = plan
+        return {"evolution:parent": parent_number, "evolution:mutated": sorted(mutate)}
 
     def sample_independent(
         self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
@@ -87,7 +99,7 @@ class RegularizedEvolutionSampler(BaseSampler):
         """The parent's value, except for mutated or new parameters, which are drawn at random."""
         plan = self._plans.get(trial.number)
         if plan is not None:
-            parent, mutate = plan
+            _, parent, mutate = plan
             if param_name in parent and param_name not in mutate:
                 value = parent[param_name]
                 if _contains(param_distribution, value):
@@ -111,7 +123,11 @@ class RegularizedEvolutionSampler(BaseSampler):
 
 
 def _contains(dist: BaseDistribution, value: Any) -> bool:
-    try:
-        return bool(dist._contains(dist.to_internal_repr(value)))
-    except (ValueError, TypeError):
-        return False
+    """Whether ``dist`` can draw ``value`` (a parent's value is kept only where the child's domain has it)."""
+    if isinstance(dist, CategoricalDistribution):
+        return value in dist.choices
+    if isinstance(dist, IntDistribution | FloatDistribution) and isinstance(value, int | float):
+        if not dist.low <= value <= dist.high:
+            return False
+        return dist.step is None or math.isclose((value - dist.low) / dist.step, round((value - dist.low) / dist.step))
+    return False

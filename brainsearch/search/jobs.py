@@ -68,7 +68,7 @@ class TrialJob(BaseModel):
     resources: Resources = Resources()
     baseline_name: str | None = None  # set when this trial *is* a baseline
     study_name: str | None = None
-    optuna_trial_id: int | None = None
+    optuna_number: int | None = None  # the Optuna trial (its number in ``study_name``) Optuna's pruners judge
     pruner: PrunerName = "none"
     reference: BaselineRef | None = None
     max_step_time_ratio: float | None = None

@@ -28,6 +28,7 @@ import statistics
 import optuna
 
 from brainsearch.search.jobs import PrunerName, TrialJob
+from brainsearch.search.study import running_trial
 from brainsearch.space.schema import Budget
 from brainsearch.storage.optuna_storage import optuna_storage
 from brainsearch.train.result import CurvePoint
@@ -89,12 +90,11 @@ class PruningJudge:
         self.points: list[tuple[float, float]] = []
         self._quarter_checked = job.pruner != "baseline" or job.reference is None
         self._trial: optuna.Trial | None = None
-        if job.pruner in ("median", "successive_halving") and job.study_name and job.optuna_trial_id is not None:
-            study = optuna.load_study(
-                study_name=job.study_name, storage=optuna_storage(job.database_url), pruner=make_pruner(job.pruner)
-            )
+        if job.pruner in ("median", "successive_halving") and job.study_name and job.optuna_number is not None:
+            storage = optuna_storage(job.database_url)
+            study = optuna.load_study(study_name=job.study_name, storage=storage, pruner=make_pruner(job.pruner))
             if len(study.directions) == 1:  # Optuna's pruners judge single-objective studies only
-                self._trial = optuna.Trial(study, job.optuna_trial_id)
+                self._trial = running_trial(study, storage, job.optuna_number)
 
     def __call__(self, point: CurvePoint) -> str | None:
         fraction = budget_fraction(self.job.settings.budget, point, self.flops_per_token)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 import warnings
+from collections.abc import Callable
 
 import optuna
 import pytest
@@ -20,6 +21,18 @@ def synthetic_objective(trial: optuna.Trial) -> float:
     """Distance of the sampled block from Brainformer-1's layer order and from d_model 64 (test-only)."""
     arch = sample(SPACE, trial)
     return sum(a != b for a, b in zip(arch.pattern, TARGET, strict=True)) + abs(arch.d_model - 64) / 16
+
+
+def _recording(sampler: RegularizedEvolutionSampler) -> Callable[[optuna.Trial], float]:
+    """The synthetic objective, recording each trial's lineage as its user attributes (as the study bridge does)."""
+
+    def objective(trial: optuna.Trial) -> float:
+        value = synthetic_objective(trial)
+        for key, lineage in sampler.lineage(trial.number).items():
+            trial.set_user_attr(key, lineage)
+        return value
+
+    return objective
 
 
 def _best(sampler: optuna.samplers.BaseSampler, trials: int = 120) -> float:
@@ -54,11 +67,11 @@ def test_evolution_and_tpe_beat_random_search() -> None:
 def test_children_copy_a_tournament_winner_and_mutate_one_parameter() -> None:
     sampler = RegularizedEvolutionSampler(population_size=6, tournament_size=3, seed=0)
     study = optuna.create_study(sampler=sampler)
-    study.optimize(synthetic_objective, n_trials=30)
+    study.optimize(_recording(sampler), n_trials=30)
     trials = study.trials
     for child in trials[6:]:
-        parent_number = child.system_attrs["evolution:parent"]
-        mutated = child.system_attrs["evolution:mutated"]
+        parent_number = child.user_attrs["evolution:parent"]
+        mutated = child.user_attrs["evolution:mutated"]
         assert len(mutated) == 1
         parent = trials[parent_number]
         # The parent was alive (among the 6 most recent finished trials) when the child was born.
@@ -70,18 +83,18 @@ def test_children_copy_a_tournament_winner_and_mutate_one_parameter() -> None:
 
 
 def test_first_trials_are_random_until_the_population_is_full() -> None:
-    study = optuna.create_study(sampler=RegularizedEvolutionSampler(population_size=5, tournament_size=2, seed=1))
-    study.optimize(synthetic_objective, n_trials=8)
-    assert all("evolution:parent" not in t.system_attrs for t in study.trials[:5])
-    assert all("evolution:parent" in t.system_attrs for t in study.trials[5:])
+    sampler = RegularizedEvolutionSampler(population_size=5, tournament_size=2, seed=1)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(_recording(sampler), n_trials=8)
+    assert all("evolution:parent" not in t.user_attrs for t in study.trials[:5])
+    assert all("evolution:parent" in t.user_attrs for t in study.trials[5:])
 
 
 def test_mutation_rate_mutates_several() -> None:
-    study = optuna.create_study(
-        sampler=RegularizedEvolutionSampler(population_size=4, tournament_size=2, mutation_rate=0.5, seed=2)
-    )
-    study.optimize(synthetic_objective, n_trials=20)
-    assert max(len(t.system_attrs.get("evolution:mutated", [])) for t in study.trials) > 1
+    sampler = RegularizedEvolutionSampler(population_size=4, tournament_size=2, mutation_rate=0.5, seed=2)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(_recording(sampler), n_trials=20)
+    assert max(len(t.user_attrs.get("evolution:mutated", [])) for t in study.trials) > 1
 
 
 @pytest.mark.parametrize(("population", "tournament", "rate"), [(4, 5, 0.0), (4, 0, 0.0), (4, 2, 1.5)])

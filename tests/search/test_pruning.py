@@ -210,7 +210,7 @@ def test_optuna_median_pruner_decides_from_reported_validation_losses(tmp_path) 
         study.tell(t, 2.0)
     bad = study.ask()
     judge = PruningJudge(
-        _job(database_url=url, pruner="median", study_name="s", optuna_trial_id=bad._trial_id), flops_per_token=1
+        _job(database_url=url, pruner="median", study_name="s", optuna_number=bad.number), flops_per_token=1
     )
     assert judge(_point(5, 3.0)) is None  # no validation loss at this step: nothing reported
     verdict = judge(_point(10, 3.0, val=3.0))
