@@ -23,6 +23,7 @@ anything starts, with a note naming what it needs. A sharded run's memory plan i
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from brainsearch.arch.cost import cost
 from brainsearch.arch.devices import DevicePlan, NotEnoughDevices, plan_devices_shared
@@ -174,6 +175,7 @@ def rung_device_plan(rung: Rung, archs: list[Architecture], settings: TrainSetti
 # to the same losses (evaluation points, device placement, memory plan and checkpoints change none of it).
 _NOT_TRAINING = frozenset(
     {
+        "data_dir",  # where the tokenised corpus is cached, not what it holds
         "eval_interval",
         "device",
         "compile",
@@ -205,13 +207,14 @@ def scale_up_jobs(
     store: RunStore | None = None,
     launcher: str = "torchrun",
     proxy_settings: TrainSettings | None = None,
+    data_dir: Path | None = None,
 ) -> tuple[list[CandidateJob], list[str]]:
     """The candidate runs still to do, and notes on what was left out and why. ``hardware`` (default: one CPU
     process per core, the host's memory) sizes each rung; ``store`` gives every run a checkpoint folder (none
     without it); a sharded run is launched with ``launcher`` (``torchrun``, or ``ray`` on a Ray cluster). Given
     the trials' ``proxy_settings``, a run at a rung that is the proxy's own scale and training (the same
     architecture, :func:`same_training`) reuses the trial's proxy run (``reuse_proxy``) instead of training it
-    again."""
+    again. Workers cache the tokenised corpus under ``data_dir`` (default: ``~/.brainsearch``)."""
     up = space.search.scale_up
     if up is None:
         return [], []
@@ -222,7 +225,7 @@ def scale_up_jobs(
     done = recorded_runs(repo.list_candidates(search_id))
     jobs = []
     for rung in up.ladder:
-        base = rung_train_settings(rung, space, up, device)
+        base = rung_train_settings(rung, space, up, device).model_copy(update={"data_dir": data_dir})
         rung_runs = [
             (trial, label, arch) for trial, label, arch in runs if label.removesuffix(UPCYCLE_SUFFIX) == rung.preset
         ]

@@ -244,6 +244,7 @@ class ScaleUp:
             store=run.store,
             launcher="ray" if options.executor == "ray" else "torchrun",
             proxy_settings=run.train_settings(),
+            data_dir=run.data_dir,
         )
         for text in notes:
             run.note(f"scale-up: {text}")

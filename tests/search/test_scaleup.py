@@ -145,7 +145,7 @@ def test_tiny_search_scaled_up_reported_and_exported(sqlite_repo: tuple[Reposito
         torch.testing.assert_close(theirs.eval()(ids), ours.eval()(ids).logits, rtol=1e-5, atol=1e-5)
 
 
-def test_crashed_candidate_runs_are_retried_and_superseded(repo: Repository, database_url: str) -> None:
+def test_crashed_candidate_runs_are_retried_and_superseded(repo: Repository, database_url: str, tmp_path: Path) -> None:
     """Pass: a crashed (trial, rung) pair is planned again while completed pairs are not; in the report the newer
     row wins."""
     space = fast_space(4096, search={"top_k": 1, "scale_up": {"ladder": ["cpu-tiny"]}})
@@ -171,8 +171,9 @@ def test_crashed_candidate_runs_are_retried_and_superseded(repo: Repository, dat
     repo.add_candidate(trial_id=trials[0].id, state="crashed", metrics={}, val_loss=None, reason="killed", **common)
     done = {"params_activated": 1000, "val_curve": [[4, 3.1]], "step_time_s": 0.1}
     repo.add_candidate(trial_id=trials[1].id, state="completed", metrics=done, val_loss=3.1, **common)
-    jobs, _ = scale_up_jobs(repo, search.id, space, database_url)
+    jobs, _ = scale_up_jobs(repo, search.id, space, database_url, data_dir=tmp_path)
     assert [(j.trial_id, j.rung) for j in jobs] == [(trials[0].id, "cpu-tiny")]
+    assert jobs[0].settings.data_dir == tmp_path  # its worker caches the corpus in the search's data directory
     report = scale_up_report(repo, search.id, space)
     assert not report.complete and report.candidates[0].rungs[0].state == "crashed"
     # One rung: the law refuses to extrapolate, and says why.
