@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 
 import fastapi_offline
 from fastapi import FastAPI, Request, Response, status
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -240,49 +239,61 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
 
-    @app.exception_handler(InputError)
-    async def _input_error(request: Request, exc: InputError) -> Response:
+    def answer(
+        request: Request,
+        code: int,
+        detail: str | None,
+        problems: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        """Every error's one answer: the dashboard's error page to a browser, else the API's JSON (a 422's
+        problems, one entry each; any other error's message)."""
         if dashboard.wants_html(request):
-            return dashboard.error_page(request, status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
-        return unprocessable(problem_out(p) for p in exc.problems)
+            text = detail or "; ".join(f"{p['loc'] or p['in']}: {p['msg']}" for p in problems or [])
+            page = dashboard.error_page(request, code, text)
+            page.headers.update(headers or {})
+            return page
+        if problems is not None:
+            return unprocessable(problems)
+        return JSONResponse({"detail": detail}, code, headers=headers)
 
-    @app.exception_handler(RequestValidationError)
-    async def _request_invalid(request: Request, exc: RequestValidationError) -> Response:
+    def input_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, InputError)
+        return answer(request, status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc), [problem_out(p) for p in exc.problems])
+
+    def request_invalid(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
         problems = [request_problem_out(e) for e in exc.errors()]
-        if dashboard.wants_html(request):
-            text = "; ".join(f"{p['loc'] or p['in']}: {p['msg']}" for p in problems)
-            return dashboard.error_page(request, status.HTTP_422_UNPROCESSABLE_CONTENT, text)
-        return unprocessable(problems)
+        return answer(request, status.HTTP_422_UNPROCESSABLE_CONTENT, None, problems)
 
-    @app.exception_handler(ConflictError)
-    async def _conflict(request: Request, exc: ConflictError) -> Response:
-        if dashboard.wants_html(request):
-            return dashboard.error_page(request, status.HTTP_409_CONFLICT, str(exc))
-        return JSONResponse({"detail": str(exc)}, status.HTTP_409_CONFLICT)
+    def conflict(request: Request, exc: Exception) -> Response:
+        return answer(request, status.HTTP_409_CONFLICT, str(exc))
 
-    @app.exception_handler(StorageError)
-    async def _storage(request: Request, exc: StorageError) -> Response:
+    def storage_down(request: Request, exc: Exception) -> Response:
         log.warning("storage error on %s: %s", request.url.path, exc)
-        message = f"the database is unavailable: {exc}"
-        if dashboard.wants_html(request):
-            return dashboard.error_page(request, status.HTTP_503_SERVICE_UNAVAILABLE, message)
-        return JSONResponse({"detail": message}, status.HTTP_503_SERVICE_UNAVAILABLE)
+        return answer(request, status.HTTP_503_SERVICE_UNAVAILABLE, f"the database is unavailable: {exc}")
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
         headers = dict(exc.headers or {})
         if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
             # Starlette names the methods of the first route whose path matched; list every route's on that path.
             headers["Allow"] = ", ".join(_allowed_methods(app, request.url.path))
-        if dashboard.wants_html(request):
-            page = dashboard.error_page(request, exc.status_code, str(exc.detail))
-            page.headers.update(headers)
-            return page
-        if exc.status_code == status.HTTP_422_UNPROCESSABLE_CONTENT and not isinstance(exc.detail, list):
-            return unprocessable([{"loc": "", "msg": str(exc.detail), "in": "body"}])
-        if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
-            return JSONResponse({"detail": exc.detail}, exc.status_code, headers=headers)
-        return await http_exception_handler(request, exc)
+        problems: list[dict[str, Any]] | None = None
+        if exc.status_code == status.HTTP_422_UNPROCESSABLE_CONTENT:
+            detail: Any = exc.detail
+            problems = detail if isinstance(detail, list) else [{"loc": "", "msg": str(detail), "in": "body"}]
+        return answer(request, exc.status_code, str(exc.detail), problems, headers)
+
+    handlers = {
+        InputError: input_error,
+        RequestValidationError: request_invalid,
+        ConflictError: conflict,
+        StorageError: storage_down,
+        StarletteHTTPException: http_error,
+    }
+    for kind, handler in handlers.items():
+        app.add_exception_handler(kind, handler)
 
     app.mount("/static/docs", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
 

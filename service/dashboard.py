@@ -31,16 +31,15 @@ from pydantic import ValidationError
 
 from brainsearch._format import fmt_bytes, fmt_count
 from brainsearch.errors import BrainsearchError, ConflictError
+from brainsearch.search.documents import search_facts
 from brainsearch.search.noise import NoiseView, TrialNoise, timing_fields
 from brainsearch.search.standings import ranks, reference_trial, standings
 from brainsearch.search.submission import (
     Progress,
     RunOptions,
     create_search,
-    reference_baseline,
     search_noise_view,
     search_scale_up_report,
-    search_verdict_of,
     stored_space,
 )
 from brainsearch.search.verdict import Verdict
@@ -60,7 +59,17 @@ from service.charts import (
     trial_curve_chart,
     trial_label,
 )
-from service.deps import MAX_ID, Offset, ReadAccess, Repo, SearchId, TrialId, get_store, search_or_404
+from service.deps import (
+    MAX_ID,
+    FoundTrial,
+    Offset,
+    ReadAccess,
+    Repo,
+    SearchId,
+    get_store,
+    search_or_404,
+    trials_or_404,
+)
 from service.routers.searches import PARETO_AXES
 
 __all__ = ["error_page", "router", "wants_html"]
@@ -116,34 +125,35 @@ def _space_of(search: Search) -> SearchSpace | None:
         return None
 
 
-def _reference_loss(repo: Repository, search_id: int, reference: str) -> float | None:
-    trial = reference_trial(repo, search_id, reference)
-    return trial.val_loss if trial is not None else None
-
-
 def _summary(repo: Repository, search: Search, now: datetime | None = None) -> SearchSummary:
-    space = _space_of(search)
-    reference = reference_baseline(search)  # read from the stored document: known even where the space is not
-    progress = Progress.from_counts(search.trials_requested, repo.count_trials(search.id, is_baseline=False))
+    facts = search_facts(repo, search, _space_of(search))
+    space = facts.space
     best = repo.list_trials(search.id, state="completed", is_baseline=False, sort="val_loss", limit=1).items
     duration = None
     if search.started_at is not None:
         end = search.finished_at or (now or datetime.now(UTC))
         duration = (end - search.started_at).total_seconds()
     sampler = space.search.sampler if space else str(search.settings.get("search", {}).get("sampler", "?"))
-    view = search_noise_view(repo, search, space) if space is not None else None
+    reference_loss = facts.reference_loss
+    if facts.view is None:  # the space could not be read: the reference baseline's loss is still the database's
+        reference_loss = _reference_loss(repo, search.id, facts.reference)
     return SearchSummary(
         search=search,
         space=space,
-        progress=progress,
+        progress=facts.progress,
         best=best[0] if best and best[0].val_loss is not None else None,
-        reference=reference,
-        reference_loss=_reference_loss(repo, search.id, reference),
+        reference=facts.reference,
+        reference_loss=reference_loss,
         duration_s=duration,
         sampler=sampler,
-        noise=view,
-        verdict=search_verdict_of(repo, search, space, view) if space is not None and view is not None else None,
+        noise=facts.view,
+        verdict=facts.verdict,
     )
+
+
+def _reference_loss(repo: Repository, search_id: int, reference: str) -> float | None:
+    trial = reference_trial(repo, search_id, reference)
+    return trial.val_loss if trial is not None else None
 
 
 def _settings_rows(search: Search, space: SearchSpace | None) -> list[tuple[str, str]]:
@@ -391,7 +401,7 @@ def search_page(
     limit: int = 25,
 ) -> HTMLResponse:
     """A search: settings, progress, leaderboard and charts, updated in place while it runs."""
-    search = search_or_404(repo, search_id)
+    search = search_or_404(repo, search_id)  # after the query's checks: bad input is a 422 first
     offset, limit = _page_args(offset, limit)
     context = _search_view(request, repo, search, sort, order, offset, limit, importance=True)
     return templates.TemplateResponse(request, "search.html", context)
@@ -424,11 +434,8 @@ def search_live(
 
 
 @router.get("/trials/{trial_id}", response_class=HTMLResponse, dependencies=[ReadAccess])
-def trial_page(request: Request, trial_id: TrialId, repo: Repo) -> HTMLResponse:
+def trial_page(request: Request, trial: FoundTrial, repo: Repo) -> HTMLResponse:
     """One trial: its block, cost, metrics, curve and expert load, with export links."""
-    trial = repo.get_trial(trial_id)
-    if trial is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"There is no trial {trial_id}.")
     search = repo.get_search(trial.search_id)
     assert search is not None  # trials are deleted with their search
     summary = _summary(repo, search)
@@ -542,11 +549,7 @@ def compare_page(
 ) -> HTMLResponse:
     """Two to four trials side by side: blocks, learning curves overlaid, metrics against the first trial's."""
     ids = _compare_ids(trials[: COMPARE_MAX + 1])
-    found = [repo.get_trial(i) for i in ids]
-    missing = [i for i, t in zip(ids, found, strict=True) if t is None]
-    if missing:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"There is no trial {', '.join(map(str, missing))}.")
-    chosen = [t for t in found if t is not None]
+    chosen = trials_or_404(repo, ids)
     several = len({t.search_id for t in chosen}) > 1
     curves = curves_chart(
         repo,

@@ -1,5 +1,5 @@
-"""Dependencies of the routers: the repository, the app's settings and run store, a search or 404, and the bearer-token
-checks."""
+"""Dependencies of the routers: the repository, the app's settings and run store, a search or a trial or 404 (one
+message for the API and the dashboard), and the bearer-token checks."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from fastapi import Depends, HTTPException, Path, Query, Request, status
 from pydantic import BeforeValidator
 
 from brainsearch.settings import Settings
-from brainsearch.storage import Repository, Search
+from brainsearch.storage import Repository, Search, Trial
 from brainsearch.store import RunStore
 
 __all__ = [
     "MAX_ID",
+    "FoundSearch",
+    "FoundTrial",
     "Limit",
     "Offset",
     "ReadAccess",
@@ -28,6 +30,7 @@ __all__ = [
     "WriteAccess",
     "app_settings",
     "search_or_404",
+    "trials_or_404",
 ]
 
 # Ids and offsets are 64-bit signed integers in both databases: larger values are 422, not a driver overflow.
@@ -72,6 +75,15 @@ def search_or_404(repo: Repository, search_id: int) -> Search:
     return search
 
 
+def trials_or_404(repo: Repository, trial_ids: list[int]) -> list[Trial]:
+    """The stored trials, or a 404 naming those that are not (the same words from the API and the dashboard)."""
+    found = [repo.get_trial(i) for i in trial_ids]
+    missing = [str(i) for i, t in zip(trial_ids, found, strict=True) if t is None]
+    if missing:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no trial {', '.join(missing)}")
+    return [t for t in found if t is not None]
+
+
 def _check_token(request: Request, settings: Settings) -> None:
     token = settings.api_token
     if not token:
@@ -98,5 +110,20 @@ def require_read(request: Request, settings: Annotated[Settings, Depends(app_set
 Repo = Annotated[Repository, Depends(get_repo)]
 Store = Annotated[RunStore, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(app_settings)]
+
+
+def _found_search(search_id: SearchId, repo: Repo) -> Search:
+    return search_or_404(repo, search_id)
+
+
+def _found_trial(trial_id: TrialId, repo: Repo) -> Trial:
+    return trials_or_404(repo, [trial_id])[0]
+
+
+# A route's ``{search_id}`` / ``{trial_id}`` resolved, or the 404 above. FastAPI runs a dependency before it checks
+# the route's own query and body, so a route that has any calls search_or_404 / trials_or_404 itself, after them:
+# bad input is a 422 whether or not the id exists.
+FoundSearch = Annotated[Search, Depends(_found_search)]
+FoundTrial = Annotated[Trial, Depends(_found_trial)]
 WriteAccess = Depends(require_write)
 ReadAccess = Depends(require_read)

@@ -222,3 +222,26 @@ def test_the_settings_finder_finds_a_call(tmp_path: Path) -> None:
         "brainsearch.data.planted:4",
         "brainsearch.data.planted:4",
     ]
+
+
+def _server_branches(path: Path) -> list[int]:
+    """The lines of ``if`` statements (and conditional expressions) whose test reads a name ``server``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        tested = node.test if isinstance(node, ast.If | ast.IfExp) else None
+        if tested is not None and any(isinstance(n, ast.Name) and n.id == "server" for n in ast.walk(tested)):
+            found.append(node.lineno)
+    return found
+
+
+def test_no_command_branches_on_the_server_option() -> None:
+    """Commands read a database or a service through one source (brainsearch/cli/source.py: the one place that
+    looks at --server); the service commands (submit, status) only refuse to run without one."""
+    cli = ROOT / "brainsearch" / "cli"
+    branching = {
+        path.name: lines
+        for path in sorted(cli.glob("*.py"))
+        if path.name not in ("source.py", "service.py") and (lines := _server_branches(path))
+    }
+    assert branching == {}
+    assert _server_branches(cli / "source.py")  # the check can fail: the one place that branches is found

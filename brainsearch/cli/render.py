@@ -37,7 +37,7 @@ def print_leaderboard(
     sort: str = "val_loss",
     noise: dict[str, Any] | None = None,
 ) -> None:
-    """The leaderboard table of trial rows (the API's or :func:`~brainsearch.search.noise.leaderboard_row`'s), each
+    """The leaderboard table of trial rows (the JSON of :func:`~brainsearch.search.documents.trial_row`), each
     compared with the search's reference baseline ``(name, validation loss)``: the paired mean difference with its
     95% interval (simultaneous over the search's comparisons), what it says ("beyond noise", "beyond noise at 1.86x
     compute", ...) and its training compute as a ratio to the baseline's; above it, the seed noise the search

@@ -18,16 +18,16 @@ from brainsearch.cli.common import (
     fail,
     open_repository,
     read_space,
-    run_store,
     search_or_fail,
 )
-from brainsearch.cli.progress import follow, follow_remote
+from brainsearch.cli.progress import follow
 from brainsearch.cli.render import print_leaderboard, print_scale_up, print_verdict
-from brainsearch.errors import ArchitectureError, Problem
+from brainsearch.cli.source import RepositorySource, open_source
+from brainsearch.errors import Problem
 
 if TYPE_CHECKING:
     from brainsearch.space import SearchSpace
-    from brainsearch.storage import Repository, Search, Trial
+    from brainsearch.storage import Repository
 
 __all__ = [
     "LEADERBOARD_ROWS",
@@ -150,42 +150,21 @@ def _scale_up_option(space: SearchSpace, ladder: str | None, target: str | None)
 def _finish(repo: Repository, search_id: int, url: str) -> None:
     """Run the search to its end, then print its leaderboard (and scale-up report); exit 1 unless it completed."""
 
-    search = follow(repo, search_id, url)
-    page = repo.list_trials(search_id, limit=LEADERBOARD_ROWS)
-    rows, noise, verdict = _repo_rows(repo, search, page.items)
-    print_leaderboard(rows, search_id, page.total, _repo_reference(repo, search), noise=noise)
-    if search.settings.get("search", {}).get("scale_up"):
-        print_scale_up(_repo_scale_up(repo, search_id))
-    print_verdict(verdict)
-    if search.status != "completed":
-        err.print(f"search {search_id} {search.status}: {search.error}", markup=False)
+    follow(repo, search_id, url)
+    source = RepositorySource(repo, url)
+    document = source.search(search_id)
+    page = source.leaderboard(search_id, "val_loss", LEADERBOARD_ROWS)
+    print_leaderboard(page["items"], search_id, page["total"], remote_reference(document), noise=document["noise"])
+    if document["settings"].get("search", {}).get("scale_up"):
+        print_scale_up(source.scale_up(search_id))
+    print_verdict(document["verdict"])
+    if document["status"] != "completed":
+        err.print(f"search {search_id} {document['status']}: {document['error']}", markup=False)
         raise typer.Exit(1)
 
 
-def _repo_reference(repo: Repository, search: Search) -> tuple[str, float | None]:
-    """The search's reference baseline (its space's ``constraints.baseline``) and that baseline's validation loss,
-    from the database, read as the API's search document has them (:func:`remote_reference`)."""
-    from brainsearch.search.submission import Progress, reference_baseline
-
-    name = reference_baseline(search)
-    return name, Progress.of(repo, search).baselines.get(name)
-
-
-def _repo_rows(
-    repo: Repository, search: Search, trials: list[Trial]
-) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
-    """Leaderboard rows of stored trials as the API has them (runs over seeds, interval against the baseline, compute
-    ratios, timing probe), the search's noise document and its verdict."""
-    from brainsearch.search.noise import leaderboard_row
-    from brainsearch.search.submission import search_noise_view, search_verdict_of
-
-    view = search_noise_view(repo, search)
-    verdict = search_verdict_of(repo, search, view=view).model_dump(mode="json")
-    return [leaderboard_row(t, view) for t in trials], view.noise.model_dump(mode="json"), verdict
-
-
 def remote_reference(search: dict[str, Any]) -> tuple[str, float | None]:
-    """The search's reference baseline and its validation loss, from the API's search document."""
+    """The search's reference baseline and its validation loss, from the search document."""
     name = search["reference_baseline"]
     return name, search["progress"]["baselines"].get(name)
 
@@ -207,26 +186,17 @@ def leaderboard_cmd(
 
     if sort not in TRIAL_SORT_KEYS:
         raise fail([Problem("--sort", f"must be one of {', '.join(TRIAL_SORT_KEYS)}, got {sort!r}")])
-    if server:
-        from brainsearch.client import Client
-
-        client = Client(server, token)
-        page = client.trials(search_id, sort=sort, limit=limit)
-        document = client.search(search_id)
-        rows, total, reference, noise = page["items"], page["total"], remote_reference(document), document["noise"]
-        verdict = document["verdict"]
-    else:
-        repo, _ = open_repository(db)
-        search = search_or_fail(repo, search_id)
-        trial_page = repo.list_trials(search_id, sort=sort, limit=limit)
-        rows, noise, verdict = _repo_rows(repo, search, trial_page.items)
-        total, reference = trial_page.total, _repo_reference(repo, search)
+    source = open_source(db, server, token)
+    document = source.search(search_id)
+    page = source.leaderboard(search_id, sort, limit)
     if as_json:
-        for row in rows:
-            sys.stdout.write(json.dumps(row, default=str) + "\n")
+        for row in page["items"]:
+            sys.stdout.write(json.dumps(row) + "\n")
         return
-    print_leaderboard(rows, search_id, total, reference, sort, noise=noise)
-    print_verdict(verdict)
+    print_leaderboard(
+        page["items"], search_id, page["total"], remote_reference(document), sort, noise=document["noise"]
+    )
+    print_verdict(document["verdict"])
 
 
 def _ladder_document(ladder: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -236,19 +206,6 @@ def _ladder_document(ladder: str, params: dict[str, Any]) -> dict[str, Any]:
         preset_name, _, tokens = item.strip().partition(":")
         rungs.append({"preset": preset_name, **({"budget_tokens": tokens} if tokens else {})})
     return {"ladder": rungs, **params}
-
-
-def _repo_scale_up(repo: Repository, search_id: int, **params: Any) -> dict[str, Any]:
-    """The scale-up report of a stored search, as the API's JSON (with the checkpoints on disk under the data
-    directory); a bad --target exits 2."""
-    from brainsearch.search.submission import search_scale_up_report
-
-    search = search_or_fail(repo, search_id)
-    store = run_store(repo)
-    try:
-        return search_scale_up_report(repo, search, store=store, **params).model_dump(mode="json")
-    except ArchitectureError as exc:
-        raise fail([Problem("--target", p.message) for p in exc.problems]) from None
 
 
 def scale_up_cmd(
@@ -280,24 +237,10 @@ def scale_up_cmd(
     if top_k is not None and ladder is None:
         raise fail([Problem("--top-k", "only with --ladder (the stage it runs)")])
     params = {k: v for k, v in {"target": target, "law": law, "scale_by": scale_by}.items() if v is not None}
-    if server:
-        from brainsearch.client import Client
-
-        client = Client(server, token)
-        if ladder is not None:
-            stage = _ladder_document(ladder, params)
-            client.add_scale_up(search_id, {"scale_up": stage, **({"top_k": top_k} if top_k is not None else {})})
-            follow_remote(client, search_id, interval=1.0)
-        report = client.scale_up(search_id, **params)
-    else:
-        repo, url = open_repository(db)
-        if ladder is not None:
-            from brainsearch.search.submission import add_scale_up
-
-            search = search_or_fail(repo, search_id)
-            add_scale_up(repo, search, _ladder_document(ladder, params), top_k=top_k, prefix=("--ladder",))
-            follow(repo, search_id, url)
-        report = _repo_scale_up(repo, search_id, **params)
+    source = open_source(db, server, token)
+    if ladder is not None:
+        source.run_scale_up(search_id, _ladder_document(ladder, params), top_k)
+    report = source.scale_up(search_id, **params)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
@@ -317,18 +260,5 @@ def delete_cmd(
         if not sys.stdin.isatty():
             raise fail([Problem("--yes", "deleting a search needs --yes when not run from a terminal")])
         typer.confirm(f"delete search {search_id} with its trials and files?", abort=True)
-    if server:
-        from brainsearch.client import Client
-
-        Client(server, token).delete(search_id)
-    else:
-        from brainsearch.errors import ConflictError
-        from brainsearch.search.submission import delete_search
-
-        repo, _ = open_repository(db)
-        search_or_fail(repo, search_id)
-        try:
-            delete_search(repo, search_id, run_store(repo))
-        except ConflictError as exc:
-            raise fail([Problem("SEARCH_ID", str(exc))]) from None
+    open_source(db, server, token).delete(search_id)
     err.print(f"search {search_id} deleted")

@@ -78,7 +78,6 @@ __all__ = [
     "compare",
     "compute_label",
     "export_comparison",
-    "leaderboard_row",
     "noise_from",
     "other_seeds",
     "reevaluation_pool",
@@ -574,10 +573,3 @@ def export_comparison(trial: Trial, view: NoiseView) -> dict[str, Any]:
     difference with its interval, what it says, the held-out mean, and the compute and FLOPs-per-token ratios."""
     n = view.of(trial)
     return {"baseline": view.noise.baseline, **n.model_dump(mode="json")}
-
-
-def leaderboard_row(trial: Trial, view: NoiseView) -> dict[str, Any]:
-    """A trial as a leaderboard row (the API's ``TrialOut`` fields, the CLI's table): the stored trial, its runs
-    over seeds and interval against the baseline, its rank (:mod:`brainsearch.search.standings`) and its timing
-    probe's ratio."""
-    return {**vars(trial), **timing_fields(trial.metrics), **view.of(trial).model_dump(), "rank": view.rank(trial)}

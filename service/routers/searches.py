@@ -11,27 +11,24 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, 
 
 from brainsearch.errors import ArchitectureError, ConflictError, InputError, Problem, SpaceError, TrialNotFound
 from brainsearch.search import standings
-from brainsearch.search.noise import NoiseView, leaderboard_row, timing_fields
+from brainsearch.search.documents import leaderboard_page, scale_up_document, search_document, trial_row
+from brainsearch.search.noise import NoiseView, timing_fields
 from brainsearch.search.scaleup_report import ScaleUpReport, checkpoints_on_disk
 from brainsearch.search.submission import (
-    Progress,
     RunOptions,
     add_scale_up,
     create_search,
     delete_search,
-    reference_baseline,
     search_noise_view,
-    search_scale_up_report,
-    search_verdict_of,
-    stored_space,
 )
 from brainsearch.settings import Settings
 from brainsearch.space import bundled_space_names, load_space
 from brainsearch.space.loader import validate_document
 from brainsearch.space.schema import SearchSpace
-from brainsearch.storage import TRIAL_SORT_KEYS, Repository, Search, Trial
+from brainsearch.storage import TRIAL_SORT_KEYS, Trial
 from service.deps import (
     MAX_ID,
+    FoundSearch,
     Limit,
     Offset,
     ReadAccess,
@@ -42,40 +39,11 @@ from service.deps import (
     WriteAccess,
     search_or_404,
 )
-from service.schemas import ErrorOut, Page, ProgressOut, ScaleUpRequest, SearchCreate, SearchOut, TrialOut
+from service.schemas import ErrorOut, Page, ScaleUpRequest, SearchCreate, SearchOut, TrialOut
 
 router = APIRouter(prefix="/searches", tags=["searches"])
 
 TrialStateName = Literal["running", "completed", "pruned", "diverged", "out_of_memory", "timed_out", "crashed"]
-
-
-def search_out(repo: Repository, s: Search) -> SearchOut:
-    """The API view of a search, with its progress (baselines apart), its measured noise and its verdict."""
-    p = Progress.of(repo, s)
-    space = stored_space(s)
-    view = search_noise_view(repo, s, space)
-    return SearchOut(
-        noise=view.noise,
-        verdict=search_verdict_of(repo, s, space, view),
-        id=s.id,
-        name=s.name,
-        space_name=s.space_name,
-        status=s.status,
-        error=s.error,
-        trials_requested=s.trials_requested,
-        progress=ProgressOut.model_validate({**vars(p), "done": p.done}),
-        reference_baseline=reference_baseline(s),
-        settings=s.settings,
-        created_at=s.created_at,
-        started_at=s.started_at,
-        finished_at=s.finished_at,
-    )
-
-
-def trial_out(t: Trial, noise: NoiseView) -> TrialOut:
-    """The leaderboard row of a trial, with the memory plan its run used (micro-batch, checkpointing), its runs over
-    seeds and its interval against the reference baseline, and its timing probe's step-time ratio."""
-    return TrialOut.model_validate({**leaderboard_row(t, noise), **TrialOut.memory_plan(t.metrics)})
 
 
 def space_of(given: str | dict[str, object], settings: Settings) -> SearchSpace:
@@ -132,7 +100,7 @@ def submit(
     if not created:
         response.headers["Idempotent-Replay"] = "true"
     response.headers["Location"] = f"/api/v1/searches/{search.id}"
-    return search_out(repo, search)
+    return search_document(repo, search)
 
 
 @router.get("", dependencies=[ReadAccess])
@@ -146,21 +114,20 @@ def list_searches(
 ) -> Page[SearchOut]:
     """Searches, newest first."""
     page = repo.list_searches(status=status_, limit=limit, offset=offset)
-    return Page(items=[search_out(repo, s) for s in page.items], total=page.total, limit=limit, offset=offset)
+    return Page(items=[search_document(repo, s) for s in page.items], total=page.total, limit=limit, offset=offset)
 
 
 @router.get("/{search_id}", dependencies=[ReadAccess])
-def get_search(search_id: SearchId, repo: Repo) -> SearchOut:
+def get_search(search: FoundSearch, repo: Repo) -> SearchOut:
     """One search and its progress."""
-    return search_out(repo, search_or_404(repo, search_id))
+    return search_document(repo, search)
 
 
 @router.post("/{search_id}/cancel", dependencies=[WriteAccess])
-def cancel(search_id: SearchId, repo: Repo) -> SearchOut:
+def cancel(search: FoundSearch, repo: Repo) -> SearchOut:
     """Cancel a queued or running search (its worker stops the running trials at its next heartbeat)."""
-    search_or_404(repo, search_id)
     try:
-        return search_out(repo, repo.cancel_search(search_id))
+        return search_document(repo, repo.cancel_search(search.id))
     except ConflictError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
 
@@ -171,12 +138,11 @@ def cancel(search_id: SearchId, repo: Repo) -> SearchOut:
     dependencies=[WriteAccess],
     responses={409: {"description": "the search is queued or running: cancel it first"}},
 )
-def delete(search_id: SearchId, repo: Repo, store: Store) -> Response:
+def delete(search: FoundSearch, repo: Repo, store: Store) -> Response:
     """Delete a finished (completed, failed or cancelled) search: its trials, curves, candidates, Optuna study and
     files (kept weights, exports). Cancel a queued or running search first."""
-    search_or_404(repo, search_id)
     try:
-        delete_search(repo, search_id, store)
+        delete_search(repo, search.id, store)
     except ConflictError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -192,13 +158,13 @@ def run_scale_up(search_id: SearchId, body: ScaleUpRequest, repo: Repo, response
     """Run the scale-up stage for a finished search: its settings gain ``scale_up`` (and ``top_k``), and it is
     queued again; a worker trains the candidates (the trials are kept, nothing is trained twice). Follow it with
     ``GET /searches/{id}``, read the result at ``GET /searches/{id}/scale-up``."""
-    search = search_or_404(repo, search_id)
+    search = search_or_404(repo, search_id)  # after the body's checks: bad input is a 422 first
     try:
         queued = add_scale_up(repo, search, body.scale_up, top_k=body.top_k, prefix=())
     except ConflictError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    response.headers["Location"] = f"/api/v1/searches/{search_id}"
-    return search_out(repo, queued)
+    response.headers["Location"] = f"/api/v1/searches/{search.id}"
+    return search_document(repo, queued)
 
 
 @router.get("/{search_id}/trials", dependencies=[ReadAccess])
@@ -214,12 +180,11 @@ def leaderboard(
     offset: Offset = 0,
 ) -> Page[TrialOut]:
     """The leaderboard: completed trials by ``sort``, then pruned, failed and running ones."""
-    search = search_or_404(repo, search_id)
+    search = search_or_404(repo, search_id)  # after the query's checks: bad input is a 422 first
     if sort not in TRIAL_SORT_KEYS:
         raise InputError([Problem("sort", f"must be one of {', '.join(TRIAL_SORT_KEYS)}, got {sort!r}", "query")])
-    page = repo.list_trials(search_id, sort=sort, order=order, state=state, limit=limit, offset=offset)
-    noise = search_noise_view(repo, search)
-    return Page(items=[trial_out(t, noise) for t in page.items], total=page.total, limit=limit, offset=offset)
+    page = leaderboard_page(repo, search, sort=sort, order=order, state=state, limit=limit, offset=offset)
+    return Page(items=page.items, total=page.total, limit=limit, offset=offset)
 
 
 @router.get(
@@ -255,12 +220,12 @@ def pick_trial(
     """One trial of a search, picked by its ``number`` or by its ``rank`` on the leaderboard (exactly one of them):
     the leaderboard row of what ``brainsearch export --number N / --rank N`` exports, without paging through the
     leaderboard. Neither or both selectors is a 422."""
-    search = search_or_404(repo, search_id)
+    search = search_or_404(repo, search_id)  # after the query's checks: bad input is a 422 first
     if (number is None) == (rank is None):
         raise InputError([Problem("", "give exactly one of number and rank", "query")])
     try:
         view = search_noise_view(repo, search)
-        return trial_out(standings.pick_trial(repo, search_id, view.ranking, number=number, rank=rank), view)
+        return trial_row(standings.pick_trial(repo, search.id, view.ranking, number=number, rank=rank), view)
     except TrialNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, exc.message) from None
 
@@ -297,14 +262,13 @@ def pareto_front(trials: list[Trial], axis: ParetoAxis, view: NoiseView) -> list
 
 
 @router.get("/{search_id}/pareto", dependencies=[ReadAccess])
-def pareto(search_id: SearchId, repo: Repo) -> dict[str, list[TrialOut]]:
+def pareto(search: FoundSearch, repo: Repo) -> dict[str, list[TrialOut]]:
     """Pareto fronts of validation loss against training compute (over the reference baseline's), against
     activated parameters, and against step time over the baseline's from timing probes (empty without probes: a
     wall-clock step time of a run is not a property of its block)."""
-    search = search_or_404(repo, search_id)
-    trials = repo.list_trials(search_id, state="completed", limit=100_000).items
+    trials = repo.list_trials(search.id, state="completed", limit=100_000).items
     noise = search_noise_view(repo, search)
-    return {axis: [trial_out(t, noise) for t in pareto_front(trials, axis, noise)] for axis in PARETO_AXES}
+    return {axis: [trial_row(t, noise) for t in pareto_front(trials, axis, noise)] for axis in PARETO_AXES}
 
 
 @router.get("/{search_id}/scale-up", dependencies=[ReadAccess])
@@ -319,19 +283,19 @@ def scale_up(
     """The scale-up stage: each candidate across the ladder (loss, steps/s and convergence speed-up over the
     baseline; devices, recipe, memory per device, throughput and MFU, checkpoints saved, resumes and those on disk,
     scratch or upcycled), proxy fidelity (Kendall tau per rung) and scaling-law predictions at ``target``."""
-    search = search_or_404(repo, search_id)
+    search = search_or_404(repo, search_id)  # after the query's checks: bad input is a 422 first
     try:
-        return search_scale_up_report(repo, search, target=target, law=law, scale_by=scale_by, store=store)
+        return scale_up_document(repo, search, store, target=target, law=law, scale_by=scale_by)
     except ArchitectureError as exc:
         raise InputError([Problem("target", p.message, "query") for p in exc.problems]) from None
 
 
 @router.get("/{search_id}/candidates", dependencies=[ReadAccess])
-def candidates(search_id: SearchId, repo: Repo, store: Store) -> Page[dict[str, object]]:
+def candidates(search: FoundSearch, repo: Repo, store: Store) -> Page[dict[str, object]]:
     """The scale-up candidates (empty until the scale-up stage has run): each run's metrics, its counts of
     checkpoints saved and resumes, and ``checkpoints``, the complete ones on disk now (step, saved_at as Unix time,
     bytes; the rows of one trial and rung, a crashed run and its retry, share one run folder)."""
-    search_or_404(repo, search_id)
+    search_id = search.id
     items = [
         {
             "id": c.id,

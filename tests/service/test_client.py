@@ -74,3 +74,27 @@ def test_pick_trial_by_number_or_rank(live: Any, repo: Repository) -> None:
         with pytest.raises(InputError) as info:
             client.pick_trial(sid, **kwargs)
         assert str(info.value) == f"<input>: {problem}"
+
+
+def test_a_database_and_its_service_print_the_same_documents(
+    live: Any, repo: Repository, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pass: the CLI reads one search through --db and through --server (the service on that database) and prints
+    the same leaderboard rows, search verdict and scale-up report, byte for byte: both are the documents module's."""
+    server = live()
+    sid = Client(server.url).submit({"space": "tiny"})["id"]
+    seed_leaderboard(repo, sid)
+    printed = []
+    for where in (["--db", database_url], ["--server", server.url]):
+        outputs = []
+        for command in (["leaderboard", "--json"], ["scale-up", "--json"], ["leaderboard"]):
+            code, out, err = run([command[0], str(sid), *command[1:], *where], capsys)
+            assert code == 0, err
+            outputs.append(out)
+        printed.append(outputs)
+    by_db, by_server = printed
+    assert by_db == by_server
+    rows = [json.loads(line) for line in by_db[0].splitlines()]
+    assert len(rows) == 5
+    assert sorted(r["rank"] for r in rows if r["rank"] is not None) == [1, 2]
+    assert {"compute_ratio", "comparison", "micro_batch"} <= set(rows[0])
