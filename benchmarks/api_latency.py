@@ -5,7 +5,7 @@
 
 A live server (uvicorn on loopback, the real app) answers ``GET /api/v1/searches/{id}/trials`` with a mix of sort
 keys, orders, state filters and offsets (deep pages included); p50 and p95 of the client-side latency are reported
-next to the same queries made straight on the repository (no HTTP, no JSON), the floor. Target (issue 6): p95 under
+next to the same queries made straight on the repository (no HTTP, no JSON), the floor. Target: p95 under
 50 ms. PostgreSQL is the server on 127.0.0.1:5432 (a scratch database is created and dropped).
 """
 

@@ -2,7 +2,7 @@
 
     python benchmarks/moe_dispatch.py              # the GPU grid where CUDA is available, else the CPU grid
     python benchmarks/moe_dispatch.py --grid cpu   # the CPU grid (about 15 minutes on 2 CPU cores)
-    python benchmarks/moe_dispatch.py --grid gpu   # the GPU grid (issue 15's sizes; bf16 autocast on CUDA)
+    python benchmarks/moe_dispatch.py --grid gpu   # the GPU grid (the paper-scale sizes; bf16 autocast on CUDA)
     python benchmarks/moe_dispatch.py --quick      # one small configuration, to check the script
 
 From another script: ``run_grid(GPU_GRID, device, reps)`` gives the rows, ``markdown(rows)`` the tables, and

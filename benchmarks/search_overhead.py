@@ -16,7 +16,7 @@ out: it is the search machinery alone (sampling, storage, processes, scheduling)
 - ``ray``: the same with the Ray executor (a local Ray started by the search; its start-up is counted);
 - ``ray-running``: the Ray executor on a Ray already running (as with ``--ray-address``): start-up not counted.
 
-Targets: the machinery ("outside trainers") under 6% for local and under 10% for Ray (issue 14).
+Targets: the machinery ("outside trainers") under 6% for local and under 10% for Ray.
 """
 
 from __future__ import annotations

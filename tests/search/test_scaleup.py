@@ -304,7 +304,7 @@ def test_a_stage_that_only_upcycles_fits_its_upcycled_runs(repo: Repository) -> 
     assert report.candidates[0].prediction == cand.prediction
 
 
-# Honest extrapolation, intervals and timing in the report (issue 17): candidate rows written directly, no training.
+# Honest extrapolation, intervals and timing in the report: candidate rows written directly, no training.
 
 
 def test_every_candidate_is_predicted_and_ranked_at_the_baselines_scale(repo: Repository) -> None:
@@ -466,7 +466,7 @@ def test_a_slowed_run_is_marked_retimed_and_never_a_speed_up(repo: Repository) -
     assert not any(r.slowed for r in few_rungs) and not any(r.speed_uncertain for r in few_rungs)
 
 
-# Timing probes of the scale-up runs (issue 17): a single-device candidate is timed against the baseline at its rung.
+# Timing probes of the scale-up runs: a single-device candidate is timed against the baseline at its rung.
 
 
 def _probe_search(repo: Repository, ladder: list[dict[str, object]]) -> tuple[int, list[int]]:

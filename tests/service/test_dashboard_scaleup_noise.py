@@ -1,6 +1,6 @@
 """The dashboard's scale-up section shows what separates a result from noise: loss intervals, speed-ups from timing
 probes with their range or "uncertain", slowed runs re-timed, and predictions at one named target with their
-extrapolation (issue 17)."""
+extrapolation."""
 
 from __future__ import annotations
 

@@ -67,7 +67,7 @@ def test_the_same_model_twice_has_a_ratio_near_one(glam: Architecture) -> None:
 @pytest.mark.slow
 @pytest.mark.serial
 def test_a_baseline_slowed_in_some_rounds_is_uncertain_not_a_speed_up(micro: Architecture) -> None:
-    """The acceptance test of issue 17: the baseline's steps sleep in every other round (load that comes and goes),
+    """Load-proof timing: the baseline's steps sleep in every other round (load that comes and goes),
     so most rounds, and the median, say the candidate is several times faster; the probe flags the ratio instead, and
     whatever reports a speed-up from it reads "uncertain", not a number."""
 
