@@ -20,10 +20,11 @@ fetched from the internet.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,8 +36,8 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from brainsearch import __version__
@@ -46,7 +47,7 @@ from brainsearch.settings import Settings, get_settings
 from brainsearch.storage import Repository, make_engine, migrate, schema_revision
 from service import dashboard
 from service.routers import searches, spaces, trials
-from service.schemas import ERROR_RESPONSES
+from service.schemas import ERROR_RESPONSES, HealthOut
 
 if TYPE_CHECKING:
     from service.worker import Worker
@@ -65,6 +66,87 @@ need it too when `BRAINSEARCH_API_READ_AUTH=true`.
 (`in`: body, query, path or header; `loc`: the dotted path inside it, "" for the whole part; `line` where a YAML
 document had one). Every other error is `{"detail": "message"}`.
 """
+
+
+class _AllowedHosts:
+    """Starlette's TrustedHostMiddleware rule (a host equal to an allowed one, or under a ``*.domain`` pattern; ``*``
+    allows any), answering a refusal in the API's error shape, ``{"detail": ...}`` as JSON, where Starlette's answers
+    plain text."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str]) -> None:
+        self.app = app
+        self.allowed = [h.lower() for h in allowed_hosts]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if "*" in self.allowed or scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("host", "")
+        host = _host_name(given)
+        if host and any(host == p or (p.startswith("*") and host.endswith(p[1:])) for p in self.allowed):
+            await self.app(scope, receive, send)
+            return
+        detail = f"the Host header {given[:100]!r} is not one this service answers (BRAINSEARCH_ALLOWED_HOSTS)"
+        await JSONResponse({"detail": detail}, status.HTTP_400_BAD_REQUEST)(scope, receive, send)
+
+
+# Where a YAML body is a space file: ``POST /searches`` with one of these types.
+YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml"})
+_YAML_ROUTES = frozenset({"/api/v1/searches"})
+
+
+class _YamlSpaceBody:
+    """A YAML body sent to ``POST /searches`` is the space file itself: it reaches the route as
+    ``{"space": "<the YAML text>"}``, which the route checks like a file (every problem with its line), after the
+    token, as it checks any body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers(scope=scope) if scope["type"] == "http" else None
+        media = (headers.get("content-type") or "").split(";")[0].strip().lower() if headers is not None else ""
+        if media not in YAML_TYPES or scope["method"] != "POST" or scope["path"].rstrip("/") not in _YAML_ROUTES:
+            await self.app(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problem = {"loc": "", "msg": f"a YAML body must be UTF-8 text (byte {exc.start})", "in": "body"}
+            await unprocessable([problem])(scope, receive, send)
+            return
+        payload = json.dumps({"space": text}).encode()
+        kept = [(k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")]
+        scope = {
+            **scope,
+            "headers": [*kept, (b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))],
+        }
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": payload, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _host_name(header: str) -> str:
+    """The host of a Host header, without its port: ``[::1]:8000`` -> ``::1``, ``example.com:80`` -> ``example.com``."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        end = header.find("]")
+        return header[1:end] if end > 0 else ""
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
 class _BodyLimit:
@@ -191,7 +273,10 @@ def request_problem_out(err: Mapping[str, Any]) -> dict[str, Any]:
     """One of FastAPI's parameter errors (``{"type", "loc": ["body", ...], "msg", "input"}``) as a 422 entry."""
     part, *rest = err["loc"] or ("body",)
     loc = dotted([x for x in rest if not (isinstance(x, str) and _UNION_TAG.match(x))])
-    return {"loc": loc, "msg": error_message(err), "in": part if part in _REQUEST_PARTS else "body"}
+    where = part if part in _REQUEST_PARTS else "body"
+    if isinstance(err.get("input"), bytes | bytearray):  # a body FastAPI did not read as JSON (text/plain, say)
+        return {"loc": loc, "msg": "expected a JSON object (Content-Type: application/json)", "in": where}
+    return {"loc": loc, "msg": error_message(err), "in": where}
 
 
 def _too_large(limit: int) -> JSONResponse:
@@ -236,7 +321,8 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
         redoc_url=None,
     )
     app.state.settings, app.state.repo, app.state.database_url = settings, repo, database_url
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(_YamlSpaceBody)
+    app.add_middleware(_AllowedHosts, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
 
     def answer(
@@ -324,15 +410,15 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
         page.headers.update(offline)
         return page
 
-    @app.get("/api/v1/healthz", tags=["health"])
-    def healthz() -> dict[str, Any]:
+    @app.get("/api/v1/healthz", tags=["health"], operation_id="get_health")
+    def healthz() -> HealthOut:
         """Liveness, the database's backend and schema revision, and its id (which names its files on disk)."""
-        return {
-            "status": "ok",
-            "database": engine.dialect.name,
-            "schema": schema_revision(engine),
-            "database_id": repo.database_id(),
-        }
+        return HealthOut(
+            status="ok",
+            database=engine.dialect.name,
+            schema_revision=schema_revision(engine),
+            database_id=repo.database_id(),
+        )
 
     for router in (searches.router, trials.router, spaces.router):
         app.include_router(router, prefix="/api/v1", responses=ERROR_RESPONSES)

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 import plotly
-from fastapi import APIRouter, Form, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
@@ -344,17 +344,32 @@ def index_live(repo: Repo) -> JSONResponse:
     )
 
 
-@router.post("/ui/searches", dependencies=[])
+class _FormToken:
+    """The forms' auth rule, as a dependency so that it is checked before the form's fields (a form without the
+    token is a 401 whatever else is wrong with it): with a token configured, the ``token`` field must match it
+    (constant-time)."""
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+
+    async def __call__(self, request: Request) -> None:
+        expected = request.app.state.settings.api_token
+        if not expected:
+            return
+        given = (await request.form()).get("token", "")
+        if not isinstance(given, str) or not secrets.compare_digest(given.encode(), expected.encode()):
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"a valid token is required to {self.action}")
+
+
+@router.post("/ui/searches", dependencies=[Depends(_FormToken("submit"))])
 def submit_form(
     request: Request,
     repo: Repo,
     space: Annotated[str, Form(max_length=64)],
     trials: Annotated[int, Form(ge=1, le=100_000)],
     sampler: Annotated[str, Form(max_length=32)],
-    token: Annotated[str, Form(max_length=1000)] = "",
 ) -> RedirectResponse:
     """The form's submission: queue the bundled space, then show the search."""
-    _check_form_token(request, token, "submit")
     if space not in bundled_space_names():
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"no bundled space {space!r}")
     try:
@@ -369,19 +384,9 @@ def submit_form(
     return RedirectResponse(f"/searches/{search.id}", status.HTTP_303_SEE_OTHER)
 
 
-def _check_form_token(request: Request, token: str, action: str) -> None:
-    """The forms' auth rule: with a token configured, the ``token`` field must match it (constant-time)."""
-    expected = request.app.state.settings.api_token
-    if expected and not secrets.compare_digest(token.encode(), expected.encode()):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"a valid token is required to {action}")
-
-
-@router.post("/ui/searches/{search_id}/cancel", dependencies=[])
-def cancel_form(
-    request: Request, search_id: SearchId, repo: Repo, token: Annotated[str, Form(max_length=1000)] = ""
-) -> RedirectResponse:
+@router.post("/ui/searches/{search_id}/cancel", dependencies=[Depends(_FormToken("cancel a search"))])
+def cancel_form(search_id: SearchId, repo: Repo) -> RedirectResponse:
     """The cancel button: cancel a queued or running search, then show it (409 when it has finished)."""
-    _check_form_token(request, token, "cancel a search")  # before the id is looked up: no probing without it
     search_or_404(repo, search_id)
     try:
         repo.cancel_search(search_id)

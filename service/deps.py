@@ -7,7 +7,8 @@ import re
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Query, Request, status
+from fastapi import Depends, HTTPException, Path, Query, Request, Security, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BeforeValidator
 
 from brainsearch.settings import Settings
@@ -84,27 +85,36 @@ def trials_or_404(repo: Repository, trial_ids: list[int]) -> list[Trial]:
     return [t for t in found if t is not None]
 
 
-def _check_token(request: Request, settings: Settings) -> None:
+# Declares the bearer scheme in the OpenAPI schema (Swagger's Authorize button, a generated client's token); the
+# check itself is ours: a token is needed only when one is configured, and reads only with api_read_auth.
+_BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="BRAINSEARCH_API_TOKEN: every non-GET route when it is set, GET routes too with api_read_auth",
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]
+
+
+def _check_token(credentials: HTTPAuthorizationCredentials | None, settings: Settings) -> None:
     token = settings.api_token
     if not token:
         return
-    given = request.headers.get("authorization", "")
-    scheme, _, value = given.partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(value.strip().encode(), token.encode()):
+    given = credentials.credentials.strip() if credentials is not None else ""
+    if not secrets.compare_digest(given.encode(), token.encode()):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"}
         )
 
 
-def require_write(request: Request, settings: Annotated[Settings, Depends(app_settings)]) -> None:
+def require_write(credentials: Credentials, settings: Annotated[Settings, Depends(app_settings)]) -> None:
     """Writes need the token whenever one is configured."""
-    _check_token(request, settings)
+    _check_token(credentials, settings)
 
 
-def require_read(request: Request, settings: Annotated[Settings, Depends(app_settings)]) -> None:
+def require_read(credentials: Credentials, settings: Annotated[Settings, Depends(app_settings)]) -> None:
     """Reads need it only when ``api_read_auth`` is set."""
     if settings.api_read_auth:
-        _check_token(request, settings)
+        _check_token(credentials, settings)
 
 
 Repo = Annotated[Repository, Depends(get_repo)]

@@ -8,12 +8,15 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from brainsearch.search.documents import ProgressOut, SearchOut, TrialDetail, TrialOut
+from brainsearch.search.scaleup_report import CheckpointOnDisk
 
 T = TypeVar("T")
 
 __all__ = [
     "ERROR_RESPONSES",
+    "CandidateOut",
     "ErrorOut",
+    "HealthOut",
     "Page",
     "ProblemOut",
     "ProblemsOut",
@@ -22,6 +25,8 @@ __all__ = [
     "SearchCreate",
     "SearchOut",
     "SpaceCheck",
+    "SpaceOut",
+    "SpaceValidation",
     "TrialDetail",
     "TrialOut",
 ]
@@ -65,6 +70,55 @@ class SpaceCheck(BaseModel):
     space: str | dict[str, Any] = Field(description="a bundled space name, or a whole space document")
 
 
+class SpaceOut(BaseModel):
+    """A bundled space: its name (what ``POST /searches`` takes as ``space``), what it is for, its default trials."""
+
+    id: str
+    name: str
+    description: str
+    trials: int
+
+
+class SpaceValidation(BaseModel):
+    """A space that passed validation: its name, the parameters a sampler draws, and how many distinct blocks it
+    holds before constraints (None for a continuous space)."""
+
+    valid: Literal[True]
+    name: str
+    dimensions: list[str]
+    size: int | None
+
+
+class HealthOut(BaseModel):
+    """The service is up: its database's backend and schema revision, and the database's id (which names its files
+    on disk)."""
+
+    status: Literal["ok"]
+    database: str
+    schema_revision: str | None = Field(alias="schema")
+    database_id: str
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class CandidateOut(BaseModel):
+    """A scale-up candidate run: the trial it scales up, its rung, how it went, its metrics (the learning curve
+    apart), its checkpoints saved and resumes, and the complete checkpoints on disk now."""
+
+    id: int
+    trial_id: int
+    rung: str
+    state: str
+    reason: str | None
+    val_loss: float | None
+    arch_digest: str
+    metrics: dict[str, Any]
+    val_curve: list[Any]
+    checkpoint_count: int
+    resume_count: int
+    checkpoints: list[CheckpointOnDisk]
+
+
 class Page(BaseModel, Generic[T]):
     """A page of a list."""
 
@@ -101,6 +155,7 @@ class ErrorOut(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ProblemsOut if code == 422 else ErrorOut, "description": text}
     for code, text in (
+        (400, "the Host header is not one this service answers (BRAINSEARCH_ALLOWED_HOSTS)"),
         (401, "a valid bearer token is required (every non-GET route when a token is configured)"),
         (404, "no such search, trial or file"),
         (409, "the request conflicts with the state (cancelling a finished search)"),

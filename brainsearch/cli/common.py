@@ -52,14 +52,17 @@ TokenOption = Annotated[
 ]
 
 
+_typer_display_type: Any = getattr(TyperOption, "display_type_rich", None)
+
+
 def _display_type(self: TyperOption, ctx: Any) -> str | None:
-    # Typer's help shows every option's type, flags included ("--json <bool>", "--help <bool>"), as if a flag took
-    # a value; a flag's row shows none.
+    # Typer 0.29's help shows every option's type, flags included ("--json <bool>", "--help <bool>"), as if a flag
+    # took a value; a flag's row shows none. Earlier versions have no such hook and show no type for a flag.
     return None if self.is_flag else _typer_display_type(self, ctx)
 
 
-_typer_display_type = TyperOption.display_type_rich
-TyperOption.display_type_rich = _display_type  # type: ignore[method-assign]
+if _typer_display_type is not None:
+    setattr(TyperOption, "display_type_rich", _display_type)  # noqa: B010 (the hook is not in every version)
 
 
 def fail(problems: tuple[Problem, ...] | list[Problem]) -> typer.Exit:

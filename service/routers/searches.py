@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 
@@ -23,7 +23,7 @@ from brainsearch.search.submission import (
 )
 from brainsearch.settings import Settings
 from brainsearch.space import bundled_space_names, load_space
-from brainsearch.space.loader import validate_document
+from brainsearch.space.loader import parse_space, validate_document
 from brainsearch.space.schema import SearchSpace
 from brainsearch.storage import TRIAL_SORT_KEYS, Trial
 from service.deps import (
@@ -39,7 +39,7 @@ from service.deps import (
     WriteAccess,
     search_or_404,
 )
-from service.schemas import ErrorOut, Page, ScaleUpRequest, SearchCreate, SearchOut, TrialOut
+from service.schemas import CandidateOut, ErrorOut, Page, ScaleUpRequest, SearchCreate, SearchOut, TrialOut
 
 router = APIRouter(prefix="/searches", tags=["searches"])
 
@@ -47,23 +47,43 @@ TrialStateName = Literal["running", "completed", "pruned", "diverged", "out_of_m
 
 
 def space_of(given: str | dict[str, object], settings: Settings) -> SearchSpace:
-    """The ``space`` field of a request: a bundled space's name or an inline document (problems named
-    ``space.<path>``), under the service's ceiling on a space's size."""
+    """The ``space`` field of a request: a bundled space's name, a space file's YAML text (problems with their
+    lines) or an inline document (problems named ``space.<path>``), under the service's ceiling on a space's size."""
     if isinstance(given, str):
-        if given not in bundled_space_names():
-            names = ", ".join(bundled_space_names())
-            raise SpaceError([Problem("space", f"no bundled space {given!r} (bundled: {names})")])
-        return load_space(given, max_params=settings.max_space_params)
+        if given in bundled_space_names():
+            return load_space(given, max_params=settings.max_space_params)
+        if "\n" in given or ":" in given:  # a name has neither: the text of a space file
+            return parse_space(given, "space", max_params=settings.max_space_params)
+        names = ", ".join(bundled_space_names())
+        raise SpaceError([Problem("space", f"no bundled space {given!r} (bundled: {names}), nor a space file's text")])
     return validate_document(given, "space", max_params=settings.max_space_params)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[WriteAccess])
+# A space file's YAML is also taken as the body itself (service.app turns it into {"space": text}).
+YAML_BODY: dict[str, Any] = {
+    "requestBody": {
+        "content": {
+            "application/yaml": {
+                "schema": {"type": "string", "format": "binary", "description": "a space file, checked like one"}
+            }
+        }
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[WriteAccess],
+    operation_id="create_search",
+    openapi_extra=YAML_BODY,
+)
 def submit(
     body: SearchCreate,
     repo: Repo,
     request: Request,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> SearchOut:
     """Validate the space (the CLI's messages, as ``detail``) and queue the search for a worker; ``Location``
     names the new search."""
@@ -103,7 +123,7 @@ def submit(
     return search_document(repo, search)
 
 
-@router.get("", dependencies=[ReadAccess])
+@router.get("", dependencies=[ReadAccess], operation_id="list_searches")
 def list_searches(
     repo: Repo,
     status_: Annotated[
@@ -117,13 +137,13 @@ def list_searches(
     return Page(items=[search_document(repo, s) for s in page.items], total=page.total, limit=limit, offset=offset)
 
 
-@router.get("/{search_id}", dependencies=[ReadAccess])
+@router.get("/{search_id}", dependencies=[ReadAccess], operation_id="get_search")
 def get_search(search: FoundSearch, repo: Repo) -> SearchOut:
     """One search and its progress."""
     return search_document(repo, search)
 
 
-@router.post("/{search_id}/cancel", dependencies=[WriteAccess])
+@router.post("/{search_id}/cancel", dependencies=[WriteAccess], operation_id="cancel_search")
 def cancel(search: FoundSearch, repo: Repo) -> SearchOut:
     """Cancel a queued or running search (its worker stops the running trials at its next heartbeat)."""
     try:
@@ -136,7 +156,8 @@ def cancel(search: FoundSearch, repo: Repo) -> SearchOut:
     "/{search_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=[WriteAccess],
-    responses={409: {"description": "the search is queued or running: cancel it first"}},
+    responses={409: {"model": ErrorOut, "description": "the search is queued or running: cancel it first"}},
+    operation_id="delete_search",
 )
 def delete(search: FoundSearch, repo: Repo, store: Store) -> Response:
     """Delete a finished (completed, failed or cancelled) search: its trials, curves, candidates, Optuna study and
@@ -152,7 +173,8 @@ def delete(search: FoundSearch, repo: Repo, store: Store) -> Response:
     "/{search_id}/scale-up",
     status_code=status.HTTP_202_ACCEPTED,
     dependencies=[WriteAccess],
-    responses={409: {"description": "the search is queued or running"}},
+    responses={409: {"model": ErrorOut, "description": "the search is queued or running"}},
+    operation_id="start_scale_up",
 )
 def run_scale_up(search_id: SearchId, body: ScaleUpRequest, repo: Repo, response: Response) -> SearchOut:
     """Run the scale-up stage for a finished search: its settings gain ``scale_up`` (and ``top_k``), and it is
@@ -167,7 +189,7 @@ def run_scale_up(search_id: SearchId, body: ScaleUpRequest, repo: Repo, response
     return search_document(repo, queued)
 
 
-@router.get("/{search_id}/trials", dependencies=[ReadAccess])
+@router.get("/{search_id}/trials", dependencies=[ReadAccess], operation_id="list_trials")
 def leaderboard(
     search_id: SearchId,
     repo: Repo,
@@ -190,6 +212,7 @@ def leaderboard(
 @router.get(
     "/{search_id}/trial",
     dependencies=[ReadAccess],
+    operation_id="pick_trial",
     responses={
         404: {
             "model": ErrorOut,
@@ -261,7 +284,7 @@ def pareto_front(trials: list[Trial], axis: ParetoAxis, view: NoiseView) -> list
     return front
 
 
-@router.get("/{search_id}/pareto", dependencies=[ReadAccess])
+@router.get("/{search_id}/pareto", dependencies=[ReadAccess], operation_id="get_pareto")
 def pareto(search: FoundSearch, repo: Repo) -> dict[str, list[TrialOut]]:
     """Pareto fronts of validation loss against training compute (over the reference baseline's), against
     activated parameters, and against step time over the baseline's from timing probes (empty without probes: a
@@ -271,7 +294,7 @@ def pareto(search: FoundSearch, repo: Repo) -> dict[str, list[TrialOut]]:
     return {axis: [trial_row(t, noise) for t in pareto_front(trials, axis, noise)] for axis in PARETO_AXES}
 
 
-@router.get("/{search_id}/scale-up", dependencies=[ReadAccess])
+@router.get("/{search_id}/scale-up", dependencies=[ReadAccess], operation_id="get_scale_up")
 def scale_up(
     search_id: SearchId,
     repo: Repo,
@@ -290,27 +313,27 @@ def scale_up(
         raise InputError([Problem("target", p.message, "query") for p in exc.problems]) from None
 
 
-@router.get("/{search_id}/candidates", dependencies=[ReadAccess])
-def candidates(search: FoundSearch, repo: Repo, store: Store) -> Page[dict[str, object]]:
+@router.get("/{search_id}/candidates", dependencies=[ReadAccess], operation_id="list_candidates")
+def candidates(search: FoundSearch, repo: Repo, store: Store) -> Page[CandidateOut]:
     """The scale-up candidates (empty until the scale-up stage has run): each run's metrics, its counts of
     checkpoints saved and resumes, and ``checkpoints``, the complete ones on disk now (step, saved_at as Unix time,
     bytes; the rows of one trial and rung, a crashed run and its retry, share one run folder)."""
     search_id = search.id
     items = [
-        {
-            "id": c.id,
-            "trial_id": c.trial_id,
-            "rung": c.rung,
-            "state": c.state,
-            "reason": c.reason,
-            "val_loss": c.val_loss,
-            "arch_digest": c.arch_digest,
-            "metrics": {k: v for k, v in c.metrics.items() if k != "val_curve"},
-            "val_curve": c.metrics.get("val_curve", []),
-            "checkpoint_count": c.metrics.get("checkpoint_count") or 0,
-            "resume_count": c.metrics.get("resume_count") or 0,
-            "checkpoints": [cp.model_dump() for cp in checkpoints_on_disk(store, search_id, c.trial_id, c.rung)],
-        }
+        CandidateOut(
+            id=c.id,
+            trial_id=c.trial_id,
+            rung=c.rung,
+            state=c.state,
+            reason=c.reason,
+            val_loss=c.val_loss,
+            arch_digest=c.arch_digest,
+            metrics={k: v for k, v in c.metrics.items() if k != "val_curve"},
+            val_curve=c.metrics.get("val_curve", []),
+            checkpoint_count=c.metrics.get("checkpoint_count") or 0,
+            resume_count=c.metrics.get("resume_count") or 0,
+            checkpoints=checkpoints_on_disk(store, search_id, c.trial_id, c.rung),
+        )
         for c in repo.list_candidates(search_id)
     ]
     return Page(items=items, total=len(items), limit=len(items), offset=0)

@@ -5,16 +5,17 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.responses import FileResponse
 
-from brainsearch.export import ExportFormat, WeightsNotKept, export_file
+from brainsearch.export import EXPORT_FORMATS, ExportFormat, WeightsNotKept, export_file
 from brainsearch.search.documents import TrialDetail, trial_detail
 from brainsearch.search.noise import export_comparison
 from brainsearch.search.submission import search_noise_view
 from service.deps import FoundTrial, ReadAccess, Repo, Store, TrialId, trials_or_404
+from service.schemas import ErrorOut
 
 router = APIRouter(prefix="/trials", tags=["trials"])
 
 
-@router.get("/{trial_id}", dependencies=[ReadAccess])
+@router.get("/{trial_id}", dependencies=[ReadAccess], operation_id="get_trial")
 def get_trial(trial: FoundTrial, repo: Repo) -> TrialDetail:
     """Architecture, cost, metrics (with the MoE expert load) and the learning curve."""
     return trial_detail(repo, trial)
@@ -22,18 +23,23 @@ def get_trial(trial: FoundTrial, repo: Repo) -> TrialDetail:
 
 @router.get(
     "/{trial_id}/export",
+    operation_id="export_trial",
+    response_class=Response,
     dependencies=[ReadAccess],
     responses={
         200: {
+            # One media type per format, each a file; octet-stream first, as the one a generated client reads the
+            # answer by (its bytes, whatever the format: JSON first would make it parse a YAML or weights file).
             "content": {
-                "application/json": {},
-                "application/yaml": {},
-                "text/x-python": {},
-                "application/octet-stream": {},
+                media: {"schema": {"type": "string", "format": "binary"}}
+                for media in sorted(
+                    {m for _, m in EXPORT_FORMATS.values()}, key=lambda m: m != "application/octet-stream"
+                )
             },
-            "description": "the export file, as an attachment",
+            "description": "the export file, as an attachment: json, yaml, pytorch (text/x-python) or safetensors "
+            "(application/octet-stream)",
         },
-        404: {"description": "no such trial, or its trained weights were not kept (safetensors)"},
+        404: {"model": ErrorOut, "description": "no such trial, or its trained weights were not kept (safetensors)"},
     },
 )
 def export(trial_id: TrialId, repo: Repo, store: Store, format: ExportFormat = "json") -> Response:

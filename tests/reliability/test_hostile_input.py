@@ -66,6 +66,8 @@ def test_every_write_endpoint_refuses_a_missing_or_wrong_token(live: Any, repo: 
             else:
                 r = httpx.request(method, url, json={"space": "tiny"}, headers=headers)
             assert r.status_code == 401, (method, path, headers, r.status_code, r.text)
+    # The token comes first on a form too: an empty form without it is a 401, not a 422 listing the fields.
+    assert httpx.post(f"{server.url}/ui/searches", data={}).status_code == 401
     assert repo.list_searches().total == 1 and repo.get_search(sid).status == "queued"  # type: ignore[union-attr]
     with server.client(TOKEN) as owner:
         assert owner.post(f"/searches/{sid}/cancel").status_code == 200

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from brainsearch.arch import preset, scale
 from brainsearch.storage import Repository
-from tests.factories import SHARDED_RUN, candidate_run, save_checkpoint, seed_leaderboard
+from tests.factories import SHARDED_RUN, candidate_run, fast_space, save_checkpoint, seed_leaderboard
 from tests.service.conftest import InProcessServer
 
 
@@ -272,7 +272,8 @@ def test_token_host_and_body_limits(in_process: Any) -> None:
         big = user.post("/searches", content=b"{" + b" " * 10_000 + b"}", headers={"Content-Type": "application/json"})
         assert big.status_code == 413
         evil = server.http().get("/api/v1/healthz", headers={"Host": "evil.example"})
-        assert evil.status_code == 400
+        assert evil.status_code == 400 and "'evil.example' is not one this service answers" in evil.json()["detail"]
+        assert server.http().get("/api/v1/healthz", headers={"Host": "[::1]:8000"}).status_code == 200
     closed: InProcessServer = in_process(api_token="s3cret", api_read_auth=True)
     with closed.client() as anonymous, closed.client("s3cret") as user:
         assert anonymous.get("/searches").status_code == 401
@@ -425,3 +426,41 @@ def test_location_progress_delete_and_scale_up_of_a_finished_search(
         assert api.get(f"/searches/{sid}").status_code == 404 and repo.get_trial(ids[1]) is None
         assert not store.search_dir(sid).exists()
         assert api.delete(f"/searches/{sid}").status_code == 404
+
+
+def test_a_space_file_as_the_body_and_bodies_that_are_not_json(in_process: Any) -> None:
+    """Pass: a YAML body (Content-Type: application/yaml) is a space file: queued like a document, validated like a
+    file (a problem with its line), after the token; a JSON ``space`` string holding a file's text is read the same
+    way; a text/plain body is 422 saying what is expected (no Python bytes repr); an empty Idempotency-Key is 422."""
+    server: InProcessServer = in_process(api_token="tok")
+    text = yaml.safe_dump(fast_space().model_dump(mode="json"))
+    bad = "version: 1\nname: x\nblock:\n  slots: 0\n"
+    as_yaml = {"Content-Type": "application/yaml"}
+    with server.client() as anonymous, server.client("tok") as api:
+        assert anonymous.post("/searches", content=bad, headers=as_yaml).status_code == 401  # the token first
+        created = api.post("/searches", content=text, headers=as_yaml)
+        assert created.status_code == 201, created.text
+        assert created.json()["name"] == fast_space().name
+        assert api.post("/spaces/validate", json={"space": text}).json()["valid"]  # a file's text as `space`
+        again = api.post("/searches", content=text, headers={"Content-Type": "text/yaml; charset=utf-8"})
+        assert again.status_code == 201, again.text
+        for answer in (
+            api.post("/searches", content=bad, headers=as_yaml),
+            api.post("/searches", json={"space": bad}),
+        ):
+            assert _is_one_shape(answer) == [
+                {"loc": "space.block.d_model", "msg": "Field required", "in": "body", "line": 4}
+            ]
+        plain = api.post("/searches", content=b"space: tiny", headers={"Content-Type": "text/plain"})
+        assert _is_one_shape(plain) == [
+            {"loc": "", "msg": "expected a JSON object (Content-Type: application/json)", "in": "body"}
+        ]
+        latin = api.post("/searches", content="name: caf\xe9".encode("latin-1"), headers=as_yaml)
+        assert "a YAML body must be UTF-8 text" in _is_one_shape(latin)[0]["msg"]
+        empty_key = api.post("/searches", json={"space": "tiny"}, headers={"Idempotency-Key": ""})
+        assert _is_one_shape(empty_key)[0]["loc"] == "idempotency-key"
+        assert (
+            api.post("/searches", json={"space": "tinny"})
+            .json()["detail"][0]["msg"]
+            .startswith("no bundled space 'tinny'")
+        )
