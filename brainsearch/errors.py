@@ -44,11 +44,12 @@ class Problem:
     line: int | None = None
 
     def __str__(self) -> str:
-        where = self.source or "<input>"
+        """``FILE:LINE: dotted.path: message``, each part only where known (a whole file's problem names no path,
+        a flag's names no file); one line, whatever the message held (parsers' messages span lines)."""
+        where = self.source
         if self.line is not None:
-            where = f"{where}:{self.line}"
-        # One line per problem, whatever the message held (parsers' messages span lines).
-        return f"{where}: {self.path or '<root>'}: {' '.join(self.message.split())}"
+            where = f"{self.source}:{self.line}" if self.source else f"line {self.line}"
+        return ": ".join(part for part in (where, self.path, " ".join(self.message.split())) if part)
 
 
 class BrainsearchError(Exception):

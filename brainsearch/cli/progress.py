@@ -3,13 +3,14 @@
 
 On a terminal it is a live bar with the time elapsed and an estimate of the time left. With stderr redirected (a
 log file, CI) nothing redraws, so a plain line is printed whenever the stage or the count of settled runs changes,
-with the elapsed time and the estimate: a long run's log shows where it stands.
+stamped with the UTC time, with the elapsed time and the estimate: a long run's log shows where it stands and when.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -87,7 +88,8 @@ class _Lines:
         eta = _eta(completed, total, self.stage_started)
         elapsed = _seconds(time.monotonic() - self.started)
         title = self.title.format(task=SimpleNamespace(fields=self.fields))
-        line = f"{title.replace('[bold]', '')}: {counted}  {plain}  [{elapsed}{', ' + eta if eta else ''}]"
+        when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        line = f"{when} {title.replace('[bold]', '')}: {counted}  {plain}  [{elapsed}{', ' + eta if eta else ''}]"
         err.print(line, markup=False, highlight=False, soft_wrap=True)
 
 

@@ -16,6 +16,7 @@ from brainsearch.arch import Architecture, Cost, cost, preset, preset_names
 from brainsearch.arch.cost import Precision
 from brainsearch.arch.devices import NotEnoughDevices, plan_devices
 from brainsearch.arch.plan import RECIPES
+from brainsearch.arch.scale import SCALE_PRESETS, scale, scale_preset
 from brainsearch.cli.common import err, fail, out, read_space
 from brainsearch.errors import ArchitectureError, Problem
 from brainsearch.space.baselines import describe_budget
@@ -23,7 +24,7 @@ from brainsearch.space.baselines import describe_budget
 if TYPE_CHECKING:
     from brainsearch.space import SearchSpace
 
-__all__ = ["cost_cmd", "read_architecture", "sample_cmd", "validate_cmd"]
+__all__ = ["cost_cmd", "read_architecture", "resolve_architecture", "sample_cmd", "validate_cmd"]
 
 # The most devices --shards, --gpus and the device plan consider.
 MAX_DEVICES = 4096
@@ -139,12 +140,31 @@ def read_architecture(arch_file: str) -> Architecture:
     return Architecture.from_json(data, source=source)
 
 
+def resolve_architecture(arch: str) -> Architecture:
+    """A JSON file, '-' for stdin, or the name of an architecture preset (``glam``, ``brainformer-1`` ...)."""
+    if arch != "-" and not Path(arch).exists() and arch in preset_names():
+        return preset(arch)
+    return read_architecture(arch)
+
+
 def cost_cmd(
     arch_file: Annotated[
-        str | None, typer.Argument(metavar="ARCH.json", help="Architecture JSON ('-': stdin).")
+        str | None,
+        typer.Argument(
+            metavar="ARCH", help=f"Architecture JSON, '-' (stdin) or a preset name: {', '.join(preset_names())}."
+        ),
     ] = None,
-    preset_name: Annotated[str | None, typer.Option("--preset", help=f"One of: {', '.join(preset_names())}.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=1 << 20, help="For the memory estimate.")] = 8,
+    preset_name: Annotated[
+        str | None,
+        typer.Option(
+            "--preset",
+            help=f"Scale preset to scale ARCH to, with its batch: {', '.join(SCALE_PRESETS)} (as train takes it).",
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", min=1, max=1 << 20, help="For the memory estimate (default: the preset's, or 8)."),
+    ] = None,
     precision: Annotated[
         str, typer.Option("--precision", help="fp32, or bf16 (autocast, as training on a GPU runs).")
     ] = "fp32",
@@ -173,8 +193,12 @@ def cost_cmd(
     """Parameters (total, activated, embedding), training FLOPs per token and the estimated peak training memory
     per device at a micro-batch; with --device-memory, how many devices the run needs and with which recipe (exit 1
     when the cluster has too few)."""
-    if (arch_file is None) == (preset_name is None):
-        raise fail([Problem("", "give exactly one of ARCH.json or --preset NAME", "cost")])
+    if arch_file is None and preset_name in preset_names() and preset_name not in SCALE_PRESETS:
+        arch_file, preset_name = preset_name, None  # `cost --preset glam`: an architecture preset, as before
+    if arch_file is None:
+        raise fail([Problem("ARCH", f"give an architecture: a JSON file, '-' or one of {', '.join(preset_names())}")])
+    scaled = scale_preset(preset_name) if preset_name is not None else None
+    batch_size = batch_size or (scaled.batch_size if scaled is not None else 8)
     if precision not in ("fp32", "bf16"):
         raise fail([Problem("--precision", f"expected fp32 or bf16, got {precision!r}", "cost")])
     num_shards = _count_option("--shards", shards)
@@ -199,10 +223,14 @@ def cost_cmd(
         raise fail([Problem("--gpus", "needs --device-memory", "cost")])
     if memory_bytes is not None and recipe_name is not None:
         raise fail([Problem("--recipe", "not with --device-memory: the device plan picks the recipe", "cost")])
-    arch = preset(preset_name) if preset_name else read_architecture(str(arch_file))
+    arch = resolve_architecture(arch_file)
+    if scaled is not None:
+        arch = scale(arch, scaled)
     p: Precision = "bf16" if precision == "bf16" else "fp32"
     if memory_bytes is not None:
-        name = preset_name or ("<stdin>" if arch_file == "-" else Path(str(arch_file)).stem)
+        name = preset_name or (
+            "<stdin>" if arch_file == "-" else arch_file if arch_file in preset_names() else Path(arch_file).stem
+        )
         _print_device_plan(
             arch, name, batch_size, p, memory_bytes, num_gpus or 1, num_shards, micro_batch, checkpointing, as_json
         )
@@ -304,7 +332,7 @@ def _print_device_plan(
     )
     out.print(
         f"{name}: {units}, {dp.recipe.label}, {how}: "
-        f"{plan.memory_bytes / 2**30:.1f} GiB per device (limit {plan.limit_bytes / 2**30:.1f} GiB)",
+        f"{fmt_bytes(plan.memory_bytes)} per device (limit {fmt_bytes(plan.limit_bytes)})",
         markup=False,
         highlight=False,
     )

@@ -11,11 +11,11 @@ import typer
 from rich.table import Table
 
 from brainsearch._format import fmt_count
-from brainsearch.arch import Architecture, preset, preset_names
+from brainsearch.arch import Architecture
 from brainsearch.arch.devices import DevicePlan
 from brainsearch.cli.common import DbOption, check_writable, data_dir, err, fail, open_repository, out, run_store
 from brainsearch.cli.render import print_wide
-from brainsearch.cli.spec import read_architecture
+from brainsearch.cli.spec import resolve_architecture
 from brainsearch.errors import Problem
 
 if TYPE_CHECKING:
@@ -23,13 +23,6 @@ if TYPE_CHECKING:
     from brainsearch.train.lifelong import ExpansionReport
 
 __all__ = ["expand_cmd", "train_cmd"]
-
-
-def _resolve_architecture(arch: str) -> Architecture:
-    """A JSON file, '-' for stdin, or the name of an architecture preset (``glam``, ``brainformer-1`` ...)."""
-    if arch != "-" and not Path(arch).exists() and arch in preset_names():
-        return preset(arch)
-    return read_architecture(arch)
 
 
 def train_cmd(
@@ -99,7 +92,7 @@ def train_cmd(
     what it needs (exit 1)."""
     from brainsearch.arch.scale import scale, scale_preset
 
-    arch = _resolve_architecture(arch_file)
+    arch = resolve_architecture(arch_file)
     given = {k: v for k, v in (("tokens", budget_tokens), ("flops", budget_flops), ("seconds", budget_seconds)) if v}
     if len(given) > 1:
         raise fail(
@@ -184,15 +177,40 @@ def _device_plan(
         )
     except (NotEnoughDevices, NoPlanFits) as refusal:
         c = cost(arch, settings.batch_size, hardware.precision)
+        reason = str(refusal)
+        if hardware.unit != "GPU":  # a host without GPUs: say what the run needs on them
+            reason += f"; on GPUs it needs {_gpus_needed(arch, settings.batch_size, name)}"
         return ProxyResult(
             status="out_of_memory",
-            reason=str(refusal),
+            reason=reason,
             arch_digest=arch.digest,
             device=settings.device,
             flops_per_token=c.flops_per_token,
             params_total=c.params_total,
             params_activated=c.params_activated,
         )
+
+
+# Datasheet memory of the GPUs a refusal on a host without GPUs is worked out for (bf16 weights, as there).
+_REFERENCE_GPUS = (("H100", 80 * 10**9), ("H200", 141 * 10**9))
+
+
+def _gpus_needed(arch: Architecture, batch_size: int, name: str) -> str:
+    """``"16 H100s of 80 GB (FSDP2 x 16, fp32 AdamW), or 8 H200s of 141 GB (...)"``: the fewest of each reference
+    GPU the memory planner trains ``arch`` on at ``batch_size`` in bf16 (what ``cost --device-memory`` plans)."""
+    from brainsearch.arch.devices import NotEnoughDevices, plan_devices
+    from brainsearch.arch.plan import NoPlanFits
+
+    needs = []
+    for model, memory in _REFERENCE_GPUS:
+        try:
+            plan = plan_devices(arch, batch_size, "bf16", memory, 4096, name=name, unit=model)
+        except (NotEnoughDevices, NoPlanFits):
+            needs.append(f"no number of {model}s of {round(memory / 1e9)} GB")
+            continue
+        plural = "" if plan.devices == 1 else "s"
+        needs.append(f"{plan.devices} {model}{plural} of {round(memory / 1e9)} GB in bf16 ({plan.recipe.label})")
+    return ", or ".join(needs)
 
 
 def _train_sharded(
@@ -262,12 +280,13 @@ def _train_with_bar(arch: Architecture, settings: TrainSettings, *, transient: b
 
 def _print_train_result(arch: Architecture, result: ProxyResult) -> None:
     from brainsearch.train.result import HEADLINE_METRICS
+    from service._ui_format import fmt_metric  # the dashboard's units: the trial page and this table agree
 
     table = Table(title=f"{arch.pattern} x {arch.num_blocks}: {result.status}", show_header=False)
     for key in ("reason", *HEADLINE_METRICS):
         value = getattr(result, key)
         if value is not None:
-            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+            table.add_row(key, str(value) if key == "reason" else fmt_metric(key, value))
     if result.moe is not None:
         table.add_row("moe load cv / dropped", f"{result.moe.load_cv:.3f} / {result.moe.dropped_fraction:.3f}")
     for text in result.notes:

@@ -88,7 +88,8 @@ _SUFFIXES = {
     "gb": 1e9,
     "tb": 1e12,
 }
-_QUANTITY = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+# A sign is read too, so that "-5" is refused by the field's bound (greater than 0), not as "not a number".
+_QUANTITY = re.compile(r"^\s*([+-]?[0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
 # Longest quantity string read: "1.5e12" or "40 GiB" need a handful of characters; the regex is only ever run on
 # short strings (on long ones its backtracking is polynomial: minutes for a few kilobytes of digits).
 _MAX_QUANTITY_CHARS = 64
@@ -104,7 +105,7 @@ def parse_quantity(v: Any) -> Any:
             raise ValueError(f"not a number: longer than {_MAX_QUANTITY_CHARS} characters")
         m = _QUANTITY.match(v)
         if not m or m.group(2).lower() not in {"", *_SUFFIXES}:
-            raise ValueError(f"{v!r} is not a number (suffixes: K, M, B, T, KiB, MiB, GiB, TiB)")
+            raise ValueError(f"{v!r} is not a number (suffixes: K, M, B, T; kB, MB, GB, TB; KiB, MiB, GiB, TiB)")
         return float(m.group(1)) * _SUFFIXES.get(m.group(2).lower(), 1)
     if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 1023:
         raise ValueError("number too large")  # no float holds it: float(v) would raise OverflowError
