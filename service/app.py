@@ -423,4 +423,20 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
     for router in (searches.router, trials.router, spaces.router):
         app.include_router(router, prefix="/api/v1", responses=ERROR_RESPONSES)
     app.include_router(dashboard.router)
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """The schema with the auth this server applies: the bearer scheme is required where a token is (every
+        non-GET route once one is configured; GET routes too with api_read_auth) and optional elsewhere, so a
+        client knows which calls go without it."""
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            for methods in schema["paths"].values():
+                for method, op in methods.items():
+                    needed = settings.api_token and (method != "get" or settings.api_read_auth)
+                    if "security" in op and not needed:
+                        op["security"] = [*op["security"], {}]
+        return app.openapi_schema or default_openapi()
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

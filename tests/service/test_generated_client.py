@@ -43,14 +43,25 @@ OPERATIONS = {
 }
 
 
-def _schema(tmp_path: Path) -> dict[str, Any]:
-    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 's.db'}", data_dir=tmp_path / "data"))
+def _schema(tmp_path: Path, **settings: Any) -> dict[str, Any]:
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 's.db'}", data_dir=tmp_path / "data", **settings))
     return app.openapi()
 
 
 def test_the_schema_declares_security_operations_media_types_and_error_bodies(tmp_path: Path) -> None:
-    """Pass: bearer security is declared and every route of the API may send it; every operation has a short id;
-    the export's 200 lists one binary media type per format; every 4xx a route can answer has a JSON body."""
+    """Pass: bearer security is declared, required where this server requires the token (writes; reads too with
+    api_read_auth) and optional elsewhere; every operation has a short id; the export's 200 lists one binary media
+    type per format; every 4xx a route can answer has a JSON body."""
+    required, optional = [{"bearer": []}], [{"bearer": []}, {}]
+    for settings, write, read in (
+        ({}, optional, optional),
+        ({"api_token": "tok"}, required, optional),
+        ({"api_token": "tok", "api_read_auth": True}, required, required),
+    ):
+        paths = _schema(tmp_path, **settings)["paths"]
+        declared = {(m, op["operationId"]): op.get("security") for ops in paths.values() for m, op in ops.items()}
+        assert declared.pop(("get", "get_health")) is None, settings
+        assert all(sec == (read if m == "get" else write) for (m, _), sec in declared.items()), (settings, declared)
     schema = _schema(tmp_path)
     assert schema["components"]["securitySchemes"]["bearer"] == {
         "type": "http",
@@ -61,8 +72,6 @@ def test_the_schema_declares_security_operations_media_types_and_error_bodies(tm
     for path, methods in schema["paths"].items():
         for method, op in methods.items():
             operations[op["operationId"]] = op
-            if op["operationId"] != "get_health":
-                assert op.get("security") == [{"bearer": []}], (method, path)
             for code, response in op["responses"].items():
                 if code.startswith("4"):
                     assert "application/json" in response.get("content", {}), (method, path, code)
